@@ -1,0 +1,586 @@
+"""The append-only event store: append (idempotent, atomic batches), read in sequence order, replay.
+
+One code path for the embedded SQLite file and for PostgreSQL (`HMS_DATABASE_URL`). Appends are
+serialised by the database (SQLite's `BEGIN IMMEDIATE`, a PostgreSQL advisory lock), so sequence
+numbers are dense and commit in order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import orjson
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from pydantic import PrivateAttr
+from sqlalchemy import Connection, Engine, and_, create_engine, distinct, event, func, select, text
+from sqlalchemy.engine import make_url
+
+from hms_resources.events import (
+    DEFAULT_MAX_CONTENT_BYTES,
+    MEMORY_ARCHIVED,
+    MEMORY_CREATED,
+    MEMORY_FORGOTTEN,
+    MEMORY_RELATED,
+    MemoryEvent,
+    erase_payload,
+)
+from hms_resources.home import default_database_url, hms_home, redact_url
+from hms_resources.memory_state import JSON_COLUMNS, MEMORY_COLUMNS, Memory, MemoryKey, MemoryState
+from hms_resources.store_schema import events, memories, memory_keys, projection_cursors
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+APPEND_LOCK_ID = 0x484D5331  # "HMS1": the PostgreSQL advisory lock that serialises appends
+_IN_CHUNK = 500
+
+
+class StoreError(RuntimeError):
+    """The store cannot do what was asked (unreachable, wrong schema, ...)."""
+
+
+@dataclass
+class AppendResult:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    last_sequence: int | None = None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _make_engine(url: str) -> Engine:
+    if make_url(url).get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"timeout": 60})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):
+        deferred = conn.get_execution_options().get("hms_read_only", False)
+        conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+class EventStore(dg.ConfigurableResource):
+    """The source of truth for every memory: an append-only log of memory events."""
+
+    database_url: str = ""
+    hms_home: str = ""
+    max_content_bytes: int = DEFAULT_MAX_CONTENT_BYTES
+
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    @classmethod
+    def from_env(cls) -> "EventStore":
+        return cls(
+            database_url=os.environ.get("HMS_DATABASE_URL", ""),
+            hms_home=os.environ.get("HMS_HOME", ""),
+            max_content_bytes=int(os.environ.get("HMS_MAX_CONTENT_BYTES", DEFAULT_MAX_CONTENT_BYTES)),
+        )
+
+    @property
+    def url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        home = hms_home(self.hms_home or None)
+        home.mkdir(parents=True, exist_ok=True)
+        return default_database_url(home)
+
+    @property
+    def display_url(self) -> str:
+        return redact_url(self.url)
+
+    @property
+    def is_postgres(self) -> bool:
+        return make_url(self.url).get_backend_name() == "postgresql"
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            engine = _make_engine(self.url)
+            try:
+                _upgrade(engine)
+            except Exception as exc:
+                engine.dispose()
+                raise StoreError(f"cannot open the event store at {self.display_url}: {exc}") from exc
+            self._engine = engine
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """A write transaction holding the store's append lock."""
+        with self.engine.begin() as conn:
+            if self.is_postgres:
+                conn.execute(select(func.pg_advisory_xact_lock(APPEND_LOCK_ID)))
+            yield conn
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(hms_read_only=True)
+            with conn.begin():
+                yield conn
+
+    # Appending ------------------------------------------------------------------------------
+
+    def append(self, batch: Sequence[MemoryEvent], *, strict: bool = False) -> AppendResult:
+        """Store a batch in one transaction.
+
+        Already-stored event ids are skipped and counted as duplicates. Events whose memory does not
+        exist (or was forgotten) are rejected with a reason; with `strict`, any rejection stores
+        nothing and raises.
+        """
+        result = AppendResult()
+        if not batch:
+            return result
+        with self.writing() as conn:
+            known_ids = self._stored_event_ids(conn, [e.event_id for e in batch])
+            statuses = self._memory_statuses(conn, batch)
+            next_sequence = (conn.execute(select(func.max(events.c.sequence))).scalar() or 0) + 1
+            recorded_at = _now()
+            rows: list[dict[str, Any]] = []
+            rows_by_key: dict[MemoryKey, list[int]] = {}
+            new_keys: list[dict[str, Any]] = []
+            status_changes: dict[MemoryKey, str] = {}
+            forgotten: list[MemoryKey] = []
+            for index, ev in enumerate(batch):
+                if ev.event_id in known_ids:
+                    result.duplicates += 1
+                    continue
+                problem = _reference_problem(ev, statuses)
+                if problem:
+                    result.rejected.append((index, problem))
+                    continue
+                known_ids.add(ev.event_id)
+                sequence = next_sequence + len(rows)
+                if ev.type == MEMORY_CREATED:
+                    statuses[ev.key] = "live"
+                    new_keys.append(
+                        {"user_id": ev.user_id, "memory_id": ev.memory_id, "status": "live", "created_sequence": sequence}
+                    )
+                elif ev.type == MEMORY_ARCHIVED:
+                    statuses[ev.key] = status_changes[ev.key] = "archived"
+                elif ev.type == MEMORY_FORGOTTEN:
+                    statuses[ev.key] = status_changes[ev.key] = "forgotten"
+                    forgotten.append(ev.key)
+                rows_by_key.setdefault(ev.key, []).append(len(rows))
+                rows.append(
+                    {
+                        "sequence": sequence,
+                        "event_id": ev.event_id,
+                        "type": ev.type,
+                        "user_id": ev.user_id,
+                        "memory_id": ev.memory_id,
+                        "occurred_at": ev.occurred_at,
+                        "recorded_at": recorded_at,
+                        "payload": ev.payload,
+                        "erased": False,
+                    }
+                )
+            if strict and result.rejected:
+                index, reason = result.rejected[0]
+                raise _BatchRejected(f"event {index} ({batch[index].event_id}): {reason}")
+            for key in forgotten:
+                for row_index in rows_by_key[key]:
+                    rows[row_index]["payload"] = erase_payload(rows[row_index]["payload"])
+                    rows[row_index]["erased"] = True
+                self._erase_stored(conn, key)
+            for row in rows:
+                row["payload"] = orjson.dumps(row["payload"]).decode()
+            if rows:
+                conn.execute(events.insert(), rows)
+            if new_keys:
+                conn.execute(memory_keys.insert(), new_keys)
+            for (user_id, memory_id), status in status_changes.items():
+                conn.execute(
+                    memory_keys.update()
+                    .where(and_(memory_keys.c.user_id == user_id, memory_keys.c.memory_id == memory_id))
+                    .values(status=status)
+                )
+        result.accepted = len(rows)
+        result.last_sequence = rows[-1]["sequence"] if rows else None
+        return result
+
+    def _stored_event_ids(self, conn: Connection, event_ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(sorted(set(event_ids))):
+            found.update(conn.execute(select(events.c.event_id).where(events.c.event_id.in_(chunk))).scalars())
+        return found
+
+    def _memory_statuses(self, conn: Connection, batch: Sequence[MemoryEvent]) -> dict[MemoryKey, str]:
+        wanted: set[MemoryKey] = set()
+        for ev in batch:
+            wanted.add(ev.key)
+            if ev.type == MEMORY_RELATED:
+                wanted.add((ev.user_id, ev.payload["target"]))
+        statuses: dict[MemoryKey, str] = {}
+        for chunk in _chunks(sorted({memory_id for _, memory_id in wanted})):
+            query = select(memory_keys.c.user_id, memory_keys.c.memory_id, memory_keys.c.status).where(
+                memory_keys.c.memory_id.in_(chunk)
+            )
+            for user_id, memory_id, status in conn.execute(query):
+                if (user_id, memory_id) in wanted:
+                    statuses[(user_id, memory_id)] = status
+        return statuses
+
+    def _erase_stored(self, conn: Connection, key: MemoryKey) -> None:
+        user_id, memory_id = key
+        where = and_(events.c.user_id == user_id, events.c.memory_id == memory_id, events.c.erased.is_(False))
+        for sequence, payload in conn.execute(select(events.c.sequence, events.c.payload).where(where)).all():
+            erased = orjson.dumps(erase_payload(orjson.loads(payload))).decode()
+            conn.execute(events.update().where(events.c.sequence == sequence).values(payload=erased, erased=True))
+
+    # Reading --------------------------------------------------------------------------------
+
+    def max_sequence(self) -> int:
+        with self.reading() as conn:
+            return conn.execute(select(func.max(events.c.sequence))).scalar() or 0
+
+    def read_events(
+        self,
+        *,
+        after_sequence: int = 0,
+        until_sequence: int | None = None,
+        until_time: str | None = None,
+        user_id: str | None = None,
+        page_size: int = 20_000,
+    ) -> Iterator[MemoryEvent]:
+        """Stored events in sequence order, paged so that a long log never sits in memory at once."""
+        for page in self.read_event_pages(
+            after_sequence=after_sequence,
+            until_sequence=until_sequence,
+            until_time=until_time,
+            user_id=user_id,
+            page_size=page_size,
+        ):
+            yield from page
+
+    def read_event_pages(
+        self,
+        *,
+        after_sequence: int = 0,
+        until_sequence: int | None = None,
+        until_time: str | None = None,
+        user_id: str | None = None,
+        page_size: int = 20_000,
+    ) -> Iterator[list[MemoryEvent]]:
+        cols = (
+            events.c.sequence,
+            events.c.event_id,
+            events.c.type,
+            events.c.user_id,
+            events.c.memory_id,
+            events.c.occurred_at,
+            events.c.payload,
+        )
+        last = after_sequence
+        loads = orjson.loads
+        while True:
+            query = select(*cols).where(events.c.sequence > last).order_by(events.c.sequence).limit(page_size)
+            if until_sequence is not None:
+                query = query.where(events.c.sequence <= until_sequence)
+            if until_time is not None:
+                query = query.where(events.c.occurred_at <= until_time)
+            if user_id is not None:
+                query = query.where(events.c.user_id == user_id)
+            with self.reading() as conn:
+                rows = conn.execute(query).all()
+            if not rows:
+                return
+            yield [MemoryEvent(e, t, u, m, o, loads(p), s) for s, e, t, u, m, o, p in rows]
+            last = rows[-1][0]
+            if len(rows) < page_size:
+                return
+
+    def replay(
+        self,
+        *,
+        until_sequence: int | None = None,
+        until_time: str | None = None,
+        user_id: str | None = None,
+    ) -> MemoryState:
+        """The state of every memory as of a sequence number or a point in time (UTC text)."""
+        from hms_resources.memory_state import apply_events
+
+        state: MemoryState = {}
+        for page in self.read_event_pages(until_sequence=until_sequence, until_time=until_time, user_id=user_id):
+            apply_events(state, page)
+        return state
+
+    def stats(self) -> dict[str, Any]:
+        with self.reading() as conn:
+            event_count = conn.execute(select(func.count()).select_from(events)).scalar() or 0
+            users = conn.execute(select(func.count(distinct(memory_keys.c.user_id)))).scalar() or 0
+            by_status = dict(
+                conn.execute(select(memory_keys.c.status, func.count()).group_by(memory_keys.c.status)).all()
+            )
+            last_sequence = conn.execute(select(func.max(events.c.sequence))).scalar() or 0
+        return {
+            "events": event_count,
+            "last_sequence": last_sequence,
+            "users": users,
+            "memories": {
+                "total": sum(by_status.values()),
+                "live": by_status.get("live", 0),
+                "archived": by_status.get("archived", 0),
+                "forgotten": by_status.get("forgotten", 0),
+            },
+        }
+
+    def counts_at(self, sequence: int) -> dict[str, int]:
+        """Memory counts by status as of `sequence`, computed from the raw log (not from any fold)."""
+        upto = events.c.sequence <= sequence
+        with self.reading() as conn:
+            created = conn.execute(
+                select(func.count()).select_from(events).where(upto, events.c.type == MEMORY_CREATED)
+            ).scalar()
+            forgotten = conn.execute(
+                select(func.count()).select_from(events).where(upto, events.c.type == MEMORY_FORGOTTEN)
+            ).scalar()
+            forgotten_keys = (
+                select(events.c.user_id, events.c.memory_id)
+                .where(upto, events.c.type == MEMORY_FORGOTTEN)
+                .subquery()
+            )
+            archived_keys = (
+                select(events.c.user_id, events.c.memory_id)
+                .where(upto, events.c.type == MEMORY_ARCHIVED)
+                .except_(select(forgotten_keys.c.user_id, forgotten_keys.c.memory_id))
+                .subquery()
+            )
+            archived = conn.execute(select(func.count()).select_from(archived_keys)).scalar()
+        return {
+            "live": created - archived - forgotten,
+            "archived": archived,
+            "forgotten": forgotten,
+        }
+
+    def unerased_events_of_forgotten(self) -> int:
+        """Events of forgotten memories whose payload still holds what the user said (must be 0)."""
+        joined = events.join(
+            memory_keys,
+            and_(events.c.user_id == memory_keys.c.user_id, events.c.memory_id == memory_keys.c.memory_id),
+        )
+        query = (
+            select(func.count())
+            .select_from(joined)
+            .where(memory_keys.c.status == "forgotten", events.c.erased.is_(False))
+        )
+        with self.reading() as conn:
+            return conn.execute(query).scalar() or 0
+
+    # The memories projection ----------------------------------------------------------------
+
+    def projection_cursor(self, name: str) -> int:
+        with self.reading() as conn:
+            value = conn.execute(
+                select(projection_cursors.c.sequence).where(projection_cursors.c.name == name)
+            ).scalar()
+        return value or 0
+
+    def load_memories(self, keys: Iterable[MemoryKey]) -> MemoryState:
+        wanted = set(keys)
+        state: MemoryState = {}
+        with self.reading() as conn:
+            for chunk in _chunks(sorted({m for _, m in wanted})):
+                for row in conn.execute(select(memories).where(memories.c.memory_id.in_(chunk))).mappings():
+                    key = (row["user_id"], row["memory_id"])
+                    if key in wanted:
+                        state[key] = memory_from_row(row)
+        return state
+
+    def read_memories(self, *, user_id: str | None = None, include_forgotten: bool = False) -> list[Memory]:
+        query = select(memories).order_by(memories.c.user_id, memories.c.memory_id)
+        if user_id is not None:
+            query = query.where(memories.c.user_id == user_id)
+        if not include_forgotten:
+            query = query.where(memories.c.is_forgotten.is_(False))
+        with self.reading() as conn:
+            return [memory_from_row(row) for row in conn.execute(query).mappings()]
+
+    def save_memories(self, changed: Iterable[Memory], *, cursor_name: str, cursor: int) -> int:
+        """Upsert changed memories and move the projection's cursor, in one transaction."""
+        rows = [memory_to_row(m) for m in changed]
+        with self.writing() as conn:
+            if rows:
+                conn.execute(_upsert(conn, memories, ("user_id", "memory_id")), rows)
+            conn.execute(
+                _upsert(conn, projection_cursors, ("name",)),
+                {"name": cursor_name, "sequence": cursor, "updated_at": _now()},
+            )
+        return len(rows)
+
+    def memory_summary(self) -> dict[str, Any]:
+        """What an operator wants to see of the memories projection."""
+        live = and_(memories.c.is_forgotten.is_(False), memories.c.is_archived.is_(False))
+        with self.reading() as conn:
+            by_type = conn.execute(
+                select(func.coalesce(memories.c.memory_type, "(none)"), func.count())
+                .where(live)
+                .group_by(memories.c.memory_type)
+                .order_by(func.count().desc())
+            ).all()
+            by_category = conn.execute(
+                select(func.coalesce(memories.c.category, "(none)"), func.count())
+                .where(live)
+                .group_by(memories.c.category)
+                .order_by(func.count().desc(), memories.c.category)
+                .limit(10)
+            ).all()
+            users = conn.execute(select(func.count(distinct(memories.c.user_id)))).scalar() or 0
+            flags = conn.execute(
+                select(memories.c.is_archived, memories.c.is_forgotten, func.count()).group_by(
+                    memories.c.is_archived, memories.c.is_forgotten
+                )
+            ).all()
+            empty_live = conn.execute(
+                select(func.count()).select_from(memories).where(
+                    live, (memories.c.content.is_(None)) | (func.length(func.trim(memories.c.content)) == 0)
+                )
+            ).scalar()
+            forgotten_with_content = conn.execute(
+                select(func.count()).select_from(memories).where(
+                    memories.c.is_forgotten.is_(True), memories.c.content.is_not(None)
+                )
+            ).scalar()
+        forgotten_n = sum(n for _, is_forgotten, n in flags if is_forgotten)
+        archived_n = sum(n for is_archived, is_forgotten, n in flags if is_archived and not is_forgotten)
+        live_n = sum(n for is_archived, is_forgotten, n in flags if not is_archived and not is_forgotten)
+        return {
+            "users": users,
+            "live": live_n,
+            "archived": archived_n,
+            "forgotten": forgotten_n,
+            "by_type": [(str(k), int(v)) for k, v in by_type],
+            "by_category": [(str(k), int(v)) for k, v in by_category],
+            "live_without_content": int(empty_live or 0),
+            "forgotten_with_content": int(forgotten_with_content or 0),
+        }
+
+
+def _upsert(conn: Connection, table: Any, keys: tuple[str, ...]) -> Any:
+    """INSERT ... ON CONFLICT DO UPDATE, which SQLite and PostgreSQL spell the same way."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = insert(table)
+    return statement.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys},
+    )
+
+
+class _BatchRejected(StoreError):
+    pass
+
+
+def _reference_problem(ev: MemoryEvent, statuses: dict[MemoryKey, str]) -> str | None:
+    status = statuses.get(ev.key)
+    if ev.type == MEMORY_CREATED:
+        return f"memory {ev.memory_id!r} already exists for user {ev.user_id!r}" if status else None
+    if status is None:
+        return f"memory {ev.memory_id!r} does not exist for user {ev.user_id!r}"
+    if status == "forgotten":
+        return f"memory {ev.memory_id!r} was forgotten"
+    if ev.type == MEMORY_RELATED:
+        target = ev.payload["target"]
+        if target == ev.memory_id:
+            return "payload.target must name another memory, not the memory itself"
+        target_status = statuses.get((ev.user_id, target))
+        if target_status is None:
+            return f"payload.target: memory {target!r} does not exist for user {ev.user_id!r}"
+        if target_status == "forgotten":
+            return f"payload.target: memory {target!r} was forgotten"
+    return None
+
+
+def memory_to_row(memory: Memory) -> dict[str, Any]:
+    row = memory.to_dict()
+    for name in JSON_COLUMNS:
+        row[name] = orjson.dumps(row[name]).decode()
+    return row
+
+
+def memory_from_row(row: Any) -> Memory:
+    values = {name: row[name] for name in MEMORY_COLUMNS}
+    for name in JSON_COLUMNS:
+        values[name] = orjson.loads(values[name])
+    values["is_archived"] = bool(values["is_archived"])
+    values["is_forgotten"] = bool(values["is_forgotten"])
+    return Memory(**values)
+
+
+def _alembic_config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def _upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest revision, under the store's write lock so processes don't race."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    if current == head:
+        return
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(select(func.pg_advisory_xact_lock(APPEND_LOCK_ID)))
+        command.upgrade(_alembic_config(conn), "head")
+
+
+def migrate(url: str, revision: str) -> None:
+    """Move the schema to `revision` (`head`, `base` or an id): the operator's upgrade and downgrade."""
+    engine = _make_engine(url)
+    try:
+        with engine.begin() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+            config = _alembic_config(conn)
+            if revision == "base" or (current is not None and revision != "head" and revision < current):
+                command.downgrade(config, revision)
+            else:
+                command.upgrade(config, revision)
+    finally:
+        engine.dispose()
+
+
+def schema_revision(url: str) -> str | None:
+    engine = _make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()

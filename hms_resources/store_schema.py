@@ -1,0 +1,94 @@
+"""Tables of the HMS store. Alembic migrations (`hms_resources/migrations`) create and change them;
+these definitions are what the queries are written against."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# The append-only log. `sequence` is assigned under the store's write lock, so its order is the
+# commit order and readers can page by it without missing late commits.
+events = Table(
+    "events",
+    metadata,
+    Column("sequence", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_id", String(255), nullable=False, unique=True),
+    Column("type", String(32), nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("memory_id", String(255), nullable=False),
+    Column("occurred_at", String(27), nullable=False),
+    Column("recorded_at", String(27), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("erased", Boolean, nullable=False, default=False),
+    Index("ix_events_memory", "user_id", "memory_id"),
+    Index("ix_events_occurred_at", "occurred_at"),
+)
+
+# Which memories exist, per user, and whether they are live, archived or forgotten: kept in the same
+# transaction as the events, so appends can reject events for memories that do not exist.
+memory_keys = Table(
+    "memory_keys",
+    metadata,
+    Column("user_id", String(255), primary_key=True),
+    Column("memory_id", String(255), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("created_sequence", BigInteger, nullable=False),
+)
+
+# The `memories` asset: the replayed state of every memory, and the sequence it was replayed to.
+memories = Table(
+    "memories",
+    metadata,
+    Column("user_id", String(255), primary_key=True),
+    Column("memory_id", String(255), primary_key=True),
+    Column("content", Text),
+    Column("session_id", String(255)),
+    Column("memory_type", String(64)),
+    Column("category", String(255)),
+    Column("tags", Text, nullable=False),
+    Column("importance", Float),
+    Column("confidence", Float),
+    Column("source_type", String(255)),
+    Column("source_id", String(255)),
+    Column("created_by", String(255)),
+    Column("parent_memory_id", String(255)),
+    Column("related_memory_ids", Text, nullable=False),
+    Column("relations", Text, nullable=False),
+    Column("context", Text, nullable=False),
+    Column("metadata", Text, nullable=False),
+    Column("created_at", String(27)),
+    Column("last_modified_at", String(27)),
+    Column("access_count", Integer, nullable=False),
+    Column("last_accessed_at", String(27)),
+    Column("relevant_count", Integer, nullable=False),
+    Column("irrelevant_count", Integer, nullable=False),
+    Column("relevance_score_sum", Float, nullable=False),
+    Column("relevance_score_count", Integer, nullable=False),
+    Column("is_archived", Boolean, nullable=False),
+    Column("archive_reason", Text),
+    Column("archived_at", String(27)),
+    Column("is_forgotten", Boolean, nullable=False),
+    Column("forgotten_at", String(27)),
+    Column("event_count", Integer, nullable=False),
+    Column("last_sequence", BigInteger),
+)
+
+projection_cursors = Table(
+    "projection_cursors",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("sequence", BigInteger, nullable=False),
+    Column("updated_at", String(27), nullable=False),
+)
