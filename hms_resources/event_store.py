@@ -440,6 +440,11 @@ class EventStore(dg.ConfigurableResource):
             )
         return len(rows)
 
+    def clear_memories(self, *, cursor_name: str) -> None:
+        with self.writing() as conn:
+            conn.execute(memories.delete())
+            conn.execute(projection_cursors.delete().where(projection_cursors.c.name == cursor_name))
+
     def memory_summary(self) -> dict[str, Any]:
         """What an operator wants to see of the memories projection."""
         live = and_(memories.c.is_forgotten.is_(False), memories.c.is_archived.is_(False))

@@ -1,0 +1,32 @@
+# HMS: `make run` sets up and runs the main job; `make test` sets up and passes the tests.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+export HMS_HOME ?= $(CURDIR)/.hms
+export DAGSTER_HOME ?= $(HMS_HOME)/dagster
+
+.PHONY: install run test ui bench clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+run: install
+	$(BIN)/hms run $(if $(DATA),--data $(DATA))
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+ui: install
+	$(BIN)/hms ui
+
+bench: install
+	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/replay.py
+
+clean:
+	rm -rf $(VENV) .hms

@@ -1,0 +1,30 @@
+"""Small charts for the Dagster UI: PNGs inlined in markdown metadata."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def bar_chart_markdown(counts: list[tuple[str, int]], *, title: str, xlabel: str = "memories") -> str:
+    labels = [label for label, _ in counts][::-1]
+    values = [value for _, value in counts][::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.4 * max(len(counts), 2) + 1), dpi=100)
+    try:
+        ax.barh(labels, values, color="#4f46e5")
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        for y, value in enumerate(values):
+            ax.text(value, y, f" {value}", va="center")
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+    finally:
+        plt.close(fig)
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return f"![{title}](data:image/png;base64,{encoded})"

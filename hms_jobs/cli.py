@@ -1,0 +1,196 @@
+"""`hms`: ingest events, look at the store, and run HMS's Dagster jobs from a terminal."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+import orjson
+
+from hms_resources.event_store import EventStore, migrate
+from hms_resources.events import DEFAULT_MAX_CONTENT_BYTES
+from hms_resources.home import hms_home
+from hms_resources.ingest import DEFAULT_BATCH_SIZE, IngestReport, default_rejects_path, ingest_path
+
+SAMPLE_EVENTS = Path(__file__).resolve().parents[1] / "hms_resources" / "data" / "sample_events.jsonl"
+
+EXIT_OK, EXIT_FAILURE, EXIT_REJECTED = 0, 1, 2
+
+
+class _Cli(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the CLI's last line: say what failed, exit 1
+            click.echo(f"hms: error: {exc}", err=True)
+            ctx.exit(EXIT_FAILURE)
+
+
+@click.group(cls=_Cli)
+def main() -> None:
+    """HMS, the hierarchical memory system. The store lives under $HMS_HOME (default ./.hms),
+    or in PostgreSQL when $HMS_DATABASE_URL is set."""
+
+
+def _store(max_content_bytes: int | None = None) -> EventStore:
+    store = EventStore.from_env()
+    if max_content_bytes is not None:
+        store = EventStore(
+            database_url=store.database_url, hms_home=store.hms_home, max_content_bytes=max_content_bytes
+        )
+    return store
+
+
+def _ingest(path: str, *, rejects: str | None, batch_size: int, max_content_bytes: int | None, progress: bool | None) -> IngestReport:
+    from tqdm import tqdm
+
+    store = _store(max_content_bytes)
+    rejects_path = Path(rejects) if rejects else default_rejects_path(hms_home(), path)
+    total = None if path == "-" else os.path.getsize(path)
+    with tqdm(total=total, unit="B", unit_scale=True, desc="ingest", disable=not progress if progress is not None else None, file=sys.stderr) as bar:
+        report = ingest_path(
+            store,
+            path,
+            rejects_path=rejects_path,
+            batch_size=batch_size,
+            on_reject=lambda r: tqdm.write(str(r), file=sys.stderr),
+            on_progress=bar.update,
+        )
+    store.close()
+    if report.rejected:
+        click.echo(f"hms: {report.rejected} rejected line(s) written to {report.rejects_path}", err=True)
+    return report
+
+
+@main.command()
+@click.argument("path", type=click.Path(allow_dash=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON on standard output.")
+@click.option("--rejects", type=click.Path(dir_okay=False), help="Where to write rejected lines (JSONL).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
+@click.option(
+    "--max-content-bytes",
+    type=click.IntRange(min=1),
+    default=None,
+    help=f"Largest payload.content accepted [default: $HMS_MAX_CONTENT_BYTES or {DEFAULT_MAX_CONTENT_BYTES}].",
+)
+@click.option("--progress/--no-progress", default=None, help="Show a progress bar [default: when on a terminal].")
+def ingest(path: str, as_json: bool, rejects: str | None, batch_size: int, max_content_bytes: int | None, progress: bool | None) -> None:
+    """Append the events of a JSONL file (`-` reads standard input). Exit 0: all stored; 2: some lines
+    rejected (the rest stored); 1: failure."""
+    if path != "-" and not Path(path).is_file():
+        raise click.ClickException(f"{path}: no such file")
+    report = _ingest(path, rejects=rejects, batch_size=batch_size, max_content_bytes=max_content_bytes, progress=progress)
+    if as_json:
+        click.echo(orjson.dumps(report.counts()).decode())
+    else:
+        click.echo(f"accepted {report.accepted}, duplicates {report.duplicates}, rejected {report.rejected}")
+    sys.exit(EXIT_REJECTED if report.rejected else EXIT_OK)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def stats(as_json: bool) -> None:
+    """Counts of events, memories (live, archived, forgotten) and users."""
+    store = _store()
+    numbers = store.stats()
+    store.close()
+    if as_json:
+        click.echo(orjson.dumps(numbers).decode())
+        return
+    m = numbers["memories"]
+    click.echo(
+        f"events {numbers['events']} (last sequence {numbers['last_sequence']}), users {numbers['users']}, "
+        f"memories {m['total']}: {m['live']} live, {m['archived']} archived, {m['forgotten']} forgotten"
+    )
+
+
+@main.command()
+@click.option("--users", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--sessions", type=click.IntRange(min=1), default=12, show_default=True, help="Sessions per user.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, allow_dash=True), default="-", show_default=True)
+def generate(users: int, sessions: int, seed: int, out: str) -> None:
+    """Write seeded synthetic multi-user memory events as JSONL."""
+    from hms_resources.synthetic import generate_events
+
+    stream = sys.stdout.buffer if out == "-" else open(out, "wb")
+    try:
+        for record in generate_events(users=users, sessions_per_user=sessions, seed=seed):
+            stream.write(orjson.dumps(record) + b"\n")
+    finally:
+        if stream is not sys.stdout.buffer:
+            stream.close()
+
+
+@main.command("migrate")
+@click.argument("revision", default="head")
+def migrate_command(revision: str) -> None:
+    """Move the store's schema to REVISION (`head`, `base` or a revision id)."""
+    store = _store()
+    migrate(store.url, revision)
+    click.echo(f"event store at {store.display_url} is at revision {revision}")
+
+
+@main.command()
+@click.option("--postgres", is_flag=True, help="Use PostgreSQL instance storage ($HMS_DAGSTER_PG_URL).")
+def instance(postgres: bool) -> None:
+    """Write the Dagster instance config to $DAGSTER_HOME (default $HMS_HOME/dagster)."""
+    from hms_jobs.instance import prepare_dagster_home
+
+    home = prepare_dagster_home(postgres=postgres, replace=True)
+    click.echo(f"DAGSTER_HOME={home}")
+
+
+@main.command()
+@click.option("--data", type=click.Path(exists=True, dir_okay=False), default=None, help="Your own events (JSONL).")
+def run(data: str | None) -> None:
+    """Ingest events (the bundled sample by default) and run the main job."""
+    import dagster as dg
+
+    from hms_jobs.definitions import defs
+    from hms_jobs.instance import WORKSPACE, prepare_dagster_home
+
+    path = data or str(SAMPLE_EVENTS)
+    report = _ingest(path, rejects=None, batch_size=DEFAULT_BATCH_SIZE, max_content_bytes=None, progress=None)
+    click.echo(f"ingested {path}: {orjson.dumps(report.counts()).decode()}")
+    home = prepare_dagster_home()
+    with dg.DagsterInstance.get() as dagster_instance:
+        result = defs().resolve_job_def("main_job").execute_in_process(
+            instance=dagster_instance, run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+        )
+        click.echo(f"main_job run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
+        for materialization in result.get_asset_materialization_events():
+            mat = materialization.materialization
+            shown = {
+                k: v.value
+                for k, v in mat.metadata.items()
+                if k in ("cursor", "events_applied", "users", "live", "archived", "forgotten")
+            }
+            click.echo(f"  materialized {mat.asset_key.to_user_string()}: {shown}")
+        for check in result.get_asset_check_evaluations():
+            click.echo(f"  check {check.check_name}: {'passed' if check.passed else 'FAILED'}")
+    store = _store()
+    click.echo(f"store: {store.display_url}")
+    click.echo(f"dagster instance: {home}")
+    click.echo(f"next: `make ui` and open http://127.0.0.1:3000 (workspace {WORKSPACE.name}); `hms stats --json`")
+    store.close()
+    sys.exit(EXIT_OK if result.success else EXIT_FAILURE)
+
+
+@main.command()
+@click.option("--port", type=int, default=3000, show_default=True)
+def ui(port: int) -> None:
+    """Start the Dagster UI and daemon (`dagster dev`) on HMS's instance."""
+    from hms_jobs.instance import WORKSPACE, prepare_dagster_home
+
+    prepare_dagster_home()
+    dagster = Path(sys.executable).with_name("dagster")
+    os.execv(str(dagster), [str(dagster), "dev", "-w", str(WORKSPACE), "-p", str(port)])
+
+
+if __name__ == "__main__":
+    main()
