@@ -51,6 +51,17 @@ def _nonempty_string(value: Any) -> bool:
     return isinstance(value, str) and value != ""
 
 
+MAX_ID_LENGTH = 255
+
+
+def _identifier(value: Any, name: str) -> str:
+    if not _nonempty_string(value):
+        raise EventError(f"{name} must be a non-empty string")
+    if len(value) > MAX_ID_LENGTH:
+        raise EventError(f"{name} is longer than {MAX_ID_LENGTH} characters")
+    return value
+
+
 def _unit_interval(value: Any) -> bool:
     return (
         isinstance(value, (int, float))
@@ -188,8 +199,7 @@ def parse_event(record: Any, *, max_content_bytes: int = DEFAULT_MAX_CONTENT_BYT
     event_id = record.get("event_id")
     if event_id is None:
         raise EventError("event_id is required")
-    if not _nonempty_string(event_id):
-        raise EventError("event_id must be a non-empty string")
+    _identifier(event_id, "event_id")
     event_type = record.get("type")
     if event_type is None:
         raise EventError("type is required")
@@ -198,15 +208,14 @@ def parse_event(record: Any, *, max_content_bytes: int = DEFAULT_MAX_CONTENT_BYT
     user_id = record.get("user_id")
     if user_id is None:
         raise EventError("user_id is required")
-    if not _nonempty_string(user_id):
-        raise EventError("user_id must be a non-empty string")
+    _identifier(user_id, "user_id")
     memory_id = record.get("memory_id")
     if memory_id is None:
         if event_type != MEMORY_CREATED:
             raise EventError(f"memory_id is required for {event_type}")
         memory_id = event_id
-    elif not _nonempty_string(memory_id):
-        raise EventError("memory_id must be a non-empty string")
+    else:
+        _identifier(memory_id, "memory_id")
     if "occurred_at" not in record:
         raise EventError("occurred_at is required")
     occurred_at = normalize_timestamp(record["occurred_at"])

@@ -1,0 +1,29 @@
+"""Builders of memory events for tests."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+_ids = itertools.count(1)
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+
+
+def at(minutes: float) -> str:
+    return (T0 + timedelta(minutes=minutes)).isoformat()
+
+
+def event(kind: str, user: str, memory: str, minutes: float = 0, event_id: str | None = None, **payload: Any) -> dict[str, Any]:
+    return {
+        "event_id": event_id or f"ev-{next(_ids)}",
+        "type": f"memory.{kind}",
+        "user_id": user,
+        "memory_id": memory,
+        "occurred_at": at(minutes),
+        "payload": payload,
+    }
+
+
+def created(user: str, memory: str, content: str = "likes green tea", minutes: float = 0, **payload: Any) -> dict[str, Any]:
+    return event("created", user, memory, minutes, content=content, **payload)
