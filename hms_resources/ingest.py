@@ -118,10 +118,13 @@ def ingest_stream(
         if on_reject is not None:
             on_reject(rejection)
 
-    def flush(pending: list[tuple[int, bytes, MemoryEvent]]) -> None:
+    def flush(pending: list[tuple[int, bytes, MemoryEvent]], invalid: list[tuple[int, str, bytes]]) -> None:
+        """Store a batch, then report its rejected lines in line order."""
         result = store.append([ev for _, _, ev in pending])
         for index, reason in result.rejected:
             line, raw, _ = pending[index]
+            invalid.append((line, reason, raw))
+        for line, reason, raw in sorted(invalid, key=lambda item: item[0]):
             reject(line, reason, raw)
         report.accepted += result.accepted
         report.duplicates += result.duplicates
@@ -129,6 +132,7 @@ def ingest_stream(
             report.last_sequence = result.last_sequence
 
     pending: list[tuple[int, bytes, MemoryEvent]] = []
+    invalid: list[tuple[int, str, bytes]] = []
     try:
         for line, raw in read_lines(stream):
             if on_progress is not None:
@@ -136,13 +140,13 @@ def ingest_stream(
             try:
                 pending.append((line, raw, decode_line(raw, max_content_bytes=store.max_content_bytes)))
             except EventError as exc:
-                reject(line, str(exc), raw)
+                invalid.append((line, str(exc), raw))
                 continue
             if len(pending) >= batch_size:
-                flush(pending)
-                pending = []
-        if pending:
-            flush(pending)
+                flush(pending, invalid)
+                pending, invalid = [], []
+        if pending or invalid:
+            flush(pending, invalid)
     finally:
         rejects.close()
     return report
