@@ -36,7 +36,7 @@ from hms_resources.events import (
 )
 from hms_resources.home import default_database_url, hms_home, redact_url
 from hms_resources.memory_state import JSON_COLUMNS, MEMORY_COLUMNS, Memory, MemoryKey, MemoryState
-from hms_resources.store_schema import events, memories, memory_keys, projection_cursors
+from hms_resources.store_schema import VERSION_TABLE, events, memories, memory_keys, projection_cursors
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 APPEND_LOCK_ID = 0x484D5331  # "HMS1": the PostgreSQL advisory lock that serialises appends
@@ -558,7 +558,7 @@ def _upgrade(engine: Engine) -> None:
     """Bring the schema to the newest revision, under the store's write lock so processes don't race."""
     head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
     with engine.connect() as conn:
-        current = MigrationContext.configure(conn).get_current_revision()
+        current = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
     if current == head:
         return
     with engine.begin() as conn:
@@ -572,7 +572,7 @@ def migrate(url: str, revision: str) -> None:
     engine = _make_engine(url)
     try:
         with engine.begin() as conn:
-            current = MigrationContext.configure(conn).get_current_revision()
+            current = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
             config = _alembic_config(conn)
             if revision == "base" or (current is not None and revision != "head" and revision < current):
                 command.downgrade(config, revision)
@@ -586,6 +586,6 @@ def schema_revision(url: str) -> str | None:
     engine = _make_engine(url)
     try:
         with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
     finally:
         engine.dispose()

@@ -18,6 +18,9 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+# Its own Alembic version table, so the store can share a database with Dagster's PostgreSQL storage.
+VERSION_TABLE = "hms_alembic_version"
+
 # The append-only log. `sequence` is assigned under the store's write lock, so its order is the
 # commit order and readers can page by it without missing late commits.
 events = Table(

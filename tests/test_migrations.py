@@ -12,7 +12,7 @@ TABLES = {"events", "memory_keys", "memories", "projection_cursors"}
 def tables(url: str) -> set[str]:
     engine = sa.create_engine(url)
     try:
-        return set(sa.inspect(engine).get_table_names()) - {"alembic_version"}
+        return set(sa.inspect(engine).get_table_names()) - {"hms_alembic_version"}
     finally:
         engine.dispose()
 

@@ -3,14 +3,16 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from hms_resources.store_schema import metadata
+from hms_resources.store_schema import VERSION_TABLE, metadata
 
 config = context.config
 connection = config.attributes.get("connection")
 
 
 def run(conn) -> None:
-    context.configure(connection=conn, target_metadata=metadata, render_as_batch=True)
+    context.configure(
+        connection=conn, target_metadata=metadata, render_as_batch=True, version_table=VERSION_TABLE
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -1,0 +1,76 @@
+"""The project as an operator meets it: `hms run`, the workspace, and a PostgreSQL-backed instance."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import sqlalchemy as sa
+
+from hms_jobs.definitions import defs
+from hms_jobs.instance import prepare_dagster_home
+from tests.helpers import created
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hms_jobs.cli", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ}, **kwargs)
+
+
+def test_hms_run_ingests_the_sample_runs_the_main_job_and_says_where_to_look(hms_home):
+    result = run_cli("run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "main_job run" in result.stdout and "succeeded" in result.stdout
+    assert "materialized memories:" in result.stdout
+    checks = [line for line in result.stdout.splitlines() if line.startswith("  check ")]
+    assert len(checks) == 3 and all(line.endswith(": passed") for line in checks)
+    assert "make ui" in result.stdout
+    stats = json.loads(run_cli("stats", "--json").stdout)
+    assert stats["users"] == 4 and stats["memories"]["live"] > 100
+    again = run_cli("run")
+    assert '"duplicates":%d' % stats["events"] in again.stdout
+    assert "'events_applied': 0" in again.stdout
+
+
+def test_hms_run_on_the_users_own_data(hms_home, tmp_path):
+    data = tmp_path / "mine.jsonl"
+    data.write_text(json.dumps(created("me", "m1", "I keep my notes in Obsidian")) + "\n")
+    result = run_cli("run", "--data", str(data))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "'live': 1" in result.stdout
+
+
+def test_workspace_validates_with_the_dagster_cli(hms_home):
+    prepare_dagster_home()
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("dagster")), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "All code locations passed validation" in result.stderr + result.stdout
+
+
+def test_main_job_runs_on_a_postgresql_backed_dagster_instance(hms_home, postgres_url, monkeypatch):
+    monkeypatch.setenv("HMS_DAGSTER_PG_URL", postgres_url)
+    monkeypatch.setenv("HMS_DATABASE_URL", postgres_url)
+    home = prepare_dagster_home(postgres=True)
+    assert "postgres_url" in (home / "dagster.yaml").read_text()
+    from hms_resources.event_store import EventStore
+    from hms_resources.ingest import ingest_records
+
+    ingest_records(EventStore.from_env(), [created("u1", "m1", "likes sailing")])
+    with dg.DagsterInstance.get() as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        result = defs().resolve_job_def("main_job").execute_in_process(instance=instance)
+        assert result.success
+        assert instance.get_run_by_id(result.run_id).is_success
+        assert instance.get_latest_materialization_event(dg.AssetKey("memories")) is not None
+    engine = sa.create_engine(postgres_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("select count(*) from runs")).scalar() == 1
+        assert conn.execute(sa.text("select count(*) from memories")).scalar() == 1
+    engine.dispose()
