@@ -22,7 +22,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from pydantic import PrivateAttr
-from sqlalchemy import Connection, Engine, and_, create_engine, distinct, event, func, select, text
+from sqlalchemy import Connection, Engine, and_, bindparam, create_engine, distinct, event, func, select
 from sqlalchemy.engine import make_url
 
 from hms_resources.events import (
@@ -76,6 +76,8 @@ def _make_engine(url: str) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute("PRAGMA cache_size=-65536")
+        cursor.execute("PRAGMA wal_autocheckpoint=16384")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -168,8 +170,8 @@ class EventStore(dg.ConfigurableResource):
             statuses = self._memory_statuses(conn, batch)
             next_sequence = (conn.execute(select(func.max(events.c.sequence))).scalar() or 0) + 1
             recorded_at = _now()
-            rows: list[dict[str, Any]] = []
-            rows_by_key: dict[MemoryKey, list[int]] = {}
+            rows: list[tuple[Any, ...]] = []
+            dumps = orjson.dumps
             new_keys: list[dict[str, Any]] = []
             status_changes: dict[MemoryKey, str] = {}
             forgotten: list[MemoryKey] = []
@@ -177,64 +179,62 @@ class EventStore(dg.ConfigurableResource):
                 if ev.event_id in known_ids:
                     result.duplicates += 1
                     continue
-                problem = _reference_problem(ev, statuses)
+                key = (ev.user_id, ev.memory_id)
+                problem = _reference_problem(ev, key, statuses)
                 if problem:
                     result.rejected.append((index, problem))
                     continue
                 known_ids.add(ev.event_id)
                 sequence = next_sequence + len(rows)
                 if ev.type == MEMORY_CREATED:
-                    statuses[ev.key] = "live"
-                    new_keys.append(
-                        {"user_id": ev.user_id, "memory_id": ev.memory_id, "status": "live", "created_sequence": sequence}
-                    )
+                    statuses[key] = "live"
+                    new_keys.append((ev.user_id, ev.memory_id, "live", sequence))
                 elif ev.type == MEMORY_ARCHIVED:
-                    statuses[ev.key] = status_changes[ev.key] = "archived"
+                    statuses[key] = status_changes[key] = "archived"
                 elif ev.type == MEMORY_FORGOTTEN:
-                    statuses[ev.key] = status_changes[ev.key] = "forgotten"
-                    forgotten.append(ev.key)
-                rows_by_key.setdefault(ev.key, []).append(len(rows))
+                    statuses[key] = status_changes[key] = "forgotten"
+                    forgotten.append(key)
                 rows.append(
-                    {
-                        "sequence": sequence,
-                        "event_id": ev.event_id,
-                        "type": ev.type,
-                        "user_id": ev.user_id,
-                        "memory_id": ev.memory_id,
-                        "occurred_at": ev.occurred_at,
-                        "recorded_at": recorded_at,
-                        "payload": ev.payload,
-                        "erased": False,
-                    }
+                    (sequence, ev.event_id, ev.type, ev.user_id, ev.memory_id, ev.occurred_at, recorded_at, dumps(ev.payload).decode(), False)
                 )
             if strict and result.rejected:
                 index, reason = result.rejected[0]
                 raise _BatchRejected(f"event {index} ({batch[index].event_id}): {reason}")
-            for key in forgotten:
-                for row_index in rows_by_key[key]:
-                    rows[row_index]["payload"] = erase_payload(rows[row_index]["payload"])
-                    rows[row_index]["erased"] = True
-                self._erase_stored(conn, key)
-            for row in rows:
-                row["payload"] = orjson.dumps(row["payload"]).decode()
-            if rows:
-                conn.execute(events.insert(), rows)
-            if new_keys:
-                conn.execute(memory_keys.insert(), new_keys)
-            for (user_id, memory_id), status in status_changes.items():
+            if forgotten:
+                erased_keys = set(forgotten)
+                rows = [
+                    (*row[:7], dumps(erase_payload(orjson.loads(row[7]))).decode(), True)
+                    if (row[3], row[4]) in erased_keys
+                    else row
+                    for row in rows
+                ]
+                for key in forgotten:
+                    self._erase_stored(conn, key)
+            _insert_many(conn, events, rows)
+            _insert_many(conn, memory_keys, new_keys)
+            if status_changes:
                 conn.execute(
                     memory_keys.update()
-                    .where(and_(memory_keys.c.user_id == user_id, memory_keys.c.memory_id == memory_id))
-                    .values(status=status)
+                    .where(
+                        and_(
+                            memory_keys.c.user_id == bindparam("key_user_id"),
+                            memory_keys.c.memory_id == bindparam("key_memory_id"),
+                        )
+                    )
+                    .values(status=bindparam("new_status")),
+                    [
+                        {"key_user_id": u, "key_memory_id": m, "new_status": status}
+                        for (u, m), status in status_changes.items()
+                    ],
                 )
         result.accepted = len(rows)
-        result.last_sequence = rows[-1]["sequence"] if rows else None
+        result.last_sequence = rows[-1][0] if rows else None
         return result
 
     def _stored_event_ids(self, conn: Connection, event_ids: list[str]) -> set[str]:
         found: set[str] = set()
         for chunk in _chunks(sorted(set(event_ids))):
-            found.update(conn.execute(select(events.c.event_id).where(events.c.event_id.in_(chunk))).scalars())
+            found.update(row[0] for row in _driver_select(conn, "SELECT event_id FROM events WHERE event_id IN ({})", [], chunk))
         return found
 
     def _memory_statuses(self, conn: Connection, batch: Sequence[MemoryEvent]) -> dict[MemoryKey, str]:
@@ -244,13 +244,10 @@ class EventStore(dg.ConfigurableResource):
             if ev.type == MEMORY_RELATED:
                 wanted.add((ev.user_id, ev.payload["target"]))
         statuses: dict[MemoryKey, str] = {}
-        for chunk in _chunks(sorted({memory_id for _, memory_id in wanted})):
-            query = select(memory_keys.c.user_id, memory_keys.c.memory_id, memory_keys.c.status).where(
-                memory_keys.c.memory_id.in_(chunk)
-            )
-            for user_id, memory_id, status in conn.execute(query):
-                if (user_id, memory_id) in wanted:
-                    statuses[(user_id, memory_id)] = status
+        sql = "SELECT memory_id, status FROM memory_keys WHERE user_id = {} AND memory_id IN ({})"
+        for user_id, memory_ids in _by_user(wanted):
+            for memory_id, status in _driver_select(conn, sql, [user_id], memory_ids):
+                statuses[(user_id, memory_id)] = status
         return statuses
 
     def _erase_stored(self, conn: Connection, key: MemoryKey) -> None:
@@ -409,14 +406,13 @@ class EventStore(dg.ConfigurableResource):
         return value or 0
 
     def load_memories(self, keys: Iterable[MemoryKey]) -> MemoryState:
-        wanted = set(keys)
         state: MemoryState = {}
         with self.reading() as conn:
-            for chunk in _chunks(sorted({m for _, m in wanted})):
-                for row in conn.execute(select(memories).where(memories.c.memory_id.in_(chunk))).mappings():
-                    key = (row["user_id"], row["memory_id"])
-                    if key in wanted:
-                        state[key] = memory_from_row(row)
+            for user_id, memory_ids in _by_user(keys):
+                query = select(memories).where(memories.c.user_id == user_id, memories.c.memory_id.in_(memory_ids))
+                for row in conn.execute(query).mappings():
+                    memory = memory_from_row(row)
+                    state[memory.key] = memory
         return state
 
     def read_memories(self, *, user_id: str | None = None, include_forgotten: bool = False) -> list[Memory]:
@@ -493,6 +489,38 @@ class EventStore(dg.ConfigurableResource):
         }
 
 
+def _insert_many(conn: Connection, table: Any, rows: Sequence[Sequence[Any]]) -> None:
+    """executemany of rows given in the table's column order. On SQLite the rows go straight to the
+    driver, where SQLAlchemy's per-row parameter handling would cost more than the insert itself."""
+    if not rows:
+        return
+    names = [c.name for c in table.columns]
+    if conn.dialect.name == "sqlite":
+        sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+        conn.exec_driver_sql(sql, list(rows))
+    else:
+        conn.execute(table.insert(), [dict(zip(names, row)) for row in rows])
+
+
+def _driver_select(conn: Connection, sql: str, values: list[Any], in_values: Sequence[Any]) -> list[Any]:
+    """A lookup with a long IN list, sent to the driver as it is: SQLAlchemy's rendering of expanding
+    IN parameters costs more than the lookup. `sql` has one `{}` per scalar value, then one for the list;
+    every value is a bound parameter."""
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    text_sql = sql.format(*([mark] * len(values)), ", ".join([mark] * len(in_values)))
+    return conn.exec_driver_sql(text_sql, tuple(values) + tuple(in_values)).all()
+
+
+def _by_user(keys: Iterable[MemoryKey]) -> Iterator[tuple[str, Sequence[str]]]:
+    """Keys grouped per user, in chunks, for lookups that use the (user_id, memory_id) index."""
+    grouped: dict[str, list[str]] = {}
+    for user_id, memory_id in set(keys):
+        grouped.setdefault(user_id, []).append(memory_id)
+    for user_id in sorted(grouped):
+        for chunk in _chunks(sorted(grouped[user_id])):
+            yield user_id, chunk
+
+
 def _upsert(conn: Connection, table: Any, keys: tuple[str, ...]) -> Any:
     """INSERT ... ON CONFLICT DO UPDATE, which SQLite and PostgreSQL spell the same way."""
     if conn.dialect.name == "postgresql":
@@ -510,8 +538,8 @@ class _BatchRejected(StoreError):
     pass
 
 
-def _reference_problem(ev: MemoryEvent, statuses: dict[MemoryKey, str]) -> str | None:
-    status = statuses.get(ev.key)
+def _reference_problem(ev: MemoryEvent, key: MemoryKey, statuses: dict[MemoryKey, str]) -> str | None:
+    status = statuses.get(key)
     if ev.type == MEMORY_CREATED:
         return f"memory {ev.memory_id!r} already exists for user {ev.user_id!r}" if status else None
     if status is None:

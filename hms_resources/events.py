@@ -6,7 +6,6 @@ event store inside the append transaction, where the store's state is known.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -48,13 +47,15 @@ def _string(value: Any) -> bool:
 
 
 def _nonempty_string(value: Any) -> bool:
-    return isinstance(value, str) and value != ""
+    return type(value) is str and value != ""
 
 
 MAX_ID_LENGTH = 255
 
 
 def _identifier(value: Any, name: str) -> str:
+    if type(value) is str and 0 < len(value) <= MAX_ID_LENGTH:
+        return value
     if not _nonempty_string(value):
         raise EventError(f"{name} must be a non-empty string")
     if len(value) > MAX_ID_LENGTH:
@@ -63,16 +64,11 @@ def _identifier(value: Any, name: str) -> str:
 
 
 def _unit_interval(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and 0.0 <= value <= 1.0
-    )
+    return type(value) in (int, float) and 0.0 <= value <= 1.0
 
 
 def _string_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+    return type(value) is list and all(type(v) is str and v for v in value)
 
 
 def _object(value: Any) -> bool:
@@ -137,6 +133,7 @@ REQUIRED_PAYLOAD_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 ENVELOPE_FIELDS = ("event_id", "type", "user_id", "memory_id", "occurred_at", "payload")
+_ENVELOPE_SET = frozenset(ENVELOPE_FIELDS)
 
 
 @dataclass(slots=True)
@@ -182,7 +179,7 @@ def normalize_timestamp(value: Any, name: str = "occurred_at") -> str:
         raise EventError(f"{name} must be an ISO 8601 string, not {type(value).__name__}")
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise EventError(f"{name} must include a time zone: {value!r}")
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -193,8 +190,8 @@ def parse_event(record: Any, *, max_content_bytes: int = DEFAULT_MAX_CONTENT_BYT
     """Check one decoded JSON value against the event schema; raise `EventError` naming the field."""
     if not isinstance(record, dict):
         raise EventError(f"an event must be a JSON object, not {type(record).__name__}")
-    unknown = sorted(set(record) - set(ENVELOPE_FIELDS))
-    if unknown:
+    if not record.keys() <= _ENVELOPE_SET:
+        unknown = sorted(set(record) - _ENVELOPE_SET)
         raise EventError(f"unknown envelope field {unknown[0]!r}")
     event_id = record.get("event_id")
     if event_id is None:
@@ -244,7 +241,7 @@ def _check_payload(event_type: str, payload: dict[str, Any], max_content_bytes: 
     if event_type == MEMORY_TAGGED and not (payload.get("tags") or payload.get("remove")):
         raise EventError("payload.tags or payload.remove must name at least one tag")
     content = payload.get("content")
-    if content is not None:
+    if content is not None and len(content) * 4 > max_content_bytes:
         size = len(content.encode("utf-8"))
         if size > max_content_bytes:
             raise EventError(

@@ -18,6 +18,9 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+# On SQLite only a column declared INTEGER PRIMARY KEY is the rowid itself (no second index).
+SEQUENCE_TYPE = BigInteger().with_variant(Integer(), "sqlite")
+
 # Its own Alembic version table, so the store can share a database with Dagster's PostgreSQL storage.
 VERSION_TABLE = "hms_alembic_version"
 
@@ -26,7 +29,7 @@ VERSION_TABLE = "hms_alembic_version"
 events = Table(
     "events",
     metadata,
-    Column("sequence", BigInteger, primary_key=True, autoincrement=False),
+    Column("sequence", SEQUENCE_TYPE, primary_key=True, autoincrement=False),
     Column("event_id", String(255), nullable=False, unique=True),
     Column("type", String(32), nullable=False),
     Column("user_id", String(255), nullable=False),
@@ -36,7 +39,6 @@ events = Table(
     Column("payload", Text, nullable=False),
     Column("erased", Boolean, nullable=False, default=False),
     Index("ix_events_memory", "user_id", "memory_id"),
-    Index("ix_events_occurred_at", "occurred_at"),
 )
 
 # Which memories exist, per user, and whether they are live, archived or forgotten: kept in the same
@@ -48,6 +50,7 @@ memory_keys = Table(
     Column("memory_id", String(255), primary_key=True),
     Column("status", String(16), nullable=False),
     Column("created_sequence", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 # The `memories` asset: the replayed state of every memory, and the sequence it was replayed to.

@@ -16,7 +16,7 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "events",
-        sa.Column("sequence", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("sequence", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=False),
         sa.Column("event_id", sa.String(255), nullable=False, unique=True),
         sa.Column("type", sa.String(32), nullable=False),
         sa.Column("user_id", sa.String(255), nullable=False),
@@ -27,13 +27,13 @@ def upgrade() -> None:
         sa.Column("erased", sa.Boolean, nullable=False, server_default=sa.false()),
     )
     op.create_index("ix_events_memory", "events", ["user_id", "memory_id"])
-    op.create_index("ix_events_occurred_at", "events", ["occurred_at"])
     op.create_table(
         "memory_keys",
         sa.Column("user_id", sa.String(255), primary_key=True),
         sa.Column("memory_id", sa.String(255), primary_key=True),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("created_sequence", sa.BigInteger, nullable=False),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "memories",
@@ -82,6 +82,5 @@ def downgrade() -> None:
     op.drop_table("projection_cursors")
     op.drop_table("memories")
     op.drop_table("memory_keys")
-    op.drop_index("ix_events_occurred_at", table_name="events")
     op.drop_index("ix_events_memory", table_name="events")
     op.drop_table("events")
