@@ -25,6 +25,7 @@ from pydantic import PrivateAttr
 from sqlalchemy import Connection, Engine, and_, bindparam, create_engine, distinct, event, func, select
 from sqlalchemy.engine import make_url
 
+from hms_resources.bulk import gc_paused
 from hms_resources.events import (
     DEFAULT_MAX_CONTENT_BYTES,
     MEMORY_ARCHIVED,
@@ -330,8 +331,9 @@ class EventStore(dg.ConfigurableResource):
         from hms_resources.memory_state import apply_events
 
         state: MemoryState = {}
-        for page in self.read_event_pages(until_sequence=until_sequence, until_time=until_time, user_id=user_id):
-            apply_events(state, page)
+        with gc_paused():
+            for page in self.read_event_pages(until_sequence=until_sequence, until_time=until_time, user_id=user_id):
+                apply_events(state, page)
         return state
 
     def stats(self) -> dict[str, Any]:
@@ -428,12 +430,8 @@ class EventStore(dg.ConfigurableResource):
         """Upsert changed memories and move the projection's cursor, in one transaction."""
         rows = [memory_to_row(m) for m in changed]
         with self.writing() as conn:
-            if rows:
-                conn.execute(_upsert(conn, memories, ("user_id", "memory_id")), rows)
-            conn.execute(
-                _upsert(conn, projection_cursors, ("name",)),
-                {"name": cursor_name, "sequence": cursor, "updated_at": _now()},
-            )
+            _insert_many(conn, memories, rows, upsert_on=("user_id", "memory_id"))
+            _insert_many(conn, projection_cursors, [(cursor_name, cursor, _now())], upsert_on=("name",))
         return len(rows)
 
     def clear_memories(self, *, cursor_name: str) -> None:
@@ -489,17 +487,32 @@ class EventStore(dg.ConfigurableResource):
         }
 
 
-def _insert_many(conn: Connection, table: Any, rows: Sequence[Sequence[Any]]) -> None:
-    """executemany of rows given in the table's column order. On SQLite the rows go straight to the
-    driver, where SQLAlchemy's per-row parameter handling would cost more than the insert itself."""
+def _insert_many(
+    conn: Connection, table: Any, rows: Sequence[tuple[Any, ...]], *, upsert_on: tuple[str, ...] = ()
+) -> None:
+    """executemany of rows given in the table's column order, as an upsert on `upsert_on` if given
+    (SQLite and PostgreSQL spell ON CONFLICT alike). On SQLite the rows go straight to the driver,
+    where SQLAlchemy's per-row parameter handling would cost more than the insert itself."""
     if not rows:
         return
     names = [c.name for c in table.columns]
-    if conn.dialect.name == "sqlite":
-        sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
-        conn.exec_driver_sql(sql, list(rows))
-    else:
-        conn.execute(table.insert(), [dict(zip(names, row)) for row in rows])
+    if conn.dialect.name != "sqlite":
+        statement = table.insert()
+        if upsert_on:
+            from sqlalchemy.dialects.postgresql import insert
+
+            statement = insert(table)
+            statement = statement.on_conflict_do_update(
+                index_elements=list(upsert_on),
+                set_={n: statement.excluded[n] for n in names if n not in upsert_on},
+            )
+        conn.execute(statement, [dict(zip(names, row)) for row in rows])
+        return
+    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+    if upsert_on:
+        updates = ", ".join(f"{n} = excluded.{n}" for n in names if n not in upsert_on)
+        sql += f" ON CONFLICT ({', '.join(upsert_on)}) DO UPDATE SET {updates}"
+    conn.exec_driver_sql(sql, list(rows))
 
 
 def _driver_select(conn: Connection, sql: str, values: list[Any], in_values: Sequence[Any]) -> list[Any]:
@@ -519,19 +532,6 @@ def _by_user(keys: Iterable[MemoryKey]) -> Iterator[tuple[str, Sequence[str]]]:
     for user_id in sorted(grouped):
         for chunk in _chunks(sorted(grouped[user_id])):
             yield user_id, chunk
-
-
-def _upsert(conn: Connection, table: Any, keys: tuple[str, ...]) -> Any:
-    """INSERT ... ON CONFLICT DO UPDATE, which SQLite and PostgreSQL spell the same way."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    statement = insert(table)
-    return statement.on_conflict_do_update(
-        index_elements=list(keys),
-        set_={c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys},
-    )
 
 
 class _BatchRejected(StoreError):
@@ -558,20 +558,25 @@ def _reference_problem(ev: MemoryEvent, key: MemoryKey, statuses: dict[MemoryKey
     return None
 
 
-def memory_to_row(memory: Memory) -> dict[str, Any]:
-    row = memory.to_dict()
-    for name in JSON_COLUMNS:
-        row[name] = orjson.dumps(row[name]).decode()
-    return row
+_JSON_INDEXES = tuple(MEMORY_COLUMNS.index(name) for name in JSON_COLUMNS)
+_BOOL_INDEXES = tuple(MEMORY_COLUMNS.index(name) for name in ("is_archived", "is_forgotten"))
+
+
+def memory_to_row(memory: Memory) -> tuple[Any, ...]:
+    """A memory as a row of the memories table, in column order."""
+    values = [getattr(memory, name) for name in MEMORY_COLUMNS]
+    for index in _JSON_INDEXES:
+        values[index] = orjson.dumps(values[index]).decode()
+    return tuple(values)
 
 
 def memory_from_row(row: Any) -> Memory:
-    values = {name: row[name] for name in MEMORY_COLUMNS}
-    for name in JSON_COLUMNS:
-        values[name] = orjson.loads(values[name])
-    values["is_archived"] = bool(values["is_archived"])
-    values["is_forgotten"] = bool(values["is_forgotten"])
-    return Memory(**values)
+    values = [row[name] for name in MEMORY_COLUMNS]
+    for index in _JSON_INDEXES:
+        values[index] = orjson.loads(values[index])
+    for index in _BOOL_INDEXES:
+        values[index] = bool(values[index])
+    return Memory(*values)
 
 
 def _alembic_config(connection: Connection | None = None) -> Config:

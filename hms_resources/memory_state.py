@@ -6,10 +6,12 @@ sequence order; the incremental `memories` asset relies on that.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterable
 
+import orjson
+
+from hms_resources.bulk import gc_paused
 from hms_resources.events import (
     MEMORY_ACCESSED,
     MEMORY_ARCHIVED,
@@ -163,7 +165,11 @@ def _set_fields(memory: Memory, payload: dict[str, Any]) -> None:
     for name in _UPDATABLE:
         if name in payload:
             value = payload[name]
-            setattr(memory, name, copy.deepcopy(value) if isinstance(value, (list, dict)) else value)
+            if type(value) is list:
+                value = list(value)
+            elif type(value) is dict:
+                value = orjson.loads(orjson.dumps(value))
+            setattr(memory, name, value)
 
 
 def _forget(memory: Memory, at: str) -> None:
@@ -177,8 +183,9 @@ def _forget(memory: Memory, at: str) -> None:
 
 
 def apply_events(state: MemoryState, events: Iterable[MemoryEvent]) -> MemoryState:
-    for event in events:
-        apply_event(state, event)
+    with gc_paused():
+        for event in events:
+            apply_event(state, event)
     return state
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hms_resources.bulk import gc_paused
 from hms_resources.event_store import EventStore
 from hms_resources.memory_state import apply_events
 
@@ -34,15 +35,16 @@ def refresh_memories(
     target = store.max_sequence()
     applied = changed = 0
     cursor = start
-    for page in store.read_event_pages(after_sequence=start, until_sequence=target, page_size=page_size):
-        state = store.load_memories({e.key for e in page})
-        touched = {e.key for e in page}
-        apply_events(state, page)
-        cursor = page[-1].sequence or cursor
-        changed += store.save_memories(
-            (state[k] for k in touched if k in state), cursor_name=MEMORIES_CURSOR, cursor=cursor
-        )
-        applied += len(page)
-        if on_page is not None:
-            on_page(applied, target - start)
+    with gc_paused():
+        for page in store.read_event_pages(after_sequence=start, until_sequence=target, page_size=page_size):
+            touched = {e.key for e in page}
+            state = store.load_memories(touched)
+            apply_events(state, page)
+            cursor = page[-1].sequence or cursor
+            changed += store.save_memories(
+                (state[k] for k in touched if k in state), cursor_name=MEMORIES_CURSOR, cursor=cursor
+            )
+            applied += len(page)
+            if on_page is not None:
+                on_page(applied, target - start)
     return RefreshReport(from_sequence=start, to_sequence=max(cursor, start), events_applied=applied, memories_changed=changed)
