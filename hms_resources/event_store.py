@@ -34,6 +34,7 @@ from hms_resources.events import (
     MEMORY_RELATED,
     MemoryEvent,
     erase_payload,
+    normalize_timestamp,
 )
 from hms_resources.home import default_database_url, hms_home, redact_url
 from hms_resources.memory_state import JSON_COLUMNS, MEMORY_COLUMNS, Memory, MemoryKey, MemoryState
@@ -54,6 +55,19 @@ class AppendResult:
     duplicates: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)
     last_sequence: int | None = None
+
+
+def _positive_int_from_env(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise StoreError(f"{name} must be a positive integer, got {raw!r}")
+    return value
 
 
 def _now() -> str:
@@ -103,7 +117,7 @@ class EventStore(dg.ConfigurableResource):
         return cls(
             database_url=os.environ.get("HMS_DATABASE_URL", ""),
             hms_home=os.environ.get("HMS_HOME", ""),
-            max_content_bytes=int(os.environ.get("HMS_MAX_CONTENT_BYTES", DEFAULT_MAX_CONTENT_BYTES)),
+            max_content_bytes=_positive_int_from_env("HMS_MAX_CONTENT_BYTES", DEFAULT_MAX_CONTENT_BYTES),
         )
 
     @property
@@ -143,7 +157,7 @@ class EventStore(dg.ConfigurableResource):
     def writing(self) -> Iterator[Connection]:
         """A write transaction holding the store's append lock."""
         with self.engine.begin() as conn:
-            if self.is_postgres:
+            if conn.dialect.name == "postgresql":
                 conn.execute(select(func.pg_advisory_xact_lock(APPEND_LOCK_ID)))
             yield conn
 
@@ -173,7 +187,7 @@ class EventStore(dg.ConfigurableResource):
             recorded_at = _now()
             rows: list[tuple[Any, ...]] = []
             dumps = orjson.dumps
-            new_keys: list[dict[str, Any]] = []
+            new_keys: list[tuple[str, str, str, int]] = []
             status_changes: dict[MemoryKey, str] = {}
             forgotten: list[MemoryKey] = []
             for index, ev in enumerate(batch):
@@ -269,7 +283,7 @@ class EventStore(dg.ConfigurableResource):
         *,
         after_sequence: int = 0,
         until_sequence: int | None = None,
-        until_time: str | None = None,
+        until_time: str | datetime | None = None,
         user_id: str | None = None,
         page_size: int = 20_000,
     ) -> Iterator[MemoryEvent]:
@@ -288,7 +302,7 @@ class EventStore(dg.ConfigurableResource):
         *,
         after_sequence: int = 0,
         until_sequence: int | None = None,
-        until_time: str | None = None,
+        until_time: str | datetime | None = None,
         user_id: str | None = None,
         page_size: int = 20_000,
     ) -> Iterator[list[MemoryEvent]]:
@@ -303,6 +317,8 @@ class EventStore(dg.ConfigurableResource):
         )
         last = after_sequence
         loads = orjson.loads
+        if until_time is not None:
+            until_time = normalize_timestamp(until_time, "until_time")
         while True:
             query = select(*cols).where(events.c.sequence > last).order_by(events.c.sequence).limit(page_size)
             if until_sequence is not None:
@@ -324,10 +340,10 @@ class EventStore(dg.ConfigurableResource):
         self,
         *,
         until_sequence: int | None = None,
-        until_time: str | None = None,
+        until_time: str | datetime | None = None,
         user_id: str | None = None,
     ) -> MemoryState:
-        """The state of every memory as of a sequence number or a point in time (UTC text)."""
+        """The state of every memory as of a sequence number or a point in time (ISO 8601 with a zone)."""
         from hms_resources.memory_state import apply_events
 
         state: MemoryState = {}

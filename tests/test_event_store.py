@@ -1,12 +1,13 @@
 """The event store's guarantees, on the embedded SQLite file and on the real PostgreSQL server."""
 
 import multiprocessing
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
 
 from hms_resources.event_store import EventStore, StoreError
-from hms_resources.events import parse_event
+from hms_resources.events import EventError, parse_event
 from hms_resources.memory_state import replay_events
 from hms_resources.synthetic import generate_events
 from tests.helpers import created, event
@@ -131,6 +132,11 @@ def test_replay_to_a_sequence_or_a_point_in_time(store):
     assert store.replay(until_sequence=2)[("u1", "m1")].content == "v2"
     assert store.replay(until_time="2026-03-01T09:15:00.000000Z")[("u1", "m1")].content == "v2"
     assert store.replay(until_time="2026-03-01T08:00:00.000000Z") == {}
+    assert store.replay(until_time=datetime(2026, 3, 1, 10, 15, tzinfo=timezone(timedelta(hours=1))))[
+        ("u1", "m1")
+    ].content == "v2"
+    with pytest.raises(EventError, match="until_time must include a time zone"):
+        store.replay(until_time="2026-03-01T09:15:00")
     assert store.replay()[("u1", "m1")].content == "v3"
 
 
