@@ -182,10 +182,6 @@ def normalize_timestamp(value: Any, name: str = "occurred_at") -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
-def parse_timestamp(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
-
-
 def parse_event(record: Any, *, max_content_bytes: int = DEFAULT_MAX_CONTENT_BYTES) -> MemoryEvent:
     """Check one decoded JSON value against the event schema; raise `EventError` naming the field."""
     if not isinstance(record, dict):

@@ -6,7 +6,7 @@ sequence order; the incremental `memories` asset relies on that.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Iterable
 
 import orjson
@@ -87,9 +87,6 @@ class Memory:
         if self.is_forgotten:
             return "forgotten"
         return "archived" if self.is_archived else "live"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 MEMORY_COLUMNS = tuple(f.name for f in fields(Memory))
