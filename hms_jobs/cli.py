@@ -176,7 +176,9 @@ def run(data: str | None) -> None:
     store = _store()
     click.echo(f"store: {store.display_url}")
     click.echo(f"dagster instance: {home}")
-    click.echo(f"next: `make ui` and open http://127.0.0.1:3000 (workspace {WORKSPACE.name}); `hms stats --json`")
+    hms = Path(sys.executable).with_name("hms")
+    shown = os.path.relpath(hms) if hms.is_relative_to(Path.cwd()) else str(hms)
+    click.echo(f"next: `make ui` and open http://127.0.0.1:3000 (workspace {WORKSPACE.name}); `{shown} stats --json`")
     store.close()
     sys.exit(EXIT_OK if result.success else EXIT_FAILURE)
 
