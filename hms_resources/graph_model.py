@@ -1,0 +1,90 @@
+"""The typed memory graph: nodes and edges as plain values, and the whitelist of labels and types.
+
+Labels and relationship types come only from these constants; nothing from data ever becomes a
+label, a type or any other part of a query's text."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+USER = "User"
+MEMORY = "Memory"
+CONCEPT = "Concept"
+NODE_LABELS = (USER, MEMORY, CONCEPT)
+
+HAS_MEMORY = "HAS_MEMORY"          # User -> Memory
+SIMILAR_TO = "SIMILAR_TO"          # Memory -> Memory, k nearest neighbours above a threshold
+IN_CONCEPT = "IN_CONCEPT"          # Memory -> Concept
+NEXT_IN_SESSION = "NEXT_IN_SESSION"  # Memory -> Memory, order within a session
+CHILD_OF = "CHILD_OF"              # Memory -> Memory (its parent_memory_id)
+RELATED_TO = "RELATED_TO"          # Memory -> Memory, explicit memory.related; its type is a property
+EDGE_TYPES = (HAS_MEMORY, SIMILAR_TO, IN_CONCEPT, NEXT_IN_SESSION, CHILD_OF, RELATED_TO)
+
+KEY_SEPARATOR = "\x1f"
+
+
+def memory_node_key(user_id: str, memory_id: str) -> str:
+    """Memory ids are unique per user only; ids never contain control characters, so this is unambiguous."""
+    return f"{user_id}{KEY_SEPARATOR}{memory_id}"
+
+
+def concept_node_key(user_id: str, concept_id: str) -> str:
+    return f"{user_id}{KEY_SEPARATOR}{concept_id}"
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    label: str
+    key: str
+    user_id: str
+    properties: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def fingerprint(self) -> str:
+        return _fingerprint(self.properties)
+
+
+@dataclass(frozen=True)
+class GraphEdge:
+    type: str
+    source: str
+    target: str
+    user_id: str
+    weight: float = 1.0
+    properties: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # `qualifier` lets two edges of one type join the same nodes (RELATED_TO with different relationship types).
+    qualifier: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.type, self.source, self.target, self.qualifier)
+
+    @property
+    def fingerprint(self) -> str:
+        return _fingerprint({"weight": round(self.weight, 6), **self.properties})
+
+
+def _fingerprint(values: dict[str, Any]) -> str:
+    return hashlib.sha1(orjson.dumps(values, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+SOURCE_LABEL = {
+    HAS_MEMORY: USER,
+    SIMILAR_TO: MEMORY,
+    IN_CONCEPT: MEMORY,
+    NEXT_IN_SESSION: MEMORY,
+    CHILD_OF: MEMORY,
+    RELATED_TO: MEMORY,
+}
+TARGET_LABEL = {
+    HAS_MEMORY: MEMORY,
+    SIMILAR_TO: MEMORY,
+    IN_CONCEPT: CONCEPT,
+    NEXT_IN_SESSION: MEMORY,
+    CHILD_OF: MEMORY,
+    RELATED_TO: MEMORY,
+}
