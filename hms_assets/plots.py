@@ -22,9 +22,28 @@ def bar_chart_markdown(counts: list[tuple[str, int]], *, title: str, xlabel: str
         for y, value in enumerate(values):
             ax.text(value, y, f" {value}", va="center")
         fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
+        return _markdown_image(fig, title)
     finally:
         plt.close(fig)
+
+
+def histogram_markdown(values: list[int], *, title: str, xlabel: str) -> str:
+    fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
+    try:
+        if values:
+            bins = range(min(values), max(values) + 2)
+            ax.hist(values, bins=bins, color="#0d9488", align="left", rwidth=0.9)
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("count")
+        fig.tight_layout()
+        return _markdown_image(fig, title)
+    finally:
+        plt.close(fig)
+
+
+def _markdown_image(fig, title: str) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     encoded = base64.b64encode(buffer.getvalue()).decode()
     return f"![{title}](data:image/png;base64,{encoded})"

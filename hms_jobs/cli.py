@@ -168,7 +168,7 @@ def run(data: str | None) -> None:
             shown = {
                 k: v.value
                 for k, v in mat.metadata.items()
-                if k in ("cursor", "events_applied", "users", "live", "archived", "forgotten")
+                if not k.startswith("dagster/") and isinstance(v.value, (int, float)) and not isinstance(v.value, bool)
             }
             click.echo(f"  materialized {mat.asset_key.to_user_string()}: {shown}")
         for check in result.get_asset_check_evaluations():

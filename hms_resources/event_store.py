@@ -129,6 +129,11 @@ class EventStore(dg.ConfigurableResource):
         return default_database_url(home)
 
     @property
+    def home(self) -> Path:
+        """The HMS home, where file-based assets (the embedding index) live beside the embedded store."""
+        return hms_home(self.hms_home or None)
+
+    @property
     def display_url(self) -> str:
         return redact_url(self.url)
 

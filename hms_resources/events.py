@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import re
+
 import orjson
 
 DEFAULT_MAX_CONTENT_BYTES = 64 * 1024
@@ -53,14 +55,19 @@ def _nonempty_string(value: Any) -> bool:
 MAX_ID_LENGTH = 255
 
 
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _identifier(value: Any, name: str) -> str:
-    if type(value) is str and 0 < len(value) <= MAX_ID_LENGTH:
+    """Ids are non-empty, at most 255 characters and free of control characters (graph keys join
+    them with one)."""
+    if type(value) is str and 0 < len(value) <= MAX_ID_LENGTH and not _CONTROL_CHARACTER.search(value):
         return value
     if not _nonempty_string(value):
         raise EventError(f"{name} must be a non-empty string")
     if len(value) > MAX_ID_LENGTH:
         raise EventError(f"{name} is longer than {MAX_ID_LENGTH} characters")
-    return value
+    raise EventError(f"{name} must not contain control characters")
 
 
 def _unit_interval(value: Any) -> bool:

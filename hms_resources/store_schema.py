@@ -10,6 +10,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -97,4 +98,37 @@ projection_cursors = Table(
     Column("name", String(64), primary_key=True),
     Column("sequence", BigInteger, nullable=False),
     Column("updated_at", String(27), nullable=False),
+)
+
+# The `concept_clusters` asset: per user, the current concepts.
+concepts = Table(
+    "concepts",
+    metadata,
+    Column("user_id", String(255), primary_key=True),
+    Column("concept_id", String(64), primary_key=True),
+    Column("label", Text, nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("summary_member_ids", Text, nullable=False),
+    Column("member_ids", Text, nullable=False),
+    Column("centroid", LargeBinary, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("cohesion", Float, nullable=False),
+    Column("first_seen", String(27)),
+    Column("last_seen", String(27)),
+    Column("member_tokens", Integer, nullable=False),
+    Column("summary_tokens", Integer, nullable=False),
+)
+
+# The `graph_edges` asset: the typed, weighted edges of every user's memory graph.
+graph_edges = Table(
+    "graph_edges",
+    metadata,
+    Column("edge_type", String(32), primary_key=True),
+    Column("source", String(520), primary_key=True),
+    Column("target", String(520), primary_key=True),
+    Column("qualifier", String(255), primary_key=True),
+    Column("user_id", String(255), nullable=False),
+    Column("weight", Float, nullable=False),
+    Column("properties", Text, nullable=False),
+    Index("ix_graph_edges_user", "user_id"),
 )

@@ -42,6 +42,8 @@ def test_created_event_without_memory_id_takes_its_event_id():
         (lambda r: r["payload"].update(context={"mood": {}}), "payload.context must be an object whose keys"),
         (lambda r: r["payload"].update(colour="red"), "payload.colour is not a field of memory.created"),
         (lambda r: r.update(extra=1), "unknown envelope field 'extra'"),
+        (lambda r: r.update(memory_id="a\x1fb"), "memory_id must not contain control characters"),
+        (lambda r: r.update(user_id="u" * 256), "user_id is longer than 255 characters"),
     ],
 )
 def test_invalid_created_event_is_rejected_with_the_field_named(change, message):

@@ -27,7 +27,7 @@ def test_hms_run_ingests_the_sample_runs_the_main_job_and_says_where_to_look(hms
     assert "main_job run" in result.stdout and "succeeded" in result.stdout
     assert "materialized memories:" in result.stdout
     checks = [line for line in result.stdout.splitlines() if line.startswith("  check ")]
-    assert len(checks) == 3 and all(line.endswith(": passed") for line in checks)
+    assert len(checks) == 8 and all(line.endswith(": passed") for line in checks)
     assert "make ui" in result.stdout
     stats = json.loads(run_cli("stats", "--json").stdout)
     assert stats["users"] == 4 and stats["memories"]["live"] > 100
