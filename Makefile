@@ -27,6 +27,8 @@ ui: install
 bench: install
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/replay.py
+	$(BIN)/python benchmarks/embeddings.py
+	$(BIN)/python benchmarks/graph_sync.py
 
 clean:
 	rm -rf $(VENV) .hms

@@ -38,7 +38,7 @@ from hms_resources.events import (
 )
 from hms_resources.home import default_database_url, hms_home, redact_url
 from hms_resources.memory_state import JSON_COLUMNS, MEMORY_COLUMNS, Memory, MemoryKey, MemoryState
-from hms_resources.store_schema import VERSION_TABLE, events, memories, memory_keys, projection_cursors
+from hms_resources.store_schema import VERSION_TABLE, concepts, events, memories, memory_keys, projection_cursors
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 APPEND_LOCK_ID = 0x484D5331  # "HMS1": the PostgreSQL advisory lock that serialises appends
@@ -365,6 +365,7 @@ class EventStore(dg.ConfigurableResource):
                 conn.execute(select(memory_keys.c.status, func.count()).group_by(memory_keys.c.status)).all()
             )
             last_sequence = conn.execute(select(func.max(events.c.sequence))).scalar() or 0
+            concept_count = conn.execute(select(func.count()).select_from(concepts)).scalar() or 0
         return {
             "events": event_count,
             "last_sequence": last_sequence,
@@ -375,6 +376,7 @@ class EventStore(dg.ConfigurableResource):
                 "archived": by_status.get("archived", 0),
                 "forgotten": by_status.get("forgotten", 0),
             },
+            "concepts": concept_count,
         }
 
     def counts_at(self, sequence: int) -> dict[str, int]:

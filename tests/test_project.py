@@ -30,7 +30,7 @@ def test_hms_run_ingests_the_sample_runs_the_main_job_and_says_where_to_look(hms
     assert len(checks) == 8 and all(line.endswith(": passed") for line in checks)
     assert "make ui" in result.stdout
     stats = json.loads(run_cli("stats", "--json").stdout)
-    assert stats["users"] == 4 and stats["memories"]["live"] > 100
+    assert stats["users"] == 4 and stats["memories"]["live"] > 100 and stats["concepts"] > 5
     again = run_cli("run")
     assert '"duplicates":%d' % stats["events"] in again.stdout
     assert "'events_applied': 0" in again.stdout
