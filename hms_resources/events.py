@@ -74,6 +74,10 @@ def _unit_interval(value: Any) -> bool:
     return type(value) in (int, float) and 0.0 <= value <= 1.0
 
 
+def _text(value: Any) -> bool:
+    return type(value) is str and not value.isspace() and value != ""
+
+
 def _string_list(value: Any) -> bool:
     return type(value) is list and all(type(v) is str and v for v in value)
 
@@ -95,7 +99,7 @@ def _boolean(value: Any) -> bool:
 
 
 _MEMORY_FIELDS: dict[str, tuple[Any, str]] = {
-    "content": (_nonempty_string, "a non-empty string"),
+    "content": (_text, "a string with at least one non-blank character"),
     "session_id": (_nonempty_string, "a non-empty string"),
     "memory_type": (_nonempty_string, "a non-empty string"),
     "category": (_nonempty_string, "a non-empty string"),
