@@ -7,8 +7,8 @@ import dagster as dg
 from hms_assets.embeddings import load_index
 from hms_resources.concepts import load_concepts
 from hms_resources.event_store import EventStore
-from hms_resources.graph import GraphConfig, build_graph, load_edges, save_edges
-from hms_resources.graph_model import EDGE_TYPES
+from hms_resources.graph import GraphConfig, build_edges, build_nodes, load_edges, save_edges
+from hms_resources.graph_model import EDGE_TYPES, GraphNode
 
 
 class GraphEdgesConfig(dg.Config):
@@ -16,11 +16,8 @@ class GraphEdgesConfig(dg.Config):
     similarity_threshold: float = GraphConfig.similarity_threshold
 
 
-def current_graph(event_store: EventStore, config: GraphConfig = GraphConfig()):
-    index = load_index(event_store)
-    if index is None:
-        raise dg.Failure("the embeddings asset has not been materialized yet")
-    return build_graph(event_store.read_memories(), index, load_concepts(event_store), config)
+def current_nodes(event_store: EventStore) -> list[GraphNode]:
+    return build_nodes(event_store.read_memories(), load_concepts(event_store))
 
 
 @dg.asset(
@@ -30,8 +27,14 @@ def current_graph(event_store: EventStore, config: GraphConfig = GraphConfig()):
     description="Typed, weighted edges between memories, concepts and users, in the embedded store.",
 )
 def graph_edges(context: dg.AssetExecutionContext, config: GraphEdgesConfig, event_store: EventStore) -> dg.MaterializeResult:
-    nodes, edges = current_graph(
-        event_store, GraphConfig(neighbours=config.neighbours, similarity_threshold=config.similarity_threshold)
+    index = load_index(event_store)
+    if index is None:
+        raise dg.Failure("the embeddings asset has not been materialized yet")
+    memories = event_store.read_memories()
+    concepts = load_concepts(event_store)
+    nodes = build_nodes(memories, concepts)
+    edges = build_edges(
+        memories, index, concepts, GraphConfig(neighbours=config.neighbours, similarity_threshold=config.similarity_threshold)
     )
     save_edges(event_store, edges)
     by_type = Counter(e.type for e in edges)
@@ -48,8 +51,7 @@ def graph_edges(context: dg.AssetExecutionContext, config: GraphEdgesConfig, eve
 
 @dg.asset_check(asset=graph_edges, blocking=True, description="Every edge joins two nodes of the same user.")
 def graph_edges_stay_within_a_user(event_store: EventStore) -> dg.AssetCheckResult:
-    nodes, _ = current_graph(event_store)
-    owner = {n.key: n.user_id for n in nodes}
+    owner = {n.key: n.user_id for n in current_nodes(event_store)}
     stored = load_edges(event_store)
     crossing = sum(1 for e in stored if owner.get(e.source) != e.user_id or owner.get(e.target) != e.user_id)
     return dg.AssetCheckResult(passed=crossing == 0, metadata={"edges": len(stored), "crossing_or_dangling": crossing})

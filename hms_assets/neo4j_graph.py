@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from hms_assets.graph import current_graph
+from hms_assets.graph import current_nodes
 from hms_resources.event_store import EventStore
 from hms_resources.graph import load_edges
 from hms_resources.graph_store import GraphStore
@@ -16,7 +16,7 @@ from hms_resources.graph_store import GraphStore
     description="The memory graph synced to Neo4j: only changed nodes and edges are written.",
 )
 def neo4j_graph(context: dg.AssetExecutionContext, event_store: EventStore, graph_store: GraphStore) -> dg.MaterializeResult:
-    nodes, _ = current_graph(event_store)
+    nodes = current_nodes(event_store)
     edges = load_edges(event_store)
 
     def progress(what: str, done: int, total: int) -> None:

@@ -64,25 +64,19 @@ def similar_pairs(vectors: np.ndarray, k: int, threshold: float, block_rows: int
     return sorted((i, j, round(s, 6)) for (i, j), s in best.items())
 
 
-def build_graph(
-    memories: Sequence[Memory],
-    index: EmbeddingIndex,
-    concepts: Sequence[Concept],
-    config: GraphConfig = GraphConfig(),
-) -> tuple[list[GraphNode], list[GraphEdge]]:
-    """Nodes for users, live memories and concepts; edges of every type in `graph_model.EDGE_TYPES`."""
-    live = sorted((m for m in memories if not m.is_archived and not m.is_forgotten), key=lambda m: m.key)
-    live_keys = {m.key for m in live}
-    nodes: list[GraphNode] = []
-    edges: list[GraphEdge] = []
-    for user_id in sorted({m.user_id for m in live}):
-        nodes.append(GraphNode(USER, user_id, user_id, {"user_id": user_id}))
+def _live(memories: Sequence[Memory]) -> list[Memory]:
+    return sorted((m for m in memories if not m.is_archived and not m.is_forgotten), key=lambda m: m.key)
+
+
+def build_nodes(memories: Sequence[Memory], concepts: Sequence[Concept]) -> list[GraphNode]:
+    """User, Memory (live memories only) and Concept nodes."""
+    live = _live(memories)
+    nodes = [GraphNode(USER, user_id, user_id, {"user_id": user_id}) for user_id in sorted({m.user_id for m in live})]
     for m in live:
-        key = memory_node_key(m.user_id, m.memory_id)
         nodes.append(
             GraphNode(
                 MEMORY,
-                key,
+                memory_node_key(m.user_id, m.memory_id),
                 m.user_id,
                 {
                     "memory_id": m.memory_id,
@@ -95,6 +89,36 @@ def build_graph(
                 },
             )
         )
+    for concept in concepts:
+        nodes.append(
+            GraphNode(
+                CONCEPT,
+                concept_node_key(concept.user_id, concept.concept_id),
+                concept.user_id,
+                {
+                    "concept_id": concept.concept_id,
+                    "label": list(concept.label),
+                    "summary": concept.summary,
+                    "size": concept.size,
+                    "cohesion": concept.cohesion,
+                },
+            )
+        )
+    return nodes
+
+
+def build_edges(
+    memories: Sequence[Memory],
+    index: EmbeddingIndex,
+    concepts: Sequence[Concept],
+    config: GraphConfig = GraphConfig(),
+) -> list[GraphEdge]:
+    """Edges of every type in `graph_model.EDGE_TYPES` between the nodes of `build_nodes`."""
+    live = _live(memories)
+    live_keys = {m.key for m in live}
+    edges: list[GraphEdge] = []
+    for m in live:
+        key = memory_node_key(m.user_id, m.memory_id)
         edges.append(GraphEdge(HAS_MEMORY, m.user_id, key, m.user_id))
         if m.parent_memory_id and (m.user_id, m.parent_memory_id) in live_keys:
             edges.append(GraphEdge(CHILD_OF, key, memory_node_key(m.user_id, m.parent_memory_id), m.user_id))
@@ -133,34 +157,18 @@ def build_graph(
                     weight=similarity,
                 )
             )
-    vectors_by_key = {
-        (u, m): row for row, (u, m) in enumerate(zip(index.user_ids.tolist(), index.memory_ids.tolist()))
-    }
+    rows = {(u, m): row for row, (u, m) in enumerate(zip(index.user_ids.tolist(), index.memory_ids.tolist()))}
     for concept in concepts:
         concept_key = concept_node_key(concept.user_id, concept.concept_id)
-        nodes.append(
-            GraphNode(
-                CONCEPT,
-                concept_key,
-                concept.user_id,
-                {
-                    "concept_id": concept.concept_id,
-                    "label": list(concept.label),
-                    "summary": concept.summary,
-                    "size": concept.size,
-                    "cohesion": concept.cohesion,
-                },
-            )
-        )
         for memory_id in concept.member_ids:
-            row = vectors_by_key.get((concept.user_id, memory_id))
+            row = rows.get((concept.user_id, memory_id))
             if row is None or (concept.user_id, memory_id) not in live_keys:
                 continue
             weight = round(float(index.vectors[row] @ concept.centroid), 6)
             edges.append(
                 GraphEdge(IN_CONCEPT, memory_node_key(concept.user_id, memory_id), concept_key, concept.user_id, weight=weight)
             )
-    return nodes, sorted(edges, key=lambda e: e.key)
+    return sorted(edges, key=lambda e: e.key)
 
 
 def save_edges(store: "EventStore", edges: Sequence[GraphEdge]) -> int:

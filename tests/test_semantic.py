@@ -6,7 +6,7 @@ import pytest
 from hms_resources.concepts import ConceptConfig, build_concepts, cluster_vectors, label_clusters, summarize
 from hms_resources.embedder import Embedder
 from hms_resources.embeddings import EmbeddingIndex, refresh_embeddings
-from hms_resources.graph import build_graph, similar_pairs
+from hms_resources.graph import build_edges, build_nodes, similar_pairs
 from hms_resources.graph_model import EDGE_TYPES, memory_node_key
 from hms_resources.memory_state import Memory
 
@@ -163,7 +163,7 @@ def test_graph_has_every_edge_type_and_no_edge_crosses_users(embedder):
     vectors = {m.key: index.vectors[i] for i, m in enumerate(sorted(live, key=lambda m: m.key))}
     u1 = [m for m in live if m.user_id == "u1"]
     concepts = build_concepts("u1", u1, np.stack([vectors[m.key] for m in u1]), [], ConceptConfig(), embedder.count_tokens)
-    nodes, edges = build_graph(memories, index, concepts)
+    nodes, edges = build_nodes(memories, concepts), build_edges(memories, index, concepts)
     assert {e.type for e in edges} == set(EDGE_TYPES)
     owner = {n.key: n.user_id for n in nodes}
     assert all(owner[e.source] == e.user_id == owner[e.target] for e in edges)
