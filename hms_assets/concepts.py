@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from hms_assets.embeddings import load_index
+from hms_assets.embeddings import require_index
 from hms_assets.plots import histogram_markdown
 from hms_resources.concepts import Concept, ConceptConfig, build_concepts, load_concepts, save_concepts
 from hms_resources.embedder import Embedder
@@ -26,9 +26,7 @@ def compute_concepts(
     event_store: EventStore, embedder: Embedder, config: ConceptConfig, previous: list[Concept]
 ) -> dict[str, list[Concept]]:
     """Every user's concepts from the current memories and embedding index."""
-    index = load_index(event_store)
-    if index is None:
-        raise dg.Failure("the embeddings asset has not been materialized yet")
+    index = require_index(event_store)
     memories = {m.key: m for m in event_store.read_memories()}
     previous_by_user: dict[str, list[Concept]] = {}
     for concept in previous:

@@ -13,6 +13,13 @@ def load_index(event_store: EventStore) -> EmbeddingIndex | None:
     return EmbeddingIndex.load(event_store.home / EMBEDDINGS_DIR)
 
 
+def require_index(event_store: EventStore) -> EmbeddingIndex:
+    index = load_index(event_store)
+    if index is None:
+        raise dg.Failure(f"no embedding index under {event_store.home / EMBEDDINGS_DIR}: materialize `embeddings` first")
+    return index
+
+
 @dg.asset(
     group_name="semantic",
     deps=["memories"],

@@ -4,7 +4,7 @@ from collections import Counter
 
 import dagster as dg
 
-from hms_assets.embeddings import load_index
+from hms_assets.embeddings import require_index
 from hms_resources.concepts import load_concepts
 from hms_resources.event_store import EventStore
 from hms_resources.graph import GraphConfig, build_edges, build_nodes, load_edges, save_edges
@@ -27,9 +27,7 @@ def current_nodes(event_store: EventStore) -> list[GraphNode]:
     description="Typed, weighted edges between memories, concepts and users, in the embedded store.",
 )
 def graph_edges(context: dg.AssetExecutionContext, config: GraphEdgesConfig, event_store: EventStore) -> dg.MaterializeResult:
-    index = load_index(event_store)
-    if index is None:
-        raise dg.Failure("the embeddings asset has not been materialized yet")
+    index = require_index(event_store)
     memories = event_store.read_memories()
     concepts = load_concepts(event_store)
     nodes = build_nodes(memories, concepts)
