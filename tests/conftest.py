@@ -69,7 +69,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def store(store_url: str) -> Iterator[EventStore]:
-    event_store = EventStore(database_url=store_url)
+def store(store_url: str, tmp_path: Path) -> Iterator[EventStore]:
+    event_store = EventStore(database_url=store_url, hms_home=str(tmp_path / "home"))
     yield event_store
     event_store.close()

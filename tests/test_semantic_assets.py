@@ -8,7 +8,6 @@ from hms_assets import memories as memories_domain
 from hms_jobs.cli import SAMPLE_EVENTS
 from hms_resources.concepts import load_concepts
 from hms_resources.embedder import Embedder
-from hms_resources.event_store import EventStore
 from hms_resources.graph import load_edges
 from hms_resources.ingest import ingest_path, ingest_records
 from tests.helpers import event
@@ -33,8 +32,7 @@ def run(store, embedder, instance):
     }
 
 
-def test_semantic_assets_are_incremental_and_keep_concept_ids(tmp_path, embedder):
-    store = EventStore(hms_home=str(tmp_path))
+def test_semantic_assets_are_incremental_and_keep_concept_ids(store, embedder):
     ingest_path(store, SAMPLE_EVENTS)
     with dg.instance_for_test() as instance:
         first = run(store, embedder, instance)
