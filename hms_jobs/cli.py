@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import click
@@ -95,8 +96,16 @@ def ingest(path: str, as_json: bool, rejects: str | None, batch_size: int, max_c
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def stats(as_json: bool) -> None:
     """Counts of events, memories (live, archived, forgotten) and users."""
+    from hms_resources.tiers import latest_tier_date, tier_sizes
+
     store = _store()
     numbers = store.stats()
+    latest = latest_tier_date(store)
+    totals = {"hot": 0, "warm": 0, "cold": 0, "archived": 0}
+    for sizes in tier_sizes(store, latest).values():
+        for tier, count in sizes.items():
+            totals[tier] += count
+    numbers["tiers"] = {"as_of": latest, **totals}
     store.close()
     if as_json:
         click.echo(orjson.dumps(numbers).decode())
@@ -104,7 +113,9 @@ def stats(as_json: bool) -> None:
     m = numbers["memories"]
     click.echo(
         f"events {numbers['events']} (last sequence {numbers['last_sequence']}), users {numbers['users']}, "
-        f"memories {m['total']}: {m['live']} live, {m['archived']} archived, {m['forgotten']} forgotten"
+        f"memories {m['total']}: {m['live']} live, {m['archived']} archived, {m['forgotten']} forgotten; "
+        f"concepts {numbers['concepts']}; tiers as of {numbers['tiers']['as_of']}: "
+        + ", ".join(f"{numbers['tiers'][t]} {t}" for t in ("hot", "warm", "cold", "archived"))
     )
 
 
@@ -148,7 +159,8 @@ def instance(postgres: bool) -> None:
 @main.command()
 @click.option("--data", type=click.Path(exists=True, dir_okay=False), default=None, help="Your own events (JSONL).")
 def run(data: str | None) -> None:
-    """Ingest events (the bundled sample by default) and run the main job."""
+    """Ingest events (the bundled sample by default), run the main job, then migrate the tiers of the
+    last complete day and compact the cold tier."""
     import dagster as dg
 
     from hms_jobs.definitions import defs
@@ -158,21 +170,21 @@ def run(data: str | None) -> None:
     report = _ingest(path, rejects=None, batch_size=DEFAULT_BATCH_SIZE, max_content_bytes=None, progress=None)
     click.echo(f"ingested {path}: {orjson.dumps(report.counts()).decode()}")
     home = prepare_dagster_home()
+    yesterday = (datetime.now(timezone.utc) - timedelta(days=1)).date().isoformat()
+    definitions = defs()
+    success = True
     with dg.DagsterInstance.get() as dagster_instance:
-        result = defs().resolve_job_def("main_job").execute_in_process(
-            instance=dagster_instance, run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-        )
-        click.echo(f"main_job run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
-        for materialization in result.get_asset_materialization_events():
-            mat = materialization.materialization
-            shown = {
-                k: v.value
-                for k, v in mat.metadata.items()
-                if not k.startswith("dagster/") and isinstance(v.value, (int, float)) and not isinstance(v.value, bool)
-            }
-            click.echo(f"  materialized {mat.asset_key.to_user_string()}: {shown}")
-        for check in result.get_asset_check_evaluations():
-            click.echo(f"  check {check.check_name}: {'passed' if check.passed else 'FAILED'}")
+        for job_name, partition_key in (("main_job", None), ("tier_migration_job", yesterday), ("cold_archive_job", None)):
+            result = definitions.resolve_job_def(job_name).execute_in_process(
+                instance=dagster_instance,
+                partition_key=partition_key,
+                run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+                raise_on_error=False,
+            )
+            success = success and result.success
+            _print_run(job_name, partition_key, result)
+            if not result.success:
+                break
     store = _store()
     click.echo(f"store: {store.display_url}")
     click.echo(f"dagster instance: {home}")
@@ -180,7 +192,22 @@ def run(data: str | None) -> None:
     shown = os.path.relpath(hms) if hms.is_relative_to(Path.cwd()) else str(hms)
     click.echo(f"next: `make ui` and open http://127.0.0.1:3000 (workspace {WORKSPACE.name}); `{shown} stats --json`")
     store.close()
-    sys.exit(EXIT_OK if result.success else EXIT_FAILURE)
+    sys.exit(EXIT_OK if success else EXIT_FAILURE)
+
+
+def _print_run(job_name: str, partition_key: str | None, result) -> None:
+    where = f" for {partition_key}" if partition_key else ""
+    click.echo(f"{job_name}{where} run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
+    for materialization in result.get_asset_materialization_events():
+        mat = materialization.materialization
+        shown = {
+            k: v.value
+            for k, v in mat.metadata.items()
+            if not k.startswith("dagster/") and isinstance(v.value, (int, float)) and not isinstance(v.value, bool)
+        }
+        click.echo(f"  materialized {mat.asset_key.to_user_string()}: {shown}")
+    for check in result.get_asset_check_evaluations():
+        click.echo(f"  check {check.check_name}: {'passed' if check.passed else 'FAILED'}")
 
 
 @main.command()

@@ -2,16 +2,17 @@
 
 import dagster as dg
 
-from hms_assets import concepts, embeddings, graph
+from hms_assets import concepts, embeddings, graph, tiers
 from hms_assets import memories as memories_domain
-from hms_jobs.jobs import main_job, memories_job
+from hms_jobs.jobs import cold_archive_job, main_job, memories_job, tier_migration_job
 from hms_jobs.resources import graph_store_configured, resources
-from hms_jobs.sensors import new_events_sensor
+from hms_jobs.schedules import daily_tier_migration
+from hms_jobs.sensors import hot_tier_overflow_sensor, new_events_sensor
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    domains = [memories_domain, embeddings, concepts, graph]
+    domains = [memories_domain, embeddings, concepts, graph, tiers]
     if graph_store_configured():
         from hms_assets import neo4j_graph
 
@@ -21,5 +22,10 @@ def defs() -> dg.Definitions:
             assets=dg.load_assets_from_modules(domains),
             asset_checks=dg.load_asset_checks_from_modules(domains),
         ),
-        dg.Definitions(jobs=[memories_job, main_job], sensors=[new_events_sensor], resources=resources()),
+        dg.Definitions(
+            jobs=[memories_job, main_job, tier_migration_job, cold_archive_job],
+            schedules=[daily_tier_migration],
+            sensors=[new_events_sensor, hot_tier_overflow_sensor],
+            resources=resources(),
+        ),
     )

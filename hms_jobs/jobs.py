@@ -2,6 +2,10 @@
 
 import dagster as dg
 
+from hms_jobs.partitions import daily_partitions
+
+TIER_ASSETS = dg.AssetSelection.assets("memory_tiers", "tier_migrations")
+
 memories_job = dg.define_asset_job(
     "memories_job",
     selection=dg.AssetSelection.assets("memories"),
@@ -10,6 +14,19 @@ memories_job = dg.define_asset_job(
 
 main_job = dg.define_asset_job(
     "main_job",
-    selection=dg.AssetSelection.all(),
-    description="Everything HMS derives from the event store, in dependency order.",
+    selection=dg.AssetSelection.all() - TIER_ASSETS - dg.AssetSelection.assets("cold_archive"),
+    description="Everything HMS derives from the event store that is not partitioned, in dependency order.",
+)
+
+tier_migration_job = dg.define_asset_job(
+    "tier_migration_job",
+    selection=TIER_ASSETS,
+    partitions_def=daily_partitions,
+    description="Score every memory and move it between the hot, warm and cold tiers, for one day.",
+)
+
+cold_archive_job = dg.define_asset_job(
+    "cold_archive_job",
+    selection=dg.AssetSelection.assets("cold_archive"),
+    description="Compact the cold tier of the latest tier migration to Parquet.",
 )

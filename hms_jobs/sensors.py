@@ -1,10 +1,14 @@
 """Sensors: react to what arrives in the event store."""
 
+from datetime import datetime, timezone
+
 import dagster as dg
 
-from hms_jobs.jobs import memories_job
+from hms_jobs.jobs import memories_job, tier_migration_job
 from hms_resources.event_store import EventStore
+from hms_resources.importance import TierConfig
 from hms_resources.projection import MEMORIES_CURSOR
+from hms_resources.tiers import day_window, latest_tier_date, new_live_memories_since, tier_sizes
 
 
 @dg.sensor(
@@ -20,3 +24,31 @@ def new_events_sensor(context: dg.SensorEvaluationContext, event_store: EventSto
         return dg.SkipReason(f"no new events after sequence {seen}")
     context.update_cursor(str(latest))
     return dg.RunRequest(run_key=f"memories-through-{latest}", tags={"hms/through_sequence": str(latest)})
+
+
+@dg.sensor(
+    job=tier_migration_job,
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Migrates today's tiers early when a user's hot tier would overflow with new memories.",
+)
+def hot_tier_overflow_sensor(context: dg.SensorEvaluationContext, event_store: EventStore):
+    latest = latest_tier_date(event_store)
+    if latest is None:
+        return dg.SkipReason("no tier migration has run yet")
+    capacity = TierConfig().hot_capacity
+    hot = {user: sizes["hot"] for user, sizes in tier_sizes(event_store, latest).items()}
+    arrived = new_live_memories_since(event_store, day_window(datetime.fromisoformat(latest).date())[1])
+    overflowing = sorted(user for user, count in arrived.items() if hot.get(user, 0) + count > capacity)
+    if not overflowing:
+        return dg.SkipReason(f"every hot tier fits its capacity of {capacity}")
+    sequence = event_store.max_sequence()
+    if context.cursor == str(sequence):
+        return dg.SkipReason(f"already requested a migration for sequence {sequence}")
+    context.update_cursor(str(sequence))
+    today = datetime.now(timezone.utc).date().isoformat()
+    return dg.RunRequest(
+        run_key=f"hot-overflow-{today}-{sequence}",
+        partition_key=today,
+        tags={"hms/overflowing_users": ",".join(overflowing[:20])},
+    )

@@ -22,16 +22,16 @@ TIER_NAMES = ("hot", "warm", "cold", "archived")
 class ImportanceConfig:
     recency_half_life_days: float = 30.0
     access_half_life_days: float = 14.0
-    access_saturation: float = 3.0
+    access_saturation: float = 1.0
     concept_size_saturation: float = 8.0
     default_importance: float = 0.5
     default_confidence: float = 0.7
     weight_importance: float = 0.30
     weight_confidence: float = 0.10
-    weight_recency: float = 0.20
+    weight_recency: float = 0.25
     weight_access: float = 0.20
     weight_feedback: float = 0.10
-    weight_concept: float = 0.10
+    weight_concept: float = 0.05
 
 
 @dataclass

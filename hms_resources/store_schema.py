@@ -132,3 +132,29 @@ graph_edges = Table(
     Column("properties", Text, nullable=False),
     Index("ix_graph_edges_user", "user_id"),
 )
+
+# The `memory_tiers` asset: per daily partition, the tier and score of every memory not forgotten.
+memory_tiers = Table(
+    "memory_tiers",
+    metadata,
+    Column("partition_date", String(10), primary_key=True),
+    Column("user_id", String(255), primary_key=True),
+    Column("memory_id", String(255), primary_key=True),
+    Column("tier", String(8), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("reason", Text, nullable=False),
+)
+
+# The `tier_migrations` asset: per daily partition, every move between tiers.
+tier_migrations = Table(
+    "tier_migrations",
+    metadata,
+    Column("partition_date", String(10), primary_key=True),
+    Column("user_id", String(255), primary_key=True),
+    Column("memory_id", String(255), primary_key=True),
+    Column("from_tier", String(8)),
+    Column("to_tier", String(8)),
+    Column("score", Float),
+    Column("reason", Text, nullable=False),
+    Column("at", String(27), nullable=False),
+)

@@ -1,0 +1,159 @@
+"""Memory tiers: the daily `memory_tiers` assignment and its `tier_migrations` log, and the
+`cold_archive` they leave behind."""
+
+from collections import Counter
+from datetime import date, timedelta
+
+import dagster as dg
+
+from hms_assets.plots import bar_chart_markdown
+from hms_jobs.partitions import daily_partitions
+from hms_resources.concepts import load_concepts
+from hms_resources.event_store import EventStore
+from hms_resources.importance import ImportanceConfig, TierConfig
+from hms_resources.tiers import (
+    TieringConfig,
+    compute_tiers,
+    save_tier_partition,
+    tier_migrations,
+    write_cold_archive,
+)
+
+COLD_ARCHIVE_DIR = "archive"
+
+
+class TiersConfig(dg.Config):
+    hot_capacity: int = TierConfig.hot_capacity
+    warm_capacity: int = TierConfig.warm_capacity
+    cold_capacity: int = TierConfig.cold_capacity
+    hot_threshold: float = TierConfig.hot_threshold
+    warm_threshold: float = TierConfig.warm_threshold
+    recency_half_life_days: float = ImportanceConfig.recency_half_life_days
+    access_half_life_days: float = ImportanceConfig.access_half_life_days
+
+    def to_domain(self) -> TieringConfig:
+        return TieringConfig(
+            importance=ImportanceConfig(
+                recency_half_life_days=self.recency_half_life_days, access_half_life_days=self.access_half_life_days
+            ),
+            tiers=TierConfig(
+                hot_capacity=self.hot_capacity,
+                warm_capacity=self.warm_capacity,
+                cold_capacity=self.cold_capacity,
+                hot_threshold=self.hot_threshold,
+                warm_threshold=self.warm_threshold,
+            ),
+        )
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "memory_tiers",
+            deps=["memories", "concept_clusters"],
+            group_name="tiers",
+            kinds={"sql"},
+            description="Per day, the hot, warm, cold or archived tier and the dynamic importance of every memory.",
+        ),
+        dg.AssetSpec(
+            "tier_migrations",
+            deps=["memories", "concept_clusters"],
+            group_name="tiers",
+            kinds={"sql"},
+            description="Per day, every memory that moved between tiers: from, to, score, reason.",
+        ),
+    ],
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+)
+def memory_tier_migration(context: dg.AssetExecutionContext, config: TiersConfig, event_store: EventStore):
+    """Tiers for day D come from the events up to the end of D and the config alone, so partitions
+    can be backfilled in any order, in parallel, and twice with identical results."""
+    tiering = config.to_domain()
+    concepts = load_concepts(event_store)
+    total_moves: Counter = Counter()
+    for key in context.partition_keys:
+        day = date.fromisoformat(key)
+        current = compute_tiers(event_store, day, concepts, tiering)
+        previous = compute_tiers(event_store, day - timedelta(days=1), concepts, tiering)
+        moves = tier_migrations(previous, current)
+        save_tier_partition(event_store, day, current, moves)
+        total_moves.update(f"{m.from_tier or 'new'} → {m.to_tier or 'forgotten'}" for m in moves)
+        context.log.info(f"{key}: {len(current.memory_ids)} memories placed, {len(moves)} moved")
+    sizes = current.sizes()
+    totals = Counter()
+    for counts in sizes.values():
+        totals.update(counts)
+    movers = sorted((m for m in moves if m.score_change is not None), key=lambda m: -abs(m.score_change))[:10]
+    yield dg.MaterializeResult(
+        asset_key="memory_tiers",
+        metadata={
+            "partitions": len(context.partition_keys),
+            "as_of": current.as_of,
+            **{f"{tier}": int(totals.get(tier, 0)) for tier in ("hot", "warm", "cold", "archived")},
+            "tier_sizes_per_user": dg.MetadataValue.md(_sizes_table(sizes)),
+            "dagster/row_count": len(current.memory_ids),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="tier_migrations",
+        metadata={
+            "migrations": len(moves),
+            "transitions": dg.MetadataValue.md(
+                bar_chart_markdown(sorted(total_moves.items(), key=lambda kv: -kv[1])[:12], title="Tier transitions", xlabel="memories")
+                if total_moves
+                else "no memory moved"
+            ),
+            "biggest_movers": dg.MetadataValue.md(_movers_table(movers)),
+            "dagster/row_count": len(moves),
+        },
+    )
+
+
+def _sizes_table(sizes: dict[str, dict[str, int]]) -> str:
+    lines = ["| user | hot | warm | cold | archived |", "|---|---|---|---|---|"]
+    for user_id in sorted(sizes)[:50]:
+        c = sizes[user_id]
+        lines.append(f"| {user_id} | {c['hot']} | {c['warm']} | {c['cold']} | {c['archived']} |")
+    return "\n".join(lines)
+
+
+def _movers_table(movers) -> str:
+    if not movers:
+        return "no memory changed tier with a known previous score"
+    lines = ["| user | memory | from | to | score | change | reason |", "|---|---|---|---|---|---|---|"]
+    for m in movers:
+        lines.append(
+            f"| {m.user_id} | {m.memory_id} | {m.from_tier} | {m.to_tier} | {m.score:.3f} | {m.score_change:+.3f} | {m.reason} |"
+        )
+    return "\n".join(lines)
+
+
+@dg.asset_check(asset="memory_tiers", blocking=True, description="No user holds more memories in a tier than its capacity.")
+def tiers_within_capacity(event_store: EventStore) -> dg.AssetCheckResult:
+    from hms_resources.tiers import tier_sizes
+
+    limits = TierConfig()
+    sizes = tier_sizes(event_store)
+    over = [
+        user
+        for user, c in sizes.items()
+        if c["hot"] > limits.hot_capacity or c["warm"] > limits.warm_capacity or c["cold"] > limits.cold_capacity
+    ]
+    return dg.AssetCheckResult(passed=not over, metadata={"users": len(sizes), "users_over_capacity": len(over)})
+
+
+@dg.asset(
+    group_name="tiers",
+    deps=["memories", dg.AssetDep("memory_tiers", partition_mapping=dg.LastPartitionMapping())],
+    kinds={"parquet"},
+    automation_condition=dg.AutomationCondition.eager(),
+    description="Cold memories of the latest tiers, compacted to Parquet per user and month.",
+)
+def cold_archive(context: dg.AssetExecutionContext, event_store: EventStore) -> dg.MaterializeResult:
+    directory = event_store.home / COLD_ARCHIVE_DIR
+    written = write_cold_archive(event_store, directory)
+    context.log.info(f"{written['memories']} cold memories in {written['files']} files")
+    return dg.MaterializeResult(
+        metadata={**written, "path": dg.MetadataValue.path(str(directory)), "dagster/row_count": written["memories"]}
+    )
