@@ -8,6 +8,7 @@ import dagster as dg
 
 from hms_assets.plots import bar_chart_markdown
 from hms_jobs.partitions import daily_partitions
+from hms_resources.access_predictor import load_predictor, save_predictor, train_and_evaluate, weekly_samples
 from hms_resources.concepts import load_concepts
 from hms_resources.event_store import EventStore
 from hms_resources.importance import ImportanceConfig, TierConfig
@@ -20,6 +21,7 @@ from hms_resources.tiers import (
 )
 
 COLD_ARCHIVE_DIR = "archive"
+MODELS_DIR = "models"
 
 
 class TiersConfig(dg.Config):
@@ -30,6 +32,8 @@ class TiersConfig(dg.Config):
     warm_threshold: float = TierConfig.warm_threshold
     recency_half_life_days: float = ImportanceConfig.recency_half_life_days
     access_half_life_days: float = ImportanceConfig.access_half_life_days
+    use_predictor: str = "auto"
+    """`auto`: feed the access predictor into the score only if it beat the heuristic; `on`; `off`."""
 
     def to_domain(self) -> TieringConfig:
         return TieringConfig(
@@ -50,7 +54,7 @@ class TiersConfig(dg.Config):
     specs=[
         dg.AssetSpec(
             "memory_tiers",
-            deps=["memories", "concept_clusters"],
+            deps=["memories", "concept_clusters", "access_predictor"],
             group_name="tiers",
             kinds={"sql"},
             description="Per day, the hot, warm, cold or archived tier and the dynamic importance of every memory.",
@@ -71,11 +75,12 @@ def memory_tier_migration(context: dg.AssetExecutionContext, config: TiersConfig
     can be backfilled in any order, in parallel, and twice with identical results."""
     tiering = config.to_domain()
     concepts = load_concepts(event_store)
+    predict = load_predictor(event_store.home / MODELS_DIR, config.use_predictor)
     total_moves: Counter = Counter()
     for key in context.partition_keys:
         day = date.fromisoformat(key)
-        current = compute_tiers(event_store, day, concepts, tiering)
-        previous = compute_tiers(event_store, day - timedelta(days=1), concepts, tiering)
+        current = compute_tiers(event_store, day, concepts, tiering, predict)
+        previous = compute_tiers(event_store, day - timedelta(days=1), concepts, tiering, predict)
         moves = tier_migrations(previous, current)
         save_tier_partition(event_store, day, current, moves)
         total_moves.update(f"{m.from_tier or 'new'} → {m.to_tier or 'forgotten'}" for m in moves)
@@ -89,6 +94,7 @@ def memory_tier_migration(context: dg.AssetExecutionContext, config: TiersConfig
         asset_key="memory_tiers",
         metadata={
             "partitions": len(context.partition_keys),
+            "access_predictor_used": predict is not None,
             "as_of": current.as_of,
             **{f"{tier}": int(totals.get(tier, 0)) for tier in ("hot", "warm", "cold", "archived")},
             "tier_sizes_per_user": dg.MetadataValue.md(_sizes_table(sizes)),
@@ -156,4 +162,39 @@ def cold_archive(context: dg.AssetExecutionContext, event_store: EventStore) -> 
     context.log.info(f"{written['memories']} cold memories in {written['files']} files")
     return dg.MaterializeResult(
         metadata={**written, "path": dg.MetadataValue.path(str(directory)), "dagster/row_count": written["memories"]}
+    )
+
+
+@dg.asset(
+    group_name="tiers",
+    deps=["memories", "concept_clusters"],
+    kinds={"scikitlearn"},
+    description="A gradient-boosting model of access in the next 7 days, evaluated against the heuristic score.",
+)
+def access_predictor(context: dg.AssetExecutionContext, event_store: EventStore) -> dg.MaterializeResult:
+    first, last = event_store.event_time_range()
+    if first is None:
+        raise dg.Failure("the event store is empty: nothing to learn from")
+    config = ImportanceConfig()
+    samples = weekly_samples(
+        event_store, load_concepts(event_store), config, date.fromisoformat(first[:10]) + timedelta(days=7), date.fromisoformat(last[:10])
+    )
+    model, evaluation = train_and_evaluate(samples, config, TierConfig().hot_capacity)
+    save_predictor(event_store.home / MODELS_DIR, model, evaluation)
+    verdict = "beats" if evaluation.model_wins else "does not beat"
+    context.log.info(
+        f"precision at hot capacity: model {evaluation.precision_model}, heuristic {evaluation.precision_heuristic}: the model {verdict} the heuristic"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "weeks_trained": evaluation.weeks_trained,
+            "weeks_held_out": evaluation.weeks_held_out,
+            "rows": evaluation.rows,
+            "positive_rate": evaluation.positive_rate,
+            "precision_at_hot_capacity_model": evaluation.precision_model,
+            "precision_at_hot_capacity_heuristic": evaluation.precision_heuristic,
+            "k_per_user": evaluation.k_per_user,
+            "held_out_accesses": evaluation.held_out_positives,
+            "enabled_by_default": bool(model is not None and evaluation.model_wins),
+        }
     )

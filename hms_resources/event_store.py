@@ -379,6 +379,12 @@ class EventStore(dg.ConfigurableResource):
             "concepts": concept_count,
         }
 
+    def event_time_range(self) -> tuple[str | None, str | None]:
+        """The earliest and latest `occurred_at` in the log."""
+        with self.reading() as conn:
+            first, last = conn.execute(select(func.min(events.c.occurred_at), func.max(events.c.occurred_at))).one()
+        return first, last
+
     def counts_at(self, sequence: int) -> dict[str, int]:
         """Memory counts by status as of `sequence`, computed from the raw log (not from any fold)."""
         upto = events.c.sequence <= sequence

@@ -5,6 +5,7 @@ computed twice, or backfilled in any order or in parallel, gives the same rows."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -81,10 +82,19 @@ def _days(text: np.ndarray, as_of: datetime) -> np.ndarray:
     return (now - stamps).astype("timedelta64[us]").astype(np.float64) / 1e6 / SECONDS_PER_DAY
 
 
-def compute_tiers(
-    store: EventStore, day: date, concepts: list[Concept], config: TieringConfig = TieringConfig()
-) -> TierSnapshot:
-    """Replay the log to the end of `day`, score every memory and place it in a tier."""
+@dataclass
+class TierInputs:
+    """What the score of every memory not forgotten is computed from, as of the end of a day."""
+
+    day: date
+    as_of: str
+    memories: list[Memory]
+    features: ImportanceFeatures
+    accessed_today: np.ndarray
+
+
+def tier_inputs(store: EventStore, day: date, concepts: list[Concept], config: ImportanceConfig) -> TierInputs:
+    """Replay the log to the end of `day` and derive each memory's importance features."""
     start, end = day_window(day)
     as_of = datetime.fromisoformat(end.replace("Z", "+00:00"))
     state: dict[tuple[str, str], Memory] = {}
@@ -106,7 +116,7 @@ def compute_tiers(
         rows = np.array([position.get(k, -1) for k in access_key])
         ages = _days(np.array(access_time), as_of)
         keep = rows >= 0
-        np.add.at(decayed, rows[keep], np.power(0.5, np.maximum(ages[keep], 0) / config.importance.access_half_life_days))
+        np.add.at(decayed, rows[keep], np.power(0.5, np.maximum(ages[keep], 0) / config.access_half_life_days))
         today = np.array(access_time) >= start
         accessed_today[rows[keep & today]] = True
     concept_of: dict[tuple[str, str], Concept] = {}
@@ -118,8 +128,7 @@ def compute_tiers(
     for i, m in enumerate(memories):
         concept = concept_of.get(m.key)
         if concept is not None:
-            present = sum(1 for member in concept.member_ids if (m.user_id, member) in position)
-            concept_size[i] = present
+            concept_size[i] = sum(1 for member in concept.member_ids if (m.user_id, member) in position)
             concept_cohesion[i] = concept.cohesion
     features = ImportanceFeatures(
         importance=np.array([np.nan if m.importance is None else m.importance for m in memories], dtype=float),
@@ -136,21 +145,37 @@ def compute_tiers(
         concept_cohesion=concept_cohesion,
         pinned=np.array([PIN_TAG in m.tags for m in memories], dtype=bool),
     )
-    scores = np.round(score_importance(features, config.importance), 6)
+    return TierInputs(day, end, memories, features, accessed_today)
+
+
+def compute_tiers(
+    store: EventStore,
+    day: date,
+    concepts: list[Concept],
+    config: TieringConfig = TieringConfig(),
+    predict_access: Callable[[ImportanceFeatures], np.ndarray] | None = None,
+) -> TierSnapshot:
+    """Score every memory as of the end of `day` and place it in a tier. With `predict_access`, the
+    predicted probability of an access in the next week is averaged into the score."""
+    inputs = tier_inputs(store, day, concepts, config.importance)
+    memories = inputs.memories
+    n = len(memories)
+    scores = score_importance(inputs.features, config.importance)
+    if predict_access is not None and n:
+        scores = np.where(inputs.features.pinned, 1.0, (scores + predict_access(inputs.features)) / 2)
+    scores = np.round(scores, 6)
     user_ids = [m.user_id for m in memories]
     _, user_index = np.unique(np.array(user_ids, dtype=str), return_inverse=True) if n else (None, np.zeros(0, int))
     explicitly_archived = np.array([m.is_archived for m in memories], dtype=bool)
     # Memories the user archived stay archived; the rest compete for the tiers.
     tiers = np.full(n, ARCHIVED, dtype=np.int8)
     active = np.flatnonzero(~explicitly_archived)
-    tiers[active] = assign_tiers(
-        user_index[active], scores[active], active, accessed_today[active], config.tiers
-    )
+    tiers[active] = assign_tiers(user_index[active], scores[active], active, inputs.accessed_today[active], config.tiers)
     reasons = [
         _reason(m, int(tier), float(score), bool(promoted), config.tiers)
-        for m, tier, score, promoted in zip(memories, tiers.tolist(), scores.tolist(), accessed_today.tolist())
+        for m, tier, score, promoted in zip(memories, tiers.tolist(), scores.tolist(), inputs.accessed_today.tolist())
     ]
-    return TierSnapshot(end, user_ids, [m.memory_id for m in memories], scores, tiers, reasons)
+    return TierSnapshot(inputs.as_of, user_ids, [m.memory_id for m in memories], scores, tiers, reasons)
 
 
 def _reason(memory: Memory, tier: int, score: float, accessed_today: bool, config: TierConfig) -> str:

@@ -25,12 +25,14 @@ def test_hms_run_ingests_the_sample_runs_the_main_job_and_says_where_to_look(hms
     result = run_cli("run")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "main_job run" in result.stdout and "succeeded" in result.stdout
-    assert "materialized memories:" in result.stdout
+    for asset in ("memories", "embeddings", "concept_clusters", "graph_edges", "access_predictor", "memory_tiers", "tier_migrations", "cold_archive"):
+        assert f"materialized {asset}:" in result.stdout
     checks = [line for line in result.stdout.splitlines() if line.startswith("  check ")]
-    assert len(checks) == 8 and all(line.endswith(": passed") for line in checks)
+    assert len(checks) == 9 and all(line.endswith(": passed") for line in checks)
     assert "make ui" in result.stdout
     stats = json.loads(run_cli("stats", "--json").stdout)
     assert stats["users"] == 4 and stats["memories"]["live"] > 100 and stats["concepts"] > 5
+    assert sum(stats["tiers"][t] for t in ("hot", "warm", "cold")) == stats["memories"]["live"]
     again = run_cli("run")
     assert '"duplicates":%d' % stats["events"] in again.stdout
     assert "'events_applied': 0" in again.stdout
