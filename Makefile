@@ -28,6 +28,7 @@ bench: install
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/replay.py
 	$(BIN)/python benchmarks/embeddings.py
+	$(BIN)/python benchmarks/tiers.py
 	$(BIN)/python benchmarks/graph_sync.py
 
 clean:
