@@ -80,7 +80,7 @@ def build_nodes(memories: Sequence[Memory], concepts: Sequence[Concept]) -> list
                 m.user_id,
                 {
                     "memory_id": m.memory_id,
-                    "content": m.content or "",
+                    "preview": _preview(m.content or ""),
                     "memory_type": m.memory_type or "",
                     "category": m.category or "",
                     "session_id": m.session_id or "",
@@ -105,6 +105,15 @@ def build_nodes(memories: Sequence[Memory], concepts: Sequence[Concept]) -> list
             )
         )
     return nodes
+
+
+PREVIEW_CHARACTERS = 200
+
+
+def _preview(text: str) -> str:
+    """The start of a memory's content: the graph holds relations, the store holds the text."""
+    text = " ".join(text.split())
+    return text if len(text) <= PREVIEW_CHARACTERS else text[: PREVIEW_CHARACTERS - 1] + "…"
 
 
 def build_edges(

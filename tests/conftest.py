@@ -16,6 +16,8 @@ from sqlalchemy.engine import make_url
 
 from hms_resources.event_store import EventStore
 
+pytest_plugins = ["tests.bolt_server"]
+
 PG_SERVER_URL = os.environ.get("HMS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
