@@ -2,8 +2,6 @@
 
 import dagster as dg
 
-from hms_jobs.partitions import daily_partitions
-
 TIER_ASSETS = dg.AssetSelection.assets("memory_tiers", "tier_migrations")
 
 memories_job = dg.define_asset_job(
@@ -21,7 +19,6 @@ main_job = dg.define_asset_job(
 tier_migration_job = dg.define_asset_job(
     "tier_migration_job",
     selection=TIER_ASSETS,
-    partitions_def=daily_partitions,
     description="Score every memory and move it between the hot, warm and cold tiers, for one day.",
 )
 

@@ -36,7 +36,7 @@ from hms_resources.events import (
     erase_payload,
     normalize_timestamp,
 )
-from hms_resources.home import default_database_url, hms_home, redact_url
+from hms_resources.home import default_database_url, hms_home, positive_int_from_env, redact_url
 from hms_resources.memory_state import JSON_COLUMNS, MEMORY_COLUMNS, Memory, MemoryKey, MemoryState
 from hms_resources.store_schema import VERSION_TABLE, concepts, events, memories, memory_keys, projection_cursors
 
@@ -55,19 +55,6 @@ class AppendResult:
     duplicates: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)
     last_sequence: int | None = None
-
-
-def _positive_int_from_env(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise StoreError(f"{name} must be a positive integer, got {raw!r}")
-    return value
 
 
 def _now() -> str:
@@ -117,7 +104,7 @@ class EventStore(dg.ConfigurableResource):
         return cls(
             database_url=os.environ.get("HMS_DATABASE_URL", ""),
             hms_home=os.environ.get("HMS_HOME", ""),
-            max_content_bytes=_positive_int_from_env("HMS_MAX_CONTENT_BYTES", DEFAULT_MAX_CONTENT_BYTES),
+            max_content_bytes=positive_int_from_env("HMS_MAX_CONTENT_BYTES", DEFAULT_MAX_CONTENT_BYTES),
         )
 
     @property

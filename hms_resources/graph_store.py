@@ -24,6 +24,7 @@ import neo4j
 from neo4j.exceptions import DriverError, Neo4jError, ServiceUnavailable, SessionExpired, TransientError
 from pydantic import Field, PrivateAttr
 
+from hms_resources.home import positive_int_from_env
 from hms_resources.graph_model import (
     CONCEPT,
     EDGE_TYPES,
@@ -118,7 +119,7 @@ class GraphStore(dg.ConfigurableResource):
             password=os.environ.get("NEO4J_PASSWORD", ""),
             database=os.environ.get("NEO4J_DATABASE") or "neo4j",
             dialect=os.environ.get("HMS_GRAPH_DIALECT") or NEO4J,
-            batch_size=_positive_int_from_env("HMS_GRAPH_BATCH_SIZE", 1000),
+            batch_size=positive_int_from_env("HMS_GRAPH_BATCH_SIZE", 1000),
         )
         store._check_dialect()
         return store
@@ -735,16 +736,3 @@ def _local_id(user_id: str, key: str) -> str:
     """A memory's or concept's own id from its node key."""
     prefix = f"{user_id}{KEY_SEPARATOR}"
     return key[len(prefix) :] if key.startswith(prefix) else key
-
-
-def _positive_int_from_env(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {raw!r}")
-    return value
