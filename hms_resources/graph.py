@@ -217,3 +217,63 @@ def load_edges(store: "EventStore", user_id: str | None = None) -> list[GraphEdg
         GraphEdge(r["edge_type"], r["source"], r["target"], r["user_id"], r["weight"], orjson.loads(r["properties"]), r["qualifier"])
         for r in rows
     ]
+
+
+MEMORY_EDGE_TYPES = (SIMILAR_TO, NEXT_IN_SESSION, CHILD_OF, RELATED_TO)
+
+
+def neighbours(
+    store: "EventStore", user_id: str, memory_id: str, *, edge_types: Sequence[str] = MEMORY_EDGE_TYPES
+) -> list[dict]:
+    """A memory's neighbours in the embedded graph, strongest first, with the edge that joins them."""
+    key = memory_node_key(user_id, memory_id)
+    found = []
+    for e in load_edges(store, user_id):
+        if e.type not in edge_types or key not in (e.source, e.target):
+            continue
+        other = e.target if e.source == key else e.source
+        found.append(
+            {
+                "memory_id": other.split("\x1f", 1)[1],
+                "edge_type": e.type,
+                "weight": e.weight,
+                "direction": "out" if e.source == key else "in",
+                "qualifier": e.qualifier,
+            }
+        )
+    return sorted(found, key=lambda n: (-n["weight"], n["memory_id"], n["edge_type"]))
+
+
+def shortest_path(
+    store: "EventStore", user_id: str, source_memory_id: str, target_memory_id: str, *, max_hops: int = 6
+) -> list[str] | None:
+    """Memory ids along a shortest path between two memories of a user (edges in either direction)."""
+    from collections import deque
+
+    adjacency: dict[str, set[str]] = {}
+    for e in load_edges(store, user_id):
+        if e.type in MEMORY_EDGE_TYPES:
+            adjacency.setdefault(e.source, set()).add(e.target)
+            adjacency.setdefault(e.target, set()).add(e.source)
+    start, goal = memory_node_key(user_id, source_memory_id), memory_node_key(user_id, target_memory_id)
+    previous: dict[str, str | None] = {start: None}
+    queue = deque([(start, 0)])
+    while queue:
+        node, hops = queue.popleft()
+        if node == goal:
+            path = []
+            while node is not None:
+                path.append(node.split("\x1f", 1)[1])
+                node = previous[node]
+            return path[::-1]
+        if hops < max_hops:
+            for nxt in sorted(adjacency.get(node, ())):
+                if nxt not in previous:
+                    previous[nxt] = node
+                    queue.append((nxt, hops + 1))
+    return None
+
+
+def concept_members(store: "EventStore", user_id: str, concept_id: str) -> list[str]:
+    key = concept_node_key(user_id, concept_id)
+    return sorted(e.source.split("\x1f", 1)[1] for e in load_edges(store, user_id) if e.type == IN_CONCEPT and e.target == key)

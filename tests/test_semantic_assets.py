@@ -59,3 +59,20 @@ def test_semantic_assets_are_incremental_and_keep_concept_ids(store, embedder):
         assert third["embeddings"]["encoded"] == 1 and third["embeddings"]["removed"] == 1
         forgotten_key = "\x1f".join((gone.user_id, gone.memory_id))
         assert all(forgotten_key not in (e.source, e.target) for e in load_edges(store))
+
+
+def test_graph_queries_work_on_the_embedded_store_without_neo4j(store, embedder):
+    from hms_resources.graph import concept_members, neighbours, shortest_path
+    from hms_resources.concepts import load_concepts
+
+    ingest_path(store, SAMPLE_EVENTS)
+    with dg.instance_for_test() as instance:
+        run(store, embedder, instance)
+    concept = max(load_concepts(store), key=lambda c: c.size)
+    assert concept_members(store, concept.user_id, concept.concept_id) == sorted(concept.member_ids)
+    first, second = sorted(concept.member_ids)[:2]
+    found = neighbours(store, concept.user_id, first)
+    assert found and all(n["edge_type"] in ("SIMILAR_TO", "NEXT_IN_SESSION", "CHILD_OF", "RELATED_TO") for n in found)
+    path = shortest_path(store, concept.user_id, first, second)
+    assert path[0] == first and path[-1] == second
+    assert neighbours(store, "nobody", first) == [] and shortest_path(store, "nobody", first, second) is None
