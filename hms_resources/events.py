@@ -6,11 +6,10 @@ event store inside the append transaction, where the store's state is known.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
-
-import re
 
 import orjson
 

@@ -24,7 +24,6 @@ import neo4j
 from neo4j.exceptions import DriverError, Neo4jError, ServiceUnavailable, SessionExpired, TransientError
 from pydantic import Field, PrivateAttr
 
-from hms_resources.home import positive_int_from_env
 from hms_resources.graph_model import (
     CONCEPT,
     EDGE_TYPES,
@@ -39,6 +38,7 @@ from hms_resources.graph_model import (
     concept_node_key,
     memory_node_key,
 )
+from hms_resources.home import positive_int_from_env
 
 NEO4J = "neo4j"
 FALKORDB = "falkordb"

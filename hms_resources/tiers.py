@@ -230,7 +230,8 @@ def tier_migrations(previous: TierSnapshot, current: TierSnapshot) -> list[TierM
 
 def save_tier_partition(store: EventStore, day: date, snapshot: TierSnapshot, moves: list[TierMigration]) -> None:
     """Replace one day's tiers and migrations in one transaction: re-running a day is idempotent."""
-    from hms_resources.store_schema import memory_tiers, tier_migrations as migrations_table
+    from hms_resources.store_schema import memory_tiers
+    from hms_resources.store_schema import tier_migrations as migrations_table
 
     key = day.isoformat()
     tier_rows = [

@@ -6,10 +6,8 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import orjson
-import pytest
 
 from hms_resources.event_store import EventStore
 from hms_resources.events import parse_event

@@ -4,6 +4,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from hms_assets import memories as memories_domain
+from hms_jobs.cli import SAMPLE_EVENTS
 from hms_jobs.definitions import defs
 from hms_jobs.sensors import new_events_sensor
 from hms_resources.event_store import EventStore
@@ -12,8 +13,6 @@ from hms_resources.ingest import ingest_path, ingest_records
 from hms_resources.memory_state import replay_events
 from hms_resources.synthetic import generate_events
 from tests.helpers import created, event
-
-from hms_jobs.cli import SAMPLE_EVENTS
 
 ASSETS = dg.load_assets_from_modules([memories_domain])
 CHECKS = dg.load_asset_checks_from_modules([memories_domain])

@@ -62,8 +62,8 @@ def test_semantic_assets_are_incremental_and_keep_concept_ids(store, embedder):
 
 
 def test_graph_queries_work_on_the_embedded_store_without_neo4j(store, embedder):
-    from hms_resources.graph import concept_members, neighbours, shortest_path
     from hms_resources.concepts import load_concepts
+    from hms_resources.graph import concept_members, neighbours, shortest_path
 
     ingest_path(store, SAMPLE_EVENTS)
     with dg.instance_for_test() as instance:
