@@ -47,6 +47,7 @@ def compute_concepts(
     group_name="semantic",
     deps=["embeddings"],
     kinds={"scikitlearn"},
+    automation_condition=dg.AutomationCondition.eager(),
     description="Per user, clusters of related memories with keywords and extractive summaries.",
 )
 def concept_clusters(
@@ -147,3 +148,4 @@ def concept_ids_stable(
         passed=not changed,
         metadata={"concepts": len(before), "changed": len(changed)},
     )
+

@@ -24,6 +24,7 @@ def require_index(event_store: EventStore) -> EmbeddingIndex:
     group_name="semantic",
     deps=["memories"],
     kinds={"pytorch", "numpy"},
+    automation_condition=dg.AutomationCondition.eager(),
     description="Unit vectors of every live memory (sentence-transformers), incremental by content hash.",
 )
 def embeddings(context: dg.AssetExecutionContext, event_store: EventStore, embedder: Embedder) -> dg.MaterializeResult:

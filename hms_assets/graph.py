@@ -24,6 +24,7 @@ def current_nodes(event_store: EventStore) -> list[GraphNode]:
     group_name="semantic",
     deps=["concept_clusters"],
     kinds={"sql"},
+    automation_condition=dg.AutomationCondition.eager(),
     description="Typed, weighted edges between memories, concepts and users, in the embedded store.",
 )
 def graph_edges(context: dg.AssetExecutionContext, config: GraphEdgesConfig, event_store: EventStore) -> dg.MaterializeResult:

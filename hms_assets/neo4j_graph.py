@@ -12,6 +12,7 @@ from hms_resources.graph_store import GraphStore
     group_name="semantic",
     deps=["graph_edges"],
     kinds={"neo4j"},
+    automation_condition=dg.AutomationCondition.eager(),
     retry_policy=dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL),
     description="The memory graph synced to Neo4j: only changed nodes and edges are written.",
 )

@@ -169,6 +169,7 @@ def cold_archive(context: dg.AssetExecutionContext, event_store: EventStore) -> 
     group_name="tiers",
     deps=["memories", "concept_clusters"],
     kinds={"scikitlearn"},
+    automation_condition=dg.AutomationCondition.on_cron("0 3 * * 0"),
     description="A gradient-boosting model of access in the next 7 days, evaluated against the heuristic score.",
 )
 def access_predictor(context: dg.AssetExecutionContext, event_store: EventStore) -> dg.MaterializeResult:
