@@ -7,7 +7,7 @@ from hms_assets import memories as memories_domain
 from hms_jobs.jobs import cold_archive_job, main_job, memories_job, tier_migration_job
 from hms_jobs.resources import graph_store_configured, resources
 from hms_jobs.schedules import daily_tier_migration
-from hms_jobs.sensors import hot_tier_overflow_sensor, new_events_sensor
+from hms_jobs.sensors import hms_automation_sensor, hot_tier_overflow_sensor, new_events_sensor
 
 
 @dg.definitions
@@ -25,7 +25,7 @@ def defs() -> dg.Definitions:
         dg.Definitions(
             jobs=[memories_job, main_job, tier_migration_job, cold_archive_job],
             schedules=[daily_tier_migration],
-            sensors=[new_events_sensor, hot_tier_overflow_sensor],
+            sensors=[new_events_sensor, hot_tier_overflow_sensor, hms_automation_sensor],
             resources=resources(),
         ),
     )

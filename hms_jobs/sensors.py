@@ -52,3 +52,11 @@ def hot_tier_overflow_sensor(context: dg.SensorEvaluationContext, event_store: E
         partition_key=today,
         tags={"hms/overflowing_users": ",".join(overflowing[:20])},
     )
+
+
+hms_automation_sensor = dg.AutomationConditionSensorDefinition(
+    "hms_automation_sensor",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Runs the assets whose automation conditions ask for it (the semantic layer after memories).",
+)

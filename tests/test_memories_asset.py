@@ -130,3 +130,21 @@ def test_definitions_load_with_the_asset_checks_jobs_and_sensor():
     assert definitions.resolve_sensor_def("new_events_sensor").job_name == "memories_job"
     specs = {spec.key.to_user_string() for spec in definitions.resolve_all_asset_specs()}
     assert "memories" in specs
+
+
+def test_a_memories_run_makes_the_semantic_layer_due_through_automation(store):
+    from hms_assets import concepts, embeddings, graph
+    from hms_resources.embedder import Embedder
+
+    assets = dg.load_assets_from_modules([memories_domain, embeddings, concepts, graph])
+    definitions = dg.Definitions(assets=assets, resources={"event_store": store, "embedder": Embedder()})
+    ingest_records(store, [created("u1", "m1", "tea"), created("u1", "m2", "coffee", 1)])
+    with dg.instance_for_test() as instance:
+        before = dg.evaluate_automation_conditions(defs=definitions, instance=instance)
+        assert before.get_num_requested(dg.AssetKey("embeddings")) == 0
+        dg.materialize(ASSETS, resources={"event_store": store}, instance=instance)
+        result = dg.evaluate_automation_conditions(defs=definitions, instance=instance, cursor=before.cursor)
+    assert result.get_num_requested(dg.AssetKey("embeddings")) == 1
+    assert result.get_num_requested(dg.AssetKey("memories")) == 0
+    sensors = {s.name: s.default_status for s in defs().get_repository_def().sensor_defs}
+    assert sensors["hms_automation_sensor"] == dg.DefaultSensorStatus.RUNNING
