@@ -18,6 +18,7 @@ from hms_resources.graph_model import (
     HAS_MEMORY,
     IN_CONCEPT,
     MEMORY,
+    MEMORY_EDGE_TYPES,
     NEXT_IN_SESSION,
     RELATED_TO,
     SIMILAR_TO,
@@ -25,6 +26,7 @@ from hms_resources.graph_model import (
     GraphEdge,
     GraphNode,
     concept_node_key,
+    local_id,
     memory_node_key,
 )
 from hms_resources.memory_state import Memory
@@ -219,9 +221,6 @@ def load_edges(store: "EventStore", user_id: str | None = None) -> list[GraphEdg
     ]
 
 
-MEMORY_EDGE_TYPES = (SIMILAR_TO, NEXT_IN_SESSION, CHILD_OF, RELATED_TO)
-
-
 def neighbours(
     store: "EventStore", user_id: str, memory_id: str, *, edge_types: Sequence[str] = MEMORY_EDGE_TYPES
 ) -> list[dict]:
@@ -234,7 +233,7 @@ def neighbours(
         other = e.target if e.source == key else e.source
         found.append(
             {
-                "memory_id": other.split("\x1f", 1)[1],
+                "memory_id": local_id(user_id, other),
                 "edge_type": e.type,
                 "weight": e.weight,
                 "direction": "out" if e.source == key else "in",
@@ -263,7 +262,7 @@ def shortest_path(
         if node == goal:
             path = []
             while node is not None:
-                path.append(node.split("\x1f", 1)[1])
+                path.append(local_id(user_id, node))
                 node = previous[node]
             return path[::-1]
         if hops < max_hops:
@@ -276,4 +275,4 @@ def shortest_path(
 
 def concept_members(store: "EventStore", user_id: str, concept_id: str) -> list[str]:
     key = concept_node_key(user_id, concept_id)
-    return sorted(e.source.split("\x1f", 1)[1] for e in load_edges(store, user_id) if e.type == IN_CONCEPT and e.target == key)
+    return sorted(local_id(user_id, e.source) for e in load_edges(store, user_id) if e.type == IN_CONCEPT and e.target == key)

@@ -36,6 +36,12 @@ def concept_node_key(user_id: str, concept_id: str) -> str:
     return f"{user_id}{KEY_SEPARATOR}{concept_id}"
 
 
+def local_id(user_id: str, key: str) -> str:
+    """A memory's or concept's own id from its node key."""
+    prefix = f"{user_id}{KEY_SEPARATOR}"
+    return key[len(prefix) :] if key.startswith(prefix) else key
+
+
 @dataclass(frozen=True)
 class GraphNode:
     label: str
@@ -88,3 +94,7 @@ TARGET_LABEL = {
     CHILD_OF: MEMORY,
     RELATED_TO: MEMORY,
 }
+
+# Edges between memories: what neighbour and path queries follow (a path through the User node or a
+# concept would join everything in two hops).
+MEMORY_EDGE_TYPES = tuple(t for t in EDGE_TYPES if SOURCE_LABEL[t] == MEMORY and TARGET_LABEL[t] == MEMORY)

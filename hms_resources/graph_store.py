@@ -28,14 +28,14 @@ from hms_resources.graph_model import (
     CONCEPT,
     EDGE_TYPES,
     IN_CONCEPT,
-    KEY_SEPARATOR,
-    MEMORY,
+    MEMORY_EDGE_TYPES,
     NODE_LABELS,
     SOURCE_LABEL,
     TARGET_LABEL,
     GraphEdge,
     GraphNode,
     concept_node_key,
+    local_id,
     memory_node_key,
 )
 from hms_resources.home import positive_int_from_env
@@ -44,7 +44,6 @@ NEO4J = "neo4j"
 FALKORDB = "falkordb"
 DIALECTS = (NEO4J, FALKORDB)
 
-MEMORY_EDGE_TYPES = tuple(t for t in EDGE_TYPES if SOURCE_LABEL[t] == MEMORY and TARGET_LABEL[t] == MEMORY)
 
 FALKORDB_STATEMENT_LIMIT = 3584
 """Bytes a statement may take on FalkorDB. Its Bolt listener (4.16) reads a message into one 4 KB
@@ -357,7 +356,7 @@ class GraphStore(dg.ConfigurableResource):
         params = {"key": memory_node_key(user_id, memory_id), "user_id": user_id, "edge_types": list(types), "limit": limit}
         return [
             {
-                "memory_id": _local_id(user_id, key),
+                "memory_id": local_id(user_id, key),
                 "edge_type": edge_type,
                 "weight": weight,
                 "direction": "out" if outgoing else "in",
@@ -408,7 +407,7 @@ class GraphStore(dg.ConfigurableResource):
         rows = self._read("shortest path", query, params)
         if not rows or not rows[0][0]:
             return None
-        return [_local_id(user_id, key) for key in rows[0][0]]
+        return [local_id(user_id, key) for key in rows[0][0]]
 
     def concept_members(self, user_id: str, concept_id: str) -> list[str]:
         """Ids of the user's memories in the concept, sorted."""
@@ -417,7 +416,7 @@ class GraphStore(dg.ConfigurableResource):
             f"(c:{_checked_label(CONCEPT)} {{key: $key, user_id: $user_id}}) RETURN m.key ORDER BY m.key"
         )
         params = {"key": concept_node_key(user_id, concept_id), "user_id": user_id}
-        return sorted(_local_id(user_id, key) for (key,) in self._read("concept members", query, params))
+        return sorted(local_id(user_id, key) for (key,) in self._read("concept members", query, params))
 
     def node_counts(self, user_id: str | None = None) -> dict[str, int]:
         counts = {}
@@ -730,9 +729,3 @@ def _memory_edge_types(edge_types: Iterable[str] | None) -> tuple[str, ...]:
         if edge_type not in MEMORY_EDGE_TYPES:
             raise ValueError(f"edge type {edge_type!r} is not one of {', '.join(MEMORY_EDGE_TYPES)}")
     return types
-
-
-def _local_id(user_id: str, key: str) -> str:
-    """A memory's or concept's own id from its node key."""
-    prefix = f"{user_id}{KEY_SEPARATOR}"
-    return key[len(prefix) :] if key.startswith(prefix) else key

@@ -316,10 +316,8 @@ def write_cold_archive(store: EventStore, directory: Path) -> dict[str, int]:
 
     import polars as pl
 
-    placement = current_tiers(store)
-    cold = {key for key, tier in placement.items() if tier == "cold"}
-    memories = [m for m in store.read_memories() if m.key in cold]
-    scores = _latest_scores(store)
+    scores = _latest_cold_scores(store)
+    memories = [m for m in store.read_memories() if m.key in scores]
     staging = directory.parent / f".{directory.name}.staging"
     if staging.exists():
         shutil.rmtree(staging)
@@ -370,17 +368,18 @@ def read_cold_archive(directory: Path, user_id: str) -> list[dict]:
     return pl.concat([pl.read_parquet(path) for path in sorted(folder.glob("*.parquet"))]).to_dicts()
 
 
-def _latest_scores(store: EventStore) -> dict[tuple[str, str], float]:
+def _latest_cold_scores(store: EventStore) -> dict[tuple[str, str], float]:
+    """Score of every memory in the cold tier of the latest partition."""
     from sqlalchemy import select
 
     from hms_resources.store_schema import memory_tiers
 
-    partition_date = latest_tier_date(store)
     query = select(memory_tiers.c.user_id, memory_tiers.c.memory_id, memory_tiers.c.score).where(
-        memory_tiers.c.partition_date == partition_date
+        memory_tiers.c.partition_date == latest_tier_date(store), memory_tiers.c.tier == "cold"
     )
     with store.reading() as conn:
         return {(u, m): s for u, m, s in conn.execute(query)}
+
 
 
 def new_live_memories_since(store: EventStore, as_of: str) -> dict[str, int]:
