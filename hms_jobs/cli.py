@@ -186,6 +186,8 @@ def run(data: str | None) -> None:
             if not result.success:
                 break
     store = _store()
+    if success:
+        _show_sample_context(store)
     click.echo(f"store: {store.display_url}")
     click.echo(f"dagster instance: {home}")
     hms = Path(sys.executable).with_name("hms")
@@ -193,6 +195,27 @@ def run(data: str | None) -> None:
     click.echo(f"next: `make ui` and open http://127.0.0.1:3000 (workspace {WORKSPACE.name}); `{shown} stats --json`")
     store.close()
     sys.exit(EXIT_OK if success else EXIT_FAILURE)
+
+
+SAMPLE_QUERY = "What does this user care about at work, and what should I keep in mind when helping?"
+
+
+def _show_sample_context(store: EventStore) -> None:
+    """End a run the way an assistant would use HMS: one assembled context for a sample query."""
+    from hms_resources.context import ContextAssembler
+
+    assembler = ContextAssembler.from_env()
+    users = sorted(assembler.snapshot.users)
+    if not users:
+        return
+    context = assembler.assemble(users[0], SAMPLE_QUERY, 256)
+    assembler.flush_accesses()
+    assembler.close()
+    timings = ", ".join(f"{k} {v:.1f}" for k, v in context.timings_ms.items())
+    click.echo(f"\ncontext for {users[0]}: {SAMPLE_QUERY!r} ({context.token_count}/256 tokens; ms: {timings})")
+    for item in context.items:
+        click.echo(f"  {item.kind:<15} {item.tier:<4} {item.score:6.3f}  {item.text}")
+    click.echo("")
 
 
 def _print_run(job_name: str, partition_key: str | None, result) -> None:
@@ -208,6 +231,39 @@ def _print_run(job_name: str, partition_key: str | None, result) -> None:
         click.echo(f"  materialized {mat.asset_key.to_user_string()}: {shown}")
     for check in result.get_asset_check_evaluations():
         click.echo(f"  check {check.check_name}: {'passed' if check.passed else 'FAILED'}")
+
+
+@main.group("eval")
+def eval_group() -> None:
+    """Measure HMS on datasets with known answers."""
+
+
+def _budgets(_ctx, _param, value: str) -> tuple[int, ...]:
+    try:
+        budgets = tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated token counts, got {value!r}") from None
+    if not budgets or min(budgets) < 1:
+        raise click.BadParameter(f"budgets must be positive, got {value!r}")
+    return budgets
+
+
+@eval_group.command("retrieval")
+@click.argument("data", type=click.Path(exists=True, dir_okay=False))
+@click.option("--budgets", default="256,512,1024,2048", show_default=True, callback=_budgets, help="Token budgets.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
+@click.option("--progress/--no-progress", default=None, help="A progress bar (default: when stderr is a terminal).")
+def eval_retrieval(data: str, budgets: tuple[int, ...], json_out: str | None, progress: bool | None) -> None:
+    """Evidence recall and latency of the context resource on DATA (JSON Lines of memories and
+    questions), against BM25-only, dense-only and hybrid baselines, in a fresh temporary HMS home."""
+    from hms_jobs.evaluation import evaluate_retrieval, format_report
+
+    show = sys.stderr.isatty() if progress is None else progress
+    result = evaluate_retrieval(data, budgets, tokenizer=os.environ.get("HMS_TOKENIZER", ""), progress=show, log=lambda m: click.echo(m, err=True))
+    click.echo(format_report(result))
+    if json_out:
+        Path(json_out).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+        click.echo(f"wrote {json_out}", err=True)
 
 
 @main.command()

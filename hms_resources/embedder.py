@@ -87,6 +87,21 @@ class Embedder(dg.ConfigurableResource):
                 on_batch(len(part))
         return np.vstack(parts).astype(np.float32, copy=False)
 
+    def encode_query(self, text: str) -> np.ndarray:
+        """One unit vector for an online query: the model's forward pass without `encode`'s batching
+        overhead; the tokenizer truncates to the model's limit."""
+        import torch
+
+        model = self.load()
+        prepare = getattr(model, "preprocess", None) or model.tokenize
+        features = {
+            name: value.to(model.device) if hasattr(value, "to") else value for name, value in prepare([text]).items()
+        }
+        with torch.inference_mode():
+            vector = model(features)["sentence_embedding"][0]
+            vector = torch.nn.functional.normalize(vector, dim=0)
+        return vector.float().cpu().numpy()
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text with the model's own tokenizer, without special tokens or truncation."""
         tokenizer = self.load().tokenizer

