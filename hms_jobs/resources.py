@@ -8,6 +8,7 @@ import os
 
 import dagster as dg
 
+from hms_resources.context import ContextAssembler
 from hms_resources.embedder import Embedder
 from hms_resources.event_store import EventStore
 
@@ -26,9 +27,13 @@ def graph_store_configured() -> bool:
 
 
 def resources() -> dict[str, object]:
+    embedder = Embedder(model=_env("HMS_EMBEDDING_MODEL"), device=_env("HMS_EMBEDDING_DEVICE"))
     found: dict[str, object] = {
         "event_store": event_store_resource(),
-        "embedder": Embedder(model=_env("HMS_EMBEDDING_MODEL"), device=_env("HMS_EMBEDDING_DEVICE")),
+        "embedder": embedder,
+        "context_assembler": ContextAssembler(
+            event_store=event_store_resource(), embedder=embedder, tokenizer=_env("HMS_TOKENIZER")
+        ),
     }
     if graph_store_configured():
         from hms_resources.graph_store import GraphStore
