@@ -163,7 +163,10 @@ class ContextAssembler(dg.ConfigurableResource):
         return self._snapshot
 
     def _load(self) -> ContextSnapshot:
-        return load_snapshot(self.event_store, self.tokens.count, model=self.embedder.identity)
+        snapshot = load_snapshot(self.event_store, self.tokens.count, model=self.embedder.identity)
+        if snapshot.model:
+            self.embedder.encode_query("warm up")
+        return snapshot
 
     def _install(self, snapshot: ContextSnapshot) -> None:
         with self._lock:

@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import sqlalchemy as sa
 
+from hms_jobs.cli import SAMPLE_EVENTS
 from hms_jobs.definitions import defs
 from hms_jobs.instance import prepare_dagster_home
 from tests.helpers import created
@@ -30,12 +31,18 @@ def test_hms_run_ingests_the_sample_runs_the_main_job_and_says_where_to_look(hms
     checks = [line for line in result.stdout.splitlines() if line.startswith("  check ")]
     assert len(checks) == 9 and all(line.endswith(": passed") for line in checks)
     assert "make ui" in result.stdout
+    context = result.stdout.split("context for ", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert "/256 tokens" in context[0] and len(context) > 2
+    assert {line.split()[0] for line in context[1:]} <= {"memory", "concept_summary", "recent"}
     stats = json.loads(run_cli("stats", "--json").stdout)
     assert stats["users"] == 4 and stats["memories"]["live"] > 100 and stats["concepts"] > 5
     assert sum(stats["tiers"][t] for t in ("hot", "warm", "cold")) == stats["memories"]["live"]
+    sample_events = sum(1 for line in SAMPLE_EVENTS.read_text().splitlines() if line.strip())
+    accesses = stats["events"] - sample_events
+    assert accesses > 0, "the sample context's accesses are recorded as events"
     again = run_cli("run")
-    assert '"duplicates":%d' % stats["events"] in again.stdout
-    assert "'events_applied': 0" in again.stdout
+    assert '"accepted":0,"duplicates":%d' % sample_events in again.stdout
+    assert "'events_applied': %d" % accesses in again.stdout
 
 
 def test_hms_run_on_the_users_own_data(hms_home, tmp_path):
