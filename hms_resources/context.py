@@ -54,6 +54,7 @@ from hms_resources.retrieval import (
     recency,
     summary_candidates,
 )
+from hms_resources.temporal import parse_time_scope
 from hms_resources.tokens import TokenCounter
 
 log = logging.getLogger("hms.context")
@@ -260,7 +261,8 @@ class ContextAssembler(dg.ConfigurableResource):
         as_of = epoch_seconds(normalize_timestamp(now, "now")) if now is not None else time.time()
         context = Context(user_id=user_id, query=query, token_budget=token_budget, timings_ms=timings)
         text = " ".join(query[:MAX_QUERY_CHARS].split())
-        query_tokens = lexical_tokens([text])[0] if text else []
+        scope = parse_time_scope(text, datetime.fromtimestamp(as_of, timezone.utc))
+        query_tokens, anchor_tokens = lexical_tokens([scope.focus, scope.anchor]) if text else ([], [])
         mark = time.perf_counter()
         fresh = self._read_fresh(user_id)
         timings["fresh"] = (time.perf_counter() - mark) * 1e3
@@ -282,7 +284,7 @@ class ContextAssembler(dg.ConfigurableResource):
                     row = index.row_of.get(memory_id)
                     if row is not None:
                         eligible[row] = False
-            rows, scores, stage = rank_memories(index, vector, query_tokens, eligible, as_of, config)
+            rows, scores, stage = rank_memories(index, vector, query_tokens, eligible, as_of, config, scope, anchor_tokens)
             for name, ms in stage.items():
                 timings[name] = timings.get(name, 0.0) + ms
             mark = time.perf_counter()

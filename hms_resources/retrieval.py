@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hms_resources.context_index import TIER_NAMES, UserIndex
+from hms_resources.temporal import TimeScope
 
 DAY_SECONDS = 86_400.0
 
@@ -21,7 +22,7 @@ DAY_SECONDS = 86_400.0
 class RetrievalConfig:
     candidates: int = 64
     """Candidates taken from each of the lexical and dense rankings."""
-    dense_weight: float = 0.6
+    dense_weight: float = 0.8
     importance_weight: float = 0.15
     recency_weight: float = 0.1
     recency_half_life_days: float = 30.0
@@ -33,6 +34,10 @@ class RetrievalConfig:
     recent_count: int = 3
     recent_share: float = 0.1
     """At most this share of the budget goes to the most recent memories."""
+    time_weight: float = 1.0
+    """Score added, as a share, to memories inside the query's time window or on its anchor's day."""
+    order_weight: float = 0.3
+    """How far "first" or "most recent" lifts the earliest or latest of the relevant memories."""
 
 
 @dataclass
@@ -64,6 +69,21 @@ def _top(values: np.ndarray, k: int) -> np.ndarray:
     return finite[np.argsort(-values[finite], kind="stable")]
 
 
+def time_focus(index: UserIndex, scope: TimeScope, anchor_tokens: list[str], eligible: np.ndarray) -> np.ndarray | None:
+    """Rows the query's time points at: inside its window, narrowed to the day of the memory that best
+    matches its anchor event when it names one."""
+    mask = None
+    if scope.has_window:
+        mask = eligible & (index.created >= scope.start) & (index.created < scope.end)
+    if anchor_tokens:
+        scores = np.where(eligible if mask is None else mask, index.lexical_scores(anchor_tokens), 0.0)
+        best = int(np.argmax(scores))
+        if scores[best] > 0:
+            day = np.floor(index.created / DAY_SECONDS)
+            mask = eligible & (day == day[best])
+    return mask
+
+
 def rank_memories(
     index: UserIndex,
     query_vector: np.ndarray | None,
@@ -71,6 +91,8 @@ def rank_memories(
     eligible: np.ndarray,
     now: float,
     config: RetrievalConfig = RetrievalConfig(),
+    scope: TimeScope = TimeScope(),
+    anchor_tokens: list[str] = (),
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """Candidate rows and their scores, best first, with per-stage timings in ms."""
     import time
@@ -81,6 +103,9 @@ def rank_memories(
     boost = 1.0 + config.importance_weight * prior + config.recency_weight * recency(
         index.created, now, config.recency_half_life_days
     )
+    focus = time_focus(index, scope, list(anchor_tokens), eligible)
+    if focus is not None:
+        boost = boost * np.where(focus, 1.0 + config.time_weight, 1.0)
     if query_vector is None and not query_tokens:
         score = np.where(eligible, boost, -np.inf)
         rows = _top(score, config.candidates * 2)
@@ -91,11 +116,17 @@ def rank_memories(
     timings["lexical"] = (time.perf_counter() - started) * 1e3
     started = time.perf_counter()
     rows_lexical = _top(np.where(lexical > 0, lexical, -np.inf), config.candidates)
+    if focus is not None:
+        rows_lexical = np.union1d(rows_lexical, _top(np.where(focus & (lexical > 0), lexical, -np.inf), config.candidates // 2))
     usable = eligible & index.has_vector
     if query_vector is not None and usable.any():
         dense = index.vectors @ query_vector
         dense = np.where(usable, dense, -np.inf)
         rows_dense = _top(dense, config.candidates)
+        high, low = float(dense[rows_dense[0]]), float(dense[rows_dense[-1]])
+        if focus is not None:
+            rows_dense = np.union1d(rows_dense, _top(np.where(focus, dense, -np.inf), config.candidates // 2))
+            low = min(low, float(dense[rows_dense].min()))
     else:
         dense = np.zeros(len(index), dtype=np.float32)
         rows_dense = np.zeros(0, dtype=np.int64)
@@ -104,19 +135,33 @@ def rank_memories(
     rows = np.union1d(rows_lexical, rows_dense)
     relevance = np.zeros(len(rows), dtype=np.float32)
     if len(rows_dense):
-        high, low = float(dense[rows_dense[0]]), float(dense[rows_dense[-1]])
         span = max(high - low, 1e-6)
         relevance += config.dense_weight * np.clip((np.where(np.isfinite(dense[rows]), dense[rows], low) - low) / span, 0.0, 1.0)
     if len(rows_lexical):
         lexical_weight = 1.0 - config.dense_weight if len(rows_dense) else 1.0
-        relevance += lexical_weight * lexical[rows] / max(float(lexical[rows_lexical[0]]), 1e-6)
-    scores = dict(zip(rows.tolist(), (relevance * boost[rows]).tolist()))
+        relevance += lexical_weight * lexical[rows] / max(float(lexical[rows_lexical].max()), 1e-6)
+    fused = relevance * boost[rows]
+    if scope.order and len(rows) > 1:
+        fused = fused * _order_boost(index.created[rows], fused, scope.order, config.order_weight)
+    scores = dict(zip(rows.tolist(), fused.tolist()))
     _expand(index, scores, eligible, dense, config)
     rows = np.fromiter(scores.keys(), dtype=np.int64, count=len(scores))
     values = np.fromiter(scores.values(), dtype=np.float64, count=len(scores))
     order = np.argsort(-values, kind="stable")
     timings["fuse"] = (time.perf_counter() - started) * 1e3
     return rows[order], values[order], timings
+
+
+def _order_boost(created: np.ndarray, scores: np.ndarray, order: str, weight: float) -> np.ndarray:
+    """Lift the earliest (or latest) of the clearly relevant candidates: those within half the best score."""
+    relevant = scores >= 0.5 * scores.max()
+    factor = np.ones(len(scores), dtype=np.float32)
+    if relevant.sum() < 2:
+        return factor
+    times = created[relevant]
+    position = (times - times.min()) / max(float(times.max() - times.min()), 1.0)
+    factor[relevant] += weight * (1.0 - position if order == "earliest" else position)
+    return factor
 
 
 def _expand(index: UserIndex, scores: dict[int, float], eligible: np.ndarray, dense: np.ndarray, config: RetrievalConfig) -> None:

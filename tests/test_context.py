@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -252,3 +253,71 @@ def test_cold_memories_are_searched_only_when_deep(store, embedder):
         assert {i.tier for i in shallow.items} <= {"hot", "warm"}
     finally:
         assembler.close()
+
+
+def test_a_question_about_a_time_gets_the_memories_from_then(tmp_path, embedder):
+    """The same kind of fact told on three days: the window, the order and the anchor each pick one."""
+    store = EventStore(hms_home=str(tmp_path))
+    day = 24 * 60
+    told = [
+        ("d1", "Tonight I'm cooking a mushroom risotto for the two of us.", 2 * day),
+        ("v1", "My brother Tom is visiting from Leeds next week.", 30 * day),
+        ("d2", "Tonight I'm cooking a Thai green curry with tofu.", 30 * day + 40),
+        ("d3", "Tonight I'm cooking lasagne with lots of basil.", 45 * day),
+    ]
+    fillers = [(f"f{i}", f"Filler chat number {i} about the weather and the bus.", 46 * day + i * day) for i in range(12)]
+    ingest_records(store, [
+        created("cara", memory_id, text, minutes=minutes, session_id=f"s{int(minutes // day)}",
+                memory_type="conversation_turn", created_by="user")
+        for memory_id, text, minutes in told + fillers
+    ])
+    materialize_for_context(store, embedder, log=lambda _m: None)
+    assembler = ContextAssembler(event_store=store, embedder=embedder, record_access=False)
+    asked = "2026-05-01T12:00:00Z"
+
+    def best(question: str, budget: int = 40) -> str:
+        """The one memory that fits a budget too small for a summary of all three dishes (or two of them)."""
+        return ",".join(sorted(assembler.assemble("cara", question, budget, now=asked).source_ids))
+
+    try:
+        assert best("What was I cooking in early March?") == "d1"
+        assert best("What was I cooking in mid-April?") == "d3"
+        assert best("What was the first dish I told you I was cooking?") == "d1"
+        assert best("What dish did I most recently say I was cooking?") == "d3"
+        assert best("What was I cooking on the day I mentioned my brother's visit?", 64) == "d2,v1"
+    finally:
+        assembler.close()
+        store.close()
+
+
+def test_the_harness_reports_every_method_and_names_a_bad_line(tmp_path):
+    from click.testing import CliRunner
+
+    from hms_jobs.cli import main
+    from hms_resources.conversations import generate_conversations, write_jsonl
+
+    data = tmp_path / "small.jsonl"
+    write_jsonl(generate_conversations(users=2, sessions_per_user=4, seed=5), data)
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(main, ["eval", "retrieval", str(data), "--budgets", "128,512", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    questions = sum(1 for line in data.read_text().splitlines() if '"question"' in line)
+    assert report["questions"] == questions > 0
+    assert set(report["methods"]) >= {"hms", "bm25", "dense"}
+    for figures in report["methods"].values():
+        assert set(figures["recall"]) == {"128", "512"}
+        assert all(0.0 <= r <= 1.0 for r in figures["recall"].values())
+        assert figures["recall"]["128"] <= figures["recall"]["512"] or figures is report["methods"]["hms"]
+        assert set(figures["latency_ms"]) >= {"p50", "p95", "p99"}
+    assert report["methods"]["hms"]["recall"]["512"] > 0.5
+    for method in ("hms", "bm25", "dense"):
+        assert method in result.output
+
+    bad = tmp_path / "bad.jsonl"
+    lines = data.read_text().splitlines()
+    lines.insert(3, '{"kind": "memory", "id": "x", "user_id": "u"}')
+    bad.write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(main, ["eval", "retrieval", str(bad)])
+    assert result.exit_code == 1
+    assert f"{bad}:4" in result.output
