@@ -3,7 +3,8 @@ one user (hot and warm), query embedding included, against a bare query embeddin
 top-k over the same user's vectors, measured in the same process, query by query, alternating.
 
 Each size is built in a fresh HMS home through the real assets (`memories`, `embeddings`,
-`concept_clusters`, `graph_edges`); at 100,000 the `embeddings` asset finds random unit vectors
+`concept_clusters`, `graph_edges`, then the last day's `memory_tiers` with capacities that keep every
+memory hot or warm: the turns are spread over the past year); at 100,000 the `embeddings` asset finds random unit vectors
 already stored under the texts' hashes, so nothing is encoded (the issue allows it), and every other
 step runs the real code path. The measurement runs in a fresh process so its resident memory is the
 resource's own. Prints one JSON object.
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -36,7 +38,15 @@ def conversation_texts(count: int, seed: int) -> list[dict]:
     while len(records) < count:
         more = [r for r in generate_conversations(users=1, sessions_per_user=sessions, seed=seed + len(records)) if r["kind"] == "memory"]
         records += [{**r, "id": f"{r['id']}-{len(records)}", "session_id": f"{r['session_id']}-{len(records)}"} for r in more]
-    return [{**r, "user_id": USER} for r in records[:count]]
+    records = records[:count]
+    # Spread the turns, in order, over the year before yesterday, so the tier partition of their last
+    # day exists and hot and warm memories differ in age.
+    end = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    step = timedelta(days=365) / len(records)
+    return [
+        {**r, "user_id": USER, "created_at": (end - (len(records) - n) * step).isoformat().replace("+00:00", "Z")}
+        for n, r in enumerate(records)
+    ]
 
 
 def build_home(home: Path, count: int, random_vectors: bool) -> dict:
@@ -65,7 +75,8 @@ def build_home(home: Path, count: int, random_vectors: bool) -> dict:
             hashes=np.array([content_hash(m.content or "") for m in live]),
             vectors=vectors,
         ).save(home / "embeddings")
-    seconds = materialize_for_context(store, embedder, log=lambda m: print(m, file=sys.stderr))
+    tiers = {"hot_capacity": count // 10, "warm_capacity": count, "hot_threshold": 0.0, "warm_threshold": 0.0, "use_predictor": "off"}
+    seconds = materialize_for_context(store, embedder, tier_config=tiers, log=lambda m: print(m, file=sys.stderr))
     store.close()
     return {"memories": len(memories), "build_seconds": round(time.perf_counter() - started, 1), **{f"{k}_seconds": round(v, 1) for k, v in seconds.items()}}
 
@@ -80,6 +91,7 @@ def rss_mb() -> float:
 def measure(home: Path, queries: int) -> dict:
     """Runs in its own process: load the resource, then time queries against the bare baseline."""
     from hms_resources.context import ContextAssembler
+    from hms_resources.context_index import TIER_NAMES
     from hms_resources.embedder import Embedder
     from hms_resources.event_store import EventStore
 
@@ -103,7 +115,7 @@ def measure(home: Path, queries: int) -> dict:
 
     def bare(query: str) -> None:
         vector = embedder.encode_query(query)
-        scores = index.vectors @ vector
+        scores = embedder.similarities(index.vectors, vector)
         top = np.argpartition(-scores, 10)[:10]
         top[np.argsort(-scores[top])]
 
@@ -130,8 +142,10 @@ def measure(home: Path, queries: int) -> dict:
         return {f"p{q}": round(float(np.percentile(values, q)), 2) for q in (50, 95, 99)}
 
     hms, base = summary(hms_ms), summary(bare_ms)
+    tiers = {name: int((index.tier == code).sum()) for code, name in enumerate(TIER_NAMES) if (index.tier == code).any()}
     return {
         "memories_indexed": len(index),
+        "tiers": tiers,
         "queries": len(hms_ms),
         "index_load_seconds": round(load_seconds, 2),
         "assemble_ms": hms,
@@ -154,6 +168,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--measure", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--keep", type=Path, default=None, help="build the homes under this folder and keep them")
     args = parser.parse_args()
     if args.measure is not None:
         print(json.dumps(measure(args.measure, args.queries)))
@@ -161,7 +176,7 @@ def main() -> None:
     results = {}
     for size in (int(s) for s in args.sizes.split(",")):
         with tempfile.TemporaryDirectory(prefix="hms-bench-context-") as tmp:
-            home = Path(tmp)
+            home = args.keep / str(size) if args.keep else Path(tmp)
             built = build_home(home, size, random_vectors=size > 20_000)
             out = subprocess.run(
                 [sys.executable, __file__, "--measure", str(home), "--queries", str(args.queries)],

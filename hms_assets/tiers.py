@@ -67,6 +67,14 @@ class TiersConfig(dg.Config):
             description="Per day, every memory that moved between tiers: from, to, score, reason.",
         ),
     ],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "tiers_within_capacity",
+            asset="memory_tiers",
+            blocking=True,
+            description="No user holds more memories in a tier than the capacity this run was configured with.",
+        )
+    ],
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
@@ -101,6 +109,19 @@ def memory_tier_migration(context: dg.AssetExecutionContext, config: TiersConfig
             "dagster/row_count": len(current.memory_ids),
         },
     )
+    limits = tiering.tiers
+    over = [
+        user
+        for user, c in sizes.items()
+        if c["hot"] > limits.hot_capacity or c["warm"] > limits.warm_capacity or c["cold"] > limits.cold_capacity
+    ]
+    yield dg.AssetCheckResult(
+        check_name="tiers_within_capacity",
+        asset_key="memory_tiers",
+        passed=not over,
+        metadata={"users": len(sizes), "users_over_capacity": len(over), "hot_capacity": limits.hot_capacity,
+                  "warm_capacity": limits.warm_capacity, "cold_capacity": limits.cold_capacity},
+    )
     yield dg.MaterializeResult(
         asset_key="tier_migrations",
         metadata={
@@ -133,20 +154,6 @@ def _movers_table(movers) -> str:
             f"| {m.user_id} | {m.memory_id} | {m.from_tier} | {m.to_tier} | {m.score:.3f} | {m.score_change:+.3f} | {m.reason} |"
         )
     return "\n".join(lines)
-
-
-@dg.asset_check(asset="memory_tiers", blocking=True, description="No user holds more memories in a tier than its capacity.")
-def tiers_within_capacity(event_store: EventStore) -> dg.AssetCheckResult:
-    from hms_resources.tiers import tier_sizes
-
-    limits = TierConfig()
-    sizes = tier_sizes(event_store)
-    over = [
-        user
-        for user, c in sizes.items()
-        if c["hot"] > limits.hot_capacity or c["warm"] > limits.warm_capacity or c["cold"] > limits.cold_capacity
-    ]
-    return dg.AssetCheckResult(passed=not over, metadata={"users": len(sizes), "users_over_capacity": len(over)})
 
 
 @dg.asset(

@@ -27,11 +27,16 @@ from hms_resources.retrieval import pack_ranked, rank_dense, rank_hybrid, rank_l
 DEFAULT_BUDGETS = (256, 512, 1024, 2048)
 SEMANTIC_ASSETS = ("memories", "embeddings", "concept_clusters", "graph_edges")
 METHODS = ("hms", "bm25", "dense", "hybrid")
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+"""Run config that keeps Dagster's per-step debug lines out of the harness's output; failures still show."""
 
 
-def materialize_for_context(store: EventStore, embedder: Embedder, *, log: Callable[[str], None] = print) -> dict[str, float]:
+def materialize_for_context(
+    store: EventStore, embedder: Embedder, *, tier_config: dict[str, Any] | None = None, log: Callable[[str], None] = print
+) -> dict[str, float]:
     """Run the assets the context resource reads, with their blocking checks, on a temporary instance;
-    then the tier partition of the last day with memories, when that day is a partition."""
+    then the tier partition of the last day with memories, when that day is a partition (`tier_config`:
+    the migration's `TiersConfig` fields, e.g. capacities)."""
     from hms_assets import concepts, embeddings, graph, tiers
     from hms_assets import memories as memories_domain
     from hms_jobs.partitions import daily_partitions
@@ -48,6 +53,7 @@ def materialize_for_context(store: EventStore, embedder: Embedder, *, log: Calla
             selection=dg.AssetSelection.assets(*SEMANTIC_ASSETS),
             resources=resources,
             instance=instance,
+            run_config=QUIET,
             raise_on_error=False,
         )
         if not result.success:
@@ -64,6 +70,7 @@ def materialize_for_context(store: EventStore, embedder: Embedder, *, log: Calla
                 resources=resources,
                 instance=instance,
                 partition_key=day,
+                run_config={**QUIET, "ops": {"memory_tier_migration": {"config": tier_config or {}}}},
                 raise_on_error=False,
             )
             if not result.success:
@@ -100,12 +107,13 @@ def evaluate(
             context, ms = _timed(lambda: assembler.assemble(question.user_id, question.question, budget, now=question.asked_at))
             results = {"hms": (context.source_ids, ms)}
             if index is not None:
+                def similarities() -> np.ndarray:
+                    return embedder.similarities(index.vectors, embedder.encode_query(question.question))
+
                 baselines = {
                     "bm25": lambda: rank_lexical(index, lexical_tokens([question.question])[0]),
-                    "dense": lambda: rank_dense(index, embedder.encode_query(question.question)),
-                    "hybrid": lambda: rank_hybrid(
-                        index, embedder.encode_query(question.question), lexical_tokens([question.question])[0]
-                    ),
+                    "dense": lambda: rank_dense(index, similarities()),
+                    "hybrid": lambda: rank_hybrid(index, similarities(), lexical_tokens([question.question])[0]),
                 }
                 for method, rank in baselines.items():
                     items, ms = _timed(lambda: pack_ranked(index, rank(), budget))

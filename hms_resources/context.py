@@ -31,6 +31,7 @@ from hms_resources.context_index import (
     lexical_tokens,
     load_cold_index,
     load_snapshot,
+    release_freed_memory,
     render_memory,
     snapshot_signature,
 )
@@ -195,7 +196,8 @@ class ContextAssembler(dg.ConfigurableResource):
 
         def run() -> None:
             try:
-                self.refresh()
+                if not self.refresh():
+                    release_freed_memory(collect=False)
             except Exception as exc:  # noqa: BLE001 - a failed reload keeps serving the loaded indexes
                 log.warning("context index reload failed, keeping the loaded indexes: %s", exc)
             finally:
@@ -284,7 +286,10 @@ class ContextAssembler(dg.ConfigurableResource):
                     row = index.row_of.get(memory_id)
                     if row is not None:
                         eligible[row] = False
-            rows, scores, stage = rank_memories(index, vector, query_tokens, eligible, as_of, config, scope, anchor_tokens)
+            mark = time.perf_counter()
+            similarities = self.embedder.similarities(index.vectors, vector) if vector is not None else None
+            timings["dense"] = timings.get("dense", 0.0) + (time.perf_counter() - mark) * 1e3
+            rows, scores, stage = rank_memories(index, similarities, query_tokens, eligible, as_of, config, scope, anchor_tokens)
             for name, ms in stage.items():
                 timings[name] = timings.get(name, 0.0) + ms
             mark = time.perf_counter()
@@ -378,36 +383,50 @@ class ContextAssembler(dg.ConfigurableResource):
         self.close()
 
 
+def _lower_thread_priority() -> None:
+    """Let the scheduler prefer the threads answering queries (Linux schedules threads one by one)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
+
+
 def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class AccessLog:
-    """Stores `memory.accessed` events in batches from a background thread; a failure is logged and
-    the batch dropped, never raised into the caller."""
+    """Stores `memory.accessed` events from a background thread at a lower CPU priority, in short
+    transactions with a pause between, so it never holds the interpreter long while queries are
+    answered; a failure is logged and the batch dropped, never raised into the caller."""
 
-    def __init__(self, store: EventStore, interval: float = 0.5, max_batch: int = 5000):
+    def __init__(self, store: EventStore, interval: float = 0.5, max_batch: int = 500, slice_events: int = 200):
         self._store = store
         self._queue: queue.Queue = queue.Queue()
         self._interval = interval
         self._max_batch = max_batch
+        self._slice = slice_events
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hms-access-log", daemon=True)
         self._thread.start()
 
     def record(self, user_id: str, memory_ids: list[str], query: str) -> None:
-        at = _utc_now()
-        for memory_id in dict.fromkeys(memory_ids):
-            self._queue.put(
-                MemoryEvent(
-                    event_id=f"access-{uuid.uuid4().hex}",
-                    type=MEMORY_ACCESSED,
-                    user_id=user_id,
-                    memory_id=memory_id,
-                    occurred_at=at,
-                    payload={"access_method": ACCESS_METHOD, "query": query[:256]},
-                )
+        """One queue entry per call; the writer thread turns it into events."""
+        self._queue.put((user_id, list(dict.fromkeys(memory_ids)), query[:256], _utc_now()))
+
+    @staticmethod
+    def _events(user_id: str, memory_ids: list[str], query: str, at: str) -> list[MemoryEvent]:
+        return [
+            MemoryEvent(
+                event_id=f"access-{uuid.uuid4().hex}",
+                type=MEMORY_ACCESSED,
+                user_id=user_id,
+                memory_id=memory_id,
+                occurred_at=at,
+                payload={"access_method": ACCESS_METHOD, "query": query},
             )
+            for memory_id in memory_ids
+        ]
 
     def flush(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -415,22 +434,27 @@ class AccessLog:
             time.sleep(0.01)
 
     def _run(self) -> None:
+        _lower_thread_priority()
         while not self._stopped.is_set() or not self._queue.empty():
             try:
-                batch = [self._queue.get(timeout=self._interval)]
+                calls = [self._queue.get(timeout=self._interval)]
             except queue.Empty:
                 continue
-            while len(batch) < self._max_batch:
+            time.sleep(self._interval)
+            while len(calls) < self._max_batch:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    calls.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            events = [event for call in calls for event in self._events(*call)]
             try:
-                self._store.append(batch)
+                for start in range(0, len(events), self._slice):
+                    self._store.append(events[start : start + self._slice])
+                    time.sleep(0.002)
             except Exception as exc:  # noqa: BLE001 - recording accesses must never fail a context call
-                log.warning("could not record %d memory accesses: %s", len(batch), exc)
+                log.warning("could not record %d memory accesses: %s", len(events), exc)
             finally:
-                for _ in batch:
+                for _ in calls:
                     self._queue.task_done()
 
     def close(self) -> None:

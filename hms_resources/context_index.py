@@ -1,13 +1,14 @@
 """The context resource's in-memory indexes, built from the materialized assets.
 
 A `ContextSnapshot` holds, per user, what `assemble` needs and nothing more: rendered texts and their
-token counts, unit vectors from the `embeddings` asset, a BM25 index (bm25s), dynamic importance
+token counts, unit vectors from the `embeddings` asset (float16), a BM25 index (bm25s), dynamic importance
 from the latest tier partition, session order, `SIMILAR_TO` neighbours and concept summaries.
 Cold memories stay on disk until a deep search asks for them."""
 
 from __future__ import annotations
 
 import time
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -139,14 +140,16 @@ def build_user_index(
     *,
     count_tokens: Callable[[list[str]], np.ndarray],
     vector_of: Callable[[list[str]], tuple[np.ndarray, np.ndarray]],
-    similar_edges: Sequence[tuple[str, str, float]] = (),
+    similar_edges: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     concepts: Sequence[Any] = (),
+    row_of: dict[str, int] | None = None,
 ) -> UserIndex:
+    """`similar_edges`: the rows at either end of each `SIMILAR_TO` edge, and its weight."""
     import bm25s
 
     n = len(rows.memory_ids)
     texts = [render_memory(c, s, t) for c, s, t in zip(rows.created_at, rows.speakers, rows.contents)]
-    row_of = {m: i for i, m in enumerate(rows.memory_ids)}
+    row_of = row_of if row_of is not None else {m: i for i, m in enumerate(rows.memory_ids)}
     tokens = count_tokens(texts) + 1 if n else np.zeros(0, dtype=np.int32)
     created = np.fromiter((epoch_seconds(c) for c in rows.created_at), dtype=np.float64, count=n)
     prior = np.fromiter(
@@ -166,15 +169,12 @@ def build_user_index(
     for a, b in zip(order, order[1:]):
         if rows.session_ids[a] == rows.session_ids[b]:
             next_row[a], prev_row[b] = b, a
-    pairs: list[tuple[int, int, float]] = []
-    for source, target, weight in similar_edges:
-        a, b = row_of.get(source), row_of.get(target)
-        if a is not None and b is not None:
-            pairs += [(a, b, weight), (b, a, weight)]
-    pairs.sort()
-    similar_rows = np.array([p[1] for p in pairs], dtype=np.int32)
-    similar_weights = np.array([p[2] for p in pairs], dtype=np.float32)
-    similar_indptr = np.searchsorted(np.array([p[0] for p in pairs], dtype=np.int64), np.arange(n + 1)).astype(np.int64)
+    a, b, weight = similar_edges if similar_edges is not None else (np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32))
+    sources, targets, weights = np.concatenate([a, b]), np.concatenate([b, a]), np.concatenate([weight, weight])
+    order = np.lexsort((targets, sources))
+    similar_rows = targets[order].astype(np.int32)
+    similar_weights = weights[order].astype(np.float32)
+    similar_indptr = np.searchsorted(sources[order], np.arange(n + 1)).astype(np.int64)
     concept_of = np.full(n, -1, dtype=np.int32)
     summaries: list[ConceptSummary] = []
     for concept in concepts:
@@ -229,6 +229,21 @@ class ContextSnapshot:
     @property
     def memories(self) -> int:
         return sum(len(u) for u in self.users.values())
+
+
+def release_freed_memory(collect: bool = True) -> None:
+    """Hand freed heap back to the system (glibc keeps it otherwise): after a load, whose rows are
+    several times the index's size, and now and then between queries, whose 100,000-row temporaries
+    fragment the heap."""
+    import ctypes
+    import gc
+
+    if collect:
+        gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def snapshot_signature(store: Any) -> tuple:
@@ -295,7 +310,7 @@ def load_snapshot(store: Any, count_tokens: Callable[[list[str]], np.ndarray], *
         .order_by(memories.c.user_id, memories.c.memory_id)
     )
     by_user: dict[str, MemoryRows] = {}
-    similar: dict[str, list[tuple[str, str, float]]] = {}
+    similar: dict[str, tuple[array, array, array]] = {}
     with store.reading() as conn:
         if partition is not None:
             tier_query = select(memory_tiers.c.user_id, memory_tiers.c.memory_id, memory_tiers.c.tier, memory_tiers.c.score).where(
@@ -320,10 +335,17 @@ def load_snapshot(store: Any, count_tokens: Callable[[list[str]], np.ndarray], *
         edge_query = select(graph_edges.c.user_id, graph_edges.c.source, graph_edges.c.target, graph_edges.c.weight).where(
             graph_edges.c.edge_type == SIMILAR_TO
         )
+        row_maps = {user_id: {m: i for i, m in enumerate(rows.memory_ids)} for user_id, rows in by_user.items()}
         for user_id, source, target, weight in conn.execute(edge_query):
-            similar.setdefault(user_id, []).append(
-                (source.split(KEY_SEPARATOR, 1)[-1], target.split(KEY_SEPARATOR, 1)[-1], float(weight))
-            )
+            row_of = row_maps.get(user_id)
+            if row_of is None:
+                continue
+            a, b = row_of.get(source.split(KEY_SEPARATOR, 1)[-1]), row_of.get(target.split(KEY_SEPARATOR, 1)[-1])
+            if a is not None and b is not None:
+                ends = similar.setdefault(user_id, (array("i"), array("i"), array("f")))
+                ends[0].append(a)
+                ends[1].append(b)
+                ends[2].append(weight)
     concepts_by_user: dict[str, list[Any]] = {}
     for concept in load_concepts(store):
         concepts_by_user.setdefault(concept.user_id, []).append(concept)
@@ -333,15 +355,19 @@ def load_snapshot(store: Any, count_tokens: Callable[[list[str]], np.ndarray], *
             rows,
             count_tokens=count_tokens,
             vector_of=vector_lookup(index if usable else None, user_id, dimension),
-            similar_edges=similar.get(user_id, ()),
+            similar_edges=tuple(np.frombuffer(e, dtype=e.typecode) for e in similar[user_id]) if user_id in similar else None,
             concepts=concepts_by_user.get(user_id, ()),
+            row_of=row_maps[user_id],
         )
         for user_id, rows in by_user.items()
     }
+    model = index.model if usable else None
+    del by_user, similar, row_maps, index
+    release_freed_memory()
     return ContextSnapshot(
         signature=signature,
         cursor=cursor,
-        model=index.model if usable else None,
+        model=model,
         dimension=dimension,
         users=users,
         home=store.home,
@@ -350,10 +376,11 @@ def load_snapshot(store: Any, count_tokens: Callable[[list[str]], np.ndarray], *
 
 
 def vector_lookup(index: EmbeddingIndex | None, user_id: str, dimension: int) -> Callable[[list[str]], tuple[np.ndarray, np.ndarray]]:
-    """Rows of the embedding index for given memory ids of one user, copied so the full index can be freed."""
+    """Rows of the embedding index for given memory ids of one user, copied so the full index can be
+    freed, as float16: half the memory and half the bytes a query scans, for cosines within 1e-3."""
 
     def lookup(memory_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        vectors = np.zeros((len(memory_ids), max(dimension, 1)), dtype=np.float32)
+        vectors = np.zeros((len(memory_ids), max(dimension, 1)), dtype=np.float16)
         found = np.zeros(len(memory_ids), dtype=bool)
         if index is None or not memory_ids:
             return vectors, found

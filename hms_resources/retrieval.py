@@ -63,10 +63,9 @@ def recency(created: np.ndarray, now: float, half_life_days: float) -> np.ndarra
 
 def _top(values: np.ndarray, k: int) -> np.ndarray:
     """Rows of the k largest finite values, best first."""
-    finite = np.flatnonzero(np.isfinite(values))
-    if len(finite) > k:
-        finite = finite[np.argpartition(-values[finite], k - 1)[:k]]
-    return finite[np.argsort(-values[finite], kind="stable")]
+    rows = np.argpartition(-values, k - 1)[:k] if len(values) > k else np.arange(len(values))
+    rows = rows[np.isfinite(values[rows])]
+    return rows[np.argsort(-values[rows], kind="stable")]
 
 
 def time_focus(index: UserIndex, scope: TimeScope, anchor_tokens: list[str], eligible: np.ndarray) -> np.ndarray | None:
@@ -86,7 +85,7 @@ def time_focus(index: UserIndex, scope: TimeScope, anchor_tokens: list[str], eli
 
 def rank_memories(
     index: UserIndex,
-    query_vector: np.ndarray | None,
+    similarities: np.ndarray | None,
     query_tokens: list[str],
     eligible: np.ndarray,
     now: float,
@@ -94,7 +93,8 @@ def rank_memories(
     scope: TimeScope = TimeScope(),
     anchor_tokens: list[str] = (),
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-    """Candidate rows and their scores, best first, with per-stage timings in ms."""
+    """Candidate rows and their scores, best first, with per-stage timings in ms. `similarities`:
+    the query embedding's cosine with every row's vector, or None without a query or a model."""
     import time
 
     timings: dict[str, float] = {}
@@ -106,7 +106,7 @@ def rank_memories(
     focus = time_focus(index, scope, list(anchor_tokens), eligible)
     if focus is not None:
         boost = boost * np.where(focus, 1.0 + config.time_weight, 1.0)
-    if query_vector is None and not query_tokens:
+    if similarities is None and not query_tokens:
         score = np.where(eligible, boost, -np.inf)
         rows = _top(score, config.candidates * 2)
         timings["rank"] = (time.perf_counter() - started) * 1e3
@@ -119,9 +119,8 @@ def rank_memories(
     if focus is not None:
         rows_lexical = np.union1d(rows_lexical, _top(np.where(focus & (lexical > 0), lexical, -np.inf), config.candidates // 2))
     usable = eligible & index.has_vector
-    if query_vector is not None and usable.any():
-        dense = index.vectors @ query_vector
-        dense = np.where(usable, dense, -np.inf)
+    if similarities is not None and usable.any():
+        dense = np.where(usable, similarities, -np.inf)
         rows_dense = _top(dense, config.candidates)
         high, low = float(dense[rows_dense[0]]), float(dense[rows_dense[-1]])
         if focus is not None:
@@ -271,16 +270,15 @@ def rank_lexical(index: UserIndex, query_tokens: list[str]) -> np.ndarray:
     return rows[np.argsort(-scores[rows], kind="stable")]
 
 
-def rank_dense(index: UserIndex, query_vector: np.ndarray) -> np.ndarray:
+def rank_dense(index: UserIndex, similarities: np.ndarray) -> np.ndarray:
     rows = np.flatnonzero(index.has_vector)
-    scores = index.vectors[rows] @ query_vector
-    return rows[np.argsort(-scores, kind="stable")]
+    return rows[np.argsort(-similarities[rows], kind="stable")]
 
 
-def rank_hybrid(index: UserIndex, query_vector: np.ndarray, query_tokens: list[str], k: int = 60) -> np.ndarray:
+def rank_hybrid(index: UserIndex, similarities: np.ndarray, query_tokens: list[str], k: int = 60) -> np.ndarray:
     """Reciprocal rank fusion of the BM25 and dense rankings."""
     fused = np.zeros(len(index), dtype=np.float64)
-    for ranking in (rank_lexical(index, query_tokens), rank_dense(index, query_vector)):
+    for ranking in (rank_lexical(index, query_tokens), rank_dense(index, similarities)):
         fused[ranking] += 1.0 / (k + 1 + np.arange(len(ranking)))
     rows = np.flatnonzero(fused > 0)
     return rows[np.argsort(-fused[rows], kind="stable")]

@@ -119,17 +119,12 @@ def tier_inputs(store: EventStore, day: date, concepts: list[Concept], config: I
         np.add.at(decayed, rows[keep], np.power(0.5, np.maximum(ages[keep], 0) / config.access_half_life_days))
         today = np.array(access_time) >= start
         accessed_today[rows[keep & today]] = True
-    concept_of: dict[tuple[str, str], Concept] = {}
-    for concept in concepts:
-        for memory_id in concept.member_ids:
-            concept_of[(concept.user_id, memory_id)] = concept
     concept_size = np.zeros(n)
     concept_cohesion = np.zeros(n)
-    for i, m in enumerate(memories):
-        concept = concept_of.get(m.key)
-        if concept is not None:
-            concept_size[i] = sum(1 for member in concept.member_ids if (m.user_id, member) in position)
-            concept_cohesion[i] = concept.cohesion
+    for concept in concepts:
+        present = [position[key] for key in ((concept.user_id, m) for m in concept.member_ids) if key in position]
+        concept_size[present] = len(present)
+        concept_cohesion[present] = concept.cohesion
     features = ImportanceFeatures(
         importance=np.array([np.nan if m.importance is None else m.importance for m in memories], dtype=float),
         confidence=np.array([np.nan if m.confidence is None else m.confidence for m in memories], dtype=float),
