@@ -63,6 +63,8 @@ def recency(created: np.ndarray, now: float, half_life_days: float) -> np.ndarra
 
 def _top(values: np.ndarray, k: int) -> np.ndarray:
     """Rows of the k largest finite values, best first."""
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
     rows = np.argpartition(-values, k - 1)[:k] if len(values) > k else np.arange(len(values))
     rows = rows[np.isfinite(values[rows])]
     return rows[np.argsort(-values[rows], kind="stable")]
