@@ -160,7 +160,7 @@ def instance(postgres: bool) -> None:
 @click.option("--data", type=click.Path(exists=True, dir_okay=False), default=None, help="Your own events (JSONL).")
 def run(data: str | None) -> None:
     """Ingest events (the bundled sample by default), run the main job, then migrate the tiers of the
-    last complete day and compact the cold tier."""
+    last complete day, compact the cold tier and select the LoRA candidate sets."""
     import dagster as dg
 
     from hms_jobs.definitions import defs
@@ -174,7 +174,9 @@ def run(data: str | None) -> None:
     definitions = defs()
     success = True
     with dg.DagsterInstance.get() as dagster_instance:
-        for job_name, partition_key in (("main_job", None), ("tier_migration_job", yesterday), ("cold_archive_job", None)):
+        for job_name, partition_key in (
+            ("main_job", None), ("tier_migration_job", yesterday), ("cold_archive_job", None), ("lora_job", None)
+        ):
             result = definitions.resolve_job_def(job_name).execute_in_process(
                 instance=dagster_instance,
                 partition_key=partition_key,

@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-from hms_assets import concepts, embeddings, graph, tiers
+from hms_assets import concepts, embeddings, graph, lora, tiers
 from hms_assets import memories as memories_domain
-from hms_jobs.jobs import cold_archive_job, main_job, memories_job, tier_migration_job
+from hms_jobs.jobs import cold_archive_job, lora_job, main_job, memories_job, tier_migration_job
 from hms_jobs.resources import graph_store_configured, resources
 from hms_jobs.schedules import daily_tier_migration
 from hms_jobs.sensors import hms_automation_sensor, hot_tier_overflow_sensor, new_events_sensor
@@ -12,7 +12,7 @@ from hms_jobs.sensors import hms_automation_sensor, hot_tier_overflow_sensor, ne
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    domains = [memories_domain, embeddings, concepts, graph, tiers]
+    domains = [memories_domain, embeddings, concepts, graph, tiers, lora]
     if graph_store_configured():
         from hms_assets import neo4j_graph
 
@@ -23,7 +23,7 @@ def defs() -> dg.Definitions:
             asset_checks=dg.load_asset_checks_from_modules(domains),
         ),
         dg.Definitions(
-            jobs=[memories_job, main_job, tier_migration_job, cold_archive_job],
+            jobs=[memories_job, main_job, tier_migration_job, cold_archive_job, lora_job],
             schedules=[daily_tier_migration],
             sensors=[new_events_sensor, hot_tier_overflow_sensor, hms_automation_sensor],
             resources=resources(),

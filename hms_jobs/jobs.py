@@ -3,6 +3,7 @@
 import dagster as dg
 
 TIER_ASSETS = dg.AssetSelection.assets("memory_tiers", "tier_migrations")
+LORA_ASSETS = dg.AssetSelection.groups("lora")
 
 memories_job = dg.define_asset_job(
     "memories_job",
@@ -12,7 +13,7 @@ memories_job = dg.define_asset_job(
 
 main_job = dg.define_asset_job(
     "main_job",
-    selection=dg.AssetSelection.all() - TIER_ASSETS - dg.AssetSelection.assets("cold_archive"),
+    selection=dg.AssetSelection.all() - TIER_ASSETS - dg.AssetSelection.assets("cold_archive") - LORA_ASSETS,
     description="Everything HMS derives from the event store that is not partitioned, in dependency order.",
 )
 
@@ -26,4 +27,10 @@ cold_archive_job = dg.define_asset_job(
     "cold_archive_job",
     selection=dg.AssetSelection.assets("cold_archive"),
     description="Compact the cold tier of the latest tier migration to Parquet.",
+)
+
+lora_job = dg.define_asset_job(
+    "lora_job",
+    selection=LORA_ASSETS,
+    description="Select and curate the memories worth crystallizing into LoRA adapters, after the latest tier migration.",
 )

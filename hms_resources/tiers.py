@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -285,8 +286,7 @@ def tier_sizes(store: EventStore, partition_date: str | None = None) -> dict[str
     return sizes
 
 
-def current_tiers(store: EventStore, user_id: str | None = None) -> dict[tuple[str, str], str]:
-    """The tier of every memory in the latest partition: what the context resource searches."""
+def _latest_partition(store: EventStore, column: str, user_id: str | None) -> dict[tuple[str, str], Any]:
     from sqlalchemy import select
 
     from hms_resources.store_schema import memory_tiers
@@ -294,13 +294,23 @@ def current_tiers(store: EventStore, user_id: str | None = None) -> dict[tuple[s
     partition_date = latest_tier_date(store)
     if partition_date is None:
         return {}
-    query = select(memory_tiers.c.user_id, memory_tiers.c.memory_id, memory_tiers.c.tier).where(
+    query = select(memory_tiers.c.user_id, memory_tiers.c.memory_id, memory_tiers.c[column]).where(
         memory_tiers.c.partition_date == partition_date
     )
     if user_id is not None:
         query = query.where(memory_tiers.c.user_id == user_id)
     with store.reading() as conn:
-        return {(u, m): t for u, m, t in conn.execute(query)}
+        return {(u, m): value for u, m, value in conn.execute(query)}
+
+
+def current_tiers(store: EventStore, user_id: str | None = None) -> dict[tuple[str, str], str]:
+    """The tier of every memory in the latest partition: what the context resource searches."""
+    return _latest_partition(store, "tier", user_id)
+
+
+def current_importance(store: EventStore, user_id: str | None = None) -> dict[tuple[str, str], float]:
+    """The dynamic importance (tier score) of every memory in the latest partition."""
+    return _latest_partition(store, "score", user_id)
 
 
 def write_cold_archive(store: EventStore, directory: Path) -> dict[str, int]:
