@@ -1,5 +1,6 @@
 """LoRA candidate sets: the criteria, curation, and the asset on a real store."""
 
+import json
 from datetime import datetime, timezone
 
 import numpy as np
@@ -146,4 +147,25 @@ def test_the_asset_selects_curated_sets_from_a_real_store(tmp_path):
     assert found.left_out.get("rejected by curation") == 1
     metadata = result.asset_materializations_for_node("lora_candidate_sets")[0].metadata
     assert metadata["sets"].value == 1 and metadata["pending"].value == 1
+
+    def run_lora() -> dg.ExecuteInProcessResult:
+        with dg.DagsterInstance.ephemeral() as instance:
+            return dg.materialize(
+                [*dg.load_assets_from_modules(domains), *dg.load_asset_checks_from_modules([lora])],
+                selection=dg.AssetSelection.groups("lora"),
+                resources={"event_store": store, "embedder": embedder}, instance=instance,
+                run_config={"ops": {"lora_candidate_sets": {"config": criteria}, "lora_training_data": {"config": {"min_examples": 4}}}},
+            )
+
+    pending = run_lora()
+    assert pending.asset_materializations_for_node("lora_training_data")[0].metadata["awaiting_curation"].value == 1
+    assert not (tmp_path / "lora" / "datasets").exists()
+    (tmp_path / "curation.json").write_text(f'{{"rejected_memories": [["ana", "c4"]], "approved_sets": ["{found.set_id}"]}}')
+    approved = run_lora()
+    metadata = approved.asset_materializations_for_node("lora_training_data")[0].metadata
+    assert metadata["datasets"].value == 1 and metadata["failed_checks"].value == 0
+    assert all(check.passed for check in approved.get_asset_check_evaluations())
+    manifest = json.loads((tmp_path / "lora" / "training_data.json").read_text())
+    [entry] = manifest["datasets"].values()
+    assert sorted(entry["memory_ids"]) == sorted(found.memory_ids) and "c4" not in entry["memory_ids"]
     store.close()

@@ -26,10 +26,11 @@ def test_hms_run_ingests_the_sample_runs_the_main_job_and_says_where_to_look(hms
     result = run_cli("run")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "main_job run" in result.stdout and "succeeded" in result.stdout
-    for asset in ("memories", "embeddings", "concept_clusters", "graph_edges", "access_predictor", "memory_tiers", "tier_migrations", "cold_archive"):
+    for asset in ("memories", "embeddings", "concept_clusters", "graph_edges", "access_predictor", "memory_tiers", "tier_migrations",
+                  "cold_archive", "lora_candidate_sets", "lora_training_data"):
         assert f"materialized {asset}:" in result.stdout
     checks = [line for line in result.stdout.splitlines() if line.startswith("  check ")]
-    assert len(checks) == 9 and all(line.endswith(": passed") for line in checks)
+    assert len(checks) == 10 and all(line.endswith(": passed") for line in checks)
     assert "make ui" in result.stdout
     context = result.stdout.split("context for ", 1)[1].split("\n\n", 1)[0].splitlines()
     assert "/256 tokens" in context[0] and len(context) > 2
