@@ -1,6 +1,7 @@
 """Knowledge crystallization: the `lora_candidate_sets` asset, the memories worth training into a
 LoRA adapter per user and concept, with the curation a person applied."""
 
+import hashlib
 import json
 import os
 from datetime import datetime, timezone
@@ -21,6 +22,16 @@ from hms_resources.lora_candidates import (
     select_candidate_sets,
 )
 from hms_resources.lora_data import DataLimits, TrainingDataError, build_examples, check_examples, save_dataset
+from hms_resources.lora_training import (
+    TrainingConfig,
+    TrainingFailed,
+    base_name,
+    evaluate,
+    load_base,
+    save_adapter,
+    train_adapter,
+)
+from hms_resources.mlflow_tracking import MlflowTracking, masked
 from hms_resources.tiers import current_importance
 from hms_resources.tokens import TokenCounter
 
@@ -159,4 +170,99 @@ def approved_sets_pass_data_checks(event_store: EventStore) -> dg.AssetCheckResu
         passed=not failed,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={"failed_sets": len(failed), "problems": dg.MetadataValue.json(failed)},
+    )
+
+
+class AdapterTrainingConfig(dg.Config):
+    base_model: str = ""
+    rank: int = TrainingConfig.rank
+    alpha: int = TrainingConfig.alpha
+    target_modules: list[str] = list(TrainingConfig.target_modules)
+    learning_rate: float = TrainingConfig.learning_rate
+    steps: int = TrainingConfig.steps
+    batch_size: int = TrainingConfig.batch_size
+    seed: int = TrainingConfig.seed
+    max_new_tokens: int = TrainingConfig.max_new_tokens
+
+    def to_domain(self) -> TrainingConfig:
+        return TrainingConfig(**{**self.model_dump(), "target_modules": tuple(self.target_modules)})
+
+
+ADAPTERS_MANIFEST = "adapters.json"
+
+
+@dg.asset(
+    group_name="lora",
+    deps=["lora_training_data"],
+    kinds={"pytorch", "mlflow"},
+    pool="lora_training",
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
+    description="A PEFT LoRA adapter per training dataset, evaluated against the base model and logged to MLflow.",
+)
+def trained_adapters(
+    context: dg.AssetExecutionContext, config: AdapterTrainingConfig, event_store: EventStore, mlflow_tracking: MlflowTracking
+) -> dg.MaterializeResult:
+    """A dataset version already trained under the same config is not trained again; a diverging
+    loss fails the run without retries, and nothing from it is kept."""
+    manifest_path = event_store.home / LORA_DIR / TRAINING_DATA_MANIFEST
+    datasets_built = json.loads(manifest_path.read_text(encoding="utf-8"))["datasets"] if manifest_path.exists() else {}
+    adapters_path = event_store.home / LORA_DIR / ADAPTERS_MANIFEST
+    adapters = json.loads(adapters_path.read_text(encoding="utf-8")) if adapters_path.exists() else {}
+    training = config.to_domain()
+    config_key = hashlib.sha256(json.dumps(config.model_dump(), sort_keys=True).encode()).hexdigest()[:12]
+    todo = {s: d for s, d in sorted(datasets_built.items()) if adapters.get(s, {}).get("key") != f"{d['version']}:{config_key}"}
+    if not todo:
+        message = "no approved training dataset" if not datasets_built else "every dataset is already trained with this config"
+        context.log.info(message)
+        return dg.MaterializeResult(metadata={"trained": 0, "adapters": len(adapters), "note": message})
+    experiment_id = mlflow_tracking.experiment_id(event_store.home)
+    client = mlflow_tracking.client(event_store.home)
+    model, tokenizer = load_base(training.base_model)
+    for set_id, built in todo.items():
+        from datasets import load_from_disk
+
+        data = load_from_disk(built["path"])
+        rows, probes = data["train"].to_list(), data["eval"].to_list()
+        base_scores = evaluate(model, tokenizer, probes, training.max_new_tokens)
+        run = client.create_run(experiment_id, run_name=f"{set_id} {built['version']}", tags={
+            "hms.set_id": set_id, "hms.user_id": built["user_id"], "hms.concept_id": built["concept_id"],
+            "hms.dataset_version": built["version"], "hms.fingerprint": built["fingerprint"],
+            "hms.memory_ids_sha256": hashlib.sha256("\n".join(sorted(built["memory_ids"])).encode()).hexdigest(),
+        })
+        run_id = run.info.run_id
+        params = {"base_model": base_name(training), "rank": training.rank, "alpha": training.alpha,
+                  "target_modules": ",".join(training.target_modules), "learning_rate": training.learning_rate,
+                  "steps": training.steps, "batch_size": training.batch_size, "dataset_version": built["version"]}
+        for key, value in params.items():
+            client.log_param(run_id, key, value)
+        try:
+            result = train_adapter(model, tokenizer, rows, training,
+                                   on_step=lambda step, loss: client.log_metric(run_id, "loss", loss, step=step))
+        except TrainingFailed as exc:
+            client.set_terminated(run_id, status="FAILED")
+            raise dg.Failure(f"{set_id}: {exc}", allow_retries=False) from exc
+        try:
+            scores = evaluate(result.adapter, tokenizer, probes, training.max_new_tokens)
+            directory = save_adapter(result.adapter, event_store.home / LORA_DIR / "adapters" / run_id)
+        finally:
+            result.adapter.unload()
+        metrics = {"perplexity": scores["perplexity"], "fact_recall": scores["fact_recall"],
+                   "base_perplexity": base_scores["perplexity"], "base_fact_recall": base_scores["fact_recall"],
+                   "tokens_per_second": round(result.tokens_per_second, 2)}
+        for key, value in metrics.items():
+            client.log_metric(run_id, key, value)
+        client.log_artifacts(run_id, str(directory), "adapter")
+        client.set_terminated(run_id, status="FINISHED")
+        adapters[set_id] = {"key": f"{built['version']}:{config_key}", "run_id": run_id, "path": str(directory), **metrics}
+        context.log.info(f"{set_id}: fact recall {base_scores['fact_recall']} -> {scores['fact_recall']}, perplexity "
+                         f"{base_scores['perplexity']} -> {scores['perplexity']} (run {run_id})")
+    partial = adapters_path.with_name(f".{ADAPTERS_MANIFEST}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(adapters, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(partial, adapters_path)
+    lines = ["| set | run | fact recall base → adapter | perplexity base → adapter |", "|---|---|---|---|"]
+    for set_id, a in sorted(adapters.items()):
+        lines.append(f"| {set_id} | {a['run_id'][:8]} | {a['base_fact_recall']} → {a['fact_recall']} | {a['base_perplexity']} → {a['perplexity']} |")
+    return dg.MaterializeResult(
+        metadata={"trained": len(todo), "adapters": len(adapters), "adapters_table": dg.MetadataValue.md("\n".join(lines)),
+                  "tracking_uri": masked(mlflow_tracking.uri(event_store.home))}
     )

@@ -11,6 +11,7 @@ import dagster as dg
 from hms_resources.context import ContextAssembler
 from hms_resources.embedder import Embedder
 from hms_resources.event_store import EventStore
+from hms_resources.mlflow_tracking import MlflowTracking
 
 
 def _env(name: str, default: str = "") -> str | dg.EnvVar:
@@ -34,6 +35,7 @@ def resources() -> dict[str, object]:
         "context_assembler": ContextAssembler(
             event_store=event_store_resource(), embedder=embedder, tokenizer=_env("HMS_TOKENIZER")
         ),
+        "mlflow_tracking": MlflowTracking(tracking_uri=_env("MLFLOW_TRACKING_URI")),
     }
     if graph_store_configured():
         from hms_resources.graph_store import GraphStore

@@ -20,6 +20,7 @@ from hms_resources.lora_candidates import (
     set_id_for,
 )
 from hms_resources.memory_state import Memory
+from hms_resources.mlflow_tracking import MlflowTracking
 
 AS_OF = datetime(2026, 4, 30, tzinfo=timezone.utc)
 OLD = "2026-03-01T09:00:00.000000Z"
@@ -137,7 +138,7 @@ def test_the_asset_selects_curated_sets_from_a_real_store(tmp_path):
     with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize(
             dg.load_assets_from_modules(domains), selection=dg.AssetSelection.assets("lora_candidate_sets"),
-            resources={"event_store": store, "embedder": embedder}, instance=instance,
+            resources={"event_store": store, "embedder": embedder, "mlflow_tracking": MlflowTracking()}, instance=instance,
             run_config={"ops": {"lora_candidate_sets": {"config": criteria}}},
         )
     assert result.success
@@ -153,8 +154,9 @@ def test_the_asset_selects_curated_sets_from_a_real_store(tmp_path):
             return dg.materialize(
                 [*dg.load_assets_from_modules(domains), *dg.load_asset_checks_from_modules([lora])],
                 selection=dg.AssetSelection.groups("lora"),
-                resources={"event_store": store, "embedder": embedder}, instance=instance,
-                run_config={"ops": {"lora_candidate_sets": {"config": criteria}, "lora_training_data": {"config": {"min_examples": 4}}}},
+                resources={"event_store": store, "embedder": embedder, "mlflow_tracking": MlflowTracking()}, instance=instance,
+                run_config={"ops": {"lora_candidate_sets": {"config": criteria}, "lora_training_data": {"config": {"min_examples": 4}},
+                                    "trained_adapters": {"config": {"steps": 12, "batch_size": 6, "max_new_tokens": 24}}}},
             )
 
     pending = run_lora()
@@ -168,4 +170,27 @@ def test_the_asset_selects_curated_sets_from_a_real_store(tmp_path):
     manifest = json.loads((tmp_path / "lora" / "training_data.json").read_text())
     [entry] = manifest["datasets"].values()
     assert sorted(entry["memory_ids"]) == sorted(found.memory_ids) and "c4" not in entry["memory_ids"]
+
+    trained = approved.asset_materializations_for_node("trained_adapters")[0].metadata
+    assert trained["trained"].value == 1
+    [adapter] = json.loads((tmp_path / "lora" / "adapters.json").read_text()).values()
+    run = MlflowTracking().client(tmp_path).get_run(adapter["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["hms.set_id"] == found.set_id and run.data.tags["hms.dataset_version"] == entry["version"]
+    assert run.data.params["base_model"] == "SmolLM2-135M-Instruct" and run.data.params["steps"] == "12"
+    assert {"loss", "perplexity", "fact_recall", "base_perplexity", "base_fact_recall"} <= set(run.data.metrics)
+    assert run.data.metrics["perplexity"] < run.data.metrics["base_perplexity"]
+    assert (tmp_path / "lora" / "adapters" / adapter["run_id"] / "adapter_config.json").exists()
+    assert run_lora().asset_materializations_for_node("trained_adapters")[0].metadata["trained"].value == 0
     store.close()
+
+
+def test_an_unreachable_tracking_server_fails_clearly(tmp_path, monkeypatch):
+    from hms_resources.mlflow_tracking import TrackingUnavailable
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    tracking = MlflowTracking(tracking_uri="http://user:secret@127.0.0.1:9")
+    with pytest.raises(TrackingUnavailable, match=r"http://\*\*\*@127.0.0.1:9 is unreachable") as caught:
+        tracking.experiment_id(tmp_path)
+    assert "secret" not in str(caught.value)
