@@ -22,11 +22,13 @@ from hms_resources.lora_candidates import (
     select_candidate_sets,
 )
 from hms_resources.lora_data import DataLimits, TrainingDataError, build_examples, check_examples, save_dataset
+from hms_resources.lora_registry import CHALLENGER, CHAMPION, alias_version, decide_promotion, model_name, promote, register_version
 from hms_resources.lora_training import (
     TrainingConfig,
     TrainingFailed,
     base_name,
     evaluate,
+    load_adapter,
     load_base,
     save_adapter,
     train_adapter,
@@ -264,5 +266,66 @@ def trained_adapters(
         lines.append(f"| {set_id} | {a['run_id'][:8]} | {a['base_fact_recall']} → {a['fact_recall']} | {a['base_perplexity']} → {a['perplexity']} |")
     return dg.MaterializeResult(
         metadata={"trained": len(todo), "adapters": len(adapters), "adapters_table": dg.MetadataValue.md("\n".join(lines)),
+                  "tracking_uri": masked(mlflow_tracking.uri(event_store.home))}
+    )
+
+
+class RegistryConfig(dg.Config):
+    margin: float = 0.05
+    """How much higher a challenger's fact recall must be than the champion's on the same probes."""
+    max_new_tokens: int = TrainingConfig.max_new_tokens
+
+
+@dg.asset(
+    group_name="lora",
+    deps=["trained_adapters"],
+    kinds={"mlflow"},
+    pool="lora_training",
+    description="Every adapter as a version of its set's registered model, with champion and challenger aliases.",
+)
+def lora_registry(
+    context: dg.AssetExecutionContext, config: RegistryConfig, event_store: EventStore, mlflow_tracking: MlflowTracking
+) -> dg.MaterializeResult:
+    """The newest adapter of a set becomes its challenger; it replaces the champion only if it beats it
+    on the challenger's own probes, both evaluated here, by the margin, and beats the base model."""
+    lora_dir = event_store.home / LORA_DIR
+    adapters_path = lora_dir / ADAPTERS_MANIFEST
+    adapters = json.loads(adapters_path.read_text(encoding="utf-8")) if adapters_path.exists() else {}
+    if not adapters:
+        context.log.info("no trained adapter to register")
+        return dg.MaterializeResult(metadata={"registered": 0, "note": "no trained adapter to register"})
+    mlflow_tracking.experiment_id(event_store.home)
+    client = mlflow_tracking.client(event_store.home)
+    datasets_built = json.loads((lora_dir / TRAINING_DATA_MANIFEST).read_text(encoding="utf-8"))["datasets"]
+    base = None
+    rows = ["| set | champion | challenger | decision |", "|---|---|---|---|"]
+    for set_id, adapter in sorted(adapters.items()):
+        version = register_version(client, set_id, adapter["run_id"])
+        champion = alias_version(client, set_id, CHAMPION)
+        if champion is not None and champion.run_id == adapter["run_id"]:
+            rows.append(f"| {set_id} | {champion.version} | - | already champion |")
+            continue
+        client.set_registered_model_alias(model_name(set_id), CHALLENGER, str(version.version))
+        challenger_scores = {"fact_recall": adapter["fact_recall"], "base_fact_recall": adapter["base_fact_recall"]}
+        champion_scores = None
+        if champion is not None:
+            from datasets import load_from_disk
+
+            if base is None:
+                base = load_base(TrainingConfig().base_model)
+            model, tokenizer = base
+            probes = load_from_disk(datasets_built[set_id]["path"])["eval"].to_list()
+            loaded = load_adapter(model, lora_dir / "adapters" / champion.run_id)
+            try:
+                champion_scores = evaluate(loaded, tokenizer, probes, config.max_new_tokens)
+            finally:
+                loaded.unload()
+        decision = decide_promotion(challenger_scores, champion_scores, config.margin)
+        if decision.promote:
+            promote(client, set_id, version.version, decision.reason)
+        context.log.info(f"{set_id}: version {version.version} {'promoted' if decision.promote else 'kept as challenger'}: {decision.reason}")
+        rows.append(f"| {set_id} | {champion.version if champion else '-'} | {version.version} | {decision.reason} |")
+    return dg.MaterializeResult(
+        metadata={"registered": len(adapters), "registry": dg.MetadataValue.md("\n".join(rows)),
                   "tracking_uri": masked(mlflow_tracking.uri(event_store.home))}
     )

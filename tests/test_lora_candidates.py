@@ -149,14 +149,15 @@ def test_the_asset_selects_curated_sets_from_a_real_store(tmp_path):
     metadata = result.asset_materializations_for_node("lora_candidate_sets")[0].metadata
     assert metadata["sets"].value == 1 and metadata["pending"].value == 1
 
-    def run_lora() -> dg.ExecuteInProcessResult:
+    def run_lora(steps: int = 12) -> dg.ExecuteInProcessResult:
         with dg.DagsterInstance.ephemeral() as instance:
             return dg.materialize(
                 [*dg.load_assets_from_modules(domains), *dg.load_asset_checks_from_modules([lora])],
                 selection=dg.AssetSelection.groups("lora"),
                 resources={"event_store": store, "embedder": embedder, "mlflow_tracking": MlflowTracking()}, instance=instance,
                 run_config={"ops": {"lora_candidate_sets": {"config": criteria}, "lora_training_data": {"config": {"min_examples": 4}},
-                                    "trained_adapters": {"config": {"steps": 12, "batch_size": 6, "max_new_tokens": 24}}}},
+                                    "trained_adapters": {"config": {"steps": steps, "batch_size": 6, "max_new_tokens": 24}},
+                                    "lora_registry": {"config": {"max_new_tokens": 24}}}},
             )
 
     pending = run_lora()
@@ -181,7 +182,22 @@ def test_the_asset_selects_curated_sets_from_a_real_store(tmp_path):
     assert {"loss", "perplexity", "fact_recall", "base_perplexity", "base_fact_recall"} <= set(run.data.metrics)
     assert run.data.metrics["perplexity"] < run.data.metrics["base_perplexity"]
     assert (tmp_path / "lora" / "adapters" / adapter["run_id"] / "adapter_config.json").exists()
-    assert run_lora().asset_materializations_for_node("trained_adapters")[0].metadata["trained"].value == 0
+    from hms_resources.lora_registry import CHAMPION, alias_version
+
+    champion = alias_version(MlflowTracking().client(tmp_path), found.set_id, CHAMPION)
+    assert champion.run_id == adapter["run_id"] and champion.tags["hms.dataset_version"] == entry["version"]
+    assert "first adapter" in champion.tags["hms.promoted_because"]
+    again = run_lora()
+    assert again.asset_materializations_for_node("trained_adapters")[0].metadata["trained"].value == 0
+    assert "already champion" in again.asset_materializations_for_node("lora_registry")[0].metadata["registry"].value
+    retrained = run_lora(steps=4)
+    assert retrained.asset_materializations_for_node("trained_adapters")[0].metadata["trained"].value == 1
+    table = retrained.asset_materializations_for_node("lora_registry")[0].metadata["registry"].value
+    assert f"| {found.set_id} | 1 | 2 |" in table, table
+    client = MlflowTracking().client(tmp_path)
+    assert str(alias_version(client, found.set_id, "challenger").version) == "2"
+    champion_now = str(alias_version(client, found.set_id, CHAMPION).version)
+    assert champion_now == ("2" if "beats the champion" in table else "1")
     store.close()
 
 
