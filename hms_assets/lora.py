@@ -1,15 +1,15 @@
-"""Knowledge crystallization: the `lora_candidate_sets` asset, the memories worth training into a
-LoRA adapter per user and concept, with the curation a person applied."""
+"""Knowledge crystallization: candidate sets with their curation, training datasets, trained adapters
+logged to MLflow, and the LoRA registry."""
 
 import hashlib
 import json
-import os
 from datetime import datetime, timezone
 
 import dagster as dg
 
 from hms_resources.concepts import load_concepts
 from hms_resources.event_store import EventStore
+from hms_resources.jsonfile import read_json, write_json
 from hms_resources.lora_candidates import (
     APPROVED,
     PENDING,
@@ -136,11 +136,7 @@ def lora_training_data(context: dg.AssetExecutionContext, config: TrainingDataCo
     waiting = sum(1 for s in sets if s.status == PENDING)
     if not approved:
         context.log.info(f"no approved candidate set: {waiting} await curation in {event_store.home / 'curation.json'}")
-    manifest = event_store.home / LORA_DIR / TRAINING_DATA_MANIFEST
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    partial = manifest.with_name(f".{TRAINING_DATA_MANIFEST}.{os.getpid()}.partial")
-    partial.write_text(json.dumps({"datasets": built, "failed": failed}, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(partial, manifest)
+    manifest = write_json(event_store.home / LORA_DIR / TRAINING_DATA_MANIFEST, {"datasets": built, "failed": failed})
     return dg.MaterializeResult(
         metadata={
             "datasets": len(built),
@@ -166,8 +162,7 @@ def _datasets_table(built: dict[str, dict], failed: dict[str, str]) -> str:
 
 @dg.asset_check(asset="lora_training_data", description="Every approved candidate set passed the training-data checks.")
 def approved_sets_pass_data_checks(event_store: EventStore) -> dg.AssetCheckResult:
-    path = event_store.home / LORA_DIR / TRAINING_DATA_MANIFEST
-    failed = json.loads(path.read_text(encoding="utf-8"))["failed"] if path.exists() else {}
+    failed = read_json(event_store.home / LORA_DIR / TRAINING_DATA_MANIFEST, {"failed": {}})["failed"]
     return dg.AssetCheckResult(
         passed=not failed,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -206,10 +201,9 @@ def trained_adapters(
 ) -> dg.MaterializeResult:
     """A dataset version already trained under the same config is not trained again; a diverging
     loss fails the run without retries, and nothing from it is kept."""
-    manifest_path = event_store.home / LORA_DIR / TRAINING_DATA_MANIFEST
-    datasets_built = json.loads(manifest_path.read_text(encoding="utf-8"))["datasets"] if manifest_path.exists() else {}
+    datasets_built = read_json(event_store.home / LORA_DIR / TRAINING_DATA_MANIFEST, {"datasets": {}})["datasets"]
     adapters_path = event_store.home / LORA_DIR / ADAPTERS_MANIFEST
-    adapters = json.loads(adapters_path.read_text(encoding="utf-8")) if adapters_path.exists() else {}
+    adapters = read_json(adapters_path, {})
     training = config.to_domain()
     config_key = hashlib.sha256(json.dumps(config.model_dump(), sort_keys=True).encode()).hexdigest()[:12]
     todo = {s: d for s, d in sorted(datasets_built.items()) if adapters.get(s, {}).get("key") != f"{d['version']}:{config_key}"}
@@ -258,9 +252,7 @@ def trained_adapters(
         adapters[set_id] = {"key": f"{built['version']}:{config_key}", "run_id": run_id, "path": str(directory), **metrics}
         context.log.info(f"{set_id}: fact recall {base_scores['fact_recall']} -> {scores['fact_recall']}, perplexity "
                          f"{base_scores['perplexity']} -> {scores['perplexity']} (run {run_id})")
-    partial = adapters_path.with_name(f".{ADAPTERS_MANIFEST}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(adapters, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(partial, adapters_path)
+    write_json(adapters_path, adapters)
     lines = ["| set | run | fact recall base → adapter | perplexity base → adapter |", "|---|---|---|---|"]
     for set_id, a in sorted(adapters.items()):
         lines.append(f"| {set_id} | {a['run_id'][:8]} | {a['base_fact_recall']} → {a['fact_recall']} | {a['base_perplexity']} → {a['perplexity']} |")
@@ -289,14 +281,13 @@ def lora_registry(
     """The newest adapter of a set becomes its challenger; it replaces the champion only if it beats it
     on the challenger's own probes, both evaluated here, by the margin, and beats the base model."""
     lora_dir = event_store.home / LORA_DIR
-    adapters_path = lora_dir / ADAPTERS_MANIFEST
-    adapters = json.loads(adapters_path.read_text(encoding="utf-8")) if adapters_path.exists() else {}
+    adapters = read_json(lora_dir / ADAPTERS_MANIFEST, {})
     if not adapters:
         context.log.info("no trained adapter to register")
         return dg.MaterializeResult(metadata={"registered": 0, "note": "no trained adapter to register"})
     mlflow_tracking.experiment_id(event_store.home)
     client = mlflow_tracking.client(event_store.home)
-    datasets_built = json.loads((lora_dir / TRAINING_DATA_MANIFEST).read_text(encoding="utf-8"))["datasets"]
+    datasets_built = read_json(lora_dir / TRAINING_DATA_MANIFEST, {"datasets": {}})["datasets"]
     base = None
     rows = ["| set | champion | challenger | decision |", "|---|---|---|---|"]
     for set_id, adapter in sorted(adapters.items()):

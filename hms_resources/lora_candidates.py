@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from hms_resources.concepts import Concept
+from hms_resources.jsonfile import read_json, write_json
 from hms_resources.memory_state import Memory
 
 CURATION_FILE = "curation.json"
+CANDIDATE_SETS_FILE = "candidate_sets.json"
 APPROVED, REJECTED, PENDING = "approved", "rejected", "pending"
 
 
@@ -105,18 +106,13 @@ def load_curation(home: Path) -> Curation:
 
 def save_curation(home: Path, curation: Curation) -> Path:
     """Write atomically, sorted, so the file diffs cleanly under version control."""
-    path = Path(home) / CURATION_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
     body = {
         "approved_sets": sorted(curation.approved_sets),
         "rejected_sets": sorted(curation.rejected_sets),
         "approved_memories": sorted(map(list, curation.approved_memories)),
         "rejected_memories": sorted(map(list, curation.rejected_memories)),
     }
-    partial = path.with_name(f".{CURATION_FILE}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, path)
-    return path
+    return write_json(Path(home) / CURATION_FILE, body)
 
 
 def _parse(timestamp: str | None) -> datetime | None:
@@ -195,16 +191,8 @@ def select_candidate_sets(
 
 
 def save_candidate_sets(directory: Path, sets: list[CandidateSet]) -> Path:
-    path = Path(directory) / "candidate_sets.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".candidate_sets.{os.getpid()}.partial")
-    partial.write_text(json.dumps([asdict(s) for s in sets], indent=1) + "\n", encoding="utf-8")
-    os.replace(partial, path)
-    return path
+    return write_json(Path(directory) / CANDIDATE_SETS_FILE, [asdict(s) for s in sets])
 
 
 def load_candidate_sets(directory: Path) -> list[CandidateSet]:
-    path = Path(directory) / "candidate_sets.json"
-    if not path.exists():
-        return []
-    return [CandidateSet(**record) for record in json.loads(path.read_text(encoding="utf-8"))]
+    return [CandidateSet(**record) for record in read_json(Path(directory) / CANDIDATE_SETS_FILE, [])]
