@@ -1,15 +1,29 @@
 """Knowledge crystallization: candidate sets with their curation, training datasets, trained adapters
 logged to MLflow, and the LoRA registry."""
 
-import hashlib
-import json
 from datetime import datetime, timezone
 
 import dagster as dg
 
+from hms_assets.plots import scores_chart_markdown
 from hms_resources.concepts import load_concepts
 from hms_resources.event_store import EventStore
 from hms_resources.jsonfile import read_json, write_json
+from hms_resources.lora_adapters import (
+    ADAPTERS_MANIFEST,
+    TRAINING_DATA_MANIFEST,
+    AdapterScorer,
+    compare_adapters,
+    config_key,
+    format_comparison,
+    load_splits,
+    lora_dir,
+    publish_champions,
+    train_logged_adapter,
+    trained_adapters as read_adapters,
+    training_datasets,
+    untrained,
+)
 from hms_resources.lora_candidates import (
     APPROVED,
     PENDING,
@@ -22,22 +36,12 @@ from hms_resources.lora_candidates import (
     select_candidate_sets,
 )
 from hms_resources.lora_data import DataLimits, TrainingDataError, build_examples, check_examples, save_dataset
-from hms_resources.lora_registry import CHALLENGER, CHAMPION, alias_version, decide_promotion, model_name, promote, register_version
-from hms_resources.lora_training import (
-    TrainingConfig,
-    TrainingFailed,
-    base_name,
-    evaluate,
-    load_adapter,
-    load_base,
-    save_adapter,
-    train_adapter,
-)
+from hms_resources.lora_registry import update_registry
+from hms_resources.lora_training import TrainingConfig, TrainingFailed, load_base
 from hms_resources.mlflow_tracking import MlflowTracking, masked
 from hms_resources.tiers import current_importance
 from hms_resources.tokens import TokenCounter
 
-LORA_DIR = "lora"
 
 
 class CandidateSetsConfig(dg.Config):
@@ -68,7 +72,7 @@ def lora_candidate_sets(context: dg.AssetExecutionContext, config: CandidateSets
     sets = select_candidate_sets(
         event_store.read_memories(), load_concepts(event_store), current_importance(event_store), config.to_domain(), as_of, curation
     )
-    path = save_candidate_sets(event_store.home / LORA_DIR, sets)
+    path = save_candidate_sets(lora_dir(event_store.home), sets)
     by_status = {status: sum(1 for s in sets if s.status == status) for status in (APPROVED, PENDING, REJECTED)}
     context.log.info(f"{len(sets)} candidate sets ({by_status}) as of {as_of.isoformat()}")
     return dg.MaterializeResult(
@@ -99,9 +103,6 @@ class TrainingDataConfig(dg.Config):
     min_examples: int = DataLimits.min_examples
 
 
-TRAINING_DATA_MANIFEST = "training_data.json"
-
-
 @dg.asset(
     group_name="lora",
     deps=["lora_candidate_sets"],
@@ -111,8 +112,11 @@ TRAINING_DATA_MANIFEST = "training_data.json"
 )
 def lora_training_data(context: dg.AssetExecutionContext, config: TrainingDataConfig, event_store: EventStore) -> dg.MaterializeResult:
     """Only approved sets are built; a set failing a check is reported and the others are kept."""
-    sets = load_candidate_sets(event_store.home / LORA_DIR)
-    approved = [s for s in sets if s.status == APPROVED]
+    sets = load_candidate_sets(lora_dir(event_store.home))
+    approved = [s for s in sets if s.status == APPROVED and s.memory_ids]
+    current = {s.set_id for s in sets}
+    for set_id in sorted(load_curation(event_store.home).approved_sets - current):
+        context.log.warning(f"{set_id}: approved, but it has no candidate memories now; skipped, nothing is trained for it")
     memories = {m.key: m for m in event_store.read_memories()} if approved else {}
     counter = TokenCounter(cache_dir=event_store.home / "tokenizers")
     limits = DataLimits(max_tokens=config.max_tokens, min_examples=config.min_examples)
@@ -126,17 +130,17 @@ def lora_training_data(context: dg.AssetExecutionContext, config: TrainingDataCo
             failed[candidate_set.set_id] = str(exc)
             context.log.error(str(exc))
             continue
-        version, path = save_dataset(event_store.home / LORA_DIR / "datasets", candidate_set.set_id, train, probes)
+        version, path = save_dataset(lora_dir(event_store.home) / "datasets", candidate_set.set_id, train, probes)
         built[candidate_set.set_id] = {
             "version": version, "path": str(path), "fingerprint": candidate_set.fingerprint,
             "user_id": candidate_set.user_id, "concept_id": candidate_set.concept_id,
-            "memory_ids": [e["memory_id"] for e in probes], **figures,
+            "memory_ids": [e["memory_id"] for e in probes], "member_digests": candidate_set.member_digests, **figures,
         }
         context.log.info(f"{candidate_set.set_id}: dataset {version} with {figures['train_examples']} examples")
     waiting = sum(1 for s in sets if s.status == PENDING)
     if not approved:
         context.log.info(f"no approved candidate set: {waiting} await curation in {event_store.home / 'curation.json'}")
-    manifest = write_json(event_store.home / LORA_DIR / TRAINING_DATA_MANIFEST, {"datasets": built, "failed": failed})
+    manifest = write_json(lora_dir(event_store.home) / TRAINING_DATA_MANIFEST, {"datasets": built, "failed": failed})
     return dg.MaterializeResult(
         metadata={
             "datasets": len(built),
@@ -162,7 +166,7 @@ def _datasets_table(built: dict[str, dict], failed: dict[str, str]) -> str:
 
 @dg.asset_check(asset="lora_training_data", description="Every approved candidate set passed the training-data checks.")
 def approved_sets_pass_data_checks(event_store: EventStore) -> dg.AssetCheckResult:
-    failed = read_json(event_store.home / LORA_DIR / TRAINING_DATA_MANIFEST, {"failed": {}})["failed"]
+    failed = read_json(lora_dir(event_store.home) / TRAINING_DATA_MANIFEST, {"failed": {}})["failed"]
     return dg.AssetCheckResult(
         passed=not failed,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -185,9 +189,6 @@ class AdapterTrainingConfig(dg.Config):
         return TrainingConfig(**{**self.model_dump(), "target_modules": tuple(self.target_modules)})
 
 
-ADAPTERS_MANIFEST = "adapters.json"
-
-
 @dg.asset(
     group_name="lora",
     deps=["lora_training_data"],
@@ -199,66 +200,36 @@ ADAPTERS_MANIFEST = "adapters.json"
 def trained_adapters(
     context: dg.AssetExecutionContext, config: AdapterTrainingConfig, event_store: EventStore, mlflow_tracking: MlflowTracking
 ) -> dg.MaterializeResult:
-    """A dataset version already trained under the same config is not trained again; a diverging
-    loss fails the run without retries, and nothing from it is kept."""
-    datasets_built = read_json(event_store.home / LORA_DIR / TRAINING_DATA_MANIFEST, {"datasets": {}})["datasets"]
-    adapters_path = event_store.home / LORA_DIR / ADAPTERS_MANIFEST
-    adapters = read_json(adapters_path, {})
+    """A dataset version already trained under the same config is not trained again; each adapter is
+    kept as soon as it is trained, and a diverging loss fails the run without retries."""
+    home = event_store.home
+    datasets, adapters = training_datasets(home), read_adapters(home)
     training = config.to_domain()
-    config_key = hashlib.sha256(json.dumps(config.model_dump(), sort_keys=True).encode()).hexdigest()[:12]
-    todo = {s: d for s, d in sorted(datasets_built.items()) if adapters.get(s, {}).get("key") != f"{d['version']}:{config_key}"}
+    todo = untrained(datasets, adapters, config_key(training))
     if not todo:
-        message = "no approved training dataset" if not datasets_built else "every dataset is already trained with this config"
+        message = "no approved training dataset" if not datasets else "every dataset is already trained with this config"
         context.log.info(message)
         return dg.MaterializeResult(metadata={"trained": 0, "adapters": len(adapters), "note": message})
-    experiment_id = mlflow_tracking.experiment_id(event_store.home)
-    client = mlflow_tracking.client(event_store.home)
-    model, tokenizer = load_base(training.base_model)
+    experiment_id = mlflow_tracking.experiment_id(home)
+    client = mlflow_tracking.client(home)
+    base = load_base(training.base_model)
+    trained = 0
     for set_id, built in todo.items():
-        from datasets import load_from_disk
-
-        data = load_from_disk(built["path"])
-        rows, probes = data["train"].to_list(), data["eval"].to_list()
-        base_scores = evaluate(model, tokenizer, probes, training.max_new_tokens)
-        run = client.create_run(experiment_id, run_name=f"{set_id} {built['version']}", tags={
-            "hms.set_id": set_id, "hms.user_id": built["user_id"], "hms.concept_id": built["concept_id"],
-            "hms.dataset_version": built["version"], "hms.fingerprint": built["fingerprint"],
-            "hms.memory_ids_sha256": hashlib.sha256("\n".join(sorted(built["memory_ids"])).encode()).hexdigest(),
-        })
-        run_id = run.info.run_id
-        params = {"base_model": base_name(training), "rank": training.rank, "alpha": training.alpha,
-                  "target_modules": ",".join(training.target_modules), "learning_rate": training.learning_rate,
-                  "steps": training.steps, "batch_size": training.batch_size, "dataset_version": built["version"]}
-        for key, value in params.items():
-            client.log_param(run_id, key, value)
         try:
-            result = train_adapter(model, tokenizer, rows, training,
-                                   on_step=lambda step, loss: client.log_metric(run_id, "loss", loss, step=step))
+            entry = train_logged_adapter(set_id, built, base, training, client, experiment_id, home, log=context.log.info)
         except TrainingFailed as exc:
-            client.set_terminated(run_id, status="FAILED")
-            raise dg.Failure(f"{set_id}: {exc}", allow_retries=False) from exc
-        try:
-            scores = evaluate(result.adapter, tokenizer, probes, training.max_new_tokens)
-            directory = save_adapter(result.adapter, event_store.home / LORA_DIR / "adapters" / run_id)
-        finally:
-            result.adapter.unload()
-        metrics = {"perplexity": scores["perplexity"], "fact_recall": scores["fact_recall"],
-                   "base_perplexity": base_scores["perplexity"], "base_fact_recall": base_scores["fact_recall"],
-                   "tokens_per_second": round(result.tokens_per_second, 2)}
-        for key, value in metrics.items():
-            client.log_metric(run_id, key, value)
-        client.log_artifacts(run_id, str(directory), "adapter")
-        client.set_terminated(run_id, status="FINISHED")
-        adapters[set_id] = {"key": f"{built['version']}:{config_key}", "run_id": run_id, "path": str(directory), **metrics}
-        context.log.info(f"{set_id}: fact recall {base_scores['fact_recall']} -> {scores['fact_recall']}, perplexity "
-                         f"{base_scores['perplexity']} -> {scores['perplexity']} (run {run_id})")
-    write_json(adapters_path, adapters)
-    lines = ["| set | run | fact recall base → adapter | perplexity base → adapter |", "|---|---|---|---|"]
+            raise dg.Failure(f"{set_id}: {exc}; nothing from this run is registered", allow_retries=False) from exc
+        if entry is not None:
+            adapters[set_id] = entry
+            write_json(lora_dir(home) / ADAPTERS_MANIFEST, adapters)
+            trained += 1
+    lines = ["| set | run | fact recall base → adapter | perplexity base → adapter | tokens/s |", "|---|---|---|---|---|"]
     for set_id, a in sorted(adapters.items()):
-        lines.append(f"| {set_id} | {a['run_id'][:8]} | {a['base_fact_recall']} → {a['fact_recall']} | {a['base_perplexity']} → {a['perplexity']} |")
+        lines.append(f"| {set_id} | {a['run_id'][:8]} | {a['base_fact_recall']} → {a['fact_recall']} | "
+                     f"{a['base_perplexity']} → {a['perplexity']} | {a['tokens_per_second']} |")
     return dg.MaterializeResult(
-        metadata={"trained": len(todo), "adapters": len(adapters), "adapters_table": dg.MetadataValue.md("\n".join(lines)),
-                  "tracking_uri": masked(mlflow_tracking.uri(event_store.home))}
+        metadata={"trained": trained, "adapters": len(adapters), "adapters_table": dg.MetadataValue.md("\n".join(lines)),
+                  "tracking_uri": masked(mlflow_tracking.uri(home))}
     )
 
 
@@ -280,43 +251,60 @@ def lora_registry(
 ) -> dg.MaterializeResult:
     """The newest adapter of a set becomes its challenger; it replaces the champion only if it beats it
     on the challenger's own probes, both evaluated here, by the margin, and beats the base model."""
-    lora_dir = event_store.home / LORA_DIR
-    adapters = read_json(lora_dir / ADAPTERS_MANIFEST, {})
+    home = event_store.home
+    adapters = read_adapters(home)
     if not adapters:
         context.log.info("no trained adapter to register")
         return dg.MaterializeResult(metadata={"registered": 0, "note": "no trained adapter to register"})
-    mlflow_tracking.experiment_id(event_store.home)
-    client = mlflow_tracking.client(event_store.home)
-    datasets_built = read_json(lora_dir / TRAINING_DATA_MANIFEST, {"datasets": {}})["datasets"]
-    base = None
-    rows = ["| set | champion | challenger | decision |", "|---|---|---|---|"]
-    for set_id, adapter in sorted(adapters.items()):
-        version = register_version(client, set_id, adapter["run_id"])
-        champion = alias_version(client, set_id, CHAMPION)
-        if champion is not None and champion.run_id == adapter["run_id"]:
-            rows.append(f"| {set_id} | {champion.version} | - | already champion |")
-            continue
-        client.set_registered_model_alias(model_name(set_id), CHALLENGER, str(version.version))
-        challenger_scores = {"fact_recall": adapter["fact_recall"], "base_fact_recall": adapter["base_fact_recall"]}
-        champion_scores = None
-        if champion is not None:
-            from datasets import load_from_disk
-
-            if base is None:
-                base = load_base(TrainingConfig().base_model)
-            model, tokenizer = base
-            probes = load_from_disk(datasets_built[set_id]["path"])["eval"].to_list()
-            loaded = load_adapter(model, lora_dir / "adapters" / champion.run_id)
-            try:
-                champion_scores = evaluate(loaded, tokenizer, probes, config.max_new_tokens)
-            finally:
-                loaded.unload()
-        decision = decide_promotion(challenger_scores, champion_scores, config.margin)
-        if decision.promote:
-            promote(client, set_id, version.version, decision.reason)
-        context.log.info(f"{set_id}: version {version.version} {'promoted' if decision.promote else 'kept as challenger'}: {decision.reason}")
-        rows.append(f"| {set_id} | {champion.version if champion else '-'} | {version.version} | {decision.reason} |")
+    mlflow_tracking.experiment_id(home)
+    client = mlflow_tracking.client(home)
+    datasets = training_datasets(home)
+    for set_id in sorted(set(adapters) - set(datasets)):
+        context.log.warning(f"{set_id}: no longer an approved set with training data; its adapter is not registered or served")
+    current = {s: a for s, a in adapters.items() if s in datasets}
+    scorer = AdapterScorer(client, home, config.max_new_tokens)
+    rows = update_registry(client, current, lambda set_id: load_splits(datasets[set_id]["path"])[1], scorer.score, config.margin)
+    for row in rows:
+        context.log.info(f"{row['set_id']}: {'promoted' if row['promoted'] else 'no promotion'}: {row['reason']}")
+    champions = publish_champions(client, home)
+    table = ["| set | champion | challenger | decision |", "|---|---|---|---|"]
+    table += [f"| {r['set_id']} | {r['champion'] or '-'} | {r['challenger'] or '-'} | {r['reason']} |" for r in rows]
     return dg.MaterializeResult(
-        metadata={"registered": len(adapters), "registry": dg.MetadataValue.md("\n".join(rows)),
-                  "tracking_uri": masked(mlflow_tracking.uri(event_store.home))}
+        metadata={"registered": len(current), "promoted": sum(r["promoted"] for r in rows), "champions": len(champions),
+                  "registry": dg.MetadataValue.md("\n".join(table)), "tracking_uri": masked(mlflow_tracking.uri(home))}
+    )
+
+
+class ComparisonConfig(dg.Config):
+    max_new_tokens: int = TrainingConfig.max_new_tokens
+
+
+@dg.asset(
+    group_name="lora",
+    deps=["lora_registry"],
+    kinds={"mlflow"},
+    pool="lora_training",
+    description="The base model and every registered adapter of a set, scored on the same probes: a table, a chart and MLflow runs.",
+)
+def adapter_comparison(
+    context: dg.AssetExecutionContext, config: ComparisonConfig, event_store: EventStore, mlflow_tracking: MlflowTracking
+) -> dg.MaterializeResult:
+    """Each set's newest probes; every evaluation is an MLflow run in the comparison experiment with the
+    same metric keys, so MLflow's compare view lines them up."""
+    home = event_store.home
+    datasets = training_datasets(home)
+    if not read_adapters(home):
+        context.log.info("no registered adapter to compare")
+        return dg.MaterializeResult(metadata={"compared": 0, "note": "no registered adapter to compare"})
+    experiment_id = mlflow_tracking.comparison_experiment_id(home)
+    client = mlflow_tracking.client(home)
+    rows = compare_adapters(client, experiment_id, datasets, AdapterScorer(client, home, config.max_new_tokens), home, log=context.log.info)
+    chart = scores_chart_markdown(
+        [(f"{r['set_id']} {r['model']}" + (f" ({', '.join(r['aliases'])})" if r["aliases"] else ""), r["fact_recall"]) for r in rows],
+        highlight=[r["model"] != "base" for r in rows], title="fact recall on each set's probes", xlabel="fact recall",
+    )
+    return dg.MaterializeResult(
+        metadata={"compared": len(rows), "sets": len({r["set_id"] for r in rows}),
+                  "comparison": dg.MetadataValue.md(format_comparison(rows)), "chart": dg.MetadataValue.md(chart),
+                  "experiment_id": experiment_id, "tracking_uri": masked(mlflow_tracking.uri(home))}
     )

@@ -47,3 +47,22 @@ def _markdown_image(fig, title: str) -> str:
     fig.savefig(buffer, format="png")
     encoded = base64.b64encode(buffer.getvalue()).decode()
     return f"![{title}](data:image/png;base64,{encoded})"
+
+
+def scores_chart_markdown(scores: list[tuple[str, float]], *, highlight: list[bool], title: str, xlabel: str) -> str:
+    """Horizontal bars of scores between 0 and 1; highlighted bars (adapters) stand out from the rest (base models)."""
+    labels = [label for label, _ in scores][::-1]
+    values = [value for _, value in scores][::-1]
+    colors = ["#4f46e5" if h else "#9ca3af" for h in highlight][::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.4 * max(len(scores), 2) + 1), dpi=100)
+    try:
+        ax.barh(labels, values, color=colors)
+        ax.set_xlim(0, 1.1)
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        for y, value in enumerate(values):
+            ax.text(value, y, f" {value:.2f}", va="center")
+        fig.tight_layout()
+        return _markdown_image(fig, title)
+    finally:
+        plt.close(fig)

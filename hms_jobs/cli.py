@@ -158,9 +158,12 @@ def instance(postgres: bool) -> None:
 
 @main.command()
 @click.option("--data", type=click.Path(exists=True, dir_okay=False), default=None, help="Your own events (JSONL).")
-def run(data: str | None) -> None:
+@click.option("--approve", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Approve the N largest pending LoRA candidate sets, then train, register and compare their adapters.")
+def run(data: str | None, approve: int) -> None:
     """Ingest events (the bundled sample by default), run the main job, then migrate the tiers of the
-    last complete day, compact the cold tier and select the LoRA candidate sets."""
+    last complete day, compact the cold tier and run the LoRA job (`--approve N` first approves sets
+    for it, as a person would with `hms curate approve`)."""
     import dagster as dg
 
     from hms_jobs.definitions import defs
@@ -187,6 +190,10 @@ def run(data: str | None) -> None:
             _print_run(job_name, partition_key, result)
             if not result.success:
                 break
+    if success and approve and _approve_largest_sets(approve):
+        success = _run_lora_job()
+    if success:
+        _print_comparison()
     store = _store()
     if success:
         _show_sample_context(store)
@@ -197,6 +204,23 @@ def run(data: str | None) -> None:
     click.echo(f"next: `make ui` and open http://127.0.0.1:3000 (workspace {WORKSPACE.name}); `{shown} stats --json`")
     store.close()
     sys.exit(EXIT_OK if success else EXIT_FAILURE)
+
+
+def _approve_largest_sets(count: int) -> list[str]:
+    """Approve the `count` pending candidate sets with the most memories."""
+    from hms_resources.lora_adapters import lora_dir
+    from hms_resources.lora_candidates import PENDING, curate, load_candidate_sets, load_curation, save_curation
+
+    home = hms_home()
+    curation = load_curation(home)
+    pending = [s for s in load_candidate_sets(lora_dir(home)) if curation.set_status(s.set_id) == PENDING]
+    chosen = [s.set_id for s in sorted(pending, key=lambda s: (-len(s.memory_ids), s.set_id))[:count]]
+    if not chosen:
+        click.echo("no pending LoRA candidate set to approve")
+        return []
+    save_curation(home, curate(curation, "approve", chosen))
+    click.echo(f"approved {len(chosen)} LoRA candidate set(s): {', '.join(chosen)}")
+    return chosen
 
 
 SAMPLE_QUERY = "What does this user care about at work, and what should I keep in mind when helping?"
@@ -217,6 +241,8 @@ def _show_sample_context(store: EventStore) -> None:
     click.echo(f"\ncontext for {users[0]}: {SAMPLE_QUERY!r} ({context.token_count}/256 tokens; ms: {timings})")
     for item in context.items:
         click.echo(f"  {item.kind:<15} {item.tier:<4} {item.score:6.3f}  {item.text}")
+    if context.adapter is not None:
+        click.echo(f"  adapter: {context.adapter} ({context.adapter.path}, similarity {context.adapter.similarity})")
     click.echo("")
 
 
@@ -233,6 +259,156 @@ def _print_run(job_name: str, partition_key: str | None, result) -> None:
         click.echo(f"  materialized {mat.asset_key.to_user_string()}: {shown}")
     for check in result.get_asset_check_evaluations():
         click.echo(f"  check {check.check_name}: {'passed' if check.passed else 'FAILED'}")
+
+
+@main.group()
+def curate() -> None:
+    """Approve or reject LoRA candidate sets and memories ($HMS_HOME/curation.json). Nothing trains on
+    a rejected memory or set; an approved set is trained by the next `lora_job` run."""
+
+
+@curate.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def curate_list(as_json: bool) -> None:
+    """The candidate sets of the last `lora_candidate_sets` run, with their status under today's curation."""
+    from hms_resources.lora_adapters import lora_dir
+    from hms_resources.lora_candidates import load_candidate_sets, load_curation
+
+    home = hms_home()
+    curation = load_curation(home)
+    sets = [{"set_id": s.set_id, "status": curation.set_status(s.set_id), "memories": len(s.memory_ids), "label": s.label[:5],
+             "memory_ids": s.memory_ids, "left_out": s.left_out} for s in load_candidate_sets(lora_dir(home))]
+    if as_json:
+        click.echo(orjson.dumps({"sets": sets, "rejected_memories": sorted(map(list, curation.rejected_memories)),
+                                 "approved_memories": sorted(map(list, curation.approved_memories))}).decode())
+        return
+    if not sets:
+        click.echo("no candidate sets yet: run `hms run` or the lora_job")
+    for s in sets:
+        click.echo(f"{s['status']:<9} {s['set_id']}  {s['memories']} memories  [{', '.join(s['label'][:3])}]")
+
+
+def _curation_command(action: str):
+    @click.argument("set_ids", nargs=-1)
+    @click.option("--memory", "memories", type=(str, str), multiple=True, metavar="USER MEMORY", help="A memory instead of, or beside, sets.")
+    def command(set_ids: tuple[str, ...], memories: tuple[tuple[str, str], ...]) -> None:
+        from hms_resources.lora_adapters import lora_dir
+        from hms_resources.lora_candidates import curate as apply_curation
+        from hms_resources.lora_candidates import load_candidate_sets, load_curation, save_curation
+
+        if not set_ids and not memories:
+            raise click.UsageError("name at least one set id or --memory USER MEMORY")
+        home = hms_home()
+        known = {s.set_id for s in load_candidate_sets(lora_dir(home))}
+        unknown = [s for s in set_ids if s not in known]
+        if unknown:
+            raise click.ClickException(f"no candidate set {', '.join(map(repr, unknown))} in {lora_dir(home)}; `hms curate list` shows them")
+        if memories:
+            store = _store()
+            known = store.memory_statuses(memories)
+            store.close()
+            missing = [f"{u}/{m}" for u, m in memories if (u, m) not in known]
+            if missing:
+                raise click.ClickException(f"no memory {', '.join(missing)} in the store")
+        path = save_curation(home, apply_curation(load_curation(home), action, list(set_ids), list(memories)))
+        click.echo(f"{action}: {len(set_ids)} set(s), {len(memories)} memory(ies) in {path}; the next lora_job run applies it")
+
+    command.__doc__ = {
+        "approve": "Approve candidate sets (and memories) for training.",
+        "reject": "Reject candidate sets (and memories): nothing trains on them.",
+        "reset": "Take back the decision on sets (and memories).",
+    }[action]
+    return curate.command(action)(command)
+
+
+for _action in ("approve", "reject", "reset"):
+    _curation_command(_action)
+
+
+@main.group()
+def lora() -> None:
+    """LoRA adapters: train them, list the registry, compare, roll back a champion."""
+
+
+def _run_lora_job(job_name: str = "lora_job") -> bool:
+    import dagster as dg
+
+    from hms_jobs.definitions import defs
+    from hms_jobs.instance import prepare_dagster_home
+
+    prepare_dagster_home()
+    with dg.DagsterInstance.get() as dagster_instance:
+        result = defs().resolve_job_def(job_name).execute_in_process(
+            instance=dagster_instance, run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}}, raise_on_error=False
+        )
+    _print_run(job_name, None, result)
+    return result.success
+
+
+def _print_comparison() -> None:
+    from hms_resources.lora_adapters import comparison_rows, format_comparison
+
+    rows = comparison_rows(hms_home())
+    if rows:
+        click.echo("\nadapter comparison (the same probes per set):\n" + format_comparison(rows) + "\n")
+
+
+@lora.command("train")
+def lora_train() -> None:
+    """Run `lora_job` now: select sets, build the approved ones' datasets, train, register, compare."""
+    success = _run_lora_job()
+    _print_comparison()
+    sys.exit(EXIT_OK if success else EXIT_FAILURE)
+
+
+@lora.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def lora_list(as_json: bool) -> None:
+    """Every set's registered versions, their aliases and fact recall."""
+    from hms_resources.lora_registry import registered_models
+
+    client = _tracking_client()
+    models = registered_models(client)
+    if as_json:
+        click.echo(orjson.dumps(models).decode())
+        return
+    if not models:
+        click.echo("no registered adapter yet")
+    for model in models:
+        click.echo(f"{model['set_id']} ({model['name']})")
+        for v in model["versions"]:
+            click.echo(f"  version {v['version']:<3} {', '.join(v['aliases']) or '-':<22} fact recall {v['fact_recall']}  run {v['run_id']}")
+
+
+@lora.command("compare")
+def lora_compare() -> None:
+    """The latest adapter comparison: the base and every registered adapter on each set's probes."""
+    from hms_resources.lora_adapters import comparison_rows, format_comparison
+
+    click.echo(format_comparison(comparison_rows(hms_home())))
+
+
+@lora.command("rollback")
+@click.argument("set_id")
+@click.option("--version", default=None, help="The version to make champion [default: the one the champion replaced].")
+def lora_rollback(set_id: str, version: str | None) -> None:
+    """Make an earlier version of SET_ID's adapter the champion again; the context resource follows."""
+    from hms_resources.lora_adapters import publish_champions
+    from hms_resources.lora_registry import CHAMPION, alias_version, rollback
+
+    client = _tracking_client()
+    before = alias_version(client, set_id, CHAMPION)
+    target = rollback(client, set_id, version)
+    publish_champions(client, hms_home())
+    click.echo(f"{set_id}: champion is version {target} (was {before.version})")
+
+
+def _tracking_client():
+    from hms_resources.mlflow_tracking import MlflowTracking
+
+    tracking = MlflowTracking(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""))
+    tracking.experiment_id(hms_home())
+    return tracking.client(hms_home())
 
 
 @main.group("eval")

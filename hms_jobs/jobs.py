@@ -32,5 +32,11 @@ cold_archive_job = dg.define_asset_job(
 lora_job = dg.define_asset_job(
     "lora_job",
     selection=LORA_ASSETS,
-    description="Select and curate the memories worth crystallizing into LoRA adapters, after the latest tier migration.",
+    description="Select the memories worth crystallizing, build the approved sets' datasets, train, register and compare their LoRA adapters.",
+)
+
+lora_evaluation_job = dg.define_asset_job(
+    "lora_evaluation_job",
+    selection=dg.AssetSelection.assets("lora_registry", "adapter_comparison"),
+    description="Re-apply the registry's promotion rules and score every registered adapter against the base on current probes.",
 )

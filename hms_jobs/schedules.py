@@ -1,10 +1,10 @@
-"""Schedules: the daily tier migration."""
+"""Schedules: the daily tier migration and the weekly re-evaluation of the LoRA registry."""
 
 from datetime import timedelta
 
 import dagster as dg
 
-from hms_jobs.jobs import tier_migration_job
+from hms_jobs.jobs import lora_evaluation_job, tier_migration_job
 
 
 @dg.schedule(
@@ -17,3 +17,14 @@ from hms_jobs.jobs import tier_migration_job
 def daily_tier_migration(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     day = (context.scheduled_execution_time - timedelta(days=1)).date().isoformat()
     return dg.RunRequest(run_key=f"tiers-{day}", partition_key=day)
+
+
+@dg.schedule(
+    job=lora_evaluation_job,
+    cron_schedule="0 4 * * 1",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Re-evaluates the LoRA registry every Monday: promotion rules and the adapter comparison on current probes.",
+)
+def weekly_registry_evaluation(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    return dg.RunRequest(run_key=f"lora-evaluation-{context.scheduled_execution_time.date().isoformat()}")

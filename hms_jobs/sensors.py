@@ -1,11 +1,13 @@
 """Sensors: react to what arrives in the event store."""
 
+import hashlib
 from datetime import datetime, timezone
 
 import dagster as dg
 
-from hms_jobs.jobs import memories_job, tier_migration_job
+from hms_jobs.jobs import lora_job, memories_job, tier_migration_job
 from hms_resources.event_store import EventStore
+from hms_resources.lora_adapters import RETRAIN_CHANGED_SHARE, sets_due_for_training
 from hms_resources.importance import TierConfig
 from hms_resources.projection import MEMORIES_CURSOR
 from hms_resources.tiers import day_window, latest_tier_date, new_live_memories_since, tier_sizes
@@ -52,6 +54,22 @@ def hot_tier_overflow_sensor(context: dg.SensorEvaluationContext, event_store: E
         partition_key=today,
         tags={"hms/overflowing_users": ",".join(overflowing[:20])},
     )
+
+
+@dg.sensor(
+    job=lora_job,
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Trains when an approved LoRA candidate set is new, or has changed enough since its adapter was trained.",
+)
+def lora_training_sensor(context: dg.SensorEvaluationContext, event_store: EventStore):
+    due = sets_due_for_training(event_store.home)
+    if not due:
+        return dg.SkipReason(f"no approved candidate set is new or changed by {RETRAIN_CHANGED_SHARE:.0%} since its adapter was trained")
+    key = hashlib.sha256("\n".join(f"{d['set_id']}:{d['fingerprint']}" for d in due).encode()).hexdigest()[:16]
+    for d in due:
+        context.log.info(f"{d['set_id']}: {d['reason']}")
+    return dg.RunRequest(run_key=f"lora-{key}", tags={"hms/lora_sets": ",".join(d["set_id"] for d in due)[:1000]})
 
 
 hms_automation_sensor = dg.AutomationConditionSensorDefinition(

@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from pydantic import PrivateAttr
 from hms_resources.context_index import (
     CONVERSATION_TURN,
     ContextSnapshot,
+    SelectedAdapter,
     dedup_key,
     epoch_seconds,
     lexical_tokens,
@@ -84,8 +85,8 @@ class Context:
     token_budget: int
     items: list[ContextItem] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
-    adapter: str | None = None
-    """The registered LoRA adapter whose concepts best match the query, once adapters exist."""
+    adapter: SelectedAdapter | None = None
+    """The user's champion LoRA adapter whose concept best matches the query, if any matches well enough."""
 
     @property
     def token_count(self) -> int:
@@ -122,6 +123,8 @@ class ContextAssembler(dg.ConfigurableResource):
     record_access: bool = True
     refresh_seconds: float = 5.0
     candidates: int = 64
+    adapter_min_similarity: float = 0.3
+    """How close a query's embedding must be to a champion adapter's concept centroid to name it."""
 
     _snapshot: Any = PrivateAttr(default=None)
     _counter: Any = PrivateAttr(default=None)
@@ -271,6 +274,7 @@ class ContextAssembler(dg.ConfigurableResource):
         mark = time.perf_counter()
         vector = self.embedder.encode_query(text) if text and snapshot.model else None
         timings["embed"] = (time.perf_counter() - mark) * 1e3
+        context.adapter = self._choose_adapter(snapshot, user_id, vector)
         config = self.retrieval_config
         ranked: list[Candidate] = []
         recent: list[Candidate] = []
@@ -335,6 +339,16 @@ class ContextAssembler(dg.ConfigurableResource):
                 Candidate("recent", memory_id, text, int(count), score, "hot", [memory_id], created_at, dedup_key(content))
             )
         return found
+
+    def _choose_adapter(self, snapshot: ContextSnapshot, user_id: str, vector: np.ndarray | None) -> SelectedAdapter | None:
+        found = snapshot.adapters.get(user_id)
+        if found is None or vector is None:
+            return None
+        similarities = self.embedder.similarities(found.centroids, vector)
+        best = int(np.argmax(similarities))
+        if similarities[best] < self.adapter_min_similarity:
+            return None
+        return replace(found.adapters[best], similarity=round(float(similarities[best]), 4))
 
     def _cold_index(self, snapshot: ContextSnapshot, user_id: str):
         with self._lock:

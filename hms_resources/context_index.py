@@ -19,6 +19,7 @@ import numpy as np
 
 from hms_resources.embeddings import EmbeddingIndex
 from hms_resources.graph_model import KEY_SEPARATOR, SIMILAR_TO
+from hms_resources.lora_adapters import CHAMPIONS_FILE, load_champions, lora_dir
 
 TIER_CODES = {"hot": 0, "warm": 1, "cold": 2}
 TIER_NAMES = ("hot", "warm", "cold")
@@ -214,6 +215,48 @@ def build_user_index(
     )
 
 
+@dataclass(frozen=True)
+class SelectedAdapter:
+    """A champion LoRA adapter chosen for a query: its MLflow model, version and local PEFT files."""
+
+    name: str
+    version: str
+    uri: str
+    """`models:/<name>@champion`, for MLflow."""
+    path: str
+    """The adapter's PEFT directory: `PeftModel.from_pretrained(base, path)`."""
+    base_model: str
+    set_id: str
+    concept_id: str
+    similarity: float = 0.0
+    """Cosine of the query's embedding and the adapter's concept centroid."""
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+@dataclass
+class UserAdapters:
+    """A user's champion adapters and the centroids of their concepts (unit rows)."""
+
+    adapters: list[SelectedAdapter]
+    centroids: np.ndarray
+
+
+def champion_index(champions: Sequence[dict], concepts_by_user: dict[str, list[Any]], dimension: int) -> dict[str, UserAdapters]:
+    """Per user, the champions whose concept still exists with a centroid of the index's dimension."""
+    centroids = {(c.user_id, c.concept_id): c.centroid for concepts in concepts_by_user.values() for c in concepts}
+    found: dict[str, tuple[list[SelectedAdapter], list[np.ndarray]]] = {}
+    for c in champions:
+        centroid = centroids.get((c["user_id"], c["concept_id"]))
+        if centroid is None or centroid.shape != (dimension,):
+            continue
+        adapters, rows = found.setdefault(c["user_id"], ([], []))
+        adapters.append(SelectedAdapter(c["model_name"], c["version"], c["uri"], c["path"], c["base_model"], c["set_id"], c["concept_id"]))
+        rows.append(centroid)
+    return {user: UserAdapters(adapters, np.vstack(rows).astype(np.float32)) for user, (adapters, rows) in found.items()}
+
+
 @dataclass
 class ContextSnapshot:
     signature: tuple
@@ -225,6 +268,7 @@ class ContextSnapshot:
     home: Path
     seconds: float
     cold: dict[str, UserIndex] = field(default_factory=dict)
+    adapters: dict[str, UserAdapters] = field(default_factory=dict)
 
     @property
     def memories(self) -> int:
@@ -256,6 +300,7 @@ def snapshot_signature(store: Any) -> tuple:
     index_file = store.home / EMBEDDINGS_DIR / "index.npz"
     stat = index_file.stat() if index_file.exists() else None
     archive = store.home / ARCHIVE_DIR
+    champions = lora_dir(store.home) / CHAMPIONS_FILE
     with store.reading() as conn:
         cursor = conn.execute(
             select(projection_cursors.c.sequence, projection_cursors.c.updated_at).where(
@@ -274,6 +319,7 @@ def snapshot_signature(store: Any) -> tuple:
         tuple(edge_state),
         tier_state,
         archive.stat().st_mtime_ns if archive.exists() else None,
+        champions.stat().st_mtime_ns if champions.exists() else None,
     )
 
 
@@ -361,6 +407,7 @@ def load_snapshot(store: Any, count_tokens: Callable[[list[str]], np.ndarray], *
         )
         for user_id, rows in by_user.items()
     }
+    adapters = champion_index(load_champions(store.home), concepts_by_user, dimension) if usable else {}
     model = index.model if usable else None
     del by_user, similar, row_maps, index
     release_freed_memory()
@@ -372,6 +419,7 @@ def load_snapshot(store: Any, count_tokens: Callable[[list[str]], np.ndarray], *
         users=users,
         home=store.home,
         seconds=time.perf_counter() - started,
+        adapters=adapters,
     )
 
 

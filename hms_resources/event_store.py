@@ -433,6 +433,17 @@ class EventStore(dg.ConfigurableResource):
                     state[memory.key] = memory
         return state
 
+    def memory_statuses(self, keys: Iterable[MemoryKey]) -> dict[MemoryKey, str]:
+        """Which of `keys` exist in the log, and whether each is live, archived or forgotten."""
+        found: dict[MemoryKey, str] = {}
+        with self.reading() as conn:
+            for user_id, memory_ids in _by_user(keys):
+                query = select(memory_keys.c.memory_id, memory_keys.c.status).where(
+                    memory_keys.c.user_id == user_id, memory_keys.c.memory_id.in_(memory_ids)
+                )
+                found.update({(user_id, memory_id): status for memory_id, status in conn.execute(query)})
+        return found
+
     def read_memories(self, *, user_id: str | None = None, include_forgotten: bool = False) -> list[Memory]:
         query = select(memories).order_by(memories.c.user_id, memories.c.memory_id)
         if user_id is not None:

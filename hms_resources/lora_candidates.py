@@ -53,6 +53,8 @@ class CandidateSet:
     status: str
     criteria: dict[str, Any]
     left_out: dict[str, int] = field(default_factory=dict)
+    member_digests: dict[str, str] = field(default_factory=dict)
+    """Per member, a digest of its text: how the training sensor tells how much of a set changed."""
 
 
 @dataclass
@@ -185,9 +187,22 @@ def select_candidate_sets(
                 status=curation.set_status(set_id),
                 criteria=asdict(criteria),
                 left_out=left_out,
+                member_digests={m.memory_id: content_digest(m.content) for m in chosen},
             )
         )
     return found
+
+
+def content_digest(content: str | None) -> str:
+    return hashlib.sha256((content or "").encode()).hexdigest()[:12]
+
+
+def changed_share(trained: dict[str, str], current: dict[str, str]) -> float:
+    """The share of a set's members (old and new together) added, removed or reworded since training."""
+    members = trained.keys() | current.keys()
+    if not members:
+        return 0.0
+    return sum(1 for m in members if trained.get(m) != current.get(m)) / len(members)
 
 
 def save_candidate_sets(directory: Path, sets: list[CandidateSet]) -> Path:
@@ -196,3 +211,22 @@ def save_candidate_sets(directory: Path, sets: list[CandidateSet]) -> Path:
 
 def load_candidate_sets(directory: Path) -> list[CandidateSet]:
     return [CandidateSet(**record) for record in read_json(Path(directory) / CANDIDATE_SETS_FILE, [])]
+
+
+CURATION_ACTIONS = ("approve", "reject", "reset")
+
+
+def curate(curation: Curation, action: str, set_ids: list[str] = (), memories: list[tuple[str, str]] = ()) -> Curation:
+    """`action` on sets and (user, memory) pairs: approve or reject them, or reset them to undecided.
+    A decision replaces the opposite one, so no set or memory is ever both."""
+    if action not in CURATION_ACTIONS:
+        raise ValueError(f"unknown curation action {action!r}; expected one of {', '.join(CURATION_ACTIONS)}")
+    sets_in = {"approve": curation.approved_sets, "reject": curation.rejected_sets}
+    memories_in = {"approve": curation.approved_memories, "reject": curation.rejected_memories}
+    for group, items in ((sets_in, set(set_ids)), (memories_in, set(memories))):
+        for name, members in group.items():
+            if name == action:
+                members |= items
+            else:
+                members -= items
+    return curation

