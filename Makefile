@@ -1,4 +1,4 @@
-# HMS: `make run` sets up and runs the main job; `make test` sets up and passes the tests.
+# HMS: `make run` sets up, runs the main job and trains a sample LoRA adapter; `make test` sets up and passes the tests.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -17,7 +17,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 run: install
-	$(BIN)/hms run $(if $(DATA),--data $(DATA))
+	$(BIN)/hms run --approve 1 $(if $(DATA),--data $(DATA))
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -32,6 +32,7 @@ bench: install
 	$(BIN)/python benchmarks/tiers.py
 	$(BIN)/python benchmarks/graph_sync.py
 	$(BIN)/python benchmarks/context.py
+	$(BIN)/python benchmarks/lora.py
 
 eval: install
 	$(BIN)/hms eval retrieval hms_resources/data/conversations.jsonl --json $(HMS_HOME)/eval-retrieval.json

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from hms_assets.plots import scores_chart_markdown
+from hms_assets.plots import bar_chart_markdown
 from hms_resources.concepts import load_concepts
 from hms_resources.event_store import EventStore
 from hms_resources.jsonfile import read_json, write_json
@@ -114,8 +114,9 @@ def lora_training_data(context: dg.AssetExecutionContext, config: TrainingDataCo
     """Only approved sets are built; a set failing a check is reported and the others are kept."""
     sets = load_candidate_sets(lora_dir(event_store.home))
     approved = [s for s in sets if s.status == APPROVED and s.memory_ids]
-    current = {s.set_id for s in sets}
-    for set_id in sorted(load_curation(event_store.home).approved_sets - current):
+    current = {s.set_id for s in sets if s.memory_ids}
+    skipped = sorted(load_curation(event_store.home).approved_sets - current)
+    for set_id in skipped:
         context.log.warning(f"{set_id}: approved, but it has no candidate memories now; skipped, nothing is trained for it")
     memories = {m.key: m for m in event_store.read_memories()} if approved else {}
     counter = TokenCounter(cache_dir=event_store.home / "tokenizers")
@@ -146,6 +147,7 @@ def lora_training_data(context: dg.AssetExecutionContext, config: TrainingDataCo
             "datasets": len(built),
             "failed_checks": len(failed),
             "awaiting_curation": waiting,
+            "skipped_empty_sets": dg.MetadataValue.json(skipped),
             "examples": sum(d["train_examples"] for d in built.values()),
             "datasets_table": dg.MetadataValue.md(_datasets_table(built, failed)),
             "path": dg.MetadataValue.path(str(manifest)),
@@ -299,9 +301,10 @@ def adapter_comparison(
     experiment_id = mlflow_tracking.comparison_experiment_id(home)
     client = mlflow_tracking.client(home)
     rows = compare_adapters(client, experiment_id, datasets, AdapterScorer(client, home, config.max_new_tokens), home, log=context.log.info)
-    chart = scores_chart_markdown(
+    chart = bar_chart_markdown(
         [(f"{r['set_id']} {r['model']}" + (f" ({', '.join(r['aliases'])})" if r["aliases"] else ""), r["fact_recall"]) for r in rows],
         highlight=[r["model"] != "base" for r in rows], title="fact recall on each set's probes", xlabel="fact recall",
+        xmax=1.15, value_format="{:.2f}",
     )
     return dg.MaterializeResult(
         metadata={"compared": len(rows), "sets": len({r["set_id"] for r in rows}),

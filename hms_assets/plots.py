@@ -11,16 +11,24 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def bar_chart_markdown(counts: list[tuple[str, int]], *, title: str, xlabel: str = "memories") -> str:
+def bar_chart_markdown(
+    counts: list[tuple[str, float]], *, title: str, xlabel: str = "memories", highlight: list[bool] | None = None,
+    xmax: float | None = None, value_format: str = "{}",
+) -> str:
+    """Horizontal bars, first on top; with `highlight`, the bars it marks stand out from the others."""
     labels = [label for label, _ in counts][::-1]
     values = [value for _, value in counts][::-1]
-    fig, ax = plt.subplots(figsize=(6, 0.4 * max(len(counts), 2) + 1), dpi=100)
+    colors = ["#4f46e5" if h else "#9ca3af" for h in (highlight or [True] * len(counts))][::-1]
+    width = max(6.0, 3.5 + 0.075 * max((len(label) for label in labels), default=0))
+    fig, ax = plt.subplots(figsize=(width, 0.4 * max(len(counts), 2) + 1), dpi=100)
     try:
-        ax.barh(labels, values, color="#4f46e5")
+        ax.barh(labels, values, color=colors)
+        if xmax is not None:
+            ax.set_xlim(0, xmax)
         ax.set_title(title)
         ax.set_xlabel(xlabel)
         for y, value in enumerate(values):
-            ax.text(value, y, f" {value}", va="center")
+            ax.text(value, y, " " + value_format.format(value), va="center")
         fig.tight_layout()
         return _markdown_image(fig, title)
     finally:
@@ -48,21 +56,3 @@ def _markdown_image(fig, title: str) -> str:
     encoded = base64.b64encode(buffer.getvalue()).decode()
     return f"![{title}](data:image/png;base64,{encoded})"
 
-
-def scores_chart_markdown(scores: list[tuple[str, float]], *, highlight: list[bool], title: str, xlabel: str) -> str:
-    """Horizontal bars of scores between 0 and 1; highlighted bars (adapters) stand out from the rest (base models)."""
-    labels = [label for label, _ in scores][::-1]
-    values = [value for _, value in scores][::-1]
-    colors = ["#4f46e5" if h else "#9ca3af" for h in highlight][::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.4 * max(len(scores), 2) + 1), dpi=100)
-    try:
-        ax.barh(labels, values, color=colors)
-        ax.set_xlim(0, 1.1)
-        ax.set_title(title)
-        ax.set_xlabel(xlabel)
-        for y, value in enumerate(values):
-            ax.text(value, y, f" {value:.2f}", va="center")
-        fig.tight_layout()
-        return _markdown_image(fig, title)
-    finally:
-        plt.close(fig)

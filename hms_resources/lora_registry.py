@@ -88,9 +88,11 @@ def rollback(client: Any, set_id: str, version: str | int | None = None) -> str:
 
 
 def registered_versions(client: Any, set_id: str) -> list[Any]:
-    """A set's versions, oldest first; none when the set has no registered model."""
-    found = client.search_model_versions(f"name = '{model_name(set_id)}'")
-    return sorted(found, key=lambda v: int(v.version))
+    """A set's versions, oldest first, with their aliases (a search leaves those out); none when the
+    set has no registered model."""
+    name = model_name(set_id)
+    found = sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
+    return [client.get_model_version(name, v.version) for v in found]
 
 
 def update_registry(

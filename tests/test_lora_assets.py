@@ -19,6 +19,7 @@ CRITERIA = {"min_importance": 0.0, "min_concept_cohesion": 0.0, "min_concept_siz
 CELLO = ["I practise the cello every morning before work.", "My cello teacher wants more scales from me.",
          "The cello recital is at the community hall.", "I bought new strings for my cello.",
          "Cello lessons are on Thursday evenings."]
+LORA_ASSETS = ("lora_candidate_sets", "lora_training_data", "trained_adapters", "lora_registry", "adapter_comparison")
 OTHER = ["My sister lives in Porto.", "I am allergic to peanuts.", "Our dog is called Biscuit."]
 
 
@@ -46,17 +47,18 @@ class Home:
     def curate(self, **curation) -> None:
         (self.path / "curation.json").write_text(json.dumps(curation))
 
-    def run(self, selection=dg.AssetSelection.groups("lora"), raise_on_error=True, **training) -> dg.ExecuteInProcessResult:
+    def run(self, assets: tuple[str, ...] = LORA_ASSETS, raise_on_error=True, **training) -> dg.ExecuteInProcessResult:
+        config = {
+            "lora_candidate_sets": {"config": CRITERIA}, "lora_training_data": {"config": {"min_examples": 4}},
+            "trained_adapters": {"config": {"steps": 12, "batch_size": 6, "max_new_tokens": 24, **training}},
+            "lora_registry": {"config": {"max_new_tokens": 24}}, "adapter_comparison": {"config": {"max_new_tokens": 24}},
+        }
         with dg.DagsterInstance.ephemeral() as instance:
             return dg.materialize(
                 [*dg.load_assets_from_modules(DOMAINS), *dg.load_asset_checks_from_modules([lora])],
-                selection=selection, instance=instance, raise_on_error=raise_on_error,
+                selection=dg.AssetSelection.assets(*assets), instance=instance, raise_on_error=raise_on_error,
                 resources={"event_store": self.store, "embedder": self.embedder, "mlflow_tracking": MlflowTracking()},
-                run_config={"ops": {
-                    "lora_candidate_sets": {"config": CRITERIA}, "lora_training_data": {"config": {"min_examples": 4}},
-                    "trained_adapters": {"config": {"steps": 12, "batch_size": 6, "max_new_tokens": 24, **training}},
-                    "lora_registry": {"config": {"max_new_tokens": 24}}, "adapter_comparison": {"config": {"max_new_tokens": 24}},
-                }},
+                run_config={"ops": {name: config[name] for name in assets}},
             )
 
     def client(self):
@@ -93,8 +95,7 @@ def test_pending_sets_are_selected_with_curation_and_train_nothing(home, ana_set
 def test_an_approved_set_that_has_no_candidates_is_skipped_and_nothing_is_registered(home, ana_set):
     home.curate(rejected_memories=[["ana", "c4"]], approved_sets=["ana/concept-gone"])
     result = home.run()
-    logs = "\n".join(e.message for e in result.all_events if e.message)
-    assert "ana/concept-gone: approved, but it has no candidate memories now; skipped" in logs
+    assert metadata(result, "lora_training_data")["skipped_empty_sets"] == ["ana/concept-gone"]
     assert metadata(result, "lora_training_data")["datasets"] == 0
     assert metadata(result, "trained_adapters")["note"] == "no approved training dataset"
     assert metadata(result, "lora_registry")["registered"] == 0
@@ -133,7 +134,7 @@ def test_an_approved_set_is_trained_logged_with_lineage_and_becomes_champion(hom
 def test_the_comparison_scores_base_and_adapter_on_the_same_probes_under_the_same_metric_keys(home, ana_set, trained):
     shown = metadata(trained, "adapter_comparison")
     assert shown["compared"] == 2 and shown["sets"] == 1
-    assert "| base |" in shown["comparison"] and "| v1 | champion |" in shown["comparison"]
+    assert "| base | - |" in shown["comparison"] and "| v1 | challenger, champion |" in shown["comparison"]
     assert shown["chart"].startswith("![fact recall on each set's probes](data:image/png;base64,")
     client = home.client()
     runs = client.search_runs([shown["experiment_id"]])
@@ -195,7 +196,7 @@ def test_a_retrained_adapter_is_challenger_and_rollback_restores_the_champion_fo
     assert f"| {ana_set.set_id} | 1 | 2 |" in table, table
     client = home.client()
     assert str(alias_version(client, ana_set.set_id, CHALLENGER).version) == "2"
-    assert "| v2 | challenger |" in metadata(retrained, "adapter_comparison")["comparison"]
+    assert "| v2 | challenger" in metadata(retrained, "adapter_comparison")["comparison"]
     monkeypatch.setenv("HMS_HOME", str(home.path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     runner = CliRunner()
@@ -210,7 +211,7 @@ def test_a_retrained_adapter_is_challenger_and_rollback_restores_the_champion_fo
     assert str(alias_version(client, ana_set.set_id, CHAMPION).version) == "1"
     assembler = ContextAssembler(event_store=home.store, embedder=home.embedder, record_access=False)
     assert assembler.assemble("ana", "When are my cello lessons?", 256).adapter.version == "1"
-    kept = home.run(selection=dg.AssetSelection.assets("lora_registry", "adapter_comparison"))
+    kept = home.run(("lora_registry", "adapter_comparison"))
     assert "decided earlier" in metadata(kept, "lora_registry")["registry"]
     assert str(alias_version(client, ana_set.set_id, CHAMPION).version) == "1", "a re-run of the registry keeps the rollback"
     listed = json.loads(runner.invoke(main, ["lora", "list", "--json"]).output)

@@ -59,3 +59,36 @@ def test_versions_carry_lineage_are_registered_once_and_roll_back(client):
     assert rollback(client, SET, second.version) == str(second.version)
     with pytest.raises(ValueError, match="no champion"):
         rollback(client, "ben/concept-2")
+
+
+def test_the_registry_decides_each_version_once_so_a_rollback_stands(client):
+    from hms_resources.lora_registry import registered_models, update_registry
+
+    scored = []
+
+    def score(run_id, probes):
+        scored.append(run_id)
+        return {"fact_recall": recalls[run_id]}
+
+    first = a_run(client, 0.6)
+    recalls = {first: 0.6}
+    adapters = {SET: {"run_id": first, "fact_recall": 0.6, "base_fact_recall": 0.1}}
+    [row] = update_registry(client, adapters, lambda _s: [], score, margin=0.05)
+    assert row["promoted"] and row["reason"] == "first adapter of this set" and scored == []
+    second = a_run(client, 0.62)
+    recalls[second] = 0.62
+    adapters = {SET: {"run_id": second, "fact_recall": 0.62, "base_fact_recall": 0.1}}
+    [row] = update_registry(client, adapters, lambda _s: [], score, margin=0.05)
+    assert not row["promoted"] and row["champion"] == "1" and row["challenger"] == "2" and scored == [first]
+    assert "below the champion's 0.6 + margin 0.05" in row["reason"]
+    [row] = update_registry(client, adapters, lambda _s: [], score, margin=0.0)
+    assert row["reason"].startswith("decided earlier: kept as challenger") and scored == [first], "no second evaluation"
+    rollback(client, SET, 2)
+    [row] = update_registry(client, adapters, lambda _s: [], score, margin=0.05)
+    assert row["reason"] == "already champion"
+    rollback(client, SET, 1)
+    update_registry(client, adapters, lambda _s: [], score, margin=0.0)
+    assert str(alias_version(client, SET, CHAMPION).version) == "1", "a rollback is not undone by a re-run"
+    [model] = registered_models(client)
+    assert [(v["version"], v["aliases"]) for v in model["versions"]] == [("1", ["champion"]), ("2", ["challenger"])]
+    assert model["versions"][1]["fact_recall"] == 0.62

@@ -17,9 +17,9 @@ from tests.helpers import created
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+def run_cli(*args: str, timeout: int = 300, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "hms_jobs.cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, env={**os.environ}, **kwargs)
+                          text=True, timeout=timeout, env={**os.environ}, **kwargs)
 
 
 def test_hms_run_ingests_the_sample_runs_the_main_job_and_says_where_to_look(hms_home):
@@ -27,7 +27,8 @@ def test_hms_run_ingests_the_sample_runs_the_main_job_and_says_where_to_look(hms
     assert result.returncode == 0, result.stderr[-2000:]
     assert "main_job run" in result.stdout and "succeeded" in result.stdout
     for asset in ("memories", "embeddings", "concept_clusters", "graph_edges", "access_predictor", "memory_tiers", "tier_migrations",
-                  "cold_archive", "lora_candidate_sets", "lora_training_data"):
+                  "cold_archive", "lora_candidate_sets", "lora_training_data", "trained_adapters", "lora_registry",
+                  "adapter_comparison"):
         assert f"materialized {asset}:" in result.stdout
     checks = [line for line in result.stdout.splitlines() if line.startswith("  check ")]
     assert len(checks) == 10 and all(line.endswith(": passed") for line in checks)
@@ -44,6 +45,22 @@ def test_hms_run_ingests_the_sample_runs_the_main_job_and_says_where_to_look(hms
     again = run_cli("run")
     assert '"accepted":0,"duplicates":%d' % sample_events in again.stdout
     assert "'events_applied': %d" % accesses in again.stdout
+
+
+def test_hms_run_approve_trains_registers_and_compares_an_adapter_on_the_sample(hms_home):
+    result = run_cli("run", "--approve", "1", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [approved] = [line for line in result.stdout.splitlines() if line.startswith("approved 1 LoRA candidate set")]
+    set_id = approved.rsplit(": ", 1)[1]
+    assert "materialized trained_adapters: {'trained': 1, 'adapters': 1" in result.stdout
+    assert "'promoted': 1, 'champions': 1" in result.stdout
+    comparison = result.stdout.split("adapter comparison (the same probes per set):\n", 1)[1]
+    rows = {line.split(" | ")[1]: line.split(" | ") for line in comparison.splitlines() if line.startswith(f"| {set_id} |")}
+    assert set(rows) == {"base", "v1"} and "champion" in rows["v1"][2]
+    assert float(rows["v1"][3]) > float(rows["base"][3]), "the adapter recalls more of its facts than the base"
+    listed = json.loads(run_cli("lora", "list", "--json").stdout)
+    assert [m["set_id"] for m in listed] == [set_id] and listed[0]["versions"][0]["aliases"] == ["champion"]
+    assert json.loads(run_cli("curate", "list", "--json").stdout)["sets"][0]["status"] == "approved"
 
 
 def test_hms_run_on_the_users_own_data(hms_home, tmp_path):
