@@ -235,15 +235,30 @@ def _show_sample_context(store: EventStore) -> None:
     if not users:
         return
     context = assembler.assemble(users[0], SAMPLE_QUERY, 256)
-    assembler.flush_accesses()
-    assembler.close()
     timings = ", ".join(f"{k} {v:.1f}" for k, v in context.timings_ms.items())
     click.echo(f"\ncontext for {users[0]}: {SAMPLE_QUERY!r} ({context.token_count}/256 tokens; ms: {timings})")
     for item in context.items:
         click.echo(f"  {item.kind:<15} {item.tier:<4} {item.score:6.3f}  {item.text}")
-    if context.adapter is not None:
-        click.echo(f"  adapter: {context.adapter} ({context.adapter.path}, similarity {context.adapter.similarity})")
+    _show_adapter_choice(assembler)
+    assembler.flush_accesses()
+    assembler.close()
     click.echo("")
+
+
+def _show_adapter_choice(assembler) -> None:
+    """For the first champion adapter, the adapter a question about its concept gets (`Context.adapter`)."""
+    from hms_resources.lora_adapters import load_champions, lora_dir
+    from hms_resources.lora_candidates import load_candidate_sets
+
+    champions = load_champions(assembler.event_store.home)
+    if not champions:
+        return
+    first = champions[0]
+    labels = {s.set_id: s.label for s in load_candidate_sets(lora_dir(assembler.event_store.home))}
+    query = f"What have I told you about {(labels.get(first['set_id']) or ['that'])[0]}?"
+    adapter = assembler.assemble(first["user_id"], query, 256).adapter
+    chosen = f"{adapter} (similarity {adapter.similarity}, {adapter.path})" if adapter else "none matches closely enough"
+    click.echo(f"\nadapter for {first['user_id']}: {query!r}: {chosen}")
 
 
 def _print_run(job_name: str, partition_key: str | None, result) -> None:
