@@ -19,7 +19,7 @@ def bar_chart_markdown(
     labels = [label for label, _ in counts][::-1]
     values = [value for _, value in counts][::-1]
     colors = ["#4f46e5" if h else "#9ca3af" for h in (highlight or [True] * len(counts))][::-1]
-    width = max(6.0, 3.5 + 0.075 * max((len(label) for label in labels), default=0))
+    width = max(6.0, 5.0 + 0.075 * max((len(label) for label in labels), default=0))
     fig, ax = plt.subplots(figsize=(width, 0.4 * max(len(counts), 2) + 1), dpi=100)
     try:
         ax.barh(labels, values, color=colors)

@@ -94,9 +94,10 @@ def _load(base_model: str) -> tuple[Any, Any]:
     return model.to(device()).eval(), tokenizer
 
 
-def prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
-    """The chat-formatted user turn, ready for the assistant's answer."""
-    head = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True)
+def prompt_ids(tokenizer: Any, prompt: str, system: str = "") -> list[int]:
+    """The chat-formatted user turn (after a system turn, when given), ready for the assistant's answer."""
+    turns = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    head = tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=True)
     return list(head["input_ids"] if hasattr(head, "keys") else head)
 
 
@@ -173,10 +174,12 @@ def train_adapter(
     return TrainingResult(losses=losses, tokens=tokens, seconds=time.perf_counter() - started, device=device(), adapter=adapter)
 
 
-def answer(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 40) -> str:
+def answer(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 40, *, system: str = "") -> str:
+    """The greedy reply to `prompt`; an assembled context belongs in `system`, the user's question in
+    `prompt`, the turn an adapter was trained to answer."""
     import torch
 
-    head = torch.tensor([prompt_ids(tokenizer, prompt)], device=device())
+    head = torch.tensor([prompt_ids(tokenizer, prompt, system)], device=device())
     with torch.inference_mode():
         out = model.generate(input_ids=head, attention_mask=torch.ones_like(head), max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id)
