@@ -63,6 +63,7 @@ def test_hms_run_approve_trains_registers_and_compares_an_adapter_on_the_sample(
     listed = json.loads(run_cli("lora", "list", "--json").stdout)
     assert [m["set_id"] for m in listed] == [set_id] and "champion" in listed[0]["versions"][0]["aliases"]
     assert json.loads(run_cli("curate", "list", "--json").stdout)["sets"][0]["status"] == "approved"
+    assert f"| {set_id} | v1 |" in run_cli("lora", "compare").stdout
 
 
 def test_hms_run_on_the_users_own_data(hms_home, tmp_path):
