@@ -8,6 +8,7 @@ newest adapter of each set), `adapters/<run id>/` (each adapter's PEFT files), `
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hms_resources.jsonfile import read_json, write_json
-from hms_resources.lora_training import DEFAULT_BASE, TrainingConfig, TrainingFailed, base_name
+from hms_resources.lora_training import DEFAULT_BASE, TrainingConfig, base_name
 
 LORA_DIR = "lora"
 TRAINING_DATA_MANIFEST = "training_data.json"
@@ -82,7 +83,7 @@ def train_logged_adapter(
     """Train one dataset's adapter, evaluate base and adapter on its probes, and log the MLflow run:
     params, `loss` per step, the metrics, the adapter artifact and lineage tags. Returns the adapter's
     manifest entry, or None for a dataset without examples (nothing is trained or registered).
-    A diverging loss marks the run FAILED and raises `TrainingFailed`."""
+    A diverging loss (`TrainingFailed`) or any other failure marks the run FAILED and raises."""
     from hms_resources.lora_training import evaluate, save_adapter, train_adapter
 
     model, tokenizer = base
@@ -107,8 +108,9 @@ def train_logged_adapter(
 
     try:
         result = train_adapter(model, tokenizer, rows, training, on_step=on_step)
-    except TrainingFailed:
-        client.set_terminated(run_id, status="FAILED")
+    except Exception:
+        with contextlib.suppress(Exception):
+            client.set_terminated(run_id, status="FAILED")
         raise
     try:
         scores = evaluate(result.adapter, tokenizer, probes, training.max_new_tokens)
