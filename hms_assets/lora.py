@@ -43,7 +43,6 @@ from hms_resources.tiers import current_importance
 from hms_resources.tokens import TokenCounter
 
 
-
 class CandidateSetsConfig(dg.Config):
     stable_days: float = CandidateCriteria.stable_days
     min_importance: float = CandidateCriteria.min_importance

@@ -55,4 +55,3 @@ def _markdown_image(fig, title: str) -> str:
     fig.savefig(buffer, format="png")
     encoded = base64.b64encode(buffer.getvalue()).decode()
     return f"![{title}](data:image/png;base64,{encoded})"
-

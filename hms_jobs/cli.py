@@ -14,6 +14,7 @@ from hms_resources.event_store import EventStore, migrate
 from hms_resources.events import DEFAULT_MAX_CONTENT_BYTES
 from hms_resources.home import hms_home
 from hms_resources.ingest import DEFAULT_BATCH_SIZE, IngestReport, default_rejects_path, ingest_path
+from hms_resources.lora_candidates import CURATION_ACTIONS
 
 SAMPLE_EVENTS = Path(__file__).resolve().parents[1] / "hms_resources" / "data" / "sample_events.jsonl"
 
@@ -164,9 +165,6 @@ def run(data: str | None, approve: int) -> None:
     """Ingest events (the bundled sample by default), run the main job, then migrate the tiers of the
     last complete day, compact the cold tier and run the LoRA job (`--approve N` first approves sets
     for it, as a person would with `hms curate approve`)."""
-    import dagster as dg
-
-    from hms_jobs.definitions import defs
     from hms_jobs.instance import WORKSPACE, prepare_dagster_home
 
     path = data or str(SAMPLE_EVENTS)
@@ -174,24 +172,10 @@ def run(data: str | None, approve: int) -> None:
     click.echo(f"ingested {path}: {orjson.dumps(report.counts()).decode()}")
     home = prepare_dagster_home()
     yesterday = (datetime.now(timezone.utc) - timedelta(days=1)).date().isoformat()
-    definitions = defs()
-    success = True
-    with dg.DagsterInstance.get() as dagster_instance:
-        for job_name, partition_key in (
-            ("main_job", None), ("tier_migration_job", yesterday), ("cold_archive_job", None), ("lora_job", None)
-        ):
-            result = definitions.resolve_job_def(job_name).execute_in_process(
-                instance=dagster_instance,
-                partition_key=partition_key,
-                run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-                raise_on_error=False,
-            )
-            success = success and result.success
-            _print_run(job_name, partition_key, result)
-            if not result.success:
-                break
+    jobs = (("main_job", None), ("tier_migration_job", yesterday), ("cold_archive_job", None), ("lora_job", None))
+    success = _run_jobs(jobs)
     if success and approve and _approve_largest_sets(approve):
-        success = _run_lora_job()
+        success = _run_jobs([("lora_job", None)])
     if success:
         _print_comparison()
     store = _store()
@@ -204,6 +188,30 @@ def run(data: str | None, approve: int) -> None:
     click.echo(f"next: `make ui` and open http://127.0.0.1:3000 (workspace {WORKSPACE.name}); `{shown} stats --json`")
     store.close()
     sys.exit(EXIT_OK if success else EXIT_FAILURE)
+
+
+def _run_jobs(jobs) -> bool:
+    """Run (job name, partition key) pairs in order on the instance in $DAGSTER_HOME, printing each;
+    stop at the first failure."""
+    import dagster as dg
+
+    from hms_jobs.definitions import defs
+    from hms_jobs.instance import prepare_dagster_home
+
+    prepare_dagster_home()
+    definitions = defs()
+    with dg.DagsterInstance.get() as dagster_instance:
+        for job_name, partition_key in jobs:
+            result = definitions.resolve_job_def(job_name).execute_in_process(
+                instance=dagster_instance,
+                partition_key=partition_key,
+                run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+                raise_on_error=False,
+            )
+            _print_run(job_name, partition_key, result)
+            if not result.success:
+                return False
+    return True
 
 
 def _approve_largest_sets(count: int) -> list[str]:
@@ -320,9 +328,9 @@ def _curation_command(action: str):
             raise click.ClickException(f"no candidate set {', '.join(map(repr, unknown))} in {lora_dir(home)}; `hms curate list` shows them")
         if memories:
             store = _store()
-            known = store.memory_statuses(memories)
+            stored = store.memory_statuses(memories)
             store.close()
-            missing = [f"{u}/{m}" for u, m in memories if (u, m) not in known]
+            missing = [f"{u}/{m}" for u, m in memories if (u, m) not in stored]
             if missing:
                 raise click.ClickException(f"no memory {', '.join(missing)} in the store")
         path = save_curation(home, apply_curation(load_curation(home), action, list(set_ids), list(memories)))
@@ -336,28 +344,13 @@ def _curation_command(action: str):
     return curate.command(action)(command)
 
 
-for _action in ("approve", "reject", "reset"):
+for _action in CURATION_ACTIONS:
     _curation_command(_action)
 
 
 @main.group()
 def lora() -> None:
     """LoRA adapters: train them, list the registry, compare, roll back a champion."""
-
-
-def _run_lora_job(job_name: str = "lora_job") -> bool:
-    import dagster as dg
-
-    from hms_jobs.definitions import defs
-    from hms_jobs.instance import prepare_dagster_home
-
-    prepare_dagster_home()
-    with dg.DagsterInstance.get() as dagster_instance:
-        result = defs().resolve_job_def(job_name).execute_in_process(
-            instance=dagster_instance, run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}}, raise_on_error=False
-        )
-    _print_run(job_name, None, result)
-    return result.success
 
 
 def _print_comparison() -> None:
@@ -371,7 +364,7 @@ def _print_comparison() -> None:
 @lora.command("train")
 def lora_train() -> None:
     """Run `lora_job` now: select sets, build the approved ones' datasets, train, register, compare."""
-    success = _run_lora_job()
+    success = _run_jobs([("lora_job", None)])
     _print_comparison()
     sys.exit(EXIT_OK if success else EXIT_FAILURE)
 

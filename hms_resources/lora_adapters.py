@@ -125,7 +125,7 @@ def train_logged_adapter(
     log(f"{set_id}: fact recall {base_scores['fact_recall']} -> {scores['fact_recall']}, perplexity "
         f"{base_scores['perplexity']} -> {scores['perplexity']}, {result.tokens_per_second:.0f} tokens/s (run {run_id})")
     return {"key": f"{built['version']}:{config_key(training)}", "run_id": run_id, "path": str(directory),
-            "base_model": training.base_model, "member_digests": built.get("member_digests", {}), **metrics}
+            "member_digests": built.get("member_digests", {}), **metrics}
 
 
 class AdapterScorer:
