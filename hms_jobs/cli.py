@@ -63,8 +63,8 @@ def _ingest(path: str, *, rejects: str | None, batch_size: int, max_content_byte
             on_progress=bar.update,
         )
     store.close()
-    if report.rejected:
-        click.echo(f"hms: {report.rejected} rejected line(s) written to {report.rejects_path}", err=True)
+    if not report.complete:
+        click.echo(f"hms: {report.rejected} rejected and {report.conflicts} conflicting line(s) written to {report.rejects_path}", err=True)
     return report
 
 
@@ -82,15 +82,15 @@ def _ingest(path: str, *, rejects: str | None, batch_size: int, max_content_byte
 @click.option("--progress/--no-progress", default=None, help="Show a progress bar [default: when on a terminal].")
 def ingest(path: str, as_json: bool, rejects: str | None, batch_size: int, max_content_bytes: int | None, progress: bool | None) -> None:
     """Append the events of a JSONL file (`-` reads standard input). Exit 0: all stored; 2: some lines
-    rejected (the rest stored); 1: failure."""
+    rejected, or conflicting with a stored event of the same id (the rest stored); 1: failure."""
     if path != "-" and not Path(path).is_file():
         raise click.ClickException(f"{path}: no such file")
     report = _ingest(path, rejects=rejects, batch_size=batch_size, max_content_bytes=max_content_bytes, progress=progress)
     if as_json:
         click.echo(orjson.dumps(report.counts()).decode())
     else:
-        click.echo(f"accepted {report.accepted}, duplicates {report.duplicates}, rejected {report.rejected}")
-    sys.exit(EXIT_REJECTED if report.rejected else EXIT_OK)
+        click.echo(f"accepted {report.accepted}, duplicates {report.duplicates}, conflicts {report.conflicts}, rejected {report.rejected}")
+    sys.exit(EXIT_OK if report.complete else EXIT_REJECTED)
 
 
 @main.command()

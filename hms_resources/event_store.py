@@ -54,6 +54,8 @@ class AppendResult:
     accepted: int = 0
     duplicates: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)
+    conflicts: list[tuple[int, str]] = field(default_factory=list)
+    """Events whose id is stored already with other content: never stored twice, reported apart."""
     last_sequence: int | None = None
 
 
@@ -165,15 +167,15 @@ class EventStore(dg.ConfigurableResource):
     def append(self, batch: Sequence[MemoryEvent], *, strict: bool = False) -> AppendResult:
         """Store a batch in one transaction.
 
-        Already-stored event ids are skipped and counted as duplicates. Events whose memory does not
-        exist (or was forgotten) are rejected with a reason; with `strict`, any rejection stores
-        nothing and raises.
+        Already-stored event ids are skipped: counted as duplicates when the content is the same, as
+        conflicts (with a reason) when it differs. Events whose memory does not exist (or was
+        forgotten) are rejected with a reason; with `strict`, any rejection stores nothing and raises.
         """
         result = AppendResult()
         if not batch:
             return result
         with self.writing() as conn:
-            known_ids = self._stored_event_ids(conn, [e.event_id for e in batch])
+            known_ids = self._stored_events(conn, [e.event_id for e in batch])
             statuses = self._memory_statuses(conn, batch)
             next_sequence = (conn.execute(select(func.max(events.c.sequence))).scalar() or 0) + 1
             recorded_at = _now()
@@ -184,14 +186,18 @@ class EventStore(dg.ConfigurableResource):
             forgotten: list[MemoryKey] = []
             for index, ev in enumerate(batch):
                 if ev.event_id in known_ids:
-                    result.duplicates += 1
+                    difference = _difference(known_ids[ev.event_id], ev)
+                    if difference:
+                        result.conflicts.append((index, f"event_id {ev.event_id!r} is stored already with a different {difference}; the stored event is kept"))
+                    else:
+                        result.duplicates += 1
                     continue
                 key = (ev.user_id, ev.memory_id)
                 problem = _reference_problem(ev, key, statuses)
                 if problem:
                     result.rejected.append((index, problem))
                     continue
-                known_ids.add(ev.event_id)
+                known_ids[ev.event_id] = _StoredEvent(ev.type, ev.user_id, ev.memory_id, ev.occurred_at, ev.payload, False)
                 sequence = next_sequence + len(rows)
                 if ev.type == MEMORY_CREATED:
                     statuses[key] = "live"
@@ -238,10 +244,12 @@ class EventStore(dg.ConfigurableResource):
         result.last_sequence = rows[-1][0] if rows else None
         return result
 
-    def _stored_event_ids(self, conn: Connection, event_ids: list[str]) -> set[str]:
-        found: set[str] = set()
+    def _stored_events(self, conn: Connection, event_ids: list[str]) -> dict[str, "_StoredEvent"]:
+        found: dict[str, _StoredEvent] = {}
+        sql = "SELECT event_id, type, user_id, memory_id, occurred_at, payload, erased FROM events WHERE event_id IN ({})"
         for chunk in _chunks(sorted(set(event_ids))):
-            found.update(row[0] for row in _driver_select(conn, "SELECT event_id FROM events WHERE event_id IN ({})", [], chunk))
+            for event_id, *values in _driver_select(conn, sql, [], chunk):
+                found[event_id] = _StoredEvent(*values)
         return found
 
     def _memory_statuses(self, conn: Connection, batch: Sequence[MemoryEvent]) -> dict[MemoryKey, str]:
@@ -563,6 +571,27 @@ def _by_user(keys: Iterable[MemoryKey]) -> Iterator[tuple[str, Sequence[str]]]:
 
 class _BatchRejected(StoreError):
     pass
+
+
+@dataclass(frozen=True)
+class _StoredEvent:
+    type: str
+    user_id: str
+    memory_id: str
+    occurred_at: str
+    payload: str | dict[str, Any]
+    erased: bool
+
+
+def _difference(stored: _StoredEvent, ev: MemoryEvent) -> str | None:
+    """Which part of an event differs from the stored event of the same id (None: a true duplicate).
+    A forgotten memory's stored events lost what the user said, so only the rest is compared."""
+    for name in ("type", "user_id", "memory_id", "occurred_at"):
+        if getattr(stored, name) != getattr(ev, name):
+            return name
+    payload = stored.payload if isinstance(stored.payload, dict) else orjson.loads(stored.payload)
+    new = erase_payload(ev.payload) if stored.erased else ev.payload
+    return None if payload == new else "payload"
 
 
 def _reference_problem(ev: MemoryEvent, key: MemoryKey, statuses: dict[MemoryKey, str]) -> str | None:

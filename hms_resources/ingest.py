@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import codecs
+import json
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -12,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+from sqlalchemy import exc as sa_exc
 
 from hms_resources.bulk import gc_paused
 from hms_resources.event_store import AppendResult, EventStore
@@ -26,6 +30,8 @@ class Rejection:
     line: int
     reason: str
     raw: str
+    conflict: bool = False
+    """The line's event_id is stored already with other content (not a plain rejection)."""
 
     def __str__(self) -> str:
         return f"{self.source}:{self.line}: {self.reason}"
@@ -36,16 +42,23 @@ class IngestReport:
     accepted: int = 0
     duplicates: int = 0
     rejected: int = 0
+    conflicts: int = 0
     rejects_path: Path | None = None
     last_sequence: int | None = None
     rejections: list[Rejection] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}
+        return {"accepted": self.accepted, "duplicates": self.duplicates, "conflicts": self.conflicts, "rejected": self.rejected}
+
+    @property
+    def complete(self) -> bool:
+        """Every line is stored (or was already, with the same content)."""
+        return not self.rejected and not self.conflicts
 
 
 class RejectsFile:
-    """Rejected lines as JSONL (`source`, `line`, `reason`, `raw`); created only when something is rejected."""
+    """Rejected and conflicting lines as JSONL (`source`, `line`, `reason`, `raw`, `conflict`); created
+    only when there is one."""
 
     def __init__(self, path: Path | None):
         self.path = path
@@ -59,7 +72,8 @@ class RejectsFile:
             self._handle = self.path.open("ab")
         self._handle.write(
             orjson.dumps(
-                {"source": rejection.source, "line": rejection.line, "reason": rejection.reason, "raw": rejection.raw}
+                {"source": rejection.source, "line": rejection.line, "reason": rejection.reason, "raw": rejection.raw,
+                 "conflict": rejection.conflict}
             )
             + b"\n"
         )
@@ -86,15 +100,47 @@ def decode_line(raw: bytes, *, max_content_bytes: int) -> MemoryEvent:
         record = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise EventError(f"invalid JSON: {exc}") from None
+    if _LONG_NUMBER.search(raw):
+        record = _exact_integers(text)
     return parse_event(record, max_content_bytes=max_content_bytes)
 
 
+# orjson reads an integer beyond 64 bits as a float; a line with such a digit run is read again exactly,
+# so that validation sees the integer and rejects it instead of storing it changed.
+_LONG_NUMBER = re.compile(rb"\d{19,}")
+
+
+def _exact_integers(text: str) -> Any:
+    def refuse(constant: str) -> None:
+        raise EventError(f"invalid JSON: {constant} is not a JSON number")
+
+    try:
+        return json.loads(text, parse_constant=refuse)
+    except RecursionError:
+        raise EventError("invalid JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise EventError(f"invalid JSON: {exc}") from None
+
+
 def read_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
-    """Numbered lines (from 1), without their line ending; blank lines are skipped."""
+    """Numbered lines (from 1), without their line ending or a UTF-8 byte-order mark at the start of
+    the file; blank lines are skipped."""
     for number, raw in enumerate(stream, start=1):
         stripped = raw.rstrip(b"\r\n")
+        if number == 1 and stripped.startswith(codecs.BOM_UTF8):
+            stripped = stripped[len(codecs.BOM_UTF8) :]
         if stripped.strip():
             yield number, stripped
+
+
+def _read_event(raw: bytes, max_content_bytes: int) -> MemoryEvent:
+    """`decode_line`, with any unforeseen failure turned into a reason for this line alone."""
+    try:
+        return decode_line(raw, max_content_bytes=max_content_bytes)
+    except EventError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - no line may fail the whole ingest
+        raise EventError(f"cannot be read: {type(exc).__name__}: {exc}") from None
 
 
 def ingest_stream(
@@ -111,9 +157,12 @@ def ingest_stream(
     report = IngestReport(rejects_path=None)
     rejects = RejectsFile(rejects_path)
 
-    def reject(line: int, reason: str, raw: bytes) -> None:
-        rejection = Rejection(source, line, reason, raw.decode("utf-8", errors="backslashreplace"))
-        report.rejected += 1
+    def reject(line: int, reason: str, raw: bytes, conflict: bool = False) -> None:
+        rejection = Rejection(source, line, reason, raw.decode("utf-8", errors="backslashreplace"), conflict)
+        if conflict:
+            report.conflicts += 1
+        else:
+            report.rejected += 1
         report.rejections.append(rejection)
         report.rejects_path = rejects_path
         rejects.write(rejection)
@@ -121,12 +170,14 @@ def ingest_stream(
             on_reject(rejection)
 
     def report_batch(result: AppendResult, pending: list[tuple[int, bytes, MemoryEvent]], invalid: list[tuple[int, str, bytes]]) -> None:
-        """Count a stored batch and report its rejected lines in line order."""
-        for index, reason in result.rejected:
-            line, raw, _ = pending[index]
-            invalid.append((line, reason, raw))
-        for line, reason, raw in sorted(invalid, key=lambda item: item[0]):
-            reject(line, reason, raw)
+        """Count a stored batch and report its rejected and conflicting lines in line order."""
+        unstored = [(line, reason, raw, False) for line, reason, raw in invalid]
+        for indexes, conflict in ((result.rejected, False), (result.conflicts, True)):
+            for index, reason in indexes:
+                line, raw, _ = pending[index]
+                unstored.append((line, reason, raw, conflict))
+        for line, reason, raw, conflict in sorted(unstored, key=lambda item: item[0]):
+            reject(line, reason, raw, conflict)
         report.accepted += result.accepted
         report.duplicates += result.duplicates
         if result.last_sequence is not None:
@@ -139,7 +190,7 @@ def ingest_stream(
         nonlocal in_flight
         if in_flight is not None:
             report_batch(in_flight[0].result(), in_flight[1], in_flight[2])
-        in_flight = (writer.submit(store.append, [ev for _, _, ev in pending]), pending, invalid)
+        in_flight = (writer.submit(append_salvaging, store, [ev for _, _, ev in pending]), pending, invalid)
 
     pending: list[tuple[int, bytes, MemoryEvent]] = []
     invalid: list[tuple[int, str, bytes]] = []
@@ -149,7 +200,7 @@ def ingest_stream(
                 if on_progress is not None:
                     on_progress(len(raw) + 1)
                 try:
-                    pending.append((line, raw, decode_line(raw, max_content_bytes=store.max_content_bytes)))
+                    pending.append((line, raw, _read_event(raw, store.max_content_bytes)))
                 except EventError as exc:
                     invalid.append((line, str(exc), raw))
                     continue
@@ -163,6 +214,35 @@ def ingest_stream(
         finally:
             rejects.close()
     return report
+
+
+# What a store raises for what an event holds, as opposed to being unreachable or locked.
+_UNSTORABLE = (sa_exc.DataError, sa_exc.IntegrityError, sa_exc.ProgrammingError, orjson.JSONEncodeError, ValueError, TypeError, OverflowError)
+
+
+def append_salvaging(store: EventStore, batch: list[MemoryEvent]) -> AppendResult:
+    """`store.append`, and if the store refuses the batch for what one of its events holds, the batch
+    bisected until that event is alone and rejected with the store's reason: the rest is stored."""
+    try:
+        return store.append(batch)
+    except _UNSTORABLE as exc:
+        if len(batch) == 1:
+            return AppendResult(rejected=[(0, f"the store cannot hold this event: {_short_reason(exc)}")])
+    middle = len(batch) // 2
+    first, second = append_salvaging(store, batch[:middle]), append_salvaging(store, batch[middle:])
+    return AppendResult(
+        accepted=first.accepted + second.accepted,
+        duplicates=first.duplicates + second.duplicates,
+        rejected=first.rejected + [(i + middle, r) for i, r in second.rejected],
+        conflicts=first.conflicts + [(i + middle, r) for i, r in second.conflicts],
+        last_sequence=second.last_sequence or first.last_sequence,
+    )
+
+
+def _short_reason(exc: Exception) -> str:
+    """The driver's own words, first line only: SQLAlchemy's text would repeat the parameters."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
 
 
 def ingest_records(store: EventStore, records: Iterable[dict[str, Any]], *, source: str = "<records>", **kwargs: Any) -> IngestReport:

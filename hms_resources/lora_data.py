@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hms_resources.limits import file_name
 from hms_resources.lora_candidates import CandidateSet
 from hms_resources.memory_state import Memory
 
@@ -127,11 +128,8 @@ def save_dataset(directory: Path, set_id: str, train: list[dict], probes: list[d
     from datasets import Dataset, DatasetDict
 
     version = dataset_version(train, probes)
-    target = Path(directory) / _safe(set_id) / version
+    target = Path(directory) / file_name(set_id) / version
     if not (target / "dataset_dict.json").exists():
         DatasetDict({"train": Dataset.from_list(train), "eval": Dataset.from_list(probes)}).save_to_disk(str(target))
     return version, target
 
-
-def _safe(set_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", set_id) + "-" + hashlib.sha1(set_id.encode()).hexdigest()[:6]

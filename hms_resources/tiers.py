@@ -29,6 +29,7 @@ from hms_resources.importance import (
     assign_tiers,
     score_importance,
 )
+from hms_resources.limits import file_name
 from hms_resources.memory_state import Memory, apply_events
 
 PIN_TAG = "pinned"
@@ -315,9 +316,8 @@ def current_importance(store: EventStore, user_id: str | None = None) -> dict[tu
 
 def write_cold_archive(store: EventStore, directory: Path) -> dict[str, int]:
     """The cold tier of the latest partition as Parquet, one file per user and month of creation
-    (`user=<quoted id>/<YYYY-MM>.parquet`); files of memories no longer cold are removed."""
+    (`user=<file_name(user id)>/<YYYY-MM>.parquet`); files of memories no longer cold are removed."""
     import shutil
-    from urllib.parse import quote
 
     import polars as pl
 
@@ -331,7 +331,7 @@ def write_cold_archive(store: EventStore, directory: Path) -> dict[str, int]:
     for m in memories:
         groups.setdefault((m.user_id, (m.created_at or "0000-00")[:7]), []).append(m)
     for (user_id, month), members in sorted(groups.items()):
-        folder = staging / f"user={quote(user_id, safe='')}"
+        folder = staging / f"user={file_name(user_id)}"
         folder.mkdir(parents=True, exist_ok=True)
         pl.DataFrame(
             {
@@ -363,11 +363,10 @@ def write_cold_archive(store: EventStore, directory: Path) -> dict[str, int]:
 
 def read_cold_archive(directory: Path, user_id: str) -> list[dict]:
     """A user's archived cold memories, for deep searches."""
-    from urllib.parse import quote
 
     import polars as pl
 
-    folder = directory / f"user={quote(user_id, safe='')}"
+    folder = directory / f"user={file_name(user_id)}"
     if not folder.exists():
         return []
     return pl.concat([pl.read_parquet(path) for path in sorted(folder.glob("*.parquet"))]).to_dicts()

@@ -47,7 +47,7 @@ def test_invalid_lines_are_reported_with_file_and_line_and_the_rest_is_stored(hm
     rejects = tmp_path / "rejects.jsonl"
     result = hms("ingest", str(path), "--json", "--rejects", str(rejects))
     assert result.returncode == 2, result.stderr
-    assert json.loads(result.stdout) == {"accepted": 2, "duplicates": 0, "rejected": 7}
+    assert json.loads(result.stdout) == {"accepted": 2, "duplicates": 0, "conflicts": 0, "rejected": 7}
     stderr = result.stderr.decode()
     for number, reason in [
         (2, "invalid JSON"),
@@ -72,9 +72,9 @@ def test_a_clean_ingest_exits_0_and_a_rerun_counts_duplicates(hms_home, tmp_path
     path.write_bytes(b"\n".join(line(created("u1", f"m{n}")) for n in range(5)) + b"\n")
     first = hms("ingest", str(path), "--json")
     assert first.returncode == 0, first.stderr
-    assert json.loads(first.stdout) == {"accepted": 5, "duplicates": 0, "rejected": 0}
+    assert json.loads(first.stdout) == {"accepted": 5, "duplicates": 0, "conflicts": 0, "rejected": 0}
     again = hms("ingest", str(path), "--json")
-    assert json.loads(again.stdout) == {"accepted": 0, "duplicates": 5, "rejected": 0}
+    assert json.loads(again.stdout) == {"accepted": 0, "duplicates": 5, "conflicts": 0, "rejected": 0}
     assert not (hms_home / "rejects").exists()
 
 
@@ -100,7 +100,7 @@ def test_ingest_fails_with_exit_1_and_never_prints_the_password(hms_home, tmp_pa
 def test_python_api_ingests_records_like_the_cli(tmp_path):
     store = EventStore(hms_home=str(tmp_path))
     report = ingest_records(store, [created("u1", "m1"), event("accessed", "u1", "m2", 1)], source="api")
-    assert report.counts() == {"accepted": 1, "duplicates": 0, "rejected": 1}
+    assert report.counts() == {"accepted": 1, "duplicates": 0, "conflicts": 0, "rejected": 1}
     assert str(report.rejections[0]) == "api:2: memory 'm2' does not exist for user 'u1'"
 
 
@@ -127,7 +127,7 @@ def test_ingest_killed_with_sigkill_leaves_the_store_consistent_and_a_rerun_comp
 
     rerun = hms("ingest", str(path), "--json", env_extra=env)
     assert rerun.returncode == 0, rerun.stderr
-    assert json.loads(rerun.stdout) == {"accepted": total - before["events"], "duplicates": before["events"], "rejected": 0}
+    assert json.loads(rerun.stdout) == {"accepted": total - before["events"], "duplicates": before["events"], "conflicts": 0, "rejected": 0}
     stored = list(store.read_events())
     assert [e.event_id for e in stored] == [json.loads(x)["event_id"] for x in path.read_bytes().splitlines()]
     expected = replay_events(parse_event(json.loads(x)) for x in path.read_bytes().splitlines())

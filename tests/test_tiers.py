@@ -13,6 +13,7 @@ from hms_jobs.definitions import defs
 from hms_jobs.schedules import daily_tier_migration
 from hms_jobs.sensors import hot_tier_overflow_sensor
 from hms_resources.ingest import ingest_records
+from hms_resources.limits import file_name
 from hms_resources.tiers import read_cold_archive, tier_sizes
 from tests.helpers import created, event
 
@@ -95,7 +96,7 @@ def test_cold_archive_holds_the_latest_cold_memories_as_parquet(history):
     cold = {r.memory_id for r in rows(history, "memory_tiers", "2026-03-22") if r.user_id == "u1" and r.tier == "cold"}
     assert {r["memory_id"] for r in archived} == cold
     assert all(r["content"].startswith("memory ") for r in archived)
-    assert (history.home / "archive" / "user=u1" / "2026-03.parquet").exists()
+    assert (history.home / "archive" / f"user={file_name('u1')}" / "2026-03.parquet").exists()
 
 
 def test_the_daily_schedule_migrates_the_day_that_just_ended():
