@@ -8,6 +8,7 @@ import dagster as dg
 from hms_assets.plots import bar_chart_markdown
 from hms_resources.concepts import load_concepts
 from hms_resources.event_store import EventStore
+from hms_resources.home import redact_url
 from hms_resources.jsonfile import read_json, write_json
 from hms_resources.lora_adapters import (
     ADAPTERS_MANIFEST,
@@ -38,7 +39,7 @@ from hms_resources.lora_candidates import (
 from hms_resources.lora_data import DataLimits, TrainingDataError, build_examples, check_examples, save_dataset
 from hms_resources.lora_registry import update_registry
 from hms_resources.lora_training import TrainingConfig, TrainingFailed, load_base
-from hms_resources.mlflow_tracking import MlflowTracking, masked
+from hms_resources.mlflow_tracking import MlflowTracking
 from hms_resources.tiers import current_importance
 from hms_resources.tokens import TokenCounter
 
@@ -230,7 +231,7 @@ def trained_adapters(
                      f"{a['base_perplexity']} → {a['perplexity']} | {a['tokens_per_second']} |")
     return dg.MaterializeResult(
         metadata={"trained": trained, "adapters": len(adapters), "adapters_table": dg.MetadataValue.md("\n".join(lines)),
-                  "tracking_uri": masked(mlflow_tracking.uri(home))}
+                  "tracking_uri": redact_url(mlflow_tracking.uri(home))}
     )
 
 
@@ -272,7 +273,7 @@ def lora_registry(
     table += [f"| {r['set_id']} | {r['champion'] or '-'} | {r['challenger'] or '-'} | {r['reason']} |" for r in rows]
     return dg.MaterializeResult(
         metadata={"registered": len(current), "promoted": sum(r["promoted"] for r in rows), "champions": len(champions),
-                  "registry": dg.MetadataValue.md("\n".join(table)), "tracking_uri": masked(mlflow_tracking.uri(home))}
+                  "registry": dg.MetadataValue.md("\n".join(table)), "tracking_uri": redact_url(mlflow_tracking.uri(home))}
     )
 
 
@@ -308,5 +309,5 @@ def adapter_comparison(
     return dg.MaterializeResult(
         metadata={"compared": len(rows), "sets": len({r["set_id"] for r in rows}),
                   "comparison": dg.MetadataValue.md(format_comparison(rows)), "chart": dg.MetadataValue.md(chart),
-                  "experiment_id": experiment_id, "tracking_uri": masked(mlflow_tracking.uri(home))}
+                  "experiment_id": experiment_id, "tracking_uri": redact_url(mlflow_tracking.uri(home))}
     )

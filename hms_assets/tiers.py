@@ -172,6 +172,11 @@ def cold_archive(context: dg.AssetExecutionContext, event_store: EventStore) -> 
     )
 
 
+TRAINING_WEEKS = 52
+"""The access predictor learns from the last year of the log: older weeks say little about next week,
+and each week costs a replay."""
+
+
 @dg.asset(
     group_name="tiers",
     deps=["memories", "concept_clusters"],
@@ -184,9 +189,9 @@ def access_predictor(context: dg.AssetExecutionContext, event_store: EventStore)
     if first is None:
         raise dg.Failure("the event store is empty: nothing to learn from")
     config = ImportanceConfig()
-    samples = weekly_samples(
-        event_store, load_concepts(event_store), config, date.fromisoformat(first[:10]) + timedelta(days=7), date.fromisoformat(last[:10])
-    )
+    last_day = date.fromisoformat(last[:10])
+    first_day = max(date.fromisoformat(first[:10]) + timedelta(days=7), last_day - timedelta(weeks=TRAINING_WEEKS))
+    samples = weekly_samples(event_store, load_concepts(event_store), config, first_day, last_day)
     model, evaluation = train_and_evaluate(samples, config, TierConfig().hot_capacity)
     save_predictor(event_store.home / MODELS_DIR, model, evaluation)
     verdict = "beats" if evaluation.model_wins else "does not beat"

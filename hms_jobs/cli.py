@@ -12,7 +12,7 @@ import orjson
 
 from hms_resources.event_store import EventStore, migrate
 from hms_resources.events import DEFAULT_MAX_CONTENT_BYTES
-from hms_resources.home import hms_home
+from hms_resources.home import hms_home, redact_url
 from hms_resources.ingest import DEFAULT_BATCH_SIZE, IngestReport, default_rejects_path, ingest_path
 from hms_resources.lora_candidates import CURATION_ACTIONS
 
@@ -28,7 +28,7 @@ class _Cli(click.Group):
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - the CLI's last line: say what failed, exit 1
-            click.echo(f"hms: error: {exc}", err=True)
+            click.echo(f"hms: error: {redact_url(str(exc))}", err=True)
             ctx.exit(EXIT_FAILURE)
 
 

@@ -47,6 +47,7 @@ from hms_resources.events import (
     MemoryEvent,
     normalize_timestamp,
 )
+from hms_resources.home import redact_url
 from hms_resources.retrieval import (
     Candidate,
     RetrievalConfig,
@@ -202,7 +203,7 @@ class ContextAssembler(dg.ConfigurableResource):
                 if not self.refresh():
                     release_freed_memory(collect=False)
             except Exception as exc:  # noqa: BLE001 - a failed reload keeps serving the loaded indexes
-                log.warning("context index reload failed, keeping the loaded indexes: %s", exc)
+                log.warning("context index reload failed, keeping the loaded indexes: %s", redact_url(str(exc)))
             finally:
                 self._checked_at = time.monotonic()
                 self._reloading = False
@@ -466,7 +467,7 @@ class AccessLog:
                     self._store.append(events[start : start + self._slice])
                     time.sleep(0.002)
             except Exception as exc:  # noqa: BLE001 - recording accesses must never fail a context call
-                log.warning("could not record %d memory accesses: %s", len(events), exc)
+                log.warning("could not record %d memory accesses: %s", len(events), redact_url(str(exc)))
             finally:
                 for _ in calls:
                     self._queue.task_done()

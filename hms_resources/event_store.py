@@ -36,7 +36,7 @@ from hms_resources.events import (
     erase_payload,
     normalize_timestamp,
 )
-from hms_resources.home import default_database_url, hms_home, positive_int_from_env, redact_url
+from hms_resources.home import default_database_url, hms_home, positive_int_from_env, redact_error, redact_url
 from hms_resources.memory_state import JSON_COLUMNS, MEMORY_COLUMNS, Memory, MemoryKey, MemoryState
 from hms_resources.store_schema import VERSION_TABLE, concepts, events, memories, memory_keys, projection_cursors
 
@@ -126,6 +126,10 @@ class EventStore(dg.ConfigurableResource):
     def display_url(self) -> str:
         return redact_url(self.url)
 
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, (redact_url(value) if name == "database_url" and isinstance(value, str) else value)
+
     @property
     def is_postgres(self) -> bool:
         return make_url(self.url).get_backend_name() == "postgresql"
@@ -138,7 +142,7 @@ class EventStore(dg.ConfigurableResource):
                 _upgrade(engine)
             except Exception as exc:
                 engine.dispose()
-                raise StoreError(f"cannot open the event store at {self.display_url}: {exc}") from exc
+                raise StoreError(f"cannot open the event store at {self.display_url}: {redact_url(str(exc))}") from redact_error(exc)
             self._engine = engine
         return self._engine
 

@@ -38,7 +38,7 @@ from hms_resources.graph_model import (
     local_id,
     memory_node_key,
 )
-from hms_resources.home import positive_int_from_env
+from hms_resources.home import positive_int_from_env, redact_url
 
 NEO4J = "neo4j"
 FALKORDB = "falkordb"
@@ -465,7 +465,7 @@ class GraphStore(dg.ConfigurableResource):
                 ) from exc
 
     def _describe(self, exc: BaseException) -> str:
-        text = f"{type(exc).__name__}: {exc}"
+        text = redact_url(f"{type(exc).__name__}: {exc}")
         return text.replace(self.password, "***") if self.password else text
 
     def _encode(self, what: str, query: str, params: Mapping[str, Any], *, sized: bool = False) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 
@@ -16,11 +17,53 @@ def default_database_url(home: Path) -> str:
     return f"sqlite:///{home / 'hms.db'}"
 
 
-def redact_url(url: str) -> str:
-    """A database URL safe to log: the password replaced."""
-    from sqlalchemy.engine import make_url
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^\s'\"<>]*)@")
+_SECRET_PARAM = re.compile(
+    r"(?P<key>(?:(?<=[?&;\s])|^)[^=&;#\s'\"<>?]*(?:pass|pwd|secret|token|key|credential|signature)[^=&;#\s'\"<>?]*=)"
+    r"(?:'[^']*'|\"[^\"]*\"|[^&;#\s'\"<>]*)",
+    re.IGNORECASE,
+)
+MASK = "***"
 
-    return make_url(url).render_as_string(hide_password=True)
+
+def redact_url(url: str) -> str:
+    """A URL, or any text quoting URLs (an error message), safe to show, log or raise: every password
+    replaced by `***`, whatever the scheme (`postgresql://user:***@host/db`, `http://user:***@host:5000`,
+    `bolt://neo4j:***@host:7687`), and the value of a secret-like query parameter or libpq keyword too
+    (`?password=***`, `&sslpassword=***`, `?token=***`, `password=***` in a connection string).
+
+    The user name is kept. Everything up to a URL's last `@` counts as its credentials, so a password
+    with an unescaped `@`, `/` or `?` is hidden whole; a URL without credentials comes back as it was."""
+
+    def userinfo(match: re.Match[str]) -> str:
+        user, colon, _password = match["userinfo"].partition(":")
+        return f"{match['scheme']}{user}:{MASK}@" if colon else match[0]
+
+    return _SECRET_PARAM.sub(lambda m: m["key"] + MASK, _USERINFO.sub(userinfo, url))
+
+
+def redact_error(error: BaseException) -> BaseException:
+    """`error`, its causes and contexts rewritten in place so that none quotes a URL's password
+    (MLflow, for one, quotes a failed request's whole URL, credentials included): their arguments and
+    text attributes pass through `redact_url`. The type is kept, so callers catch it as before."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        try:
+            current.args = tuple(redact_url(a) if isinstance(a, str) else a for a in current.args)
+            for name, value in list(getattr(current, "__dict__", {}).items()):
+                if isinstance(value, str):
+                    setattr(current, name, redact_url(value))
+                elif name == "__notes__" and isinstance(value, list):
+                    value[:] = [redact_url(n) if isinstance(n, str) else n for n in value]
+        except (AttributeError, TypeError):  # an extension type with read-only fields: keep what it says
+            pass
+        pending += [current.__cause__, current.__context__]
+    return error
 
 
 def positive_int_from_env(name: str, default: int) -> int:

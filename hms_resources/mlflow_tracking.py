@@ -3,11 +3,14 @@ by default, or the tracking server named by `MLFLOW_TRACKING_URI`."""
 
 from __future__ import annotations
 
-import re
+import functools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+
+from hms_resources.home import redact_error, redact_url
 
 EXPERIMENT = "hms-lora"
 MLFLOW_DIR = "mlflow"
@@ -17,8 +20,31 @@ class TrackingUnavailable(RuntimeError):
     """The tracking server cannot be reached; the message names it without credentials."""
 
 
-def masked(uri: str) -> str:
-    return re.sub(r"//[^/@]+@", "//***@", uri)
+class _RedactingClient:
+    """An `MlflowClient` whose errors never quote the tracking URI's credentials: MLflow puts the whole
+    URL of a failed request, user and password included, in its message, which Dagster would log."""
+
+    def __init__(self, client: Any, shown_as: str) -> None:
+        self._client = client
+        self._shown_as = shown_as
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._client, name)
+        if not callable(value):
+            return value
+
+        @functools.wraps(value)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return value(*args, **kwargs)
+            except Exception as exc:
+                redact_error(exc)
+                raise
+
+        return call
+
+    def __repr__(self) -> str:
+        return f"<MlflowClient {self._shown_as}>"
 
 
 class MlflowTracking(dg.ConfigurableResource):
@@ -27,6 +53,10 @@ class MlflowTracking(dg.ConfigurableResource):
     tracking_uri: str = ""
     """Empty: `sqlite:///<HMS home>/mlflow/mlflow.db`, with artifacts beside it."""
     experiment: str = EXPERIMENT
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, (redact_url(value) if name == "tracking_uri" and isinstance(value, str) else value)
 
     def uri(self, home: Path) -> str:
         if self.tracking_uri:
@@ -37,7 +67,14 @@ class MlflowTracking(dg.ConfigurableResource):
     def client(self, home: Path) -> Any:
         from mlflow import MlflowClient
 
-        return MlflowClient(tracking_uri=self.uri(home), registry_uri=self.uri(home))
+        uri = self.uri(home)
+        try:
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        except Exception as exc:
+            redact_error(exc)
+            raise
+        shown_as = redact_url(uri)
+        return client if shown_as == uri else _RedactingClient(client, shown_as)
 
     def experiment_id(self, home: Path, name: str = "") -> str:
         """The experiment (default: adapter training), created on first use; artifacts live under the
@@ -53,7 +90,7 @@ class MlflowTracking(dg.ConfigurableResource):
         except Exception as exc:  # noqa: BLE001 - any transport or server error means the same to the caller
             if not self.tracking_uri:
                 raise
-            raise TrackingUnavailable(f"MLflow tracking server {masked(self.tracking_uri)} is unreachable: {type(exc).__name__}") from exc
+            raise TrackingUnavailable(f"MLflow tracking server {redact_url(self.tracking_uri)} is unreachable: {type(exc).__name__}") from exc
 
     def comparison_experiment_id(self, home: Path) -> str:
         """Where every evaluation of the adapter comparison is a run with the same metric keys."""

@@ -316,7 +316,8 @@ def current_importance(store: EventStore, user_id: str | None = None) -> dict[tu
 
 def write_cold_archive(store: EventStore, directory: Path) -> dict[str, int]:
     """The cold tier of the latest partition as Parquet, one file per user and month of creation
-    (`user=<file_name(user id)>/<YYYY-MM>.parquet`); files of memories no longer cold are removed."""
+    (`user=<file_name(user id)>/<YYYY-MM>.parquet`), each with the same column types; files of
+    memories no longer cold are removed."""
     import shutil
 
     import polars as pl
@@ -344,7 +345,8 @@ def write_cold_archive(store: EventStore, directory: Path) -> dict[str, int]:
                 "importance": [m.importance for m in members],
                 "score": [scores.get(m.key) for m in members],
             },
-            schema_overrides={"tags": pl.List(pl.String), "importance": pl.Float64, "score": pl.Float64},
+            schema={"memory_id": pl.String, "content": pl.String, "memory_type": pl.String, "category": pl.String,
+                    "tags": pl.List(pl.String), "created_at": pl.String, "importance": pl.Float64, "score": pl.Float64},
         ).sort("memory_id").write_parquet(folder / f"{month}.parquet")
         files += 1
     old = directory.parent / f".{directory.name}.old"
@@ -369,7 +371,7 @@ def read_cold_archive(directory: Path, user_id: str) -> list[dict]:
     folder = directory / f"user={file_name(user_id)}"
     if not folder.exists():
         return []
-    return pl.concat([pl.read_parquet(path) for path in sorted(folder.glob("*.parquet"))]).to_dicts()
+    return pl.concat([pl.read_parquet(path) for path in sorted(folder.glob("*.parquet"))], how="diagonal_relaxed").to_dicts()
 
 
 def _latest_cold_scores(store: EventStore) -> dict[tuple[str, str], float]:

@@ -115,6 +115,6 @@ def test_an_unreachable_tracking_server_fails_clearly(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     tracking = MlflowTracking(tracking_uri="http://user:secret@127.0.0.1:9")
-    with pytest.raises(TrackingUnavailable, match=r"http://\*\*\*@127.0.0.1:9 is unreachable") as caught:
+    with pytest.raises(TrackingUnavailable, match=r"http://user:\*\*\*@127.0.0.1:9 is unreachable") as caught:
         tracking.experiment_id(tmp_path)
     assert "secret" not in str(caught.value)
