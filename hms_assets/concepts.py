@@ -84,10 +84,11 @@ def concept_clusters(
 
 
 def _concept_table(concepts: list[Concept]) -> str:
-    lines = ["| concept | user | size | cohesion | label | summary |", "|---|---|---|---|---|---|"]
+    """Figures only: metadata outlives the memories (a forgotten memory's words must not stay in the run
+    history), so labels and summaries are read from the store, not from here."""
+    lines = ["| concept | user | size | cohesion | member tokens | summary tokens |", "|---|---|---|---|---|---|"]
     for c in concepts:
-        summary = c.summary if len(c.summary) <= 120 else c.summary[:117] + "..."
-        cells = [c.concept_id, c.user_id, str(c.size), f"{c.cohesion:.2f}", ", ".join(c.label), summary]
+        cells = [c.concept_id, c.user_id, str(c.size), f"{c.cohesion:.2f}", str(c.member_tokens), str(c.summary_tokens)]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines)
 

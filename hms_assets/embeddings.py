@@ -3,10 +3,8 @@
 import dagster as dg
 
 from hms_resources.embedder import Embedder
-from hms_resources.embeddings import EmbeddingIndex, refresh_embeddings
+from hms_resources.embeddings import EMBEDDINGS_DIR, EmbeddingIndex, refresh_embeddings
 from hms_resources.event_store import EventStore
-
-EMBEDDINGS_DIR = "embeddings"
 
 
 def load_index(event_store: EventStore) -> EmbeddingIndex | None:

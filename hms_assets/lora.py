@@ -8,6 +8,7 @@ import dagster as dg
 from hms_assets.plots import bar_chart_markdown
 from hms_resources.concepts import load_concepts
 from hms_resources.event_store import EventStore
+from hms_resources.forget import purge_forgotten
 from hms_resources.home import redact_url
 from hms_resources.jsonfile import read_json, write_json
 from hms_resources.lora_adapters import (
@@ -91,10 +92,10 @@ def lora_candidate_sets(context: dg.AssetExecutionContext, config: CandidateSets
 def _sets_table(sets: list[CandidateSet]) -> str:
     if not sets:
         return "no concept has enough candidate memories"
-    lines = ["| set | concept | memories | status | left out |", "|---|---|---|---|---|"]
+    lines = ["| set | memories | status | left out |", "|---|---|---|---|"]
     for s in sets[:50]:
         left = ", ".join(f"{reason}: {count}" for reason, count in sorted(s.left_out.items()))
-        lines.append(f"| {s.set_id} | {', '.join(s.label[:3])} | {len(s.memory_ids)} | {s.status} | {left or '-'} |")
+        lines.append(f"| {s.set_id} | {len(s.memory_ids)} | {s.status} | {left or '-'} |")
     return "\n".join(lines)
 
 
@@ -110,8 +111,12 @@ class TrainingDataConfig(dg.Config):
     automation_condition=dg.AutomationCondition.eager(),
     description="Versioned train/eval datasets (Hugging Face `datasets`) for every approved candidate set.",
 )
-def lora_training_data(context: dg.AssetExecutionContext, config: TrainingDataConfig, event_store: EventStore) -> dg.MaterializeResult:
-    """Only approved sets are built; a set failing a check is reported and the others are kept."""
+def lora_training_data(
+    context: dg.AssetExecutionContext, config: TrainingDataConfig, event_store: EventStore, mlflow_tracking: MlflowTracking
+) -> dg.MaterializeResult:
+    """Only approved sets are built; a set failing a check is reported and the others are kept. Data of
+    forgotten memories is purged first, and adapters trained on it retired."""
+    purged = purge_forgotten(event_store, mlflow_tracking, log=context.log.info).counts()
     sets = load_candidate_sets(lora_dir(event_store.home))
     approved = [s for s in sets if s.status == APPROVED and s.memory_ids]
     current = {s.set_id for s in sets if s.memory_ids}
@@ -150,6 +155,7 @@ def lora_training_data(context: dg.AssetExecutionContext, config: TrainingDataCo
             "skipped_empty_sets": dg.MetadataValue.json(skipped),
             "examples": sum(d["train_examples"] for d in built.values()),
             "datasets_table": dg.MetadataValue.md(_datasets_table(built, failed)),
+            **{f"purged_{name}": count for name, count in purged.items()},
             "path": dg.MetadataValue.path(str(manifest)),
         }
     )
@@ -254,6 +260,7 @@ def lora_registry(
     """The newest adapter of a set becomes its challenger; it replaces the champion only if it beats it
     on the challenger's own probes, both evaluated here, by the margin, and beats the base model."""
     home = event_store.home
+    purge_forgotten(event_store, mlflow_tracking, log=context.log.info)
     adapters = read_adapters(home)
     if not adapters:
         context.log.info("no trained adapter to register")

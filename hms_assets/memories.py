@@ -4,6 +4,7 @@ import dagster as dg
 
 from hms_assets.plots import bar_chart_markdown
 from hms_resources.event_store import EventStore
+from hms_resources.forget import purge_forgotten
 from hms_resources.projection import MEMORIES_CURSOR, refresh_memories
 
 
@@ -30,6 +31,7 @@ def memories(context: dg.AssetExecutionContext, config: MemoriesConfig, event_st
         context.log.info(f"replayed {applied:,} of {total:,} new events")
 
     report = refresh_memories(event_store, full_replay=config.full_replay, on_page=progress)
+    purged = purge_forgotten(event_store, log=context.log.info).counts() if report.memories_forgotten else {}
     summary = event_store.memory_summary()
     context.log.info(
         f"memories at sequence {report.to_sequence}: {summary['live']} live, {summary['archived']} archived, "
@@ -41,6 +43,8 @@ def memories(context: dg.AssetExecutionContext, config: MemoriesConfig, event_st
             "cursor": report.to_sequence,
             "events_applied": report.events_applied,
             "memories_changed": report.memories_changed,
+            "memories_forgotten": report.memories_forgotten,
+            **{f"purged_{name}": count for name, count in purged.items()},
             "users": summary["users"],
             "live": summary["live"],
             "archived": summary["archived"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -120,6 +121,47 @@ def stats(as_json: bool) -> None:
     )
 
 
+@main.command("forget")
+@click.argument("user_id")
+@click.argument("memory_id")
+@click.option("--reason", default="", help="Why (erased with the rest; kept only until the event is stored).")
+@click.option("--verify", is_flag=True, help="Forget nothing: report every place checked for the memory.")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+def forget_command(user_id: str, memory_id: str, reason: str, verify: bool, as_json: bool) -> None:
+    """Forget USER_ID's memory MEMORY_ID everywhere: erase it from the event log and the memories table,
+    delete the LoRA dataset versions holding it, retire the adapters trained on them, and drop old page
+    images; the other assets drop it at their next run. Then report every place checked. Exit 0: clean
+    everywhere; 2: something remains (the report says which run clears it)."""
+    from hms_resources.events import MEMORY_FORGOTTEN, parse_event
+    from hms_resources.forget import purge_forgotten, verify_forgotten
+    from hms_resources.mlflow_tracking import MlflowTracking
+    from hms_resources.projection import refresh_memories
+
+    store = _store()
+    tracking = MlflowTracking(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""))
+    key = (user_id, memory_id)
+    status = store.memory_statuses([key]).get(key)
+    if status is None:
+        raise click.ClickException(f"no memory {memory_id!r} of user {user_id!r} in the store at {store.display_url}")
+    if not verify:
+        if status != "forgotten":
+            store.append([parse_event({
+                "event_id": f"forget-{uuid.uuid4().hex}", "type": MEMORY_FORGOTTEN, "user_id": user_id, "memory_id": memory_id,
+                "occurred_at": datetime.now(timezone.utc).isoformat(), "payload": {"reason": reason} if reason else {},
+            })], strict=True)
+        refresh_memories(store)
+        purged = purge_forgotten(store, tracking if tracking.in_use(store.home) else None, log=lambda m: click.echo(m, err=True))
+        click.echo(f"forgot {memory_id!r} of {user_id!r}; purged {orjson.dumps(purged.counts()).decode()}", err=True)
+    checks = verify_forgotten(store, user_id, memory_id, tracking)
+    store.close()
+    if as_json:
+        click.echo(orjson.dumps([{"place": c.place, "clean": c.clean, "detail": c.detail} for c in checks]).decode())
+    else:
+        for c in checks:
+            click.echo(f"{'clean' if c.clean else 'REMAINS':<8} {c.place}: {c.detail}")
+    sys.exit(EXIT_OK if all(c.clean for c in checks) else EXIT_REJECTED)
+
+
 @main.command()
 @click.option("--users", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--sessions", type=click.IntRange(min=1), default=12, show_default=True, help="Sessions per user.")
@@ -192,22 +234,33 @@ def run(data: str | None, approve: int) -> None:
 
 def _run_jobs(jobs) -> bool:
     """Run (job name, partition key) pairs in order on the instance in $DAGSTER_HOME, printing each;
-    stop at the first failure."""
+    stop at the first failure. Runs left unfinished by a killed `hms` are failed first, so that
+    their pool slots do not block these; a step waiting for a slot says which run holds it."""
+    import uuid
+
     import dagster as dg
 
     from hms_jobs.definitions import defs
     from hms_jobs.instance import prepare_dagster_home
+    from hms_jobs.run_recovery import PoolWaitWatcher, process_tags, recover_dead_runs
 
     prepare_dagster_home()
     definitions = defs()
     with dg.DagsterInstance.get() as dagster_instance:
+        for recovered in recover_dead_runs(dagster_instance):
+            click.echo(recovered.describe(), err=True)
         for job_name, partition_key in jobs:
-            result = definitions.resolve_job_def(job_name).execute_in_process(
-                instance=dagster_instance,
-                partition_key=partition_key,
-                run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-                raise_on_error=False,
-            )
+            job = definitions.resolve_job_def(job_name)
+            run_id = str(uuid.uuid4())
+            with PoolWaitWatcher(dagster_instance, job_name, run_id, job.graph.pools, lambda line: click.echo(line, err=True)):
+                result = job.execute_in_process(
+                    instance=dagster_instance,
+                    partition_key=partition_key,
+                    run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+                    raise_on_error=False,
+                    run_id=run_id,
+                    tags=process_tags(),
+                )
             _print_run(job_name, partition_key, result)
             if not result.success:
                 return False

@@ -16,6 +16,8 @@ import numpy as np
 
 from hms_resources.memory_state import Memory, MemoryKey
 
+EMBEDDINGS_DIR = "embeddings"
+"""The index's folder under the HMS home."""
 INDEX_FILE = "index.npz"
 
 

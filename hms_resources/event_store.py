@@ -82,6 +82,7 @@ def _make_engine(url: str) -> Engine:
         cursor.execute("PRAGMA busy_timeout=60000")
         cursor.execute("PRAGMA cache_size=-65536")
         cursor.execute("PRAGMA wal_autocheckpoint=16384")
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -425,6 +426,49 @@ class EventStore(dg.ConfigurableResource):
         )
         with self.reading() as conn:
             return conn.execute(query).scalar() or 0
+
+    def forgotten_memories(self) -> set[MemoryKey]:
+        with self.reading() as conn:
+            query = select(memory_keys.c.user_id, memory_keys.c.memory_id).where(memory_keys.c.status == "forgotten")
+            return {(u, m) for u, m in conn.execute(query)}
+
+    def unerased_events(self, user_id: str, memory_id: str) -> int:
+        """Events of one memory whose payload still holds what the user said."""
+        where = and_(events.c.user_id == user_id, events.c.memory_id == memory_id, events.c.erased.is_(False))
+        with self.reading() as conn:
+            return conn.execute(select(func.count()).select_from(events).where(where)).scalar() or 0
+
+    def drop_erased_pages(self) -> None:
+        """Make erased text unrecoverable from the database files. SQLite (always `secure_delete`, which
+        zeroes freed space) copies the WAL into the database and truncates it, so no old page image is
+        left. PostgreSQL: VACUUM makes the dead row versions reclaimable; their bytes stay on disk (and in
+        WAL archives and backups) until overwritten, which only VACUUM FULL and encrypted storage bound."""
+        if self.is_postgres:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                for table in (events, memories, concepts):
+                    conn.exec_driver_sql(f"VACUUM {table.name}")
+            return
+        self._sqlite_pragma("wal_checkpoint(TRUNCATE)")
+
+    def _sqlite_pragma(self, pragma: str) -> tuple[Any, ...]:
+        """A pragma outside any transaction (the engine's transactions take the write lock first)."""
+        connection = self.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            row = cursor.execute(f"PRAGMA {pragma}").fetchone()
+            cursor.close()
+            return tuple(row or ())
+        finally:
+            connection.close()
+
+    def erased_pages_state(self) -> tuple[bool, str]:
+        """Whether old page images could still hold erased text, read back from the database."""
+        if self.is_postgres:
+            return True, "PostgreSQL: dead row versions are reclaimable after VACUUM, not zeroed"
+        secure = self._sqlite_pragma("secure_delete")[0]
+        wal = Path(make_url(self.url).database + "-wal")
+        size = wal.stat().st_size if wal.exists() else 0
+        return bool(secure) and size == 0, f"SQLite: secure_delete {'on' if secure else 'off'}, WAL holds {size} bytes"
 
     # The memories projection ----------------------------------------------------------------
 

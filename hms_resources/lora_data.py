@@ -96,17 +96,19 @@ def check_examples(
     set_id: str, user_id: str, train: list[dict], probes: list[dict], count_tokens: Callable[[list[str]], Sequence[int]], limits: DataLimits
 ) -> dict[str, Any]:
     """Raise on: duplicates, another user's memory, a probe asked as in training, an example over the
-    length limit, too few examples. Returns the figures the checks saw."""
-    keys = [(e["prompt"], e["answer"]) for e in train]
-    duplicates = [k for k, n in Counter(keys).items() if n > 1]
+    length limit, too few examples. Returns the figures the checks saw. Messages name memories by id,
+    never by what they say: they reach logs and metadata, which outlive a forgotten memory."""
+    keys = Counter((e["prompt"], e["answer"]) for e in train)
+    duplicates = sorted({e["memory_id"] for e in train if keys[(e["prompt"], e["answer"])] > 1})
     if duplicates:
-        raise TrainingDataError(f"{set_id}: duplicate training examples, e.g. {duplicates[0][0]!r}")
+        raise TrainingDataError(f"{set_id}: duplicate training examples of memories {duplicates[:5]}")
     strangers = sorted({e["memory_id"] for e in train + probes if e["user_id"] != user_id})
     if strangers:
         raise TrainingDataError(f"{set_id}: examples from another user's memories: {strangers[:5]}")
-    leaked = {e["prompt"] for e in probes} & {e["prompt"] for e in train}
+    trained_prompts = {e["prompt"] for e in train}
+    leaked = sorted({e["memory_id"] for e in probes if e["prompt"] in trained_prompts})
     if leaked:
-        raise TrainingDataError(f"{set_id}: probes phrased as training prompts: {sorted(leaked)[:3]}")
+        raise TrainingDataError(f"{set_id}: probes phrased as training prompts, of memories {leaked[:5]}")
     lengths = [int(n) for n in count_tokens([f"{e['prompt']}\n{e['answer']}" for e in train + probes])]
     longest = max(lengths, default=0)
     if longest > limits.max_tokens:

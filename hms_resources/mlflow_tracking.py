@@ -58,6 +58,10 @@ class MlflowTracking(dg.ConfigurableResource):
         for name, value in super().__repr_args__():
             yield name, (redact_url(value) if name == "tracking_uri" and isinstance(value, str) else value)
 
+    def in_use(self, home: Path) -> bool:
+        """A tracking server is configured, or the embedded store exists: there may be runs to look at."""
+        return bool(self.tracking_uri) or (Path(home) / MLFLOW_DIR / "mlflow.db").exists()
+
     def uri(self, home: Path) -> str:
         if self.tracking_uri:
             return self.tracking_uri

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from hms_resources.bulk import gc_paused
 from hms_resources.event_store import EventStore
+from hms_resources.events import MEMORY_FORGOTTEN
 from hms_resources.memory_state import apply_events
 
 MEMORIES_CURSOR = "memories"
@@ -18,6 +19,7 @@ class RefreshReport:
     to_sequence: int
     events_applied: int
     memories_changed: int
+    memories_forgotten: int = 0
 
 
 def refresh_memories(
@@ -33,7 +35,7 @@ def refresh_memories(
         store.clear_memories(cursor_name=MEMORIES_CURSOR)
     start = store.projection_cursor(MEMORIES_CURSOR)
     target = store.max_sequence()
-    applied = changed = 0
+    applied = changed = forgotten = 0
     cursor = start
     with gc_paused():
         for page in store.read_event_pages(after_sequence=start, until_sequence=target, page_size=page_size):
@@ -45,6 +47,9 @@ def refresh_memories(
                 (state[k] for k in touched if k in state), cursor_name=MEMORIES_CURSOR, cursor=cursor
             )
             applied += len(page)
+            forgotten += sum(1 for e in page if e.type == MEMORY_FORGOTTEN)
             if on_page is not None:
                 on_page(applied, target - start)
-    return RefreshReport(from_sequence=start, to_sequence=max(cursor, start), events_applied=applied, memories_changed=changed)
+    return RefreshReport(
+        from_sequence=start, to_sequence=max(cursor, start), events_applied=applied, memories_changed=changed, memories_forgotten=forgotten
+    )

@@ -177,7 +177,7 @@ def compute_tiers(
 
 def _reason(memory: Memory, tier: int, score: float, accessed_today: bool, config: TierConfig) -> str:
     if memory.is_archived:
-        return f"archived by the user: {memory.archive_reason or 'no reason given'}"
+        return ARCHIVED_BY_USER
     if PIN_TAG in memory.tags and tier == HOT:
         return "pinned"
     if tier == HOT:
@@ -405,3 +405,50 @@ def new_live_memories_since(store: EventStore, as_of: str) -> dict[str, int]:
     )
     with store.reading() as conn:
         return dict(conn.execute(query).all())
+
+
+ARCHIVED_BY_USER = "archived by the user"
+"""The reason the user gave stays with the memory: tier rows and their metadata outlive a forget."""
+ERASED_ARCHIVE_REASON = "archived by the user (reason erased: the memory was forgotten)"
+
+
+def _user_text_reasons(table: Any, keys: list[tuple[str, str]]) -> Any:
+    """Rows of `keys` whose reason quotes the reason the user gave for archiving, as tier migrations
+    before 2026-12 wrote it ("archived by the user: <reason>")."""
+    from sqlalchemy import and_, tuple_
+
+    return and_(
+        tuple_(table.c.user_id, table.c.memory_id).in_(keys),
+        table.c.reason.like("archived by the user: %"),
+        table.c.reason != "archived by the user: no reason given",
+    )
+
+
+def erase_tier_reasons(store: EventStore, keys: set[tuple[str, str]]) -> int:
+    """Past days' tiers keep forgotten memories' rows (history stays), without the user's words."""
+    from hms_resources.store_schema import memory_tiers, tier_migrations
+
+    erased = 0
+    with store.writing() as conn:
+        for table in (memory_tiers, tier_migrations):
+            for chunk in _key_chunks(keys):
+                erased += conn.execute(table.update().where(_user_text_reasons(table, chunk)).values(reason=ERASED_ARCHIVE_REASON)).rowcount
+    return erased
+
+
+def tier_reasons_with_user_text(store: EventStore, keys: list[tuple[str, str]]) -> int:
+    from sqlalchemy import func, select
+
+    from hms_resources.store_schema import memory_tiers, tier_migrations
+
+    with store.reading() as conn:
+        return sum(
+            conn.execute(select(func.count()).select_from(table).where(_user_text_reasons(table, chunk))).scalar() or 0
+            for table in (memory_tiers, tier_migrations)
+            for chunk in _key_chunks(keys)
+        )
+
+
+def _key_chunks(keys: Any, size: int = 400) -> list[list[tuple[str, str]]]:
+    ordered = sorted(keys)
+    return [ordered[start : start + size] for start in range(0, len(ordered), size)]
