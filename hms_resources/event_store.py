@@ -637,8 +637,10 @@ def _difference(stored: _StoredEvent, ev: MemoryEvent) -> str | None:
     for name in ("type", "user_id", "memory_id", "occurred_at"):
         if getattr(stored, name) != getattr(ev, name):
             return name
-    payload = stored.payload if isinstance(stored.payload, dict) else orjson.loads(stored.payload)
     new = erase_payload(ev.payload) if stored.erased else ev.payload
+    if isinstance(stored.payload, str) and stored.payload == orjson.dumps(new).decode():
+        return None
+    payload = stored.payload if isinstance(stored.payload, dict) else orjson.loads(stored.payload)
     return None if payload == new else "payload"
 
 

@@ -68,7 +68,7 @@ def _identifier(value: Any, name: str) -> str:
 
 
 def _id_problem(value: Any, limit: int = MAX_ID_LENGTH) -> str | None:
-    if type(value) is str and 0 < len(value) <= limit and not CONTROL_CHARACTER.search(value):
+    if type(value) is str and 0 < len(value) <= limit and (value.isprintable() or not CONTROL_CHARACTER.search(value)):
         return None
     if type(value) is not str or value == "":
         return "must be a non-empty string"

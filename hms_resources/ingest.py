@@ -100,14 +100,15 @@ def decode_line(raw: bytes, *, max_content_bytes: int) -> MemoryEvent:
         record = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise EventError(f"invalid JSON: {exc}") from None
-    if _LONG_NUMBER.search(raw):
+    if _LONG_NUMBER in raw.translate(_DIGITS_AS_ZERO):
         record = _exact_integers(text)
     return parse_event(record, max_content_bytes=max_content_bytes)
 
 
-# orjson reads an integer beyond 64 bits as a float; a line with such a digit run is read again exactly,
-# so that validation sees the integer and rejects it instead of storing it changed.
-_LONG_NUMBER = re.compile(rb"\d{19,}")
+# orjson reads an integer beyond 64 bits as a float; a line with a run of 19 digits is read again
+# exactly, so that validation sees the integer and rejects it instead of storing it changed.
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_LONG_NUMBER = b"0" * 19
 
 
 def _exact_integers(text: str) -> Any:
