@@ -77,10 +77,6 @@ def _id_problem(value: Any, limit: int = MAX_ID_LENGTH) -> str | None:
     return "must not contain control characters"
 
 
-def _expect(test: Callable[[Any], bool], expected: str) -> Callable[[Any], str | None]:
-    return lambda value: None if test(value) else f"must be {expected}, got {_show(value)}"
-
-
 def _name(limit: int) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         problem = _id_problem(value, limit)

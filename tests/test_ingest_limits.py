@@ -19,7 +19,6 @@ from hms_resources.embedder import Embedder
 from hms_resources.event_store import EventStore
 from hms_resources.events import ENVELOPE_FIELDS, MemoryEvent
 from hms_resources.ingest import append_salvaging, ingest_records, ingest_stream
-from hms_resources.mlflow_tracking import MlflowTracking
 from hms_resources.limits import (
     EARLIEST_TIME,
     LATEST_TIME,
@@ -28,6 +27,7 @@ from hms_resources.limits import (
     MAX_NAME_LENGTH,
     MAX_NESTING_DEPTH,
 )
+from hms_resources.mlflow_tracking import MlflowTracking
 from hms_resources.projection import refresh_memories
 from hms_resources.store_schema import memories as memories_table
 from hms_resources.tiers import read_cold_archive
