@@ -4,6 +4,7 @@ Each bad line is rejected alone with its reason (the rest of the file is stored)
 go through the PostgreSQL and SQLite stores and every asset."""
 
 import json
+import os
 import string
 
 import dagster as dg
@@ -224,7 +225,7 @@ def fuzzed_line(draw) -> bytes:
     if kind == "bytes":
         return draw(st.binary(max_size=200)).replace(b"\n", b" ").replace(b"\r", b" ")
     if kind == "json":
-        return orjson.dumps(draw(JSON), option=orjson.OPT_NON_STR_KEYS)
+        return as_json_line(draw(JSON))
     record = {
         "event_id": f"fz-{draw(st.integers(0, 10**9))}",
         "type": draw(st.sampled_from(["memory.created", "memory.updated", "memory.accessed", "memory.tagged",
@@ -238,13 +239,18 @@ def fuzzed_line(draw) -> bytes:
         record[draw(st.sampled_from(ENVELOPE_FIELDS))] = draw(JSON)
     else:
         record["payload"] = {draw(st.sampled_from(FIELDS)): draw(JSON) for _ in range(draw(st.integers(1, 3)))}
+    return as_json_line(record)
+
+
+def as_json_line(value) -> bytes:
+    """JSON text of any generated value: integers beyond 64 bits and lone surrogates included."""
     try:
-        return orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS)
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
     except orjson.JSONEncodeError:
-        return json.dumps(record).encode("utf-8", errors="surrogatepass")
+        return json.dumps(value, ensure_ascii=False).encode("utf-8", errors="surrogatepass")
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("HMS_FUZZ_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(lines=st.lists(fuzzed_line(), min_size=1, max_size=12))
 def test_no_input_line_can_fail_the_whole_ingest(store, lines):
     """Arbitrary JSON in every field and byte-level garbage: each line is stored, a duplicate, a conflict
