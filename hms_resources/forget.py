@@ -167,22 +167,36 @@ ERASED_LINE = "(erased: it named a forgotten memory)"
 def _scrub_rejects(home: Path, forgotten: set[MemoryKey]) -> int:
     """Rejected lines keep the raw input for the operator to fix; a line naming a forgotten memory
     keeps only its line number and reason."""
-    folder = home / "rejects"
     scrubbed = 0
-    for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
+    for path in _rejects_files(home):
         lines = path.read_bytes().splitlines()
         kept = []
         for raw in lines:
-            record = orjson.loads(raw)
-            if _names_forgotten(record.get("raw", ""), forgotten):
+            record = _rejected_record(raw)
+            if record is not None and _names_forgotten(record.get("raw", ""), forgotten):
                 record["raw"] = ERASED_LINE
                 scrubbed += 1
-            kept.append(orjson.dumps(record))
+                raw = orjson.dumps(record)
+            kept.append(raw)
         if kept != lines:
             partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
             partial.write_bytes(b"\n".join(kept) + b"\n")
             os.replace(partial, path)
     return scrubbed
+
+
+def _rejects_files(home: Path) -> list[Path]:
+    folder = home / "rejects"
+    return sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+
+
+def _rejected_record(line: bytes) -> dict | None:
+    """One line of a rejects file; None for a line that is not one (a file edited by hand)."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("raw"), str) else None
 
 
 def _names_forgotten(raw: str, forgotten: set[MemoryKey]) -> bool:
@@ -256,9 +270,8 @@ def verify_forgotten(store: EventStore, user_id: str, memory_id: str, tracking: 
     if tracking is not None and tracking.in_use(home):
         registered = _registered_on(tracking, home, purged)
         check("MLflow registry", not registered, "no version trained on a purged dataset", f"{', '.join(registered)} still registered")
-    rejects = home / "rejects"
-    naming = sum(1 for path in rejects.glob("*.jsonl") for raw in path.read_bytes().splitlines()
-                 if _names_forgotten(orjson.loads(raw).get("raw", ""), {key})) if rejects.is_dir() else 0
+    naming = sum(1 for path in _rejects_files(home) for line in path.read_bytes().splitlines()
+                 if (record := _rejected_record(line)) is not None and _names_forgotten(record["raw"], {key}))
     check("rejected lines", naming == 0, "no raw line names it", f"{naming} raw line(s) name it")
     clean, detail = store.erased_pages_state()
     checks.append(Check("database files", clean, detail))

@@ -163,3 +163,21 @@ def tables_holding(store: EventStore, text: str) -> list[str]:
                     found.append(table)
                     break
     return found
+
+
+def test_rejected_lines_naming_a_forgotten_memory_lose_their_text_and_nothing_else(hms_home):
+    from hms_resources.forget import ERASED_LINE, purge_forgotten
+
+    store = EventStore(hms_home=str(hms_home))
+    ingest_records(store, [created("ana", "c0", f"{MARKER} secret"), event("forgotten", "ana", "c0", 1)])
+    rejects = hms_home / "rejects" / "late.rejects.jsonl"
+    rejects.parent.mkdir(parents=True)
+    named = {"source": "late.jsonl", "line": 1, "reason": "bad", "raw": json.dumps(event("updated", "ana", "c0", 2, content=MARKER))}
+    other = {"source": "late.jsonl", "line": 3, "reason": "bad", "raw": json.dumps(event("updated", "ana", "c9", 2, content="kept"))}
+    rejects.write_bytes(b"\n".join([json.dumps(named).encode(), b"edited by hand", json.dumps(other).encode()]) + b"\n")
+    report = purge_forgotten(store)
+    first, middle, last = rejects.read_bytes().splitlines()
+    assert json.loads(first) == {**named, "raw": ERASED_LINE}
+    assert (middle, json.loads(last)) == (b"edited by hand", other)
+    assert report.rejected_lines == 1 and files_holding(hms_home, MARKER) == []
+    store.close()
