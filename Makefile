@@ -35,8 +35,8 @@ bench: install
 	$(BIN)/python benchmarks/lora.py
 
 eval: install
-	$(BIN)/hms eval retrieval hms_resources/data/conversations.jsonl --json $(HMS_HOME)/eval-retrieval.json
-	$(BIN)/hms eval retrieval hms_resources/data/conversations_hard.jsonl --json $(HMS_HOME)/eval-retrieval-hard.json
+	$(BIN)/hms eval retrieval hms_resources/datasets/data/conversations.jsonl --json $(HMS_HOME)/eval-retrieval.json
+	$(BIN)/hms eval retrieval hms_resources/datasets/data/conversations_hard.jsonl --json $(HMS_HOME)/eval-retrieval-hard.json
 
 clean:
 	rm -rf $(VENV) .hms

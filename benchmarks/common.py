@@ -12,7 +12,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from hms_resources.synthetic import generate_bulk_events
+from hms_resources.datasets.synthetic import generate_bulk_events
 
 PG_SERVER_URL = os.environ.get("HMS_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -31,7 +31,7 @@ USER = "bench-user"
 
 def conversation_texts(count: int, seed: int) -> list[dict]:
     """`count` conversation turns of one user, from the shipped dataset generator, with many sessions."""
-    from hms_resources.conversations import generate_conversations
+    from hms_resources.datasets.conversations import generate_conversations
 
     sessions = max(2, count // 12)
     records = [r for r in generate_conversations(users=1, sessions_per_user=sessions, seed=seed) if r["kind"] == "memory"]
@@ -50,13 +50,13 @@ def conversation_texts(count: int, seed: int) -> list[dict]:
 
 
 def build_home(home: Path, count: int, random_vectors: bool) -> dict:
-    from hms_jobs.evaluation import materialize_for_context
-    from hms_resources.embedder import Embedder
-    from hms_resources.embeddings import EmbeddingIndex, content_hash
-    from hms_resources.evaluation import memory_events
-    from hms_resources.event_store import EventStore
-    from hms_resources.ingest import ingest_records
-    from hms_resources.projection import refresh_memories
+    from hms_jobs.retrieval_harness import materialize_for_context
+    from hms_resources.datasets.retrieval_eval import memory_events
+    from hms_resources.semantic.embedder import Embedder
+    from hms_resources.semantic.embeddings import EmbeddingIndex, content_hash
+    from hms_resources.store.event_store import EventStore
+    from hms_resources.store.ingest import ingest_records
+    from hms_resources.store.projection import refresh_memories
 
     started = time.perf_counter()
     store = EventStore(hms_home=str(home))
@@ -90,10 +90,10 @@ def rss_mb() -> float:
 
 def measure(home: Path, queries: int) -> dict:
     """Runs in its own process: load the resource, then time queries against the bare baseline."""
-    from hms_resources.context import ContextAssembler
-    from hms_resources.context_index import TIER_NAMES
-    from hms_resources.embedder import Embedder
-    from hms_resources.event_store import EventStore
+    from hms_resources.context.assembler import ContextAssembler
+    from hms_resources.context.index import TIER_NAMES
+    from hms_resources.semantic.embedder import Embedder
+    from hms_resources.store.event_store import EventStore
 
     rss_start = rss_mb()
     embedder = Embedder()

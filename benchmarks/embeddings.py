@@ -15,10 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hms_resources.embedder import Embedder  # noqa: E402
-from hms_resources.embeddings import EmbeddingIndex, refresh_embeddings  # noqa: E402
-from hms_resources.memory_state import Memory  # noqa: E402
-from hms_resources.synthetic import generate_bulk_events  # noqa: E402
+from hms_resources.datasets.synthetic import generate_bulk_events  # noqa: E402
+from hms_resources.semantic.embedder import Embedder  # noqa: E402
+from hms_resources.semantic.embeddings import EmbeddingIndex, refresh_embeddings  # noqa: E402
+from hms_resources.store.memory_state import Memory  # noqa: E402
 
 
 def sample_memories(count: int) -> list[Memory]:

@@ -18,8 +18,8 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import temporary_postgres_database, write_events  # noqa: E402
-from hms_resources.event_store import EventStore  # noqa: E402
-from hms_resources.ingest import ingest_path  # noqa: E402
+from hms_resources.store.event_store import EventStore  # noqa: E402
+from hms_resources.store.ingest import ingest_path  # noqa: E402
 
 
 def timed_ingest(url: str, path: Path, batch_size: int) -> dict:

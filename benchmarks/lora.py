@@ -24,15 +24,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dagster as dg  # noqa: E402
 
-from hms_assets import lora  # noqa: E402
-from hms_resources.event_store import EventStore  # noqa: E402
-from hms_resources.jsonfile import write_json  # noqa: E402
-from hms_resources.lora_adapters import ADAPTERS_MANIFEST, TRAINING_DATA_MANIFEST, lora_dir, trained_adapters  # noqa: E402
-from hms_resources.lora_candidates import CandidateSet  # noqa: E402
-from hms_resources.lora_data import build_examples, save_dataset  # noqa: E402
-from hms_resources.lora_training import TrainingConfig, device, encode_example, load_base  # noqa: E402
-from hms_resources.memory_state import Memory  # noqa: E402
-from hms_resources.mlflow_tracking import MlflowTracking  # noqa: E402
+from hms_assets.lora import assets as lora  # noqa: E402
+from hms_resources.common.files import write_json  # noqa: E402
+from hms_resources.lora.adapters import ADAPTERS_MANIFEST, TRAINING_DATA_MANIFEST, lora_dir, trained_adapters  # noqa: E402
+from hms_resources.lora.candidates import CandidateSet  # noqa: E402
+from hms_resources.lora.data import build_examples, save_dataset  # noqa: E402
+from hms_resources.lora.tracking import MlflowTracking  # noqa: E402
+from hms_resources.lora.training import TrainingConfig, device, encode_example, load_base  # noqa: E402
+from hms_resources.store.event_store import EventStore  # noqa: E402
+from hms_resources.store.memory_state import Memory  # noqa: E402
 
 FACTS = [
     "Nadia practises the cello every morning before work.",

@@ -18,10 +18,10 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_events  # noqa: E402
-from hms_resources.event_store import EventStore  # noqa: E402
-from hms_resources.ingest import ingest_path  # noqa: E402
-from hms_resources.memory_state import replay_events  # noqa: E402
-from hms_resources.projection import refresh_memories  # noqa: E402
+from hms_resources.store.event_store import EventStore  # noqa: E402
+from hms_resources.store.ingest import ingest_path  # noqa: E402
+from hms_resources.store.memory_state import replay_events  # noqa: E402
+from hms_resources.store.projection import refresh_memories  # noqa: E402
 
 
 def bare_read(url: str) -> int:

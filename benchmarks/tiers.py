@@ -16,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hms_resources.importance import ImportanceConfig, ImportanceFeatures, assign_tiers, score_importance  # noqa: E402
+from hms_resources.tiers.importance import ImportanceConfig, ImportanceFeatures, assign_tiers, score_importance  # noqa: E402
 
 
 def random_features(n: int, rng: np.random.Generator) -> ImportanceFeatures:

@@ -11,13 +11,12 @@ from pathlib import Path
 import click
 import orjson
 
-from hms_resources.event_store import EventStore, migrate
-from hms_resources.events import DEFAULT_MAX_CONTENT_BYTES
-from hms_resources.home import hms_home, redact_url
-from hms_resources.ingest import DEFAULT_BATCH_SIZE, IngestReport, default_rejects_path, ingest_path
-from hms_resources.lora_candidates import CURATION_ACTIONS
-
-SAMPLE_EVENTS = Path(__file__).resolve().parents[1] / "hms_resources" / "data" / "sample_events.jsonl"
+from hms_resources.common.home import hms_home, redact_url
+from hms_resources.datasets import SAMPLE_EVENTS
+from hms_resources.lora.candidates import CURATION_ACTIONS
+from hms_resources.store.event_store import EventStore, migrate
+from hms_resources.store.events import DEFAULT_MAX_CONTENT_BYTES
+from hms_resources.store.ingest import DEFAULT_BATCH_SIZE, IngestReport, default_rejects_path, ingest_path
 
 EXIT_OK, EXIT_FAILURE, EXIT_REJECTED = 0, 1, 2
 
@@ -98,7 +97,7 @@ def ingest(path: str, as_json: bool, rejects: str | None, batch_size: int, max_c
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def stats(as_json: bool) -> None:
     """Counts of events, memories (live, archived, forgotten) and users."""
-    from hms_resources.tiers import latest_tier_date, tier_sizes
+    from hms_resources.tiers.assignment import latest_tier_date, tier_sizes
 
     store = _store()
     numbers = store.stats()
@@ -132,10 +131,10 @@ def forget_command(user_id: str, memory_id: str, reason: str, verify: bool, as_j
     delete the LoRA dataset versions holding it, retire the adapters trained on them, and drop old page
     images; the other assets drop it at their next run. Then report every place checked. Exit 0: clean
     everywhere; 2: something remains (the report says which run clears it)."""
-    from hms_resources.events import MEMORY_FORGOTTEN, parse_event
-    from hms_resources.forget import purge_forgotten, verify_forgotten
-    from hms_resources.mlflow_tracking import MlflowTracking
-    from hms_resources.projection import refresh_memories
+    from hms_resources.lora.tracking import MlflowTracking
+    from hms_resources.privacy.forget import purge_forgotten, verify_forgotten
+    from hms_resources.store.events import MEMORY_FORGOTTEN, parse_event
+    from hms_resources.store.projection import refresh_memories
 
     store = _store()
     tracking = MlflowTracking(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""))
@@ -169,7 +168,7 @@ def forget_command(user_id: str, memory_id: str, reason: str, verify: bool, as_j
 @click.option("--out", type=click.Path(dir_okay=False, allow_dash=True), default="-", show_default=True)
 def generate(users: int, sessions: int, seed: int, out: str) -> None:
     """Write seeded synthetic multi-user memory events as JSONL."""
-    from hms_resources.synthetic import generate_events
+    from hms_resources.datasets.synthetic import generate_events
 
     stream = sys.stdout.buffer if out == "-" else open(out, "wb")
     try:
@@ -269,8 +268,8 @@ def _run_jobs(jobs) -> bool:
 
 def _approve_largest_sets(count: int) -> list[str]:
     """Approve the `count` pending candidate sets with the most memories."""
-    from hms_resources.lora_adapters import lora_dir
-    from hms_resources.lora_candidates import PENDING, curate, load_candidate_sets, load_curation, save_curation
+    from hms_resources.lora.adapters import lora_dir
+    from hms_resources.lora.candidates import PENDING, curate, load_candidate_sets, load_curation, save_curation
 
     home = hms_home()
     curation = load_curation(home)
@@ -289,7 +288,7 @@ SAMPLE_QUERY = "What does this user care about at work, and what should I keep i
 
 def _show_sample_context(store: EventStore) -> None:
     """End a run the way an assistant would use HMS: one assembled context for a sample query."""
-    from hms_resources.context import ContextAssembler
+    from hms_resources.context.assembler import ContextAssembler
 
     assembler = ContextAssembler.from_env()
     users = sorted(assembler.snapshot.users)
@@ -308,8 +307,8 @@ def _show_sample_context(store: EventStore) -> None:
 
 def _show_adapter_choice(assembler) -> None:
     """For the first champion adapter, the adapter a question about its concept gets (`Context.adapter`)."""
-    from hms_resources.lora_adapters import load_champions, lora_dir
-    from hms_resources.lora_candidates import load_candidate_sets
+    from hms_resources.lora.adapters import load_champions, lora_dir
+    from hms_resources.lora.candidates import load_candidate_sets
 
     champions = load_champions(assembler.event_store.home)
     if not champions:
@@ -347,8 +346,8 @@ def curate() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def curate_list(as_json: bool) -> None:
     """The candidate sets of the last `lora_candidate_sets` run, with their status under today's curation."""
-    from hms_resources.lora_adapters import lora_dir
-    from hms_resources.lora_candidates import load_candidate_sets, load_curation
+    from hms_resources.lora.adapters import lora_dir
+    from hms_resources.lora.candidates import load_candidate_sets, load_curation
 
     home = hms_home()
     curation = load_curation(home)
@@ -368,9 +367,9 @@ def _curation_command(action: str):
     @click.argument("set_ids", nargs=-1)
     @click.option("--memory", "memories", type=(str, str), multiple=True, metavar="USER MEMORY", help="A memory instead of, or beside, sets.")
     def command(set_ids: tuple[str, ...], memories: tuple[tuple[str, str], ...]) -> None:
-        from hms_resources.lora_adapters import lora_dir
-        from hms_resources.lora_candidates import curate as apply_curation
-        from hms_resources.lora_candidates import load_candidate_sets, load_curation, save_curation
+        from hms_resources.lora.adapters import lora_dir
+        from hms_resources.lora.candidates import curate as apply_curation
+        from hms_resources.lora.candidates import load_candidate_sets, load_curation, save_curation
 
         if not set_ids and not memories:
             raise click.UsageError("name at least one set id or --memory USER MEMORY")
@@ -407,7 +406,7 @@ def lora() -> None:
 
 
 def _print_comparison() -> None:
-    from hms_resources.lora_adapters import comparison_rows, format_comparison
+    from hms_resources.lora.adapters import comparison_rows, format_comparison
 
     rows = comparison_rows(hms_home())
     if rows:
@@ -426,7 +425,7 @@ def lora_train() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def lora_list(as_json: bool) -> None:
     """Every set's registered versions, their aliases and fact recall."""
-    from hms_resources.lora_registry import registered_models
+    from hms_resources.lora.registry import registered_models
 
     client = _tracking_client()
     models = registered_models(client)
@@ -444,7 +443,7 @@ def lora_list(as_json: bool) -> None:
 @lora.command("compare")
 def lora_compare() -> None:
     """The latest adapter comparison: the base and every registered adapter on each set's probes."""
-    from hms_resources.lora_adapters import comparison_rows, format_comparison
+    from hms_resources.lora.adapters import comparison_rows, format_comparison
 
     click.echo(format_comparison(comparison_rows(hms_home())))
 
@@ -454,8 +453,8 @@ def lora_compare() -> None:
 @click.option("--version", default=None, help="The version to make champion [default: the one the champion replaced].")
 def lora_rollback(set_id: str, version: str | None) -> None:
     """Make an earlier version of SET_ID's adapter the champion again; the context resource follows."""
-    from hms_resources.lora_adapters import publish_champions
-    from hms_resources.lora_registry import CHAMPION, alias_version, rollback
+    from hms_resources.lora.adapters import publish_champions
+    from hms_resources.lora.registry import CHAMPION, alias_version, rollback
 
     client = _tracking_client()
     before = alias_version(client, set_id, CHAMPION)
@@ -465,7 +464,7 @@ def lora_rollback(set_id: str, version: str | None) -> None:
 
 
 def _tracking_client():
-    from hms_resources.mlflow_tracking import MlflowTracking
+    from hms_resources.lora.tracking import MlflowTracking
 
     tracking = MlflowTracking(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""))
     tracking.experiment_id(hms_home())
@@ -495,7 +494,7 @@ def _budgets(_ctx, _param, value: str) -> tuple[int, ...]:
 def eval_retrieval(data: str, budgets: tuple[int, ...], json_out: str | None, progress: bool | None) -> None:
     """Evidence recall and latency of the context resource on DATA (JSON Lines of memories and
     questions), against BM25-only, dense-only and hybrid baselines, in a fresh temporary HMS home."""
-    from hms_jobs.evaluation import evaluate_retrieval, format_report
+    from hms_jobs.retrieval_harness import evaluate_retrieval, format_report
 
     show = sys.stderr.isatty() if progress is None else progress
     result = evaluate_retrieval(data, budgets, tokenizer=os.environ.get("HMS_TOKENIZER", ""), progress=show, log=lambda m: click.echo(m, err=True))

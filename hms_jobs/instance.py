@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from hms_resources.home import hms_home
+from hms_resources.common.home import hms_home
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED_INSTANCE = PROJECT_ROOT / "dagster.yaml"

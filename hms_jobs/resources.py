@@ -8,10 +8,10 @@ import os
 
 import dagster as dg
 
-from hms_resources.context import ContextAssembler
-from hms_resources.embedder import Embedder
-from hms_resources.event_store import EventStore
-from hms_resources.mlflow_tracking import MlflowTracking
+from hms_resources.context.assembler import ContextAssembler
+from hms_resources.lora.tracking import MlflowTracking
+from hms_resources.semantic.embedder import Embedder
+from hms_resources.store.event_store import EventStore
 
 
 def _env(name: str, default: str = "") -> str | dg.EnvVar:
@@ -38,7 +38,7 @@ def resources() -> dict[str, object]:
         "mlflow_tracking": MlflowTracking(tracking_uri=_env("MLFLOW_TRACKING_URI")),
     }
     if graph_store_configured():
-        from hms_resources.graph_store import GraphStore
+        from hms_resources.semantic.graph_store import GraphStore
 
         found["graph_store"] = GraphStore(
             uri=dg.EnvVar("NEO4J_URI"),

@@ -6,11 +6,11 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from hms_jobs.jobs import lora_job, memories_job, tier_migration_job
-from hms_resources.event_store import EventStore
-from hms_resources.importance import TierConfig
-from hms_resources.lora_adapters import RETRAIN_CHANGED_SHARE, sets_due_for_training
-from hms_resources.projection import MEMORIES_CURSOR
-from hms_resources.tiers import day_window, latest_tier_date, new_live_memories_since, tier_sizes
+from hms_resources.lora.adapters import RETRAIN_CHANGED_SHARE, sets_due_for_training
+from hms_resources.store.event_store import EventStore
+from hms_resources.store.projection import MEMORIES_CURSOR
+from hms_resources.tiers.assignment import day_window, latest_tier_date, new_live_memories_since, tier_sizes
+from hms_resources.tiers.importance import TierConfig
 
 
 @dg.sensor(

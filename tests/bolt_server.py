@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from hms_resources.graph_store import GraphStore
+from hms_resources.semantic.graph_store import GraphStore
 
 # The Bolt handshake: magic, then the protocol versions the client offers.
 _HANDSHAKE = bytes.fromhex("6060B017" "000001FF" "00080805" "00020404" "00000003")

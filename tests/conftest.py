@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from hms_resources.event_store import EventStore
+from hms_resources.store.event_store import EventStore
 
 pytest_plugins = ["tests.bolt_server"]
 

@@ -1,0 +1,213 @@
+"""Memory tiers: the daily `memory_tiers` assignment and its `tier_migrations` log, and the
+`cold_archive` they leave behind."""
+
+from collections import Counter
+from datetime import date, timedelta
+
+import dagster as dg
+
+from hms_assets.plots import bar_chart_markdown
+from hms_assets.tiers.partitions import daily_partitions
+from hms_resources.semantic.concepts import load_concepts
+from hms_resources.store.event_store import EventStore
+from hms_resources.tiers.access_predictor import load_predictor, save_predictor, train_and_evaluate, weekly_samples
+from hms_resources.tiers.assignment import (
+    TieringConfig,
+    compute_tiers,
+    save_tier_partition,
+    tier_migrations,
+    write_cold_archive,
+)
+from hms_resources.tiers.importance import ImportanceConfig, TierConfig
+
+COLD_ARCHIVE_DIR = "archive"
+MODELS_DIR = "models"
+
+
+class TiersConfig(dg.Config):
+    hot_capacity: int = TierConfig.hot_capacity
+    warm_capacity: int = TierConfig.warm_capacity
+    cold_capacity: int = TierConfig.cold_capacity
+    hot_threshold: float = TierConfig.hot_threshold
+    warm_threshold: float = TierConfig.warm_threshold
+    recency_half_life_days: float = ImportanceConfig.recency_half_life_days
+    access_half_life_days: float = ImportanceConfig.access_half_life_days
+    use_predictor: str = "auto"
+    """`auto`: feed the access predictor into the score only if it beat the heuristic; `on`; `off`."""
+
+    def to_domain(self) -> TieringConfig:
+        return TieringConfig(
+            importance=ImportanceConfig(
+                recency_half_life_days=self.recency_half_life_days, access_half_life_days=self.access_half_life_days
+            ),
+            tiers=TierConfig(
+                hot_capacity=self.hot_capacity,
+                warm_capacity=self.warm_capacity,
+                cold_capacity=self.cold_capacity,
+                hot_threshold=self.hot_threshold,
+                warm_threshold=self.warm_threshold,
+            ),
+        )
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "memory_tiers",
+            deps=["memories", "concept_clusters", "access_predictor"],
+            group_name="tiers",
+            kinds={"sql"},
+            description="Per day, the hot, warm, cold or archived tier and the dynamic importance of every memory.",
+        ),
+        dg.AssetSpec(
+            "tier_migrations",
+            deps=["memories", "concept_clusters"],
+            group_name="tiers",
+            kinds={"sql"},
+            description="Per day, every memory that moved between tiers: from, to, score, reason.",
+        ),
+    ],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "tiers_within_capacity",
+            asset="memory_tiers",
+            blocking=True,
+            description="No user holds more memories in a tier than the capacity this run was configured with.",
+        )
+    ],
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+)
+def memory_tier_migration(context: dg.AssetExecutionContext, config: TiersConfig, event_store: EventStore):
+    """Tiers for day D come from the events up to the end of D and the config alone, so partitions
+    can be backfilled in any order, in parallel, and twice with identical results."""
+    tiering = config.to_domain()
+    concepts = load_concepts(event_store)
+    predict = load_predictor(event_store.home / MODELS_DIR, config.use_predictor)
+    total_moves: Counter = Counter()
+    for key in context.partition_keys:
+        day = date.fromisoformat(key)
+        current = compute_tiers(event_store, day, concepts, tiering, predict)
+        previous = compute_tiers(event_store, day - timedelta(days=1), concepts, tiering, predict)
+        moves = tier_migrations(previous, current)
+        save_tier_partition(event_store, day, current, moves)
+        total_moves.update(f"{m.from_tier or 'new'} → {m.to_tier or 'forgotten'}" for m in moves)
+        context.log.info(f"{key}: {len(current.memory_ids)} memories placed, {len(moves)} moved")
+    sizes = current.sizes()
+    totals = Counter()
+    for counts in sizes.values():
+        totals.update(counts)
+    movers = sorted((m for m in moves if m.score_change is not None), key=lambda m: -abs(m.score_change))[:10]
+    yield dg.MaterializeResult(
+        asset_key="memory_tiers",
+        metadata={
+            "partitions": len(context.partition_keys),
+            "access_predictor_used": predict is not None,
+            "as_of": current.as_of,
+            **{f"{tier}": int(totals.get(tier, 0)) for tier in ("hot", "warm", "cold", "archived")},
+            "tier_sizes_per_user": dg.MetadataValue.md(_sizes_table(sizes)),
+            "dagster/row_count": len(current.memory_ids),
+        },
+    )
+    limits = tiering.tiers
+    over = [
+        user
+        for user, c in sizes.items()
+        if c["hot"] > limits.hot_capacity or c["warm"] > limits.warm_capacity or c["cold"] > limits.cold_capacity
+    ]
+    yield dg.AssetCheckResult(
+        check_name="tiers_within_capacity",
+        asset_key="memory_tiers",
+        passed=not over,
+        metadata={"users": len(sizes), "users_over_capacity": len(over), "hot_capacity": limits.hot_capacity,
+                  "warm_capacity": limits.warm_capacity, "cold_capacity": limits.cold_capacity},
+    )
+    yield dg.MaterializeResult(
+        asset_key="tier_migrations",
+        metadata={
+            "migrations": len(moves),
+            "transitions": dg.MetadataValue.md(
+                bar_chart_markdown(sorted(total_moves.items(), key=lambda kv: -kv[1])[:12], title="Tier transitions", xlabel="memories")
+                if total_moves
+                else "no memory moved"
+            ),
+            "biggest_movers": dg.MetadataValue.md(_movers_table(movers)),
+            "dagster/row_count": len(moves),
+        },
+    )
+
+
+def _sizes_table(sizes: dict[str, dict[str, int]]) -> str:
+    lines = ["| user | hot | warm | cold | archived |", "|---|---|---|---|---|"]
+    for user_id in sorted(sizes)[:50]:
+        c = sizes[user_id]
+        lines.append(f"| {user_id} | {c['hot']} | {c['warm']} | {c['cold']} | {c['archived']} |")
+    return "\n".join(lines)
+
+
+def _movers_table(movers) -> str:
+    if not movers:
+        return "no memory changed tier with a known previous score"
+    lines = ["| user | memory | from | to | score | change | reason |", "|---|---|---|---|---|---|---|"]
+    for m in movers:
+        lines.append(
+            f"| {m.user_id} | {m.memory_id} | {m.from_tier} | {m.to_tier} | {m.score:.3f} | {m.score_change:+.3f} | {m.reason} |"
+        )
+    return "\n".join(lines)
+
+
+@dg.asset(
+    group_name="tiers",
+    deps=["memories", dg.AssetDep("memory_tiers", partition_mapping=dg.LastPartitionMapping())],
+    kinds={"parquet"},
+    automation_condition=dg.AutomationCondition.eager(),
+    description="Cold memories of the latest tiers, compacted to Parquet per user and month.",
+)
+def cold_archive(context: dg.AssetExecutionContext, event_store: EventStore) -> dg.MaterializeResult:
+    directory = event_store.home / COLD_ARCHIVE_DIR
+    written = write_cold_archive(event_store, directory)
+    context.log.info(f"{written['memories']} cold memories in {written['files']} files")
+    return dg.MaterializeResult(
+        metadata={**written, "path": dg.MetadataValue.path(str(directory)), "dagster/row_count": written["memories"]}
+    )
+
+
+TRAINING_WEEKS = 52
+"""The access predictor learns from the last year of the log: older weeks say little about next week,
+and each week costs a replay."""
+
+
+@dg.asset(
+    group_name="tiers",
+    deps=["memories", "concept_clusters"],
+    kinds={"scikitlearn"},
+    automation_condition=dg.AutomationCondition.on_cron("0 3 * * 0"),
+    description="A gradient-boosting model of access in the next 7 days, evaluated against the heuristic score.",
+)
+def access_predictor(context: dg.AssetExecutionContext, event_store: EventStore) -> dg.MaterializeResult:
+    first, last = event_store.event_time_range()
+    if first is None:
+        raise dg.Failure("the event store is empty: nothing to learn from")
+    config = ImportanceConfig()
+    last_day = date.fromisoformat(last[:10])
+    first_day = max(date.fromisoformat(first[:10]) + timedelta(days=7), last_day - timedelta(weeks=TRAINING_WEEKS))
+    samples = weekly_samples(event_store, load_concepts(event_store), config, first_day, last_day)
+    model, evaluation = train_and_evaluate(samples, config, TierConfig().hot_capacity)
+    save_predictor(event_store.home / MODELS_DIR, model, evaluation)
+    verdict = "beats" if evaluation.model_wins else "does not beat"
+    context.log.info(
+        f"precision at hot capacity: model {evaluation.precision_model}, heuristic {evaluation.precision_heuristic}: the model {verdict} the heuristic"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "weeks_trained": evaluation.weeks_trained,
+            "weeks_held_out": evaluation.weeks_held_out,
+            "rows": evaluation.rows,
+            "positive_rate": evaluation.positive_rate,
+            "precision_at_hot_capacity_model": evaluation.precision_model,
+            "precision_at_hot_capacity_heuristic": evaluation.precision_heuristic,
+            "k_per_user": evaluation.k_per_user,
+            "held_out_accesses": evaluation.held_out_positives,
+            "enabled_by_default": bool(model is not None and evaluation.model_wins),
+        }
+    )

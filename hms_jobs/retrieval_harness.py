@@ -1,0 +1,186 @@
+"""The retrieval-quality harness behind `hms eval retrieval`.
+
+It builds a fresh HMS home, ingests a dataset's memories as events, materializes every asset the
+context resource reads through Dagster in-process, then asks each question through the same
+`ContextAssembler` an application uses, and through BM25-only, dense-only and BM25+dense (reciprocal
+rank fusion) baselines packed by rank to the same budgets with the same tokenizer."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import numpy as np
+
+from hms_resources.common.text import lexical_tokens
+from hms_resources.context.assembler import ContextAssembler
+from hms_resources.context.retrieval import pack_ranked, rank_dense, rank_hybrid, rank_lexical
+from hms_resources.datasets.retrieval_eval import Dataset, evidence_recall, latency_summary, load_dataset, memory_events
+from hms_resources.semantic.embedder import Embedder
+from hms_resources.store.event_store import EventStore
+from hms_resources.store.ingest import ingest_records
+
+DEFAULT_BUDGETS = (256, 512, 1024, 2048)
+SEMANTIC_ASSETS = ("memories", "embeddings", "concept_clusters", "graph_edges")
+METHODS = ("hms", "bm25", "dense", "hybrid")
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+"""Run config that keeps Dagster's per-step debug lines out of the harness's output; failures still show."""
+
+
+def materialize_for_context(
+    store: EventStore, embedder: Embedder, *, tier_config: dict[str, Any] | None = None, log: Callable[[str], None] = print
+) -> dict[str, float]:
+    """Run the assets the context resource reads, with their blocking checks, on a temporary instance;
+    then the tier partition of the last day with memories, when that day is a partition (`tier_config`:
+    the migration's `TiersConfig` fields, e.g. capacities)."""
+    from hms_assets import domain_assets
+    from hms_assets.tiers.partitions import daily_partitions
+
+    assets = domain_assets(("memory_store", "semantic", "tiers"))
+    resources = {"event_store": store, "embedder": embedder}
+    seconds: dict[str, float] = {}
+    with dg.DagsterInstance.ephemeral() as instance:
+        started = time.perf_counter()
+        result = dg.materialize(
+            assets,
+            selection=dg.AssetSelection.assets(*SEMANTIC_ASSETS),
+            resources=resources,
+            instance=instance,
+            run_config=QUIET,
+            raise_on_error=False,
+        )
+        if not result.success:
+            raise RuntimeError("materializing the semantic assets failed; see the Dagster log above")
+        seconds["semantic_assets"] = time.perf_counter() - started
+        log(f"materialized {', '.join(SEMANTIC_ASSETS)} in {seconds['semantic_assets']:.1f}s")
+        _, last = store.event_time_range()
+        day = (last or "")[:10]
+        if day and day in daily_partitions.get_partition_keys(dynamic_partitions_store=instance):
+            started = time.perf_counter()
+            result = dg.materialize(
+                assets,
+                selection=dg.AssetSelection.assets("memory_tiers", "tier_migrations"),
+                resources=resources,
+                instance=instance,
+                partition_key=day,
+                run_config={**QUIET, "ops": {"memory_tier_migration": {"config": tier_config or {}}}},
+                raise_on_error=False,
+            )
+            if not result.success:
+                raise RuntimeError(f"materializing the memory tiers for {day} failed; see the Dagster log above")
+            seconds["memory_tiers"] = time.perf_counter() - started
+            log(f"materialized memory_tiers for {day} in {seconds['memory_tiers']:.1f}s")
+        else:
+            log(f"no tier partition for {day or 'an empty dataset'}: every memory counts as hot")
+    return seconds
+
+
+def _timed(call: Callable[[], Any]) -> tuple[Any, float]:
+    started = time.perf_counter()
+    value = call()
+    return value, (time.perf_counter() - started) * 1e3
+
+
+def evaluate(
+    assembler: ContextAssembler, dataset: Dataset, budgets: Sequence[int], *, progress: bool = False
+) -> dict[str, Any]:
+    """Recall and latency per method and budget over every question of `dataset`."""
+    from tqdm import tqdm
+
+    snapshot = assembler.snapshot
+    embedder = assembler.embedder
+    recall = {m: {b: [] for b in budgets} for m in METHODS}
+    latency: dict[str, list[float]] = {m: [] for m in METHODS}
+    by_category: dict[str, dict[str, list[float]]] = {m: {} for m in METHODS}
+    for question in dataset.questions[:3]:
+        assembler.assemble(question.user_id, question.question, budgets[0], now=question.asked_at)
+    for question in tqdm(dataset.questions, desc="questions", disable=not progress, unit="q"):
+        index = snapshot.users.get(question.user_id)
+        for budget in budgets:
+            context, ms = _timed(lambda: assembler.assemble(question.user_id, question.question, budget, now=question.asked_at))
+            results = {"hms": (context.source_ids, ms)}
+            if index is not None:
+                def similarities() -> np.ndarray:
+                    return embedder.similarities(index.vectors, embedder.encode_query(question.question))
+
+                baselines = {
+                    "bm25": lambda: rank_lexical(index, lexical_tokens([question.question])[0]),
+                    "dense": lambda: rank_dense(index, similarities()),
+                    "hybrid": lambda: rank_hybrid(index, similarities(), lexical_tokens([question.question])[0]),
+                }
+                for method, rank in baselines.items():
+                    items, ms = _timed(lambda: pack_ranked(index, rank(), budget))
+                    results[method] = ([s for item in items for s in item.source_ids], ms)
+            else:
+                results.update({m: ([], 0.0) for m in METHODS if m != "hms"})
+            for method, (source_ids, ms) in results.items():
+                value = evidence_recall(question.evidence, source_ids)
+                recall[method][budget].append(value)
+                latency[method].append(ms)
+                by_category[method].setdefault(f"{question.category}@{budget}", []).append(value)
+    return {
+        "questions": len(dataset.questions),
+        "methods": {
+            m: {
+                "recall": {str(b): round(float(np.mean(v)), 4) if v else 0.0 for b, v in recall[m].items()},
+                "latency_ms": latency_summary(latency[m]),
+                "recall_by_category": {k: round(float(np.mean(v)), 4) for k, v in sorted(by_category[m].items())},
+            }
+            for m in METHODS
+        },
+    }
+
+
+def evaluate_retrieval(
+    path: str | Path,
+    budgets: Sequence[int] = DEFAULT_BUDGETS,
+    *,
+    tokenizer: str = "",
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """The whole harness on a fresh temporary HMS home; returns the report `--json` writes."""
+    if not budgets or any(b < 1 for b in budgets):
+        raise ValueError(f"budgets must be positive integers, got {list(budgets)}")
+    dataset = load_dataset(path)
+    log(f"{path}: {len(dataset.memories)} memories of {dataset.users} users, {len(dataset.questions)} questions")
+    with tempfile.TemporaryDirectory(prefix="hms-eval-") as home:
+        store = EventStore(hms_home=home)
+        embedder = Embedder.from_env()
+        report = ingest_records(store, memory_events(dataset.memories), source=str(path))
+        if report.rejected:
+            raise RuntimeError(f"{path}: {report.rejected} memories were rejected by the event store")
+        seconds = materialize_for_context(store, embedder, log=log)
+        assembler = ContextAssembler(event_store=store, embedder=embedder, tokenizer=tokenizer, record_access=False)
+        started = time.perf_counter()
+        assembler.snapshot
+        seconds["index_load"] = time.perf_counter() - started
+        try:
+            result = evaluate(assembler, dataset, budgets, progress=progress)
+        finally:
+            assembler.close()
+            store.close()
+    result["dataset"] = {"path": str(path), "memories": len(dataset.memories), "users": dataset.users}
+    result["tokenizer"] = assembler.tokens.name
+    result["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
+    return result
+
+
+def format_report(result: dict[str, Any]) -> str:
+    budgets = list(next(iter(result["methods"].values()))["recall"])
+    lines = [
+        f"{result['questions']} questions; evidence recall by token budget ({result.get('tokenizer', '')} tokens), "
+        "and assemble latency",
+        f"{'method':<8}" + "".join(f"{b:>8}" for b in budgets) + f"{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}",
+    ]
+    for method, figures in result["methods"].items():
+        lines.append(
+            f"{method:<8}"
+            + "".join(f"{figures['recall'][b]:>8.3f}" for b in budgets)
+            + "".join(f"{figures['latency_ms'][p]:>10.2f}" for p in ("p50", "p95", "p99"))
+        )
+    return "\n".join(lines)

@@ -1,0 +1,475 @@
+"""Online context assembly: the memories, concept summaries and recent turns that best answer a
+user's query, within a token budget, in milliseconds.
+
+`ContextAssembler` loads its indexes once from the materialized assets (`context_index`), reloads
+them in the background when an asset is materialized again, and reads events stored since the last
+`memories` run straight from the event store, so a just-ingested memory is found and a just-forgotten
+one is never returned. What it returns is recorded as `memory.accessed` events off the hot path."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any
+
+import dagster as dg
+import numpy as np
+from pydantic import PrivateAttr
+
+from hms_resources.common.home import redact_url
+from hms_resources.common.text import lexical_tokens
+from hms_resources.common.tokens import TokenCounter
+from hms_resources.context.index import (
+    CONVERSATION_TURN,
+    ContextSnapshot,
+    SelectedAdapter,
+    dedup_key,
+    epoch_seconds,
+    load_cold_index,
+    load_snapshot,
+    release_freed_memory,
+    render_memory,
+    snapshot_signature,
+)
+from hms_resources.context.retrieval import (
+    Candidate,
+    RetrievalConfig,
+    memory_candidate,
+    pack_context,
+    rank_memories,
+    recency,
+    summary_candidates,
+)
+from hms_resources.context.temporal import parse_time_scope
+from hms_resources.semantic.embedder import Embedder
+from hms_resources.store.event_store import EventStore
+from hms_resources.store.events import (
+    MEMORY_ACCESSED,
+    MEMORY_ARCHIVED,
+    MEMORY_CREATED,
+    MEMORY_FORGOTTEN,
+    MEMORY_UPDATED,
+    MemoryEvent,
+    normalize_timestamp,
+)
+
+log = logging.getLogger("hms.context")
+
+ACCESS_METHOD = "context"
+MAX_QUERY_CHARS = 2048
+"""Longer queries are cut before embedding and lexical analysis; the encoder truncates further."""
+
+
+@dataclass(frozen=True)
+class ContextItem:
+    memory_id: str
+    text: str
+    tokens: int
+    score: float
+    tier: str
+    kind: str
+    source_ids: list[str]
+    created_at: str = ""
+
+
+@dataclass
+class Context:
+    user_id: str
+    query: str
+    token_budget: int
+    items: list[ContextItem] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    adapter: SelectedAdapter | None = None
+    """The user's champion LoRA adapter whose concept best matches the query, if any matches well enough."""
+
+    @property
+    def token_count(self) -> int:
+        return sum(item.tokens for item in self.items)
+
+    @property
+    def source_ids(self) -> list[str]:
+        return [s for item in self.items for s in item.source_ids]
+
+    def to_prompt(self) -> str:
+        """Summaries first, then memories and recent turns in time order, one per line; each item's
+        `tokens` includes its line break, so the prompt stays within the budget."""
+        summaries = [i for i in self.items if i.kind == "concept_summary"]
+        memories = sorted((i for i in self.items if i.kind != "concept_summary"), key=lambda i: (i.created_at, i.memory_id))
+        return "\n".join(i.text for i in summaries + memories)
+
+
+@dataclass
+class _Fresh:
+    """A user's memories changed since the snapshot: their latest text, or their removal."""
+
+    texts: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+    removed: set[str] = field(default_factory=set)
+
+
+class ContextAssembler(dg.ConfigurableResource):
+    """Assembles a user's context for a query. Works inside Dagster and as a plain object:
+    `ContextAssembler.from_env()` or `ContextAssembler.from_home(path)`."""
+
+    event_store: EventStore
+    embedder: Embedder
+    tokenizer: str = ""
+    """A local tokenizer directory or hub id; empty for the base LLM's (SmolLM2-135M-Instruct)."""
+    record_access: bool = True
+    refresh_seconds: float = 5.0
+    candidates: int = 64
+    adapter_min_similarity: float = 0.3
+    """How close a query's embedding must be to a champion adapter's concept centroid to name it."""
+
+    _snapshot: Any = PrivateAttr(default=None)
+    _counter: Any = PrivateAttr(default=None)
+    _lock: Any = PrivateAttr(default_factory=threading.RLock)
+    _fresh: dict = PrivateAttr(default_factory=dict)
+    _fresh_after: int = PrivateAttr(default=0)
+    _checked_at: float = PrivateAttr(default=0.0)
+    _reloading: bool = PrivateAttr(default=False)
+    _recorder: Any = PrivateAttr(default=None)
+
+    @classmethod
+    def from_env(cls) -> "ContextAssembler":
+        return cls(
+            event_store=EventStore.from_env(),
+            embedder=Embedder.from_env(),
+            tokenizer=os.environ.get("HMS_TOKENIZER", ""),
+        )
+
+    @classmethod
+    def from_home(cls, home: str | os.PathLike[str], **config: Any) -> "ContextAssembler":
+        return cls(event_store=EventStore(hms_home=str(home)), embedder=Embedder.from_env(), **config)
+
+    @property
+    def retrieval_config(self) -> RetrievalConfig:
+        return RetrievalConfig(candidates=self.candidates)
+
+    @property
+    def tokens(self) -> TokenCounter:
+        if self._counter is None:
+            self._counter = TokenCounter(self.tokenizer, cache_dir=self.event_store.home / "tokenizers")
+        return self._counter
+
+    # Indexes --------------------------------------------------------------------------------
+
+    @property
+    def snapshot(self) -> ContextSnapshot:
+        if self._snapshot is None:
+            with self._lock:
+                if self._snapshot is None:
+                    self._install(self._load())
+        return self._snapshot
+
+    def _load(self) -> ContextSnapshot:
+        snapshot = load_snapshot(self.event_store, self.tokens.count, model=self.embedder.identity)
+        if snapshot.model:
+            self.embedder.encode_query("warm up")
+        return snapshot
+
+    def _install(self, snapshot: ContextSnapshot) -> None:
+        with self._lock:
+            self._snapshot = snapshot
+            self._fresh = {}
+            self._fresh_after = snapshot.cursor
+            self._checked_at = time.monotonic()
+        log.info("context indexes loaded: %d memories of %d users in %.2fs", snapshot.memories, len(snapshot.users), snapshot.seconds)
+
+    def refresh(self) -> bool:
+        """Reload the indexes now if an asset was materialized since they were loaded."""
+        if self._snapshot is None:
+            self.snapshot
+            return True
+        if snapshot_signature(self.event_store) == self._snapshot.signature:
+            self._checked_at = time.monotonic()
+            return False
+        self._install(self._load())
+        return True
+
+    def _refresh_in_background(self) -> None:
+        if self._reloading or time.monotonic() - self._checked_at < self.refresh_seconds:
+            return
+        self._reloading = True
+
+        def run() -> None:
+            try:
+                if not self.refresh():
+                    release_freed_memory(collect=False)
+            except Exception as exc:  # noqa: BLE001 - a failed reload keeps serving the loaded indexes
+                log.warning("context index reload failed, keeping the loaded indexes: %s", redact_url(str(exc)))
+            finally:
+                self._checked_at = time.monotonic()
+                self._reloading = False
+
+        threading.Thread(target=run, name="hms-context-reload", daemon=True).start()
+
+    def _read_fresh(self, user_id: str) -> _Fresh:
+        """Fold events stored since the snapshot into per-user overlays; accesses change no text."""
+        import orjson
+        from sqlalchemy import select
+
+        from hms_resources.store.schema import events
+
+        with self._lock:
+            query = (
+                select(events.c.sequence, events.c.type, events.c.user_id, events.c.memory_id, events.c.occurred_at, events.c.payload)
+                .where(events.c.sequence > self._fresh_after)
+                .order_by(events.c.sequence)
+            )
+            with self.event_store.reading() as conn:
+                rows = conn.execute(query).all()
+            for sequence, kind, user, memory_id, occurred_at, payload in rows:
+                self._fresh_after = sequence
+                if kind not in (MEMORY_CREATED, MEMORY_UPDATED, MEMORY_FORGOTTEN, MEMORY_ARCHIVED):
+                    continue
+                fresh = self._fresh.setdefault(user, _Fresh())
+                body = orjson.loads(payload)
+                if kind in (MEMORY_FORGOTTEN, MEMORY_ARCHIVED):
+                    fresh.removed.add(memory_id)
+                    fresh.texts.pop(memory_id, None)
+                elif body.get("content"):
+                    index = self._snapshot.users.get(user)
+                    row = index.row_of.get(memory_id) if index is not None else None
+                    if memory_id in fresh.texts:
+                        _, created, speaker = fresh.texts[memory_id]
+                    elif row is not None:
+                        created, speaker = index.created_at[row], None
+                    else:
+                        created, speaker = occurred_at, None
+                    if body.get("memory_type", CONVERSATION_TURN if speaker else None) == CONVERSATION_TURN:
+                        speaker = body.get("created_by", speaker)
+                    fresh.texts[memory_id] = (body["content"], created, speaker)
+                    fresh.removed.add(memory_id)
+            return self._fresh.get(user_id, _Fresh())
+
+    # Assembly -------------------------------------------------------------------------------
+
+    def assemble(
+        self, user_id: str, query: str, token_budget: int = 1024, *, now: str | datetime | None = None, deep: bool = False
+    ) -> Context:
+        """The context for `query`: at most `token_budget` tokens of `user_id`'s memories only."""
+        if not isinstance(token_budget, int) or isinstance(token_budget, bool) or token_budget < 1:
+            raise ValueError(f"token_budget must be a positive integer, got {token_budget!r}")
+        if not isinstance(user_id, str) or not isinstance(query, str):
+            raise TypeError("user_id and query must be strings")
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        snapshot = self.snapshot
+        self._refresh_in_background()
+        as_of = epoch_seconds(normalize_timestamp(now, "now")) if now is not None else time.time()
+        context = Context(user_id=user_id, query=query, token_budget=token_budget, timings_ms=timings)
+        text = " ".join(query[:MAX_QUERY_CHARS].split())
+        scope = parse_time_scope(text, datetime.fromtimestamp(as_of, timezone.utc))
+        query_tokens, anchor_tokens = lexical_tokens([scope.focus, scope.anchor]) if text else ([], [])
+        mark = time.perf_counter()
+        fresh = self._read_fresh(user_id)
+        timings["fresh"] = (time.perf_counter() - mark) * 1e3
+        mark = time.perf_counter()
+        vector = self.embedder.encode_query(text) if text and snapshot.model else None
+        timings["embed"] = (time.perf_counter() - mark) * 1e3
+        context.adapter = self._choose_adapter(snapshot, user_id, vector)
+        config = self.retrieval_config
+        ranked: list[Candidate] = []
+        recent: list[Candidate] = []
+        indexes = [snapshot.users.get(user_id)]
+        if deep:
+            indexes.append(self._cold_index(snapshot, user_id))
+        for index in indexes:
+            if index is None or not len(index):
+                continue
+            eligible = index.created <= as_of if now is not None else np.ones(len(index), dtype=bool)
+            if fresh.removed:
+                for memory_id in fresh.removed:
+                    row = index.row_of.get(memory_id)
+                    if row is not None:
+                        eligible[row] = False
+            mark = time.perf_counter()
+            similarities = self.embedder.similarities(index.vectors, vector) if vector is not None else None
+            timings["dense"] = timings.get("dense", 0.0) + (time.perf_counter() - mark) * 1e3
+            rows, scores, stage = rank_memories(index, similarities, query_tokens, eligible, as_of, config, scope, anchor_tokens)
+            for name, ms in stage.items():
+                timings[name] = timings.get(name, 0.0) + ms
+            mark = time.perf_counter()
+            ranked += summary_candidates(index, rows, scores, eligible)
+            ranked += [memory_candidate(index, r, s) for r, s in zip(rows.tolist(), scores.tolist())]
+            if index is indexes[0]:
+                newest = np.flatnonzero(eligible)
+                newest = newest[np.argsort(-index.created[newest], kind="stable")[: config.recent_count]]
+                recent += [memory_candidate(index, r, 0.0, kind="recent") for r in newest.tolist()]
+            timings["candidates"] = timings.get("candidates", 0.0) + (time.perf_counter() - mark) * 1e3
+        mark = time.perf_counter()
+        fresh_candidates = self._fresh_candidates(fresh, query_tokens, as_of, now is not None, config)
+        recent = sorted(recent + fresh_candidates, key=lambda c: c.created_at, reverse=True)[: config.recent_count]
+        ranked += [c for c in fresh_candidates if c.score > 0]
+        chosen = pack_context(ranked, recent, token_budget, config.recent_share)
+        context.items = [
+            ContextItem(c.memory_id, c.text, c.tokens, round(c.score, 6), c.tier, c.kind, list(c.source_ids), c.created_at)
+            for c in chosen
+        ]
+        timings["pack"] = (time.perf_counter() - mark) * 1e3
+        timings["total"] = (time.perf_counter() - started) * 1e3
+        if self.record_access and context.items:
+            self._access_log().record(user_id, context.source_ids, text)
+        return context
+
+    def _fresh_candidates(self, fresh: _Fresh, query_tokens: list[str], as_of: float, bounded: bool, config: RetrievalConfig) -> list[Candidate]:
+        if not fresh.texts:
+            return []
+        wanted = set(query_tokens)
+        items = list(fresh.texts.items())
+        texts = [render_memory(created, speaker, content) for _, (content, created, speaker) in items]
+        counts = self.tokens.count(texts) + 1
+        words = lexical_tokens([content for _, (content, _, _) in items]) if wanted else [[] for _ in items]
+        created = np.array([epoch_seconds(created) for _, (_, created, _) in items], dtype=np.float64)
+        fading = recency(created, as_of, config.recency_half_life_days)
+        found = []
+        for (memory_id, (content, created_at, _)), text, count, terms, fade, at in zip(items, texts, counts, words, fading, created):
+            if bounded and at > as_of:
+                continue
+            overlap = len(wanted & set(terms)) / len(wanted) if wanted else 0.0
+            score = overlap * (1.0 - config.dense_weight) * (1.0 + config.recency_weight * float(fade))
+            found.append(
+                Candidate("recent", memory_id, text, int(count), score, "hot", [memory_id], created_at, dedup_key(content))
+            )
+        return found
+
+    def _choose_adapter(self, snapshot: ContextSnapshot, user_id: str, vector: np.ndarray | None) -> SelectedAdapter | None:
+        found = snapshot.adapters.get(user_id)
+        if found is None or vector is None:
+            return None
+        similarities = self.embedder.similarities(found.centroids, vector)
+        best = int(np.argmax(similarities))
+        if similarities[best] < self.adapter_min_similarity:
+            return None
+        return replace(found.adapters[best], similarity=round(float(similarities[best]), 4))
+
+    def _cold_index(self, snapshot: ContextSnapshot, user_id: str):
+        with self._lock:
+            if user_id not in snapshot.cold:
+                snapshot.cold[user_id] = load_cold_index(snapshot, user_id, self.tokens.count)
+            return snapshot.cold[user_id]
+
+    # Accesses and feedback -------------------------------------------------------------------
+
+    def _access_log(self) -> "AccessLog":
+        with self._lock:
+            if self._recorder is None:
+                self._recorder = AccessLog(self.event_store)
+            return self._recorder
+
+    def flush_accesses(self, timeout: float = 10.0) -> None:
+        """Wait until the accesses recorded so far are stored (or dropped after a failure)."""
+        if self._recorder is not None:
+            self._recorder.flush(timeout)
+
+    def feedback(self, memory_id: str, was_relevant: bool, relevance_score: float | None = None, *, user_id: str) -> None:
+        """Record whether a returned memory helped. `user_id` is required: memory ids are unique per user."""
+        payload: dict[str, Any] = {"access_method": "feedback", "was_relevant": was_relevant}
+        if relevance_score is not None:
+            payload["relevance_score"] = relevance_score
+        event = {
+            "event_id": f"feedback-{uuid.uuid4().hex}",
+            "type": MEMORY_ACCESSED,
+            "user_id": user_id,
+            "memory_id": memory_id,
+            "occurred_at": _utc_now(),
+            "payload": payload,
+        }
+        from hms_resources.store.events import parse_event
+
+        result = self.event_store.append([parse_event(event)])
+        if result.rejected:
+            raise ValueError(f"feedback on {user_id}/{memory_id}: {result.rejected[0][1]}")
+
+    def close(self) -> None:
+        if self._recorder is not None:
+            self._recorder.close()
+            self._recorder = None
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self.close()
+
+
+def _lower_thread_priority() -> None:
+    """Let the scheduler prefer the threads answering queries (Linux schedules threads one by one)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class AccessLog:
+    """Stores `memory.accessed` events from a background thread at a lower CPU priority, in short
+    transactions with a pause between, so it never holds the interpreter long while queries are
+    answered; a failure is logged and the batch dropped, never raised into the caller."""
+
+    def __init__(self, store: EventStore, interval: float = 0.5, max_batch: int = 500, slice_events: int = 200):
+        self._store = store
+        self._queue: queue.Queue = queue.Queue()
+        self._interval = interval
+        self._max_batch = max_batch
+        self._slice = slice_events
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hms-access-log", daemon=True)
+        self._thread.start()
+
+    def record(self, user_id: str, memory_ids: list[str], query: str) -> None:
+        """One queue entry per call; the writer thread turns it into events."""
+        self._queue.put((user_id, list(dict.fromkeys(memory_ids)), query[:256], _utc_now()))
+
+    @staticmethod
+    def _events(user_id: str, memory_ids: list[str], query: str, at: str) -> list[MemoryEvent]:
+        return [
+            MemoryEvent(
+                event_id=f"access-{uuid.uuid4().hex}",
+                type=MEMORY_ACCESSED,
+                user_id=user_id,
+                memory_id=memory_id,
+                occurred_at=at,
+                payload={"access_method": ACCESS_METHOD, "query": query},
+            )
+            for memory_id in memory_ids
+        ]
+
+    def flush(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def _run(self) -> None:
+        _lower_thread_priority()
+        while not self._stopped.is_set() or not self._queue.empty():
+            try:
+                calls = [self._queue.get(timeout=self._interval)]
+            except queue.Empty:
+                continue
+            time.sleep(self._interval)
+            while len(calls) < self._max_batch:
+                try:
+                    calls.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            events = [event for call in calls for event in self._events(*call)]
+            try:
+                for start in range(0, len(events), self._slice):
+                    self._store.append(events[start : start + self._slice])
+                    time.sleep(0.002)
+            except Exception as exc:  # noqa: BLE001 - recording accesses must never fail a context call
+                log.warning("could not record %d memory accesses: %s", len(events), redact_url(str(exc)))
+            finally:
+                for _ in calls:
+                    self._queue.task_done()
+
+    def close(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=10)

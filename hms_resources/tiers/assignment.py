@@ -1,0 +1,454 @@
+"""Memory tiers as of the end of a day: hot (working memory), warm (recall) and cold (archive).
+
+Everything here depends only on the events up to the end of the day and the config, so a partition
+computed twice, or backfilled in any order or in parallel, gives the same rows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hms_resources.common.bulk import gc_paused
+from hms_resources.common.limits import file_name
+from hms_resources.semantic.concepts import Concept
+from hms_resources.store.event_store import EventStore
+from hms_resources.store.events import MEMORY_ACCESSED
+from hms_resources.store.memory_state import Memory, apply_events
+from hms_resources.tiers.importance import (
+    ARCHIVED,
+    COLD,
+    HOT,
+    TIER_NAMES,
+    WARM,
+    ImportanceConfig,
+    ImportanceFeatures,
+    TierConfig,
+    assign_tiers,
+    score_importance,
+)
+
+PIN_TAG = "pinned"
+SECONDS_PER_DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class TieringConfig:
+    importance: ImportanceConfig = field(default_factory=ImportanceConfig)
+    tiers: TierConfig = field(default_factory=TierConfig)
+
+
+@dataclass
+class TierSnapshot:
+    """Tiers of every memory that is not forgotten, as of `as_of` (UTC text)."""
+
+    as_of: str
+    user_ids: list[str]
+    memory_ids: list[str]
+    scores: np.ndarray
+    tiers: np.ndarray
+    reasons: list[str]
+
+    def by_key(self) -> dict[tuple[str, str], tuple[int, float, str]]:
+        return {
+            (u, m): (int(t), float(s), r)
+            for u, m, t, s, r in zip(self.user_ids, self.memory_ids, self.tiers, self.scores, self.reasons)
+        }
+
+    def sizes(self) -> dict[str, dict[str, int]]:
+        result: dict[str, dict[str, int]] = {}
+        for user_id, tier in zip(self.user_ids, self.tiers.tolist()):
+            counts = result.setdefault(user_id, {name: 0 for name in TIER_NAMES})
+            counts[TIER_NAMES[tier]] += 1
+        return result
+
+
+def day_window(day: date) -> tuple[str, str]:
+    """The first and last instants of a UTC day, as the store's timestamp text."""
+    start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    end = start + timedelta(days=1) - timedelta(microseconds=1)
+    return _text(start), _text(end)
+
+
+def _text(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _days(text: np.ndarray, as_of: datetime) -> np.ndarray:
+    stamps = np.array([np.datetime64(t[:-1]) for t in text], dtype="datetime64[us]") if len(text) else np.zeros(0, "datetime64[us]")
+    now = np.datetime64(as_of.replace(tzinfo=None), "us")
+    return (now - stamps).astype("timedelta64[us]").astype(np.float64) / 1e6 / SECONDS_PER_DAY
+
+
+@dataclass
+class TierInputs:
+    """What the score of every memory not forgotten is computed from, as of the end of a day."""
+
+    day: date
+    as_of: str
+    memories: list[Memory]
+    features: ImportanceFeatures
+    accessed_today: np.ndarray
+
+
+def tier_inputs(store: EventStore, day: date, concepts: list[Concept], config: ImportanceConfig) -> TierInputs:
+    """Replay the log to the end of `day` and derive each memory's importance features."""
+    start, end = day_window(day)
+    as_of = datetime.fromisoformat(end.replace("Z", "+00:00"))
+    state: dict[tuple[str, str], Memory] = {}
+    access_key: list[tuple[str, str]] = []
+    access_time: list[str] = []
+    with gc_paused():
+        for page in store.read_event_pages(until_time=end):
+            apply_events(state, page)
+            for ev in page:
+                if ev.type == MEMORY_ACCESSED:
+                    access_key.append(ev.key)
+                    access_time.append(ev.occurred_at)
+    memories = sorted((m for m in state.values() if not m.is_forgotten), key=lambda m: m.key)
+    position = {m.key: i for i, m in enumerate(memories)}
+    n = len(memories)
+    decayed = np.zeros(n)
+    accessed_today = np.zeros(n, dtype=bool)
+    if access_key:
+        rows = np.array([position.get(k, -1) for k in access_key])
+        ages = _days(np.array(access_time), as_of)
+        keep = rows >= 0
+        np.add.at(decayed, rows[keep], np.power(0.5, np.maximum(ages[keep], 0) / config.access_half_life_days))
+        today = np.array(access_time) >= start
+        accessed_today[rows[keep & today]] = True
+    concept_size = np.zeros(n)
+    concept_cohesion = np.zeros(n)
+    for concept in concepts:
+        present = [position[key] for key in ((concept.user_id, m) for m in concept.member_ids) if key in position]
+        concept_size[present] = len(present)
+        concept_cohesion[present] = concept.cohesion
+    features = ImportanceFeatures(
+        importance=np.array([np.nan if m.importance is None else m.importance for m in memories], dtype=float),
+        confidence=np.array([np.nan if m.confidence is None else m.confidence for m in memories], dtype=float),
+        age_days=_days(np.array([m.last_modified_at or m.created_at or end for m in memories]), as_of),
+        decayed_accesses=decayed,
+        relevant=np.array([m.relevant_count for m in memories], dtype=float),
+        irrelevant=np.array([m.irrelevant_count for m in memories], dtype=float),
+        relevance_mean=np.array(
+            [m.relevance_score_sum / m.relevance_score_count if m.relevance_score_count else np.nan for m in memories],
+            dtype=float,
+        ),
+        concept_size=concept_size,
+        concept_cohesion=concept_cohesion,
+        pinned=np.array([PIN_TAG in m.tags for m in memories], dtype=bool),
+    )
+    return TierInputs(day, end, memories, features, accessed_today)
+
+
+def compute_tiers(
+    store: EventStore,
+    day: date,
+    concepts: list[Concept],
+    config: TieringConfig = TieringConfig(),
+    predict_access: Callable[[ImportanceFeatures], np.ndarray] | None = None,
+) -> TierSnapshot:
+    """Score every memory as of the end of `day` and place it in a tier. With `predict_access`, the
+    predicted probability of an access in the next week is averaged into the score."""
+    inputs = tier_inputs(store, day, concepts, config.importance)
+    memories = inputs.memories
+    n = len(memories)
+    scores = score_importance(inputs.features, config.importance)
+    if predict_access is not None and n:
+        scores = np.where(inputs.features.pinned, 1.0, (scores + predict_access(inputs.features)) / 2)
+    scores = np.round(scores, 6)
+    user_ids = [m.user_id for m in memories]
+    _, user_index = np.unique(np.array(user_ids, dtype=str), return_inverse=True) if n else (None, np.zeros(0, int))
+    explicitly_archived = np.array([m.is_archived for m in memories], dtype=bool)
+    # Memories the user archived stay archived; the rest compete for the tiers.
+    tiers = np.full(n, ARCHIVED, dtype=np.int8)
+    active = np.flatnonzero(~explicitly_archived)
+    tiers[active] = assign_tiers(user_index[active], scores[active], active, inputs.accessed_today[active], config.tiers)
+    reasons = [
+        _reason(m, int(tier), float(score), bool(promoted), config.tiers)
+        for m, tier, score, promoted in zip(memories, tiers.tolist(), scores.tolist(), inputs.accessed_today.tolist())
+    ]
+    return TierSnapshot(inputs.as_of, user_ids, [m.memory_id for m in memories], scores, tiers, reasons)
+
+
+def _reason(memory: Memory, tier: int, score: float, accessed_today: bool, config: TierConfig) -> str:
+    if memory.is_archived:
+        return ARCHIVED_BY_USER
+    if PIN_TAG in memory.tags and tier == HOT:
+        return "pinned"
+    if tier == HOT:
+        return f"score {score:.3f} at or above {config.hot_threshold}"
+    if tier == WARM:
+        if score >= config.hot_threshold:
+            return f"hot tier full ({config.hot_capacity} per user)"
+        if score < config.warm_threshold and accessed_today:
+            return "accessed while cold: promoted"
+        return f"score {score:.3f} below {config.hot_threshold}"
+    if tier == COLD:
+        if score >= config.warm_threshold:
+            return f"warm tier full ({config.warm_capacity} per user)"
+        return f"score {score:.3f} below {config.warm_threshold}"
+    return f"beyond cold capacity ({config.cold_capacity} per user)"
+
+
+@dataclass(frozen=True)
+class TierMigration:
+    user_id: str
+    memory_id: str
+    from_tier: str | None
+    to_tier: str | None
+    score: float | None
+    score_change: float | None
+    reason: str
+
+
+def tier_migrations(previous: TierSnapshot, current: TierSnapshot) -> list[TierMigration]:
+    """Every memory whose tier changed between two snapshots; new memories come from None, and
+    forgotten ones go to None (they leave every tier)."""
+    before = previous.by_key()
+    after = current.by_key()
+    moves = []
+    for key in sorted(before.keys() | after.keys()):
+        old = before.get(key)
+        new = after.get(key)
+        old_tier = TIER_NAMES[old[0]] if old else None
+        new_tier = TIER_NAMES[new[0]] if new else None
+        if old_tier == new_tier:
+            continue
+        reason = new[2] if new else "forgotten: leaves every tier"
+        change = new[1] - old[1] if old and new else None
+        moves.append(TierMigration(key[0], key[1], old_tier, new_tier, new[1] if new else None, change, reason))
+    return moves
+
+
+def save_tier_partition(store: EventStore, day: date, snapshot: TierSnapshot, moves: list[TierMigration]) -> None:
+    """Replace one day's tiers and migrations in one transaction: re-running a day is idempotent."""
+    from hms_resources.store.schema import memory_tiers
+    from hms_resources.store.schema import tier_migrations as migrations_table
+
+    key = day.isoformat()
+    tier_rows = [
+        {"partition_date": key, "user_id": u, "memory_id": m, "tier": TIER_NAMES[t], "score": float(s), "reason": r}
+        for u, m, t, s, r in zip(snapshot.user_ids, snapshot.memory_ids, snapshot.tiers.tolist(), snapshot.scores.tolist(), snapshot.reasons)
+    ]
+    move_rows = [
+        {
+            "partition_date": key,
+            "user_id": mv.user_id,
+            "memory_id": mv.memory_id,
+            "from_tier": mv.from_tier,
+            "to_tier": mv.to_tier,
+            "score": mv.score,
+            "reason": mv.reason,
+            "at": snapshot.as_of,
+        }
+        for mv in moves
+    ]
+    with store.writing() as conn:
+        conn.execute(memory_tiers.delete().where(memory_tiers.c.partition_date == key))
+        conn.execute(migrations_table.delete().where(migrations_table.c.partition_date == key))
+        for start in range(0, len(tier_rows), 5000):
+            conn.execute(memory_tiers.insert(), tier_rows[start : start + 5000])
+        if move_rows:
+            conn.execute(migrations_table.insert(), move_rows)
+
+
+def latest_tier_date(store: EventStore) -> str | None:
+    from sqlalchemy import func, select
+
+    from hms_resources.store.schema import memory_tiers
+
+    with store.reading() as conn:
+        return conn.execute(select(func.max(memory_tiers.c.partition_date))).scalar()
+
+
+def tier_sizes(store: EventStore, partition_date: str | None = None) -> dict[str, dict[str, int]]:
+    """Per user, memories per tier in a partition (the latest by default)."""
+    from sqlalchemy import func, select
+
+    from hms_resources.store.schema import memory_tiers
+
+    partition_date = partition_date or latest_tier_date(store)
+    if partition_date is None:
+        return {}
+    query = (
+        select(memory_tiers.c.user_id, memory_tiers.c.tier, func.count())
+        .where(memory_tiers.c.partition_date == partition_date)
+        .group_by(memory_tiers.c.user_id, memory_tiers.c.tier)
+    )
+    sizes: dict[str, dict[str, int]] = {}
+    with store.reading() as conn:
+        for user_id, tier, count in conn.execute(query):
+            sizes.setdefault(user_id, {name: 0 for name in TIER_NAMES})[tier] = count
+    return sizes
+
+
+def _latest_partition(store: EventStore, column: str, user_id: str | None) -> dict[tuple[str, str], Any]:
+    from sqlalchemy import select
+
+    from hms_resources.store.schema import memory_tiers
+
+    partition_date = latest_tier_date(store)
+    if partition_date is None:
+        return {}
+    query = select(memory_tiers.c.user_id, memory_tiers.c.memory_id, memory_tiers.c[column]).where(
+        memory_tiers.c.partition_date == partition_date
+    )
+    if user_id is not None:
+        query = query.where(memory_tiers.c.user_id == user_id)
+    with store.reading() as conn:
+        return {(u, m): value for u, m, value in conn.execute(query)}
+
+
+def current_tiers(store: EventStore, user_id: str | None = None) -> dict[tuple[str, str], str]:
+    """The tier of every memory in the latest partition: what the context resource searches."""
+    return _latest_partition(store, "tier", user_id)
+
+
+def current_importance(store: EventStore, user_id: str | None = None) -> dict[tuple[str, str], float]:
+    """The dynamic importance (tier score) of every memory in the latest partition."""
+    return _latest_partition(store, "score", user_id)
+
+
+def write_cold_archive(store: EventStore, directory: Path) -> dict[str, int]:
+    """The cold tier of the latest partition as Parquet, one file per user and month of creation
+    (`user=<file_name(user id)>/<YYYY-MM>.parquet`), each with the same column types; files of
+    memories no longer cold are removed."""
+    import shutil
+
+    import polars as pl
+
+    scores = _latest_cold_scores(store)
+    memories = [m for m in store.read_memories() if m.key in scores]
+    staging = directory.parent / f".{directory.name}.staging"
+    if staging.exists():
+        shutil.rmtree(staging)
+    files = 0
+    groups: dict[tuple[str, str], list[Memory]] = {}
+    for m in memories:
+        groups.setdefault((m.user_id, (m.created_at or "0000-00")[:7]), []).append(m)
+    for (user_id, month), members in sorted(groups.items()):
+        folder = staging / f"user={file_name(user_id)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pl.DataFrame(
+            {
+                "memory_id": [m.memory_id for m in members],
+                "content": [m.content or "" for m in members],
+                "memory_type": [m.memory_type for m in members],
+                "category": [m.category for m in members],
+                "tags": [list(m.tags) for m in members],
+                "created_at": [m.created_at for m in members],
+                "importance": [m.importance for m in members],
+                "score": [scores.get(m.key) for m in members],
+            },
+            schema={"memory_id": pl.String, "content": pl.String, "memory_type": pl.String, "category": pl.String,
+                    "tags": pl.List(pl.String), "created_at": pl.String, "importance": pl.Float64, "score": pl.Float64},
+        ).sort("memory_id").write_parquet(folder / f"{month}.parquet")
+        files += 1
+    old = directory.parent / f".{directory.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if directory.exists():
+        directory.rename(old)
+    if staging.exists():
+        staging.rename(directory)
+    else:
+        directory.mkdir(parents=True, exist_ok=True)
+    if old.exists():
+        shutil.rmtree(old)
+    return {"files": files, "memories": len(memories), "users": len({m.user_id for m in memories})}
+
+
+def read_cold_archive(directory: Path, user_id: str) -> list[dict]:
+    """A user's archived cold memories, for deep searches."""
+
+    import polars as pl
+
+    folder = directory / f"user={file_name(user_id)}"
+    if not folder.exists():
+        return []
+    return pl.concat([pl.read_parquet(path) for path in sorted(folder.glob("*.parquet"))], how="diagonal_relaxed").to_dicts()
+
+
+def _latest_cold_scores(store: EventStore) -> dict[tuple[str, str], float]:
+    """Score of every memory in the cold tier of the latest partition."""
+    from sqlalchemy import select
+
+    from hms_resources.store.schema import memory_tiers
+
+    query = select(memory_tiers.c.user_id, memory_tiers.c.memory_id, memory_tiers.c.score).where(
+        memory_tiers.c.partition_date == latest_tier_date(store), memory_tiers.c.tier == "cold"
+    )
+    with store.reading() as conn:
+        return {(u, m): s for u, m, s in conn.execute(query)}
+
+
+
+def new_live_memories_since(store: EventStore, as_of: str) -> dict[str, int]:
+    """Per user, live memories created after `as_of`: they join the working set before the next migration."""
+    from sqlalchemy import func, select
+
+    from hms_resources.store.schema import memories
+
+    query = (
+        select(memories.c.user_id, func.count())
+        .where(
+            memories.c.created_at > as_of,
+            memories.c.is_archived.is_(False),
+            memories.c.is_forgotten.is_(False),
+        )
+        .group_by(memories.c.user_id)
+    )
+    with store.reading() as conn:
+        return dict(conn.execute(query).all())
+
+
+ARCHIVED_BY_USER = "archived by the user"
+"""The reason the user gave stays with the memory: tier rows and their metadata outlive a forget."""
+ERASED_ARCHIVE_REASON = "archived by the user (reason erased: the memory was forgotten)"
+
+
+def _user_text_reasons(table: Any, keys: list[tuple[str, str]]) -> Any:
+    """Rows of `keys` whose reason quotes the reason the user gave for archiving, as tier migrations
+    before 2026-12 wrote it ("archived by the user: <reason>")."""
+    from sqlalchemy import and_, tuple_
+
+    return and_(
+        tuple_(table.c.user_id, table.c.memory_id).in_(keys),
+        table.c.reason.like("archived by the user: %"),
+        table.c.reason != "archived by the user: no reason given",
+    )
+
+
+def erase_tier_reasons(store: EventStore, keys: set[tuple[str, str]]) -> int:
+    """Past days' tiers keep forgotten memories' rows (history stays), without the user's words."""
+    from hms_resources.store.schema import memory_tiers, tier_migrations
+
+    erased = 0
+    with store.writing() as conn:
+        for table in (memory_tiers, tier_migrations):
+            for chunk in _key_chunks(keys):
+                erased += conn.execute(table.update().where(_user_text_reasons(table, chunk)).values(reason=ERASED_ARCHIVE_REASON)).rowcount
+    return erased
+
+
+def tier_reasons_with_user_text(store: EventStore, keys: list[tuple[str, str]]) -> int:
+    from sqlalchemy import func, select
+
+    from hms_resources.store.schema import memory_tiers, tier_migrations
+
+    with store.reading() as conn:
+        return sum(
+            conn.execute(select(func.count()).select_from(table).where(_user_text_reasons(table, chunk))).scalar() or 0
+            for table in (memory_tiers, tier_migrations)
+            for chunk in _key_chunks(keys)
+        )
+
+
+def _key_chunks(keys: Any, size: int = 400) -> list[list[tuple[str, str]]]:
+    ordered = sorted(keys)
+    return [ordered[start : start + size] for start in range(0, len(ordered), size)]

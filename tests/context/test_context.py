@@ -1,0 +1,322 @@
+"""The context resource on real assets: budgets, isolation, freshness, access recording, bad input."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from sqlalchemy import select
+
+from hms_jobs.retrieval_harness import materialize_for_context
+from hms_resources.context.assembler import AccessLog, ContextAssembler
+from hms_resources.semantic.embedder import Embedder
+from hms_resources.store.event_store import EventStore
+from hms_resources.store.events import MEMORY_ACCESSED
+from hms_resources.store.ingest import ingest_records
+from hms_resources.store.projection import refresh_memories
+from hms_resources.store.schema import events
+from tests.helpers import created, event
+
+FACTS = {
+    "ana": [
+        ("m1", "My sister Ana flies in from Porto on Friday evening."),
+        ("m2", "I booked a table at the Thai place on Rua Augusta for Saturday."),
+        ("m3", "Work is busy: the Lisbon data migration is due at the end of the month."),
+        ("m4", "I have been learning to play the cello for two years now."),
+        ("m5", "My cello teacher says I should practise scales every morning."),
+        ("m6", "The cello recital is on the 14th at the community hall."),
+        ("m7", "I am allergic to peanuts, so please never suggest satay."),
+        ("m8", "Our dog Biscuit needs his vaccination next week."),
+    ],
+    "ben": [
+        ("m1", "I am training for the Berlin marathon in September."),
+        ("m2", "My knee hurts after long runs, the physio said to rest it."),
+        ("m3", "I work as a nurse on night shifts at the Charite."),
+        ("m4", "My partner Jonas loves cooking Georgian food."),
+    ],
+}
+
+
+def conversation_events() -> list[dict]:
+    records = []
+    for user, facts in FACTS.items():
+        for minute, (memory_id, text) in enumerate(facts):
+            records.append(created(user, memory_id, text, minutes=minute * 60, session_id=f"{user}-s{minute // 3}",
+                                   memory_type="conversation_turn", created_by="user"))
+    return records
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return Embedder()
+
+
+def materialized_store(store: EventStore, embedder: Embedder) -> EventStore:
+    ingest_records(store, conversation_events())
+    materialize_for_context(store, embedder, log=lambda _m: None)
+    return store
+
+
+@pytest.fixture
+def assembler(store: EventStore, embedder: Embedder):
+    materialized_store(store, embedder)
+    resource = ContextAssembler(event_store=store, embedder=embedder)
+    yield resource
+    resource.close()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory, embedder):
+    """One materialized home for the tests that only read."""
+    store = EventStore(hms_home=str(tmp_path_factory.mktemp("context-home")))
+    materialized_store(store, embedder)
+    resource = ContextAssembler(event_store=store, embedder=embedder, record_access=False)
+    yield resource
+    resource.close()
+    store.close()
+
+
+@pytest.mark.parametrize("budget", [1, 12, 40, 100, 1024])
+def test_items_never_exceed_the_budget_in_the_base_llm_tokenizer(shared, budget):
+    context = shared.assemble("ana", "When does my sister arrive and where are we eating?", budget)
+    assert context.token_count <= budget
+    assert shared.tokens.count_one(context.to_prompt()) <= budget
+    for item in context.items:
+        assert item.tokens == shared.tokens.count_one(item.text) + 1
+    assert shared.tokens.name == "SmolLM2-135M-Instruct"
+
+
+def test_the_evidence_ranks_first_for_lexical_and_paraphrased_questions(shared):
+    lexical = shared.assemble("ana", "When is the cello recital?", 60)
+    assert "m6" in lexical.source_ids
+    paraphrase = shared.assemble("ana", "Which foods could give me a dangerous reaction?", 60)
+    assert "m7" in paraphrase.source_ids
+    top = shared.assemble("ana", "What vaccination does Biscuit need?", 1024)
+    assert top.items[0].source_ids == ["m8"] or top.items[0].kind == "recent"
+    assert [i.score for i in top.items if i.kind != "recent"] == sorted((i.score for i in top.items if i.kind != "recent"), reverse=True)
+
+
+def test_a_user_only_ever_gets_their_own_memories(shared):
+    ana_texts = {text for _, text in FACTS["ana"]}
+    for query in ("marathon knee physio nurse", "Jonas Georgian cooking", "", "cello"):
+        context = shared.assemble("ben", query, 2048)
+        assert context.items
+        for item in context.items:
+            assert not any(text in item.text for text in ana_texts)
+        assert set(context.source_ids) <= {m for m, _ in FACTS["ben"]}
+
+
+def test_summary_items_list_only_the_members_their_text_carries(shared):
+    context = shared.assemble("ana", "cello lessons, teacher and recital", 2048)
+    texts = dict(FACTS["ana"])
+    summaries = [i for i in context.items if i.kind == "concept_summary"]
+    for item in summaries:
+        assert len(item.source_ids) >= 2
+        for memory_id in item.source_ids:
+            assert " ".join(texts[memory_id].split()) in item.text
+    memory_ids = [s for i in context.items for s in i.source_ids]
+    assert len(memory_ids) == len(set(memory_ids))
+
+
+def test_an_unknown_user_gets_an_empty_context(shared):
+    context = shared.assemble("nobody", "anything at all", 512)
+    assert context.items == [] and context.token_count == 0 and context.to_prompt() == ""
+    assert context.adapter is None
+
+
+def test_an_empty_query_returns_recent_and_important_memories(shared):
+    context = shared.assemble("ana", "   ", 1024)
+    kinds = {i.kind for i in context.items}
+    assert "recent" in kinds and "memory" in kinds
+    recent = [i for i in context.items if i.kind == "recent"]
+    assert recent[0].source_ids == ["m8"]
+
+
+@pytest.mark.parametrize("budget", [0, -3, 1.5, True, "100"])
+def test_a_budget_below_one_or_not_an_integer_is_refused(shared, budget):
+    with pytest.raises(ValueError, match="token_budget"):
+        shared.assemble("ana", "cello", budget)
+
+
+def test_a_very_long_query_is_truncated_for_embedding(shared):
+    context = shared.assemble("ana", "Tell me about my cello practice. " * 20_000, 256)
+    assert "m5" in context.source_ids or "m4" in context.source_ids
+    assert context.timings_ms["embed"] < 2_000
+
+
+def test_memories_ingested_after_the_last_materialization_are_found(assembler):
+    store = assembler.event_store
+    assembler.assemble("ana", "warm up", 64)
+    ingest_records(store, [created("ana", "m9", "The plumber comes on Tuesday to fix the boiler.", minutes=9 * 60,
+                                   memory_type="conversation_turn", created_by="user")])
+    context = assembler.assemble("ana", "When is the plumber coming for the boiler?", 256)
+    fresh = [i for i in context.items if i.source_ids == ["m9"]]
+    assert fresh and fresh[0].text.endswith("The plumber comes on Tuesday to fix the boiler.")
+    assert "ben" not in {s for i in context.items for s in i.source_ids}
+
+
+def test_a_memory_forgotten_after_the_last_materialization_is_never_returned(assembler):
+    store = assembler.event_store
+    assert "m7" in assembler.assemble("ana", "peanut allergy satay", 256).source_ids
+    ingest_records(store, [event("forgotten", "ana", "m7", minutes=600)])
+    for query in ("peanut allergy satay", ""):
+        assert "m7" not in assembler.assemble("ana", query, 2048).source_ids
+    ingest_records(store, [event("updated", "ana", "m2", minutes=601, content="We moved the dinner to the Nepali place.")])
+    moved = assembler.assemble("ana", "Where is dinner on Saturday? Nepali place", 2048)
+    texts = [i.text for i in moved.items if "m2" in i.source_ids]
+    assert texts and "Nepali" in texts[0] and not any("Thai place" in i.text for i in moved.items)
+
+
+def test_returned_memories_are_recorded_as_accessed_off_the_call(assembler):
+    store = assembler.event_store
+    context = assembler.assemble("ana", "What is my dog called?", 128)
+    assembler.flush_accesses()
+    with store.reading() as conn:
+        accessed = conn.execute(
+            select(events.c.user_id, events.c.memory_id).where(events.c.type == MEMORY_ACCESSED)
+        ).all()
+    assert sorted(m for _, m in accessed) == sorted(context.source_ids)
+    assert {u for u, _ in accessed} == {"ana"}
+    refresh_memories(store)
+    counts = {m.memory_id: m.access_count for m in store.read_memories(user_id="ana")}
+    assert all(counts[m] == 1 for m in context.source_ids)
+
+
+def test_a_failure_to_record_accesses_never_fails_the_call(caplog):
+    unreachable = EventStore(database_url="postgresql://postgres@127.0.0.1:1/nowhere")
+    log = AccessLog(unreachable, interval=0.01)
+    with caplog.at_level(logging.WARNING, logger="hms.context"):
+        log.record("ana", ["m1", "m2"], "query")
+        log.flush()
+    log.close()
+    assert any("could not record 2 memory accesses" in r.message for r in caplog.records)
+
+
+def test_feedback_is_stored_and_bad_feedback_is_refused(assembler):
+    store = assembler.event_store
+    assembler.feedback("m4", True, 0.9, user_id="ana")
+    assembler.feedback("m1", False, user_id="ben")
+    refresh_memories(store)
+    ana = {m.memory_id: m for m in store.read_memories(user_id="ana")}
+    assert ana["m4"].relevant_count == 1 and ana["m4"].relevance_score_sum == pytest.approx(0.9)
+    assert {m.memory_id: m for m in store.read_memories(user_id="ben")}["m1"].irrelevant_count == 1
+    with pytest.raises(ValueError, match="ana/m404"):
+        assembler.feedback("m404", True, user_id="ana")
+    with pytest.raises(ValueError, match="relevance_score"):
+        assembler.feedback("m4", True, 1.5, user_id="ana")
+
+
+def test_a_new_materialization_is_picked_up_without_a_restart(assembler, embedder):
+    store = assembler.event_store
+    before = assembler.snapshot
+    assert assembler.refresh() is False
+    ingest_records(store, [created("ben", "m5", "I adopted a grey cat called Pixel.", minutes=700,
+                                   memory_type="conversation_turn", created_by="user")])
+    materialize_for_context(store, embedder, log=lambda _m: None)
+    assert assembler.refresh() is True and assembler.snapshot is not before
+    context = assembler.assemble("ben", "Do I have any pets?", 256)
+    pixel = [i for i in context.items if i.source_ids == ["m5"]]
+    assert pixel and pixel[0].kind in ("memory", "recent") and "m5" in assembler.snapshot.users["ben"].row_of
+
+
+def test_cold_memories_are_searched_only_when_deep(store, embedder):
+    import dagster as dg
+
+    from hms_assets import domain_assets
+    from hms_resources.tiers.assignment import current_tiers
+
+    materialized_store(store, embedder)
+    assets = domain_assets(["memory_store", "semantic", "tiers"])
+    small = {"hot_capacity": 2, "warm_capacity": 2, "use_predictor": "off"}
+    with dg.DagsterInstance.ephemeral() as instance:
+        day = store.event_time_range()[1][:10]
+        for selection, partition in ((("memory_tiers", "tier_migrations"), day), (("cold_archive",), None)):
+            result = dg.materialize(
+                assets, selection=dg.AssetSelection.assets(*selection), partition_key=partition, instance=instance,
+                resources={"event_store": store, "embedder": embedder},
+                run_config={"ops": {"memory_tier_migration": {"config": small}}} if partition else None,
+            )
+            assert result.success
+    cold = sorted(m for (u, m), t in current_tiers(store, "ana").items() if t == "cold")
+    assert 0 < len(cold) < len(FACTS["ana"])
+    assembler = ContextAssembler(event_store=store, embedder=embedder, record_access=False)
+    texts = dict(FACTS["ana"])
+    try:
+        for memory_id in cold:
+            shallow = assembler.assemble("ana", texts[memory_id], 4096)
+            assert memory_id not in shallow.source_ids
+            deep = assembler.assemble("ana", texts[memory_id], 4096, deep=True)
+            found = [i for i in deep.items if memory_id in i.source_ids]
+            assert found and found[0].tier == "cold"
+        assert {i.tier for i in shallow.items} <= {"hot", "warm"}
+    finally:
+        assembler.close()
+
+
+def test_a_question_about_a_time_gets_the_memories_from_then(tmp_path, embedder):
+    """The same kind of fact told on three days: the window, the order and the anchor each pick one."""
+    store = EventStore(hms_home=str(tmp_path))
+    day = 24 * 60
+    told = [
+        ("d1", "Tonight I'm cooking a mushroom risotto for the two of us.", 2 * day),
+        ("v1", "My brother Tom is visiting from Leeds next week.", 30 * day),
+        ("d2", "Tonight I'm cooking a Thai green curry with tofu.", 30 * day + 40),
+        ("d3", "Tonight I'm cooking lasagne with lots of basil.", 45 * day),
+    ]
+    fillers = [(f"f{i}", f"Filler chat number {i} about the weather and the bus.", 46 * day + i * day) for i in range(12)]
+    ingest_records(store, [
+        created("cara", memory_id, text, minutes=minutes, session_id=f"s{int(minutes // day)}",
+                memory_type="conversation_turn", created_by="user")
+        for memory_id, text, minutes in told + fillers
+    ])
+    materialize_for_context(store, embedder, log=lambda _m: None)
+    assembler = ContextAssembler(event_store=store, embedder=embedder, record_access=False)
+    asked = "2026-05-01T12:00:00Z"
+
+    def best(question: str, budget: int = 40) -> str:
+        """The one memory that fits a budget too small for a summary of all three dishes (or two of them)."""
+        return ",".join(sorted(assembler.assemble("cara", question, budget, now=asked).source_ids))
+
+    try:
+        assert best("What was I cooking in early March?") == "d1"
+        assert best("What was I cooking in mid-April?") == "d3"
+        assert best("What was the first dish I told you I was cooking?") == "d1"
+        assert best("What dish did I most recently say I was cooking?") == "d3"
+        assert best("What was I cooking on the day I mentioned my brother's visit?", 64) == "d2,v1"
+    finally:
+        assembler.close()
+        store.close()
+
+
+def test_the_harness_reports_every_method_and_names_a_bad_line(tmp_path):
+    from click.testing import CliRunner
+
+    from hms_jobs.cli import main
+    from hms_resources.datasets.conversations import generate_conversations, write_jsonl
+
+    data = tmp_path / "small.jsonl"
+    write_jsonl(generate_conversations(users=2, sessions_per_user=4, seed=5), data)
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(main, ["eval", "retrieval", str(data), "--budgets", "128,512", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    questions = sum(1 for line in data.read_text().splitlines() if '"question"' in line)
+    assert report["questions"] == questions > 0
+    assert set(report["methods"]) >= {"hms", "bm25", "dense"}
+    for figures in report["methods"].values():
+        assert set(figures["recall"]) == {"128", "512"}
+        assert all(0.0 <= r <= 1.0 for r in figures["recall"].values())
+        assert figures["recall"]["128"] <= figures["recall"]["512"] or figures is report["methods"]["hms"]
+        assert set(figures["latency_ms"]) >= {"p50", "p95", "p99"}
+    assert report["methods"]["hms"]["recall"]["512"] > 0.5
+    for method in ("hms", "bm25", "dense"):
+        assert method in result.output
+
+    bad = tmp_path / "bad.jsonl"
+    lines = data.read_text().splitlines()
+    lines.insert(3, '{"kind": "memory", "id": "x", "user_id": "u"}')
+    bad.write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(main, ["eval", "retrieval", str(bad)])
+    assert result.exit_code == 1
+    assert f"{bad}:4" in result.output
