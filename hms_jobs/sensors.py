@@ -5,12 +5,12 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
+from hms_assets.tiers.assets import last_migration_config
 from hms_jobs.jobs import lora_job, memories_job, tier_migration_job
 from hms_resources.lora.adapters import RETRAIN_CHANGED_SHARE, sets_due_for_training
 from hms_resources.store.event_store import EventStore
 from hms_resources.store.projection import MEMORIES_CURSOR
 from hms_resources.tiers.assignment import day_window, latest_tier_date, new_live_memories_since, tier_sizes
-from hms_resources.tiers.importance import TierConfig
 
 
 @dg.sensor(
@@ -38,7 +38,7 @@ def hot_tier_overflow_sensor(context: dg.SensorEvaluationContext, event_store: E
     latest = latest_tier_date(event_store)
     if latest is None:
         return dg.SkipReason("no tier migration has run yet")
-    capacity = TierConfig().hot_capacity
+    capacity = last_migration_config(context.instance).hot_capacity
     hot = {user: sizes["hot"] for user, sizes in tier_sizes(event_store, latest).items()}
     arrived = new_live_memories_since(event_store, day_window(datetime.fromisoformat(latest).date())[1])
     overflowing = sorted(user for user, count in arrived.items() if hot.get(user, 0) + count > capacity)

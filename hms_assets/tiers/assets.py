@@ -50,6 +50,18 @@ class TiersConfig(dg.Config):
         )
 
 
+TIERING_CONFIG = "tiering_config"
+"""The `memory_tiers` metadata entry that records the config a migration ran with."""
+
+
+def last_migration_config(instance: dg.DagsterInstance) -> TiersConfig:
+    """The config the latest tier migration ran with (the defaults before any has run), so the
+    overflow sensor and the access predictor judge by the capacities and half-lives in use."""
+    event = instance.get_latest_materialization_event(dg.AssetKey("memory_tiers"))
+    recorded = event.asset_materialization.metadata.get(TIERING_CONFIG) if event and event.asset_materialization else None
+    return TiersConfig(**recorded.value) if recorded is not None else TiersConfig()
+
+
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
@@ -103,6 +115,7 @@ def memory_tier_migration(context: dg.AssetExecutionContext, config: TiersConfig
         metadata={
             "partitions": len(context.partition_keys),
             "access_predictor_used": predict is not None,
+            TIERING_CONFIG: dg.MetadataValue.json(config.model_dump()),
             "as_of": current.as_of,
             **{f"{tier}": int(totals.get(tier, 0)) for tier in ("hot", "warm", "cold", "archived")},
             "tier_sizes_per_user": dg.MetadataValue.md(_sizes_table(sizes)),
@@ -188,11 +201,12 @@ def access_predictor(context: dg.AssetExecutionContext, event_store: EventStore)
     first, last = event_store.event_time_range()
     if first is None:
         raise dg.Failure("the event store is empty: nothing to learn from")
-    config = ImportanceConfig()
+    tiering = last_migration_config(context.instance).to_domain()
+    config = tiering.importance
     last_day = date.fromisoformat(last[:10])
     first_day = max(date.fromisoformat(first[:10]) + timedelta(days=7), last_day - timedelta(weeks=TRAINING_WEEKS))
     samples = weekly_samples(event_store, load_concepts(event_store), config, first_day, last_day)
-    model, evaluation = train_and_evaluate(samples, config, TierConfig().hot_capacity)
+    model, evaluation = train_and_evaluate(samples, config, tiering.tiers.hot_capacity)
     save_predictor(event_store.home / MODELS_DIR, model, evaluation)
     verdict = "beats" if evaluation.model_wins else "does not beat"
     context.log.info(
