@@ -4,9 +4,10 @@ import dagster as dg
 
 from hms_assets import domain_assets
 from hms_jobs.jobs import cold_archive_job, lora_evaluation_job, lora_job, main_job, memories_job, tier_migration_job
-from hms_jobs.resources import graph_store_configured, resources
+from hms_jobs.resources import resources
 from hms_jobs.schedules import daily_tier_migration, weekly_registry_evaluation
 from hms_jobs.sensors import hms_automation_sensor, hot_tier_overflow_sensor, lora_training_sensor, new_events_sensor
+from hms_resources.common.environment import graph_store_configured
 
 
 @dg.definitions

@@ -54,6 +54,12 @@ class MlflowTracking(dg.ConfigurableResource):
     """Empty: `sqlite:///<HMS home>/mlflow/mlflow.db`, with artifacts beside it."""
     experiment: str = EXPERIMENT
 
+    @classmethod
+    def from_env(cls) -> "MlflowTracking":
+        from hms_resources.common.environment import from_environment
+
+        return from_environment(cls)
+
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
             yield name, (redact_url(value) if name == "tracking_uri" and isinstance(value, str) else value)

@@ -4,7 +4,6 @@ default, loaded offline; any local path or hub id when configured (`HMS_EMBEDDIN
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,9 @@ class Embedder(dg.ConfigurableResource):
 
     @classmethod
     def from_env(cls) -> "Embedder":
-        return cls(model=os.environ.get("HMS_EMBEDDING_MODEL", ""), device=os.environ.get("HMS_EMBEDDING_DEVICE", ""))
+        from hms_resources.common.environment import from_environment
+
+        return from_environment(cls)
 
     @property
     def model_path(self) -> str:
