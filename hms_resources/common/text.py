@@ -4,9 +4,18 @@ bm25s's English stop words and PyStemmer's Snowball stems, so "hiking", "hikes" 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from functools import cache
 from typing import Any
+
+STOPWORDS = frozenset(
+    """a an the and or but if of to in on at for with from by about into over after before up out as so than then
+    too very just also not no i me my mine we us our you your he him his she her they them their it its this that
+    these those there here what which who when where why how is am are was were be been being do does did have has
+    had will would can could should may might must every each some any all more most other such own same only""".split()
+)
+"""Words too common to say what a memory is about (curation cues, fact-recall checks)."""
 
 
 def lexical_tokens(texts: Sequence[str]) -> list[list[str]]:
@@ -26,3 +35,9 @@ def stemmer() -> Any:
     import Stemmer
 
     return Stemmer.Stemmer("english")
+
+
+def surface_words(text: str) -> list[str]:
+    """The words of a text as written, lower-cased, without stop words or short words, in order: what a
+    cue in a prompt or a recalled fact is checked against, where a stem would not read as a word."""
+    return [w for w in re.findall(r"[a-z][a-z'-]+", text.lower()) if w not in STOPWORDS and len(w) > 2]

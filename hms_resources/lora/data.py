@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,18 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from hms_resources.common.limits import file_name
+from hms_resources.common.text import surface_words
 from hms_resources.lora.candidates import CandidateSet
 from hms_resources.store.memory_state import Memory
 
 TRAIN_TEMPLATES = ("What did I tell you about {cue}?", "What have I said about {cue}?", "Tell me something you remember about me.")
 PROBE_TEMPLATE = "Remind me what I mentioned regarding {cue}."
 ANSWER_TEMPLATE = "You told me: {content}"
-STOPWORDS = frozenset(
-    """a an the and or but if of to in on at for with from by about into over after before up out as so than then
-    too very just also not no i me my mine we us our you your he him his she her they them their it its this that
-    these those there here what which who when where why how is am are was were be been being do does did have has
-    had will would can could should may might must every each some any all more most other such own same only""".split()
-)
 
 
 class TrainingDataError(ValueError):
@@ -44,24 +38,20 @@ class DataLimits:
     min_examples: int = 6
 
 
-def _words(text: str) -> list[str]:
-    return [w for w in re.findall(r"[a-z][a-z'-]+", text.lower()) if w not in STOPWORDS and len(w) > 2]
-
-
 def cues(contents: Sequence[str]) -> list[str]:
     """Per text, its word that is rarest across the texts (ties: the earlier word)."""
-    frequency = Counter(w for text in contents for w in set(_words(text)))
+    frequency = Counter(w for text in contents for w in set(surface_words(text)))
     found = []
     for text in contents:
-        words = _words(text)
+        words = surface_words(text)
         found.append(min(words, key=lambda w: (frequency[w], words.index(w))) if words else "that")
     return found
 
 
-def answer_words(content: str, question: str) -> list[str]:
+def answersurface_words(content: str, question: str) -> list[str]:
     """The content words of a memory that a question does not give away: what fact recall looks for."""
-    asked = set(_words(question))
-    return sorted({w for w in _words(content) if w not in asked})
+    asked = set(surface_words(question))
+    return sorted({w for w in surface_words(content) if w not in asked})
 
 
 def _said(memory: Memory) -> str:
@@ -88,7 +78,7 @@ def build_examples(candidate_set: CandidateSet, memories: dict[tuple[str, str], 
         for template in TRAIN_TEMPLATES:
             train.append({**base, "prompt": template.format(cue=cue), "answer": answer})
         question = PROBE_TEMPLATE.format(cue=cue)
-        probes.append({**base, "prompt": question, "answer": answer, "answer_words": answer_words(content, question)})
+        probes.append({**base, "prompt": question, "answer": answer, "answer_words": answersurface_words(content, question)})
     return train, probes
 
 
