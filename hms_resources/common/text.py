@@ -1,6 +1,5 @@
-"""Content words: the one analysis of text into words that ranking, curation and the datasets share.
-
-bm25s's English stop words and PyStemmer's Snowball stems, so "hiking", "hikes" and "hiked" meet."""
+"""Words: the one place text is cut into words. Ranking uses bm25s's English stop words and PyStemmer's
+Snowball stems, so "hiking", "hikes" and "hiked" meet; curation keeps words as written, for prompts."""
 
 from __future__ import annotations
 
@@ -23,11 +22,6 @@ def lexical_tokens(texts: Sequence[str]) -> list[list[str]]:
     import bm25s
 
     return bm25s.tokenize(list(texts), stopwords="en", stemmer=stemmer(), return_ids=False, show_progress=False)
-
-
-def content_words(text: str) -> set[str]:
-    """The stemmed content words of one text."""
-    return set(lexical_tokens([text])[0])
 
 
 @cache

@@ -3,7 +3,7 @@
 Each user is a persona with facts, preferences and habits; over sessions the assistant records
 memories, restates recurring facts (as updates), recalls memories (accesses with feedback), tags and
 relates them, archives stale ones and now and then forgets one on request. The same seed gives the
-same events, byte for byte.
+same events, byte for byte. The personas and wordings are data, in `templates/synthetic_personas.json`.
 """
 
 from __future__ import annotations
@@ -13,128 +13,24 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-PERSONAS: list[dict[str, Any]] = [
-    {
-        "name": "Maya",
-        "role": "a data engineer at a logistics start-up",
-        "city": "Lisbon",
-        "moves_to": "Porto",
-        "facts": [
-            ("fact", "work", "Maya works as a data engineer at a logistics start-up."),
-            ("fact", "personal", "Maya has a dog called Biscuit, a two-year-old beagle."),
-            ("fact", "health", "Maya is allergic to peanuts."),
-            ("fact", "personal", "Maya's partner Tiago is a high-school chemistry teacher."),
-        ],
-        "preferences": [
-            ("preference", "tools", "Prefers Python type hints and pytest over unittest."),
-            ("preference", "communication", "Wants short answers with code first, explanation after."),
-            ("preference", "food", "Prefers vegetarian recipes that take under thirty minutes."),
-            ("preference", "tools", "Uses dark mode everywhere and the Neovim editor."),
-        ],
-        "events": [
-            "Is preparing a talk on streaming pipelines for a meetup next month.",
-            "Migrated the team's nightly batch jobs from cron to Dagster.",
-            "Started training for a half marathon in the spring.",
-            "Booked a trip to Kyoto for the autumn holidays.",
-            "Debugged a Kafka consumer lag issue that paged the team at night.",
-        ],
-        "insights": [
-            "Works best on deep tasks in the morning and schedules meetings after lunch.",
-            "Gets frustrated by long explanations before the actual answer.",
-        ],
-        "topics": ["data pipelines", "dagster", "kafka", "running", "travel", "cooking", "dogs"],
-    },
-    {
-        "name": "Sam",
-        "role": "a product designer at a fintech company",
-        "city": "Toronto",
-        "moves_to": "Montreal",
-        "facts": [
-            ("fact", "work", "Sam is a product designer working on a mobile banking app."),
-            ("fact", "personal", "Sam is learning Japanese and has a lesson every Thursday evening."),
-            ("fact", "personal", "Sam's sister Priya is getting married in June."),
-            ("fact", "health", "Sam is lactose intolerant."),
-        ],
-        "preferences": [
-            ("preference", "tools", "Designs in Figma and keeps a shared component library."),
-            ("preference", "communication", "Likes bullet-point summaries and visual examples."),
-            ("preference", "music", "Listens to lo-fi playlists while designing."),
-            ("preference", "food", "Loves spicy food, especially Sichuan dishes."),
-        ],
-        "events": [
-            "Ran a usability study with eight customers for the new onboarding flow.",
-            "Is redesigning the accessibility settings screen for larger text sizes.",
-            "Bought a film camera and is learning to develop black-and-white film.",
-            "Planned a surprise birthday dinner for a friend at a ramen place.",
-            "Presented the quarterly design review to the leadership team.",
-        ],
-        "insights": [
-            "Makes better decisions after sketching options on paper first.",
-            "Tends to over-polish mock-ups before getting feedback.",
-        ],
-        "topics": ["design", "figma", "accessibility", "japanese", "photography", "wedding"],
-    },
-    {
-        "name": "Lena",
-        "role": "a postdoctoral researcher in marine biology",
-        "city": "Kiel",
-        "moves_to": "Bremen",
-        "facts": [
-            ("fact", "work", "Lena is a postdoc studying coral reef bleaching."),
-            ("fact", "personal", "Lena plays the cello in a community orchestra."),
-            ("fact", "personal", "Lena's son Jonas started primary school this year."),
-            ("fact", "health", "Lena gets seasick on small boats and takes medication before dives."),
-        ],
-        "preferences": [
-            ("preference", "tools", "Writes papers in LaTeX with Overleaf and uses R for statistics."),
-            ("preference", "communication", "Wants citations for any scientific claim."),
-            ("preference", "schedule", "Avoids meetings on Friday afternoons."),
-            ("preference", "food", "Drinks green tea, never coffee after noon."),
-        ],
-        "events": [
-            "Submitted a grant proposal on heat-tolerant coral symbionts.",
-            "Is analysing temperature logger data from the last field season.",
-            "Will join a research cruise in the Red Sea in March.",
-            "Reviewed a manuscript for a marine ecology journal.",
-            "Organised a reading group on climate attribution methods.",
-        ],
-        "insights": [
-            "Writes most productively in two-hour blocks with no notifications.",
-            "Prefers to see the statistical model before the results.",
-        ],
-        "topics": ["coral reefs", "statistics", "grants", "cello", "parenting", "field work"],
-    },
-    {
-        "name": "Omar",
-        "role": "a backend engineer at an online retailer",
-        "city": "Cairo",
-        "moves_to": "Dubai",
-        "facts": [
-            ("fact", "work", "Omar maintains the checkout service, written in Go."),
-            ("fact", "personal", "Omar is saving to buy a flat and tracks a monthly budget."),
-            ("fact", "personal", "Omar plays five-a-side football on Tuesday nights."),
-            ("fact", "health", "Omar has mild asthma and avoids running in the cold."),
-        ],
-        "preferences": [
-            ("preference", "tools", "Prefers PostgreSQL and writes SQL by hand rather than with an ORM."),
-            ("preference", "communication", "Wants trade-offs spelled out before a recommendation."),
-            ("preference", "food", "Eats halal food only."),
-            ("preference", "tools", "Uses GoLand with vim key bindings."),
-        ],
-        "events": [
-            "Cut checkout latency by caching tax rules per region.",
-            "Is on call this week for the payments platform.",
-            "Started reading a book on distributed systems design.",
-            "Helped his father set up online banking.",
-            "Planned a family trip to Alexandria for Eid.",
-        ],
-        "insights": [
-            "Learns new systems fastest by reading their tests first.",
-            "Feels drained after long video calls and prefers written updates.",
-        ],
-        "topics": ["go", "postgres", "payments", "football", "budgeting", "family"],
-    },
-]
+from hms_resources.datasets import read_templates
+
+_TEMPLATES = read_templates("synthetic_personas")
+
+
+def _persona(spec: dict[str, Any]) -> dict[str, Any]:
+    """A persona from `templates/synthetic_personas.json`, its facts and preferences as (type, category, content)."""
+    return {
+        **spec,
+        "facts": [("fact", f["category"], f["content"]) for f in spec["facts"]],
+        "preferences": [("preference", p["category"], p["content"]) for p in spec["preferences"]],
+    }
+
+
+PERSONAS: list[dict[str, Any]] = [_persona(spec) for spec in _TEMPLATES["personas"]]
+HOME: str = _TEMPLATES["home"]
+MOVED: str = _TEMPLATES["moved"]
+TOPIC_MENTIONS: list[str] = _TEMPLATES["topic_mentions"]
 
 ACCESS_METHODS = ("semantic_search", "keyword_search", "context_assembly", "direct")
 CONTEXT_KINDS = ("temporal", "social", "technical", "emotional")
@@ -207,14 +103,7 @@ def _user_events(
             else:
                 topic = rng.choice(persona["topics"])
                 memory_type, category = rng.choice([("pattern", "habit"), ("insight", "self"), ("event", "life")])
-                content = rng.choice(
-                    [
-                        f"Asked for help with {topic} again; keeps coming back to it.",
-                        f"Mentioned a new idea about {topic} during the conversation.",
-                        f"Said {topic} has been taking a lot of time this week.",
-                        f"Shared progress on {topic} and asked for next steps.",
-                    ]
-                )
+                content = rng.choice(TOPIC_MENTIONS).format(topic=topic)
             memory_id = f"{user_id}-m{len(memories) + 1:05d}"
             payload: dict[str, Any] = {
                 "content": content,
@@ -245,7 +134,7 @@ def _user_events(
                 home_memory,
                 at,
                 {
-                    "content": f"{persona['name']} lives in {persona['city']}.",
+                    "content": HOME.format(**persona),
                     "session_id": session_id,
                     "memory_type": "fact",
                     "category": "personal",
@@ -262,7 +151,7 @@ def _user_events(
                 "memory.updated",
                 home_memory,
                 at,
-                {"content": f"{persona['name']} moved from {persona['city']} to {persona['moves_to']}.", "confidence": 0.9},
+                {"content": MOVED.format(**persona), "confidence": 0.9},
             )
         usable = [m["memory_id"] for m in memories if m["memory_id"] not in forgotten]
         for _ in range(rng.randint(1, 4)):
