@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hms_resources.semantic.falkordb import FALKORDB_STATEMENT_LIMIT  # noqa: E402
 from hms_resources.semantic.graph_model import (  # noqa: E402
     MEMORY,
     SIMILAR_TO,
@@ -26,7 +27,7 @@ from hms_resources.semantic.graph_model import (  # noqa: E402
     GraphNode,
     memory_node_key,
 )
-from hms_resources.semantic.graph_store import FALKORDB_STATEMENT_LIMIT, GraphStore  # noqa: E402
+from hms_resources.semantic.graph_store import GraphStore  # noqa: E402
 from tests.bolt_server import start_bolt_server  # noqa: E402
 
 PER_EDGE_MERGE = (

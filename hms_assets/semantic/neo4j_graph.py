@@ -1,4 +1,8 @@
-"""The `neo4j_graph` asset: the memory graph synced to Neo4j, defined only when NEO4J_URI is set."""
+"""The `neo4j_graph` asset: the memory graph synced to Neo4j, defined only when NEO4J_URI is set.
+
+No retry policy: the driver already retries each statement while the server is away (see
+`GraphStore.retry_time_s`); past that the run fails with the step named, and the next run, which
+recomputes the diff from the server, completes the sync exactly."""
 
 import dagster as dg
 
@@ -13,7 +17,6 @@ from hms_resources.store.event_store import EventStore
     deps=["graph_edges"],
     kinds={"neo4j"},
     automation_condition=dg.AutomationCondition.eager(),
-    retry_policy=dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL),
     description="The memory graph synced to Neo4j: only changed nodes and edges are written.",
 )
 def neo4j_graph(context: dg.AssetExecutionContext, event_store: EventStore, graph_store: GraphStore) -> dg.MaterializeResult:

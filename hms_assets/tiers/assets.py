@@ -11,16 +11,10 @@ from hms_assets.tiers.partitions import daily_partitions
 from hms_resources.semantic.concepts import load_concepts
 from hms_resources.store.event_store import EventStore
 from hms_resources.tiers.access_predictor import load_predictor, save_predictor, train_and_evaluate, weekly_samples
-from hms_resources.tiers.assignment import (
-    TieringConfig,
-    compute_tiers,
-    save_tier_partition,
-    tier_migrations,
-    write_cold_archive,
-)
+from hms_resources.tiers.archive import COLD_ARCHIVE_DIR, write_cold_archive
+from hms_resources.tiers.assignment import TieringConfig, compute_tiers, save_tier_partition, tier_migrations
 from hms_resources.tiers.importance import ImportanceConfig, TierConfig
 
-COLD_ARCHIVE_DIR = "archive"
 MODELS_DIR = "models"
 
 

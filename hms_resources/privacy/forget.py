@@ -9,7 +9,6 @@ the old page images (`secure_delete` is always on; the WAL is checkpointed and t
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -167,6 +166,8 @@ ERASED_LINE = "(erased: it named a forgotten memory)"
 def _scrub_rejects(home: Path, forgotten: set[MemoryKey]) -> int:
     """Rejected lines keep the raw input for the operator to fix; a line naming a forgotten memory
     keeps only its line number and reason."""
+    from hms_resources.common.files import write_bytes
+
     scrubbed = 0
     for path in _rejects_files(home):
         lines = path.read_bytes().splitlines()
@@ -179,9 +180,7 @@ def _scrub_rejects(home: Path, forgotten: set[MemoryKey]) -> int:
                 raw = orjson.dumps(record)
             kept.append(raw)
         if kept != lines:
-            partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-            partial.write_bytes(b"\n".join(kept) + b"\n")
-            os.replace(partial, path)
+            write_bytes(path, b"\n".join(kept) + b"\n")
     return scrubbed
 
 
@@ -227,7 +226,8 @@ def verify_forgotten(store: EventStore, user_id: str, memory_id: str, tracking: 
     from hms_resources.semantic.embeddings import EMBEDDINGS_DIR, EmbeddingIndex
     from hms_resources.semantic.graph import load_edges
     from hms_resources.semantic.graph_model import memory_node_key
-    from hms_resources.tiers.assignment import read_cold_archive, tier_reasons_with_user_text
+    from hms_resources.tiers.archive import read_cold_archive
+    from hms_resources.tiers.assignment import tier_reasons_with_user_text
 
     home, key = store.home, (user_id, memory_id)
     checks: list[Check] = []

@@ -6,7 +6,6 @@ resource can read, or memory-map, without loading the model."""
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hms_resources.common.files import atomic_path
 from hms_resources.store.memory_state import Memory, MemoryKey
 
 EMBEDDINGS_DIR = "embeddings"
@@ -50,10 +50,8 @@ class EmbeddingIndex:
 
     def save(self, directory: Path) -> Path:
         """Write atomically: readers see the old index or the new one, never half of one."""
-        directory.mkdir(parents=True, exist_ok=True)
         path = directory / INDEX_FILE
-        partial = directory / f".{INDEX_FILE}.{os.getpid()}.partial"
-        with partial.open("wb") as out:
+        with atomic_path(path) as partial, partial.open("wb") as out:
             np.savez(
                 out,
                 model=np.array(self.model),
@@ -62,7 +60,6 @@ class EmbeddingIndex:
                 hashes=self.hashes.astype(str),
                 vectors=self.vectors.astype(np.float32, copy=False),
             )
-        os.replace(partial, path)
         return path
 
     @classmethod

@@ -13,6 +13,7 @@ from datetime import date, timedelta
 
 import numpy as np
 
+from hms_resources.common.files import atomic_path
 from hms_resources.semantic.concepts import Concept
 from hms_resources.store.event_store import EventStore
 from hms_resources.store.events import MEMORY_ACCESSED
@@ -151,14 +152,10 @@ MODEL_FILE = "access_predictor.joblib"
 
 def save_predictor(directory, model, evaluation: PredictorEvaluation) -> None:
     """The model and its evaluation, written atomically; `enabled` says whether it beat the heuristic."""
-    import os
-
     import joblib
 
-    directory.mkdir(parents=True, exist_ok=True)
-    partial = directory / f".{MODEL_FILE}.partial"
-    joblib.dump({"model": model, "evaluation": evaluation, "enabled": bool(model is not None and evaluation.model_wins)}, partial)
-    os.replace(partial, directory / MODEL_FILE)
+    with atomic_path(directory / MODEL_FILE) as partial:
+        joblib.dump({"model": model, "evaluation": evaluation, "enabled": bool(model is not None and evaluation.model_wins)}, partial)
 
 
 def load_predictor(directory, mode: str = "auto"):

@@ -8,13 +8,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hms_resources.common.bulk import gc_paused
-from hms_resources.common.limits import file_name
 from hms_resources.semantic.concepts import Concept
 from hms_resources.store.event_store import EventStore
 from hms_resources.store.events import MEMORY_ACCESSED
@@ -312,80 +310,6 @@ def current_tiers(store: EventStore, user_id: str | None = None) -> dict[tuple[s
 def current_importance(store: EventStore, user_id: str | None = None) -> dict[tuple[str, str], float]:
     """The dynamic importance (tier score) of every memory in the latest partition."""
     return _latest_partition(store, "score", user_id)
-
-
-def write_cold_archive(store: EventStore, directory: Path) -> dict[str, int]:
-    """The cold tier of the latest partition as Parquet, one file per user and month of creation
-    (`user=<file_name(user id)>/<YYYY-MM>.parquet`), each with the same column types; files of
-    memories no longer cold are removed."""
-    import shutil
-
-    import polars as pl
-
-    scores = _latest_cold_scores(store)
-    memories = [m for m in store.read_memories() if m.key in scores]
-    staging = directory.parent / f".{directory.name}.staging"
-    if staging.exists():
-        shutil.rmtree(staging)
-    files = 0
-    groups: dict[tuple[str, str], list[Memory]] = {}
-    for m in memories:
-        groups.setdefault((m.user_id, (m.created_at or "0000-00")[:7]), []).append(m)
-    for (user_id, month), members in sorted(groups.items()):
-        folder = staging / f"user={file_name(user_id)}"
-        folder.mkdir(parents=True, exist_ok=True)
-        pl.DataFrame(
-            {
-                "memory_id": [m.memory_id for m in members],
-                "content": [m.content or "" for m in members],
-                "memory_type": [m.memory_type for m in members],
-                "category": [m.category for m in members],
-                "tags": [list(m.tags) for m in members],
-                "created_at": [m.created_at for m in members],
-                "importance": [m.importance for m in members],
-                "score": [scores.get(m.key) for m in members],
-            },
-            schema={"memory_id": pl.String, "content": pl.String, "memory_type": pl.String, "category": pl.String,
-                    "tags": pl.List(pl.String), "created_at": pl.String, "importance": pl.Float64, "score": pl.Float64},
-        ).sort("memory_id").write_parquet(folder / f"{month}.parquet")
-        files += 1
-    old = directory.parent / f".{directory.name}.old"
-    if old.exists():
-        shutil.rmtree(old)
-    if directory.exists():
-        directory.rename(old)
-    if staging.exists():
-        staging.rename(directory)
-    else:
-        directory.mkdir(parents=True, exist_ok=True)
-    if old.exists():
-        shutil.rmtree(old)
-    return {"files": files, "memories": len(memories), "users": len({m.user_id for m in memories})}
-
-
-def read_cold_archive(directory: Path, user_id: str) -> list[dict]:
-    """A user's archived cold memories, for deep searches."""
-
-    import polars as pl
-
-    folder = directory / f"user={file_name(user_id)}"
-    if not folder.exists():
-        return []
-    return pl.concat([pl.read_parquet(path) for path in sorted(folder.glob("*.parquet"))], how="diagonal_relaxed").to_dicts()
-
-
-def _latest_cold_scores(store: EventStore) -> dict[tuple[str, str], float]:
-    """Score of every memory in the cold tier of the latest partition."""
-    from sqlalchemy import select
-
-    from hms_resources.store.schema import memory_tiers
-
-    query = select(memory_tiers.c.user_id, memory_tiers.c.memory_id, memory_tiers.c.score).where(
-        memory_tiers.c.partition_date == latest_tier_date(store), memory_tiers.c.tier == "cold"
-    )
-    with store.reading() as conn:
-        return {(u, m): s for u, m, s in conn.execute(query)}
-
 
 
 def new_live_memories_since(store: EventStore, as_of: str) -> dict[str, int]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -241,7 +243,7 @@ def test_values_that_look_like_cypher_are_stored_verbatim(graph_store: GraphStor
 
 def test_labels_types_and_names_outside_the_whitelist_are_refused_before_any_query() -> None:
     # Nothing listens at this address: any query would raise GraphSyncError, not ValueError.
-    store = GraphStore(uri=f"bolt://127.0.0.1:{closed_port()}", dialect="falkordb", max_retries=0)
+    store = GraphStore(uri=f"bolt://127.0.0.1:{closed_port()}", dialect="falkordb", retry_time_s=0)
     nodes, edges = user_graph("alice")
     m1, m2 = memory_node_key("alice", "m1"), memory_node_key("alice", "m2")
     bad_inputs = [
@@ -298,15 +300,15 @@ def test_neighbours_shortest_path_and_concept_members(graph_store: GraphStore) -
 
 def test_unreachable_server_raises_a_clear_error_without_the_password() -> None:
     port = closed_port()
-    store = GraphStore(uri=f"bolt://127.0.0.1:{port}", password="s3cret-pw", dialect="falkordb", retry_delay_s=0.01, max_retries=2)
+    store = GraphStore(uri=f"bolt://127.0.0.1:{port}", password="s3cret-pw", dialect="falkordb", retry_delay_s=0.01, retry_time_s=0.05)
     assert "s3cret-pw" not in repr(store) and "s3cret-pw" not in str(store)
     with pytest.raises(GraphSyncError) as caught:
         store.sync(*user_graph("alice"))
     message = str(caught.value)
-    assert f"bolt://127.0.0.1:{port}" in message and "unavailable after 3 attempts" in message
+    assert f"bolt://127.0.0.1:{port}" in message and "unavailable after retrying for 0.05 s" in message
     assert "s3cret-pw" not in message
     store.close()
-    with_credentials = GraphStore(uri=f"bolt://admin:s3cret-pw@127.0.0.1:{port}", password="s3cret-pw", max_retries=0)
+    with_credentials = GraphStore(uri=f"bolt://admin:s3cret-pw@127.0.0.1:{port}", password="s3cret-pw", retry_time_s=0)
     assert "s3cret-pw" not in repr(with_credentials)
     with pytest.raises(GraphSyncError) as caught:
         with_credentials.sync([], [])
@@ -314,16 +316,44 @@ def test_unreachable_server_raises_a_clear_error_without_the_password() -> None:
     with_credentials.close()
 
 
-def test_stopped_server_fails_the_sync_and_a_restart_recovers(graph_store: GraphStore, bolt_server: BoltServer) -> None:
+def impatient(graph_store: GraphStore, **options: Any) -> GraphStore:
+    """A store on the same server and graph whose driver gives up on an unavailable server soon."""
+    return GraphStore(
+        uri=graph_store.uri, user="falkordb", database=graph_store.database, dialect="falkordb", retry_delay_s=0.1, **options
+    )
+
+
+def test_stopped_server_fails_the_sync_once_the_retry_time_is_spent_and_a_restart_recovers(
+    graph_store: GraphStore, bolt_server: BoltServer
+) -> None:
     nodes, edges = user_graph("alice")
+    store = impatient(graph_store, retry_time_s=0.5)
     bolt_server.stop()
+    started = time.monotonic()
     try:
-        with pytest.raises(GraphSyncError, match=rf"{re.escape(bolt_server.uri)}.*unavailable after 4 attempts"):
-            graph_store.sync(nodes, edges)
+        with pytest.raises(GraphSyncError, match=rf"schema failed: .*{re.escape(bolt_server.uri)}.*unavailable after retrying for 0.5 s"):
+            store.sync(nodes, edges)
     finally:
         bolt_server.start()
-    graph_store.sync(nodes, edges)
+    assert time.monotonic() - started >= 0.5, "the driver retried before giving up"
+    store.sync(nodes, edges)
     assert dump(graph_store) == expected(nodes, edges)
+    store.close()
+
+
+def test_a_server_back_within_the_retry_time_is_waited_for(graph_store: GraphStore, bolt_server: BoltServer) -> None:
+    nodes, edges = user_graph("alice")
+    store = impatient(graph_store, retry_time_s=30)
+    bolt_server.stop()
+    restart = threading.Timer(1.0, bolt_server.start)
+    restart.start()
+    try:
+        report = store.sync(nodes, edges)
+    finally:
+        restart.join()
+    assert (report.nodes_upserted, report.edges_upserted) == (len(nodes), len(edges))
+    assert dump(graph_store) == expected(nodes, edges)
+    store.close()
 
 
 @pytest.mark.parametrize("how", ["stop", "kill"])
@@ -331,9 +361,7 @@ def test_server_lost_mid_sync_then_rerun_completes_exactly(graph_store: GraphSto
     nodes, edges = two_users()
     graph_store.sync(nodes[:5], [])
     nodes = [GraphNode(n.label, n.key, n.user_id, {**n.properties, "version": 2}) for n in nodes]
-    small = GraphStore(
-        uri=graph_store.uri, user="falkordb", database=graph_store.database, dialect="falkordb", batch_size=3, retry_delay_s=0.1
-    )
+    small = impatient(graph_store, batch_size=3, retry_time_s=0.5)
     steps: list[str] = []
 
     def lose_server_after_first_batch(what: str, done: int, total: int) -> None:

@@ -30,7 +30,7 @@ from hms_resources.store.events import ENVELOPE_FIELDS, MemoryEvent
 from hms_resources.store.ingest import append_salvaging, ingest_records, ingest_stream
 from hms_resources.store.projection import refresh_memories
 from hms_resources.store.schema import memories as memories_table
-from hms_resources.tiers.assignment import read_cold_archive
+from hms_resources.tiers.archive import read_cold_archive
 from tests.helpers import created, event
 
 

@@ -13,7 +13,8 @@ from hms_jobs.schedules import daily_tier_migration
 from hms_jobs.sensors import hot_tier_overflow_sensor
 from hms_resources.common.limits import file_name
 from hms_resources.store.ingest import ingest_records
-from hms_resources.tiers.assignment import read_cold_archive, tier_sizes
+from hms_resources.tiers.archive import cold_archive_version, read_cold_archive
+from hms_resources.tiers.assignment import tier_sizes
 from tests.helpers import created, event
 
 ASSETS = domain_assets(["memory_store", "tiers"])
@@ -94,7 +95,7 @@ def test_cold_archive_holds_the_latest_cold_memories_as_parquet(history):
     cold = {r.memory_id for r in rows(history, "memory_tiers", "2026-03-22") if r.user_id == "u1" and r.tier == "cold"}
     assert {r["memory_id"] for r in archived} == cold
     assert all(r["content"].startswith("memory ") for r in archived)
-    assert (history.home / "archive" / f"user={file_name('u1')}" / "2026-03.parquet").exists()
+    assert (cold_archive_version(history.home / "archive") / f"user={file_name('u1')}" / "2026-03.parquet").exists()
 
 
 def test_the_daily_schedule_migrates_the_day_that_just_ended():
