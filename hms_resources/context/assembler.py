@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
 import uuid
@@ -25,6 +24,7 @@ from pydantic import PrivateAttr
 from hms_resources.common.home import redact_url
 from hms_resources.common.text import lexical_tokens
 from hms_resources.common.tokens import TokenCounter
+from hms_resources.context.access_log import AccessLog, utc_now
 from hms_resources.context.index import (
     CONVERSATION_TURN,
     ContextSnapshot,
@@ -61,7 +61,6 @@ from hms_resources.store.events import (
 
 log = logging.getLogger("hms.context")
 
-ACCESS_METHOD = "context"
 MAX_QUERY_CHARS = 2048
 """Longer queries are cut before embedding and lexical analysis; the encoder truncates further."""
 
@@ -104,6 +103,13 @@ class Context:
         return "\n".join(i.text for i in summaries + memories)
 
 
+def _changes_text(event: MemoryEvent) -> bool:
+    """Whether an event changes what a memory adds to a context: its text, or whether it may be returned."""
+    if event.type == MEMORY_UPDATED:
+        return bool(event.payload.get("content"))
+    return event.type in (MEMORY_CREATED, MEMORY_FORGOTTEN, MEMORY_ARCHIVED)
+
+
 @dataclass
 class _Fresh:
     """A user's memories changed since the snapshot: their latest text, or their removal."""
@@ -130,6 +136,8 @@ class ContextAssembler(dg.ConfigurableResource):
     _counter: Any = PrivateAttr(default=None)
     _lock: Any = PrivateAttr(default_factory=threading.RLock)
     _fresh: dict = PrivateAttr(default_factory=dict)
+    _followed: dict = PrivateAttr(default_factory=dict)
+    """The current state of the memories in the overlays, kept up to date with the log."""
     _fresh_after: int = PrivateAttr(default=0)
     _checked_at: float = PrivateAttr(default=0.0)
     _reloading: bool = PrivateAttr(default=False)
@@ -137,11 +145,9 @@ class ContextAssembler(dg.ConfigurableResource):
 
     @classmethod
     def from_env(cls) -> "ContextAssembler":
-        return cls(
-            event_store=EventStore.from_env(),
-            embedder=Embedder.from_env(),
-            tokenizer=os.environ.get("HMS_TOKENIZER", ""),
-        )
+        from hms_resources.common.environment import from_environment
+
+        return from_environment(cls, event_store=EventStore.from_env(), embedder=Embedder.from_env())
 
     @classmethod
     def from_home(cls, home: str | os.PathLike[str], **config: Any) -> "ContextAssembler":
@@ -177,6 +183,7 @@ class ContextAssembler(dg.ConfigurableResource):
         with self._lock:
             self._snapshot = snapshot
             self._fresh = {}
+            self._followed = {}
             self._fresh_after = snapshot.cursor
             self._checked_at = time.monotonic()
         log.info("context indexes loaded: %d memories of %d users in %.2fs", snapshot.memories, len(snapshot.users), snapshot.seconds)
@@ -210,42 +217,19 @@ class ContextAssembler(dg.ConfigurableResource):
         threading.Thread(target=run, name="hms-context-reload", daemon=True).start()
 
     def _read_fresh(self, user_id: str) -> _Fresh:
-        """Fold events stored since the snapshot into per-user overlays; accesses change no text."""
-        import orjson
-        from sqlalchemy import select
-
-        from hms_resources.store.schema import events
-
+        """Fold the events stored since the snapshot into per-user overlays of the memories whose text
+        or visibility changed; one query when nothing is new."""
         with self._lock:
-            query = (
-                select(events.c.sequence, events.c.type, events.c.user_id, events.c.memory_id, events.c.occurred_at, events.c.payload)
-                .where(events.c.sequence > self._fresh_after)
-                .order_by(events.c.sequence)
-            )
-            with self.event_store.reading() as conn:
-                rows = conn.execute(query).all()
-            for sequence, kind, user, memory_id, occurred_at, payload in rows:
-                self._fresh_after = sequence
-                if kind not in (MEMORY_CREATED, MEMORY_UPDATED, MEMORY_FORGOTTEN, MEMORY_ARCHIVED):
-                    continue
-                fresh = self._fresh.setdefault(user, _Fresh())
-                body = orjson.loads(payload)
-                if kind in (MEMORY_FORGOTTEN, MEMORY_ARCHIVED):
-                    fresh.removed.add(memory_id)
-                    fresh.texts.pop(memory_id, None)
-                elif body.get("content"):
-                    index = self._snapshot.users.get(user)
-                    row = index.row_of.get(memory_id) if index is not None else None
-                    if memory_id in fresh.texts:
-                        _, created, speaker = fresh.texts[memory_id]
-                    elif row is not None:
-                        created, speaker = index.created_at[row], None
-                    else:
-                        created, speaker = occurred_at, None
-                    if body.get("memory_type", CONVERSATION_TURN if speaker else None) == CONVERSATION_TURN:
-                        speaker = body.get("created_by", speaker)
-                    fresh.texts[memory_id] = (body["content"], created, speaker)
-                    fresh.removed.add(memory_id)
+            self._fresh_after, changed = self.event_store.fold_since(self._followed, self._fresh_after, follow=_changes_text)
+            for key in changed:
+                memory = self._followed[key]
+                fresh = self._fresh.setdefault(memory.user_id, _Fresh())
+                fresh.removed.add(memory.memory_id)
+                if memory.status == "live" and memory.content:
+                    speaker = memory.created_by if memory.memory_type == CONVERSATION_TURN else None
+                    fresh.texts[memory.memory_id] = (memory.content, memory.created_at or "", speaker)
+                else:
+                    fresh.texts.pop(memory.memory_id, None)
             return self._fresh.get(user_id, _Fresh())
 
     # Assembly -------------------------------------------------------------------------------
@@ -357,7 +341,7 @@ class ContextAssembler(dg.ConfigurableResource):
 
     # Accesses and feedback -------------------------------------------------------------------
 
-    def _access_log(self) -> "AccessLog":
+    def _access_log(self) -> AccessLog:
         with self._lock:
             if self._recorder is None:
                 self._recorder = AccessLog(self.event_store)
@@ -378,7 +362,7 @@ class ContextAssembler(dg.ConfigurableResource):
             "type": MEMORY_ACCESSED,
             "user_id": user_id,
             "memory_id": memory_id,
-            "occurred_at": _utc_now(),
+            "occurred_at": utc_now(),
             "payload": payload,
         }
         from hms_resources.store.events import parse_event
@@ -394,82 +378,3 @@ class ContextAssembler(dg.ConfigurableResource):
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         self.close()
-
-
-def _lower_thread_priority() -> None:
-    """Let the scheduler prefer the threads answering queries (Linux schedules threads one by one)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except (AttributeError, OSError):
-        pass
-
-
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-class AccessLog:
-    """Stores `memory.accessed` events from a background thread at a lower CPU priority, in short
-    transactions with a pause between, so it never holds the interpreter long while queries are
-    answered; a failure is logged and the batch dropped, never raised into the caller."""
-
-    def __init__(self, store: EventStore, interval: float = 0.5, max_batch: int = 500, slice_events: int = 200):
-        self._store = store
-        self._queue: queue.Queue = queue.Queue()
-        self._interval = interval
-        self._max_batch = max_batch
-        self._slice = slice_events
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="hms-access-log", daemon=True)
-        self._thread.start()
-
-    def record(self, user_id: str, memory_ids: list[str], query: str) -> None:
-        """One queue entry per call; the writer thread turns it into events."""
-        self._queue.put((user_id, list(dict.fromkeys(memory_ids)), query[:256], _utc_now()))
-
-    @staticmethod
-    def _events(user_id: str, memory_ids: list[str], query: str, at: str) -> list[MemoryEvent]:
-        return [
-            MemoryEvent(
-                event_id=f"access-{uuid.uuid4().hex}",
-                type=MEMORY_ACCESSED,
-                user_id=user_id,
-                memory_id=memory_id,
-                occurred_at=at,
-                payload={"access_method": ACCESS_METHOD, "query": query},
-            )
-            for memory_id in memory_ids
-        ]
-
-    def flush(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.01)
-
-    def _run(self) -> None:
-        _lower_thread_priority()
-        while not self._stopped.is_set() or not self._queue.empty():
-            try:
-                calls = [self._queue.get(timeout=self._interval)]
-            except queue.Empty:
-                continue
-            time.sleep(self._interval)
-            while len(calls) < self._max_batch:
-                try:
-                    calls.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            events = [event for call in calls for event in self._events(*call)]
-            try:
-                for start in range(0, len(events), self._slice):
-                    self._store.append(events[start : start + self._slice])
-                    time.sleep(0.002)
-            except Exception as exc:  # noqa: BLE001 - recording accesses must never fail a context call
-                log.warning("could not record %d memory accesses: %s", len(events), redact_url(str(exc)))
-            finally:
-                for _ in calls:
-                    self._queue.task_done()
-
-    def close(self) -> None:
-        self._stopped.set()
-        self._thread.join(timeout=10)

@@ -18,9 +18,12 @@ from typing import Any
 import numpy as np
 
 from hms_resources.common.text import lexical_tokens
-from hms_resources.lora.adapters import CHAMPIONS_FILE, load_champions, lora_dir
+from hms_resources.lora.paths import CHAMPIONS_FILE, load_champions, lora_dir
 from hms_resources.semantic.embeddings import EmbeddingIndex
 from hms_resources.semantic.graph_model import KEY_SEPARATOR, SIMILAR_TO
+from hms_resources.store.derived import derived_state, edges_of_type, latest_tiers, live_memory_columns
+from hms_resources.store.event_store import EventStore
+from hms_resources.store.projection import MEMORIES_CURSOR
 
 TIER_CODES = {"hot": 0, "warm": 1, "cold": 2}
 TIER_NAMES = ("hot", "warm", "cold")
@@ -270,108 +273,62 @@ def release_freed_memory(collect: bool = True) -> None:
         pass
 
 
-def snapshot_signature(store: Any) -> tuple:
-    """Changes whenever an asset the resource reads is materialized again."""
-    from sqlalchemy import func, select
-
-    from hms_resources.store.projection import MEMORIES_CURSOR
-    from hms_resources.store.schema import concepts, graph_edges, memory_tiers, projection_cursors
-
+def snapshot_signature(store: EventStore) -> tuple:
+    """Changes whenever an asset the resource reads is materialized again; its first part is the
+    store's `DerivedState`, whose `sequence` is where the memories table stands."""
     index_file = store.home / EMBEDDINGS_DIR / "index.npz"
     stat = index_file.stat() if index_file.exists() else None
     archive = store.home / ARCHIVE_DIR
     champions = lora_dir(store.home) / CHAMPIONS_FILE
-    with store.reading() as conn:
-        cursor = conn.execute(
-            select(projection_cursors.c.sequence, projection_cursors.c.updated_at).where(
-                projection_cursors.c.name == MEMORIES_CURSOR
-            )
-        ).first()
-        concept_state = conn.execute(select(func.count(), func.sum(concepts.c.size), func.max(concepts.c.last_seen))).first()
-        edge_state = conn.execute(select(func.count(), func.sum(graph_edges.c.weight))).first()
-        tier_state = conn.execute(select(func.max(memory_tiers.c.partition_date))).scalar()
-        concept_ids = conn.execute(select(func.max(concepts.c.concept_id), func.min(concepts.c.concept_id))).first()
     return (
-        tuple(cursor) if cursor else None,
+        derived_state(store, MEMORIES_CURSOR),
         (stat.st_mtime_ns, stat.st_size) if stat else None,
-        tuple(concept_state),
-        tuple(concept_ids),
-        tuple(edge_state),
-        tier_state,
         archive.stat().st_mtime_ns if archive.exists() else None,
         champions.stat().st_mtime_ns if champions.exists() else None,
     )
 
 
-def load_snapshot(store: Any, count_tokens: Callable[[list[str]], np.ndarray], *, model: str | None) -> ContextSnapshot:
+def load_snapshot(store: EventStore, count_tokens: Callable[[list[str]], np.ndarray], *, model: str | None) -> ContextSnapshot:
     """Read every asset the resource needs, in a consistent order: signature first, so a later
     materialization is always noticed."""
-    from sqlalchemy import select
-
     from hms_resources.semantic.concepts import load_concepts
-    from hms_resources.store.schema import graph_edges, memories, memory_tiers
-    from hms_resources.tiers.assignment import latest_tier_date
 
     started = time.perf_counter()
     signature = snapshot_signature(store)
-    cursor = signature[0][0] if signature[0] else 0
     index = EmbeddingIndex.load(store.home / EMBEDDINGS_DIR)
     usable = index is not None and (model is None or index.model == model)
     dimension = int(index.vectors.shape[1]) if index is not None else 0
-    partition = latest_tier_date(store)
-    tiers: dict[tuple[str, str], tuple[str, float]] = {}
-    columns = (
-        memories.c.user_id,
-        memories.c.memory_id,
-        memories.c.content,
-        memories.c.session_id,
-        memories.c.created_at,
-        memories.c.created_by,
-        memories.c.memory_type,
-        memories.c.importance,
-    )
-    query = (
-        select(*columns)
-        .where(memories.c.is_forgotten.is_(False), memories.c.is_archived.is_(False))
-        .order_by(memories.c.user_id, memories.c.memory_id)
-    )
+    tiers = latest_tiers(store)
     by_user: dict[str, MemoryRows] = {}
+    columns = ("user_id", "memory_id", "content", "session_id", "created_at", "created_by", "memory_type", "importance")
+    for user_id, memory_id, content, session_id, created_at, created_by, memory_type, importance in live_memory_columns(store, *columns):
+        tier, score = tiers.get((user_id, memory_id), ("hot", None))
+        if tier == "cold" or not content:
+            continue
+        rows = by_user.get(user_id)
+        if rows is None:
+            rows = by_user[user_id] = MemoryRows([], [], [], [], [], [], [], [])
+        rows.memory_ids.append(memory_id)
+        rows.contents.append(content)
+        rows.session_ids.append(session_id)
+        rows.created_at.append(created_at or "")
+        rows.speakers.append(created_by if memory_type == CONVERSATION_TURN else None)
+        rows.importance.append(importance)
+        rows.tiers.append(tier)
+        rows.tier_scores.append(score)
+    del tiers
+    row_maps = {user_id: {m: i for i, m in enumerate(rows.memory_ids)} for user_id, rows in by_user.items()}
     similar: dict[str, tuple[array, array, array]] = {}
-    with store.reading() as conn:
-        if partition is not None:
-            tier_query = select(memory_tiers.c.user_id, memory_tiers.c.memory_id, memory_tiers.c.tier, memory_tiers.c.score).where(
-                memory_tiers.c.partition_date == partition
-            )
-            tiers = {(u, m): (t, s) for u, m, t, s in conn.execute(tier_query)}
-        for user_id, memory_id, content, session_id, created_at, created_by, memory_type, importance in conn.execute(query):
-            tier, score = tiers.get((user_id, memory_id), ("hot", None))
-            if tier == "cold" or not content:
-                continue
-            rows = by_user.get(user_id)
-            if rows is None:
-                rows = by_user[user_id] = MemoryRows([], [], [], [], [], [], [], [])
-            rows.memory_ids.append(memory_id)
-            rows.contents.append(content)
-            rows.session_ids.append(session_id)
-            rows.created_at.append(created_at or "")
-            rows.speakers.append(created_by if memory_type == CONVERSATION_TURN else None)
-            rows.importance.append(importance)
-            rows.tiers.append(tier)
-            rows.tier_scores.append(score)
-        edge_query = select(graph_edges.c.user_id, graph_edges.c.source, graph_edges.c.target, graph_edges.c.weight).where(
-            graph_edges.c.edge_type == SIMILAR_TO
-        )
-        row_maps = {user_id: {m: i for i, m in enumerate(rows.memory_ids)} for user_id, rows in by_user.items()}
-        for user_id, source, target, weight in conn.execute(edge_query):
-            row_of = row_maps.get(user_id)
-            if row_of is None:
-                continue
-            a, b = row_of.get(source.split(KEY_SEPARATOR, 1)[-1]), row_of.get(target.split(KEY_SEPARATOR, 1)[-1])
-            if a is not None and b is not None:
-                ends = similar.setdefault(user_id, (array("i"), array("i"), array("f")))
-                ends[0].append(a)
-                ends[1].append(b)
-                ends[2].append(weight)
+    for user_id, source, target, weight in edges_of_type(store, SIMILAR_TO):
+        row_of = row_maps.get(user_id)
+        if row_of is None:
+            continue
+        a, b = row_of.get(source.split(KEY_SEPARATOR, 1)[-1]), row_of.get(target.split(KEY_SEPARATOR, 1)[-1])
+        if a is not None and b is not None:
+            ends = similar.setdefault(user_id, (array("i"), array("i"), array("f")))
+            ends[0].append(a)
+            ends[1].append(b)
+            ends[2].append(weight)
     concepts_by_user: dict[str, list[Any]] = {}
     for concept in load_concepts(store):
         concepts_by_user.setdefault(concept.user_id, []).append(concept)
@@ -393,7 +350,7 @@ def load_snapshot(store: Any, count_tokens: Callable[[list[str]], np.ndarray], *
     release_freed_memory()
     return ContextSnapshot(
         signature=signature,
-        cursor=cursor,
+        cursor=signature[0].sequence,
         model=model,
         dimension=dimension,
         users=users,
@@ -424,7 +381,7 @@ def vector_lookup(index: EmbeddingIndex | None, user_id: str, dimension: int) ->
 
 def load_cold_index(snapshot: ContextSnapshot, user_id: str, count_tokens: Callable[[list[str]], np.ndarray]) -> UserIndex | None:
     """A user's cold archive (Parquet from the `cold_archive` asset) as an index, for deep searches."""
-    from hms_resources.tiers.assignment import read_cold_archive
+    from hms_resources.tiers.archive import read_cold_archive
 
     records = read_cold_archive(snapshot.home / ARCHIVE_DIR, user_id)
     records = [r for r in records if r.get("content")]

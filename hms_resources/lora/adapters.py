@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from hms_resources.common.files import read_json, write_json
+from hms_resources.lora.paths import CHAMPIONS_FILE, lora_dir
+from hms_resources.lora.paths import load_champions as load_champions
 from hms_resources.lora.training import DEFAULT_BASE, TrainingConfig, base_name
 
-LORA_DIR = "lora"
 TRAINING_DATA_MANIFEST = "training_data.json"
 ADAPTERS_MANIFEST = "adapters.json"
 ADAPTERS_DIR = "adapters"
@@ -28,10 +29,6 @@ METRICS = ("fact_recall", "perplexity")
 """The keys every evaluation is logged under, training and comparison runs alike."""
 
 Log = Callable[[str], None]
-
-
-def lora_dir(home: Path) -> Path:
-    return Path(home) / LORA_DIR
 
 
 def training_datasets(home: Path) -> dict[str, dict]:
@@ -230,9 +227,6 @@ def format_comparison(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-CHAMPIONS_FILE = "champions.json"
-
-
 def publish_champions(client: Any, home: Path) -> list[dict]:
     """Write the champion of every set that is still approved with training data, with its local
     adapter directory and base, to `champions.json`: what the context resource chooses an adapter
@@ -245,10 +239,6 @@ def publish_champions(client: Any, home: Path) -> list[dict]:
                  for c in champion_adapters(client) if c["set_id"] in current]
     write_json(lora_dir(home) / CHAMPIONS_FILE, champions)
     return champions
-
-
-def load_champions(home: Path) -> list[dict]:
-    return read_json(lora_dir(home) / CHAMPIONS_FILE, [])
 
 
 RETRAIN_CHANGED_SHARE = 0.2

@@ -7,8 +7,7 @@ numbers are dense and commit in order.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -17,16 +16,16 @@ from typing import Any
 
 import dagster as dg
 import orjson
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from pydantic import PrivateAttr
-from sqlalchemy import Connection, Engine, and_, bindparam, create_engine, distinct, event, func, select
+from sqlalchemy import Connection, Engine, and_, bindparam, distinct, func, select
 from sqlalchemy.engine import make_url
 
 from hms_resources.common.bulk import gc_paused
-from hms_resources.common.home import default_database_url, hms_home, positive_int_from_env, redact_error, redact_url
+from hms_resources.common.home import default_database_url, hms_home, redact_error, redact_url
+from hms_resources.store import erasure
+from hms_resources.store.database import READ_ONLY, lock_appends, make_engine, upgrade
+from hms_resources.store.database import migrate as migrate
+from hms_resources.store.database import schema_revision as schema_revision
 from hms_resources.store.events import (
     DEFAULT_MAX_CONTENT_BYTES,
     MEMORY_ARCHIVED,
@@ -37,12 +36,9 @@ from hms_resources.store.events import (
     erase_payload,
     normalize_timestamp,
 )
-from hms_resources.store.memory_state import JSON_COLUMNS, MEMORY_COLUMNS, Memory, MemoryKey, MemoryState
-from hms_resources.store.schema import VERSION_TABLE, concepts, events, memories, memory_keys, projection_cursors
-
-MIGRATIONS = Path(__file__).parent / "migrations"
-APPEND_LOCK_ID = 0x484D5331  # "HMS1": the PostgreSQL advisory lock that serialises appends
-_IN_CHUNK = 500
+from hms_resources.store.memory_state import Memory, MemoryKey, MemoryState, apply_events
+from hms_resources.store.rows import by_user, chunks, driver_select, insert_many, memory_from_row, memory_to_row
+from hms_resources.store.schema import concepts, events, memories, memory_keys, projection_cursors
 
 
 class StoreError(RuntimeError):
@@ -63,36 +59,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _make_engine(url: str) -> Engine:
-    if make_url(url).get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
-    engine = create_engine(url, connect_args={"timeout": 60})
-
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection, _record):
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=60000")
-        cursor.execute("PRAGMA cache_size=-65536")
-        cursor.execute("PRAGMA wal_autocheckpoint=16384")
-        cursor.execute("PRAGMA secure_delete=ON")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn):
-        deferred = conn.get_execution_options().get("hms_read_only", False)
-        conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
-
-    return engine
-
-
 class EventStore(dg.ConfigurableResource):
     """The source of truth for every memory: an append-only log of memory events."""
 
@@ -104,11 +70,9 @@ class EventStore(dg.ConfigurableResource):
 
     @classmethod
     def from_env(cls) -> "EventStore":
-        return cls(
-            database_url=os.environ.get("HMS_DATABASE_URL", ""),
-            hms_home=os.environ.get("HMS_HOME", ""),
-            max_content_bytes=positive_int_from_env("HMS_MAX_CONTENT_BYTES", DEFAULT_MAX_CONTENT_BYTES),
-        )
+        from hms_resources.common.environment import from_environment
+
+        return from_environment(cls)
 
     @property
     def url(self) -> str:
@@ -138,9 +102,9 @@ class EventStore(dg.ConfigurableResource):
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            engine = _make_engine(self.url)
+            engine = make_engine(self.url)
             try:
-                _upgrade(engine)
+                upgrade(engine)
             except Exception as exc:
                 engine.dispose()
                 raise StoreError(f"cannot open the event store at {self.display_url}: {redact_url(str(exc))}") from redact_error(exc)
@@ -156,14 +120,13 @@ class EventStore(dg.ConfigurableResource):
     def writing(self) -> Iterator[Connection]:
         """A write transaction holding the store's append lock."""
         with self.engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(select(func.pg_advisory_xact_lock(APPEND_LOCK_ID)))
+            lock_appends(conn)
             yield conn
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
         with self.engine.connect() as conn:
-            conn = conn.execution_options(hms_read_only=True)
+            conn = conn.execution_options(**{READ_ONLY: True})
             with conn.begin():
                 yield conn
 
@@ -227,9 +190,9 @@ class EventStore(dg.ConfigurableResource):
                     for row in rows
                 ]
                 for key in forgotten:
-                    self._erase_stored(conn, key)
-            _insert_many(conn, events, rows)
-            _insert_many(conn, memory_keys, new_keys)
+                    erasure.erase_stored(conn, key)
+            insert_many(conn, events, rows)
+            insert_many(conn, memory_keys, new_keys)
             if status_changes:
                 conn.execute(
                     memory_keys.update()
@@ -252,8 +215,8 @@ class EventStore(dg.ConfigurableResource):
     def _stored_events(self, conn: Connection, event_ids: list[str]) -> dict[str, "_StoredEvent"]:
         found: dict[str, _StoredEvent] = {}
         sql = "SELECT event_id, type, user_id, memory_id, occurred_at, payload, erased FROM events WHERE event_id IN ({})"
-        for chunk in _chunks(sorted(set(event_ids))):
-            for event_id, *values in _driver_select(conn, sql, [], chunk):
+        for chunk in chunks(sorted(set(event_ids))):
+            for event_id, *values in driver_select(conn, sql, [], chunk):
                 found[event_id] = _StoredEvent(*values)
         return found
 
@@ -265,17 +228,10 @@ class EventStore(dg.ConfigurableResource):
                 wanted.add((ev.user_id, ev.payload["target"]))
         statuses: dict[MemoryKey, str] = {}
         sql = "SELECT memory_id, status FROM memory_keys WHERE user_id = {} AND memory_id IN ({})"
-        for user_id, memory_ids in _by_user(wanted):
-            for memory_id, status in _driver_select(conn, sql, [user_id], memory_ids):
+        for user_id, memory_ids in by_user(wanted):
+            for memory_id, status in driver_select(conn, sql, [user_id], memory_ids):
                 statuses[(user_id, memory_id)] = status
         return statuses
-
-    def _erase_stored(self, conn: Connection, key: MemoryKey) -> None:
-        user_id, memory_id = key
-        where = and_(events.c.user_id == user_id, events.c.memory_id == memory_id, events.c.erased.is_(False))
-        for sequence, payload in conn.execute(select(events.c.sequence, events.c.payload).where(where)).all():
-            erased = orjson.dumps(erase_payload(orjson.loads(payload))).decode()
-            conn.execute(events.update().where(events.c.sequence == sequence).values(payload=erased, erased=True))
 
     # Reading --------------------------------------------------------------------------------
 
@@ -349,13 +305,31 @@ class EventStore(dg.ConfigurableResource):
         user_id: str | None = None,
     ) -> MemoryState:
         """The state of every memory as of a sequence number or a point in time (ISO 8601 with a zone)."""
-        from hms_resources.store.memory_state import apply_events
-
         state: MemoryState = {}
         with gc_paused():
             for page in self.read_event_pages(until_sequence=until_sequence, until_time=until_time, user_id=user_id):
                 apply_events(state, page)
         return state
+
+    def fold_since(
+        self, state: MemoryState, after_sequence: int, *, follow: Callable[[MemoryEvent], bool]
+    ) -> tuple[int, set[MemoryKey]]:
+        """Bring the memories in `state` up to the end of the log with the fold (`apply_events`), for a
+        reader that keeps a few memories current between refreshes of the memories table. A memory joins
+        `state`, from its row in that table, once an event after `after_sequence` passes `follow` (a row
+        already past `after_sequence` has its counters, not its text or status, counted twice).
+        Returns the last sequence read and the memories that changed; one query when nothing is new."""
+        last = after_sequence
+        changed: set[MemoryKey] = set()
+        for page in self.read_event_pages(after_sequence=after_sequence):
+            last = page[-1].sequence or last
+            joining = {e.key for e in page if e.key not in state and follow(e)}
+            if joining:
+                state.update(self.load_memories(joining))
+            touched = [e for e in page if e.key in state or e.key in joining]
+            apply_events(state, touched)
+            changed.update(e.key for e in touched if e.key in state)
+        return last, changed
 
     def stats(self) -> dict[str, Any]:
         with self.reading() as conn:
@@ -415,60 +389,22 @@ class EventStore(dg.ConfigurableResource):
 
     def unerased_events_of_forgotten(self) -> int:
         """Events of forgotten memories whose payload still holds what the user said (must be 0)."""
-        joined = events.join(
-            memory_keys,
-            and_(events.c.user_id == memory_keys.c.user_id, events.c.memory_id == memory_keys.c.memory_id),
-        )
-        query = (
-            select(func.count())
-            .select_from(joined)
-            .where(memory_keys.c.status == "forgotten", events.c.erased.is_(False))
-        )
-        with self.reading() as conn:
-            return conn.execute(query).scalar() or 0
+        return erasure.unerased_events_of_forgotten(self)
 
     def forgotten_memories(self) -> set[MemoryKey]:
-        with self.reading() as conn:
-            query = select(memory_keys.c.user_id, memory_keys.c.memory_id).where(memory_keys.c.status == "forgotten")
-            return {(u, m) for u, m in conn.execute(query)}
+        return erasure.forgotten_memories(self)
 
     def unerased_events(self, user_id: str, memory_id: str) -> int:
         """Events of one memory whose payload still holds what the user said."""
-        where = and_(events.c.user_id == user_id, events.c.memory_id == memory_id, events.c.erased.is_(False))
-        with self.reading() as conn:
-            return conn.execute(select(func.count()).select_from(events).where(where)).scalar() or 0
+        return erasure.unerased_events(self, user_id, memory_id)
 
     def drop_erased_pages(self) -> None:
-        """Make erased text unrecoverable from the database files. SQLite (always `secure_delete`, which
-        zeroes freed space) copies the WAL into the database and truncates it, so no old page image is
-        left. PostgreSQL: VACUUM makes the dead row versions reclaimable; their bytes stay on disk (and in
-        WAL archives and backups) until overwritten, which only VACUUM FULL and encrypted storage bound."""
-        if self.is_postgres:
-            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                for table in (events, memories, concepts):
-                    conn.exec_driver_sql(f"VACUUM {table.name}")
-            return
-        self._sqlite_pragma("wal_checkpoint(TRUNCATE)")
-
-    def _sqlite_pragma(self, pragma: str) -> tuple[Any, ...]:
-        """A pragma outside any transaction (the engine's transactions take the write lock first)."""
-        connection = self.engine.raw_connection()
-        try:
-            cursor = connection.cursor()
-            row = cursor.execute(f"PRAGMA {pragma}").fetchone()
-            cursor.close()
-            return tuple(row or ())
-        finally:
-            connection.close()
+        """Make erased text unrecoverable from the database files (as far as the backend allows)."""
+        erasure.drop_erased_pages(self)
 
     def erased_pages_state(self) -> tuple[bool, str]:
         """Whether old page images could still hold erased text, read back from the database."""
-        if self.is_postgres:
-            return True, "PostgreSQL: dead row versions are reclaimable after VACUUM, not zeroed"
-        secure = self._sqlite_pragma("secure_delete")[0]
-        wal = Path(make_url(self.url).database + "-wal")
-        size = wal.stat().st_size if wal.exists() else 0
-        return bool(secure) and size == 0, f"SQLite: secure_delete {'on' if secure else 'off'}, WAL holds {size} bytes"
+        return erasure.erased_pages_state(self)
 
     # The memories projection ----------------------------------------------------------------
 
@@ -482,7 +418,7 @@ class EventStore(dg.ConfigurableResource):
     def load_memories(self, keys: Iterable[MemoryKey]) -> MemoryState:
         state: MemoryState = {}
         with self.reading() as conn:
-            for user_id, memory_ids in _by_user(keys):
+            for user_id, memory_ids in by_user(keys):
                 query = select(memories).where(memories.c.user_id == user_id, memories.c.memory_id.in_(memory_ids))
                 for row in conn.execute(query).mappings():
                     memory = memory_from_row(row)
@@ -493,7 +429,7 @@ class EventStore(dg.ConfigurableResource):
         """Which of `keys` exist in the log, and whether each is live, archived or forgotten."""
         found: dict[MemoryKey, str] = {}
         with self.reading() as conn:
-            for user_id, memory_ids in _by_user(keys):
+            for user_id, memory_ids in by_user(keys):
                 query = select(memory_keys.c.memory_id, memory_keys.c.status).where(
                     memory_keys.c.user_id == user_id, memory_keys.c.memory_id.in_(memory_ids)
                 )
@@ -513,8 +449,8 @@ class EventStore(dg.ConfigurableResource):
         """Upsert changed memories and move the projection's cursor, in one transaction."""
         rows = [memory_to_row(m) for m in changed]
         with self.writing() as conn:
-            _insert_many(conn, memories, rows, upsert_on=("user_id", "memory_id"))
-            _insert_many(conn, projection_cursors, [(cursor_name, cursor, _now())], upsert_on=("name",))
+            insert_many(conn, memories, rows, upsert_on=("user_id", "memory_id"))
+            insert_many(conn, projection_cursors, [(cursor_name, cursor, _now())], upsert_on=("name",))
         return len(rows)
 
     def clear_memories(self, *, cursor_name: str) -> None:
@@ -570,53 +506,6 @@ class EventStore(dg.ConfigurableResource):
         }
 
 
-def _insert_many(
-    conn: Connection, table: Any, rows: Sequence[tuple[Any, ...]], *, upsert_on: tuple[str, ...] = ()
-) -> None:
-    """executemany of rows given in the table's column order, as an upsert on `upsert_on` if given
-    (SQLite and PostgreSQL spell ON CONFLICT alike). On SQLite the rows go straight to the driver,
-    where SQLAlchemy's per-row parameter handling would cost more than the insert itself."""
-    if not rows:
-        return
-    names = [c.name for c in table.columns]
-    if conn.dialect.name != "sqlite":
-        statement = table.insert()
-        if upsert_on:
-            from sqlalchemy.dialects.postgresql import insert
-
-            statement = insert(table)
-            statement = statement.on_conflict_do_update(
-                index_elements=list(upsert_on),
-                set_={n: statement.excluded[n] for n in names if n not in upsert_on},
-            )
-        conn.execute(statement, [dict(zip(names, row)) for row in rows])
-        return
-    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
-    if upsert_on:
-        updates = ", ".join(f"{n} = excluded.{n}" for n in names if n not in upsert_on)
-        sql += f" ON CONFLICT ({', '.join(upsert_on)}) DO UPDATE SET {updates}"
-    conn.exec_driver_sql(sql, list(rows))
-
-
-def _driver_select(conn: Connection, sql: str, values: list[Any], in_values: Sequence[Any]) -> list[Any]:
-    """A lookup with a long IN list, sent to the driver as it is: SQLAlchemy's rendering of expanding
-    IN parameters costs more than the lookup. `sql` has one `{}` per scalar value, then one for the list;
-    every value is a bound parameter."""
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    text_sql = sql.format(*([mark] * len(values)), ", ".join([mark] * len(in_values)))
-    return conn.exec_driver_sql(text_sql, tuple(values) + tuple(in_values)).all()
-
-
-def _by_user(keys: Iterable[MemoryKey]) -> Iterator[tuple[str, Sequence[str]]]:
-    """Keys grouped per user, in chunks, for lookups that use the (user_id, memory_id) index."""
-    grouped: dict[str, list[str]] = {}
-    for user_id, memory_id in set(keys):
-        grouped.setdefault(user_id, []).append(memory_id)
-    for user_id in sorted(grouped):
-        for chunk in _chunks(sorted(grouped[user_id])):
-            yield user_id, chunk
-
-
 class _BatchRejected(StoreError):
     pass
 
@@ -662,69 +551,3 @@ def _reference_problem(ev: MemoryEvent, key: MemoryKey, statuses: dict[MemoryKey
         if target_status == "forgotten":
             return f"payload.target: memory {target!r} was forgotten"
     return None
-
-
-_JSON_INDEXES = tuple(MEMORY_COLUMNS.index(name) for name in JSON_COLUMNS)
-_BOOL_INDEXES = tuple(MEMORY_COLUMNS.index(name) for name in ("is_archived", "is_forgotten"))
-
-
-def memory_to_row(memory: Memory) -> tuple[Any, ...]:
-    """A memory as a row of the memories table, in column order."""
-    values = [getattr(memory, name) for name in MEMORY_COLUMNS]
-    for index in _JSON_INDEXES:
-        values[index] = orjson.dumps(values[index]).decode()
-    return tuple(values)
-
-
-def memory_from_row(row: Any) -> Memory:
-    values = [row[name] for name in MEMORY_COLUMNS]
-    for index in _JSON_INDEXES:
-        values[index] = orjson.loads(values[index])
-    for index in _BOOL_INDEXES:
-        values[index] = bool(values[index])
-    return Memory(*values)
-
-
-def _alembic_config(connection: Connection | None = None) -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    if connection is not None:
-        config.attributes["connection"] = connection
-    return config
-
-
-def _upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest revision, under the store's write lock so processes don't race."""
-    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
-    with engine.connect() as conn:
-        current = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
-    if current == head:
-        return
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(select(func.pg_advisory_xact_lock(APPEND_LOCK_ID)))
-        command.upgrade(_alembic_config(conn), "head")
-
-
-def migrate(url: str, revision: str) -> None:
-    """Move the schema to `revision` (`head`, `base` or an id): the operator's upgrade and downgrade."""
-    engine = _make_engine(url)
-    try:
-        with engine.begin() as conn:
-            current = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
-            config = _alembic_config(conn)
-            if revision == "base" or (current is not None and revision != "head" and revision < current):
-                command.downgrade(config, revision)
-            else:
-                command.upgrade(config, revision)
-    finally:
-        engine.dispose()
-
-
-def schema_revision(url: str) -> str | None:
-    engine = _make_engine(url)
-    try:
-        with engine.connect() as conn:
-            return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
-    finally:
-        engine.dispose()

@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import select
 
 from hms_jobs.retrieval_harness import materialize_for_context
-from hms_resources.context.assembler import AccessLog, ContextAssembler
+from hms_resources.context.access_log import AccessLog
+from hms_resources.context.assembler import MAX_QUERY_CHARS, ContextAssembler
 from hms_resources.semantic.embedder import Embedder
 from hms_resources.store.event_store import EventStore
 from hms_resources.store.events import MEMORY_ACCESSED
@@ -92,9 +93,14 @@ def test_the_evidence_ranks_first_for_lexical_and_paraphrased_questions(shared):
     assert "m6" in lexical.source_ids
     paraphrase = shared.assemble("ana", "Which foods could give me a dangerous reaction?", 60)
     assert "m7" in paraphrase.source_ids
-    top = shared.assemble("ana", "What vaccination does Biscuit need?", 1024)
-    assert top.items[0].source_ids == ["m8"] or top.items[0].kind == "recent"
-    assert [i.score for i in top.items if i.kind != "recent"] == sorted((i.score for i in top.items if i.kind != "recent"), reverse=True)
+    top = shared.assemble("ana", "What vaccination does Biscuit need?", 60)
+    assert (top.items[0].kind, top.items[0].source_ids) == ("memory", ["m8"])
+    assert top.items[0].score == max(i.score for i in top.items)
+    full = shared.assemble("ana", "What vaccination does Biscuit need?", 1024)
+    assert [i.source_ids for i in full.items if i.kind == "recent"] == [["m8"], ["m7"], ["m6"]]
+    assert [i.kind for i in full.items] == ["recent"] * 3 + ["memory"] * (len(full.items) - 3)
+    ranked = [i.score for i in full.items if i.kind != "recent"]
+    assert ranked == sorted(ranked, reverse=True)
 
 
 def test_a_user_only_ever_gets_their_own_memories(shared):
@@ -139,10 +145,15 @@ def test_a_budget_below_one_or_not_an_integer_is_refused(shared, budget):
         shared.assemble("ana", "cello", budget)
 
 
-def test_a_very_long_query_is_truncated_for_embedding(shared):
-    context = shared.assemble("ana", "Tell me about my cello practice. " * 20_000, 256)
+def test_a_very_long_query_is_answered_from_its_first_characters_only(shared):
+    head = "Tell me about my cello practice. " * 100
+    query = head + "peanut satay allergy, dog vaccination. " * 20_000
+    asked = "2026-03-02T00:00:00Z"
+    context = shared.assemble("ana", query, 256, now=asked)
     assert "m5" in context.source_ids or "m4" in context.source_ids
-    assert context.timings_ms["embed"] < 2_000
+    cut = shared.assemble("ana", query[:MAX_QUERY_CHARS], 256, now=asked)
+    assert len(head) > MAX_QUERY_CHARS
+    assert [(i.source_ids, i.score) for i in context.items] == [(i.source_ids, i.score) for i in cut.items]
 
 
 def test_memories_ingested_after_the_last_materialization_are_found(assembler):
@@ -165,7 +176,18 @@ def test_a_memory_forgotten_after_the_last_materialization_is_never_returned(ass
     ingest_records(store, [event("updated", "ana", "m2", minutes=601, content="We moved the dinner to the Nepali place.")])
     moved = assembler.assemble("ana", "Where is dinner on Saturday? Nepali place", 2048)
     texts = [i.text for i in moved.items if "m2" in i.source_ids]
-    assert texts and "Nepali" in texts[0] and not any("Thai place" in i.text for i in moved.items)
+    assert texts and not any("Thai place" in i.text for i in moved.items)
+    assert texts[0].endswith("user: We moved the dinner to the Nepali place."), "an edited turn keeps its speaker"
+
+
+def test_a_memory_archived_after_the_last_materialization_is_not_returned_even_once_edited(assembler):
+    store = assembler.event_store
+    assert "m8" in assembler.assemble("ana", "Biscuit vaccination", 256).source_ids
+    ingest_records(store, [event("archived", "ana", "m8", minutes=600, reason="done")])
+    assert "m8" not in assembler.assemble("ana", "Biscuit vaccination", 2048).source_ids
+    ingest_records(store, [event("updated", "ana", "m8", minutes=601, content="Biscuit had his vaccination.")])
+    for query in ("Biscuit vaccination", ""):
+        assert "m8" not in assembler.assemble("ana", query, 2048).source_ids
 
 
 def test_returned_memories_are_recorded_as_accessed_off_the_call(assembler):
@@ -307,7 +329,7 @@ def test_the_harness_reports_every_method_and_names_a_bad_line(tmp_path):
     for figures in report["methods"].values():
         assert set(figures["recall"]) == {"128", "512"}
         assert all(0.0 <= r <= 1.0 for r in figures["recall"].values())
-        assert figures["recall"]["128"] <= figures["recall"]["512"] or figures is report["methods"]["hms"]
+        assert figures["recall"]["128"] <= figures["recall"]["512"]
         assert set(figures["latency_ms"]) >= {"p50", "p95", "p99"}
     assert report["methods"]["hms"]["recall"]["512"] > 0.5
     for method in ("hms", "bm25", "dense"):

@@ -1,15 +1,22 @@
 """The event store's guarantees, on the embedded SQLite file and on the real PostgreSQL server."""
 
 import multiprocessing
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
 from hms_resources.datasets.synthetic import generate_events
+from hms_resources.semantic.concepts import Concept, save_concepts
+from hms_resources.semantic.graph import save_edges
+from hms_resources.semantic.graph_model import NEXT_IN_SESSION, SIMILAR_TO, GraphEdge, memory_node_key
+from hms_resources.store.derived import derived_state, edges_of_type, latest_tiers, live_memory_columns
 from hms_resources.store.event_store import EventStore, StoreError
-from hms_resources.store.events import EventError, parse_event
+from hms_resources.store.events import MEMORY_ACCESSED, EventError, parse_event
 from hms_resources.store.memory_state import replay_events
+from hms_resources.store.projection import MEMORIES_CURSOR, refresh_memories
+from hms_resources.tiers.assignment import TierSnapshot, current_importance, current_tiers, save_tier_partition
 from tests.helpers import created, event
 
 
@@ -188,3 +195,114 @@ def test_concurrent_appending_processes_lose_nothing_and_duplicate_nothing(store
     assert sum(a + d for a, d in results) == offered
     assert [e.sequence for e in stored] == list(range(1, len(stored) + 1))
     assert store.stats()["memories"]["live"] == len(ids)
+
+
+def _selects_during(store: EventStore, action):
+    """The SELECT statements the store sends while `action` runs, counted at the driver."""
+    sent: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT"):
+            sent.append(statement)
+
+    sa.event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        return action(), len(sent)
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", count)
+
+
+def _not_an_access(ev) -> bool:
+    return ev.type != MEMORY_ACCESSED
+
+
+def test_fold_since_keeps_followed_memories_equal_to_the_full_replay(store):
+    store.append(events_of(created("u1", "m1", "v1"), created("u1", "m2", "other", 1), event("accessed", "u1", "m1", 2)))
+    refresh_memories(store)
+    followed = {}
+    assert store.fold_since(followed, 3, follow=_not_an_access) == (3, set())
+    store.append(events_of(event("updated", "u1", "m1", 3, content="v2"), event("accessed", "u1", "m2", 4),
+                           created("u2", "m1", "new", 5)))
+    last, changed = store.fold_since(followed, 3, follow=_not_an_access)
+    assert (last, changed) == (6, {("u1", "m1"), ("u2", "m1")})
+    replayed = store.replay()
+    assert followed == {key: replayed[key] for key in changed}, "the projection row plus the new events is the replay"
+    store.append(events_of(event("accessed", "u1", "m1", 6), event("archived", "u2", "m1", 7)))
+    last, changed = store.fold_since(followed, last, follow=_not_an_access)
+    assert (last, changed) == (8, {("u1", "m1"), ("u2", "m1")})
+    assert followed[("u1", "m1")].access_count == 2 and followed[("u2", "m1")].is_archived
+    assert ("u1", "m2") not in followed, "an access alone does not make a memory followed"
+
+
+def test_fold_since_sends_one_query_when_nothing_is_new(store):
+    store.append(events_of(created("u1", "m1")))
+    followed = {}
+    result, selects = _selects_during(store, lambda: store.fold_since(followed, 1, follow=lambda e: True))
+    assert (result, selects) == ((1, set()), 1)
+
+
+def test_derived_state_changes_whenever_a_derived_table_is_written(store):
+    empty = derived_state(store, MEMORIES_CURSOR)
+    assert empty.cursor is None and empty.sequence == 0 and empty.tier_partition is None
+    store.append(events_of(created("u1", "m1"), created("u1", "m2", minutes=1)))
+    refresh_memories(store)
+    projected = derived_state(store, MEMORIES_CURSOR)
+    assert projected.sequence == 2 and projected != empty
+    assert derived_state(store, MEMORIES_CURSOR) == projected, "nothing written, nothing changed"
+    save_edges(store, [GraphEdge(SIMILAR_TO, memory_node_key("u1", "m1"), memory_node_key("u1", "m2"), "u1", weight=0.75)])
+    with_edges = derived_state(store, MEMORIES_CURSOR)
+    assert with_edges.edges == (1, 0.75) and with_edges != projected
+    concept = Concept("c1", "u1", ["tea"], "tea", ["m1", "m2"], ["m1", "m2"], np.ones(3, dtype=np.float32), 2, 0.9,
+                      "2026-03-01T09:00:00.000000Z", "2026-03-01T09:01:00.000000Z", 10, 3)
+    save_concepts(store, {"u1": [concept]})
+    with_concepts = derived_state(store, MEMORIES_CURSOR)
+    assert with_concepts.concepts == (1, 2, "2026-03-01T09:01:00.000000Z", "c1", "c1") and with_concepts != with_edges
+    _save_tiers(store, date(2026, 3, 1), {("u1", "m1"): (0, 0.9)})
+    assert derived_state(store, MEMORIES_CURSOR).tier_partition == "2026-03-01"
+
+
+def test_live_memory_columns_stream_only_live_memories_in_key_order(store):
+    store.append(events_of(created("u2", "m1", "bob"), created("u1", "m3", "archived"), created("u1", "m2", "forgotten"),
+                           created("u1", "m1", "ana")))
+    store.append(events_of(event("archived", "u1", "m3", 1), event("forgotten", "u1", "m2", 2)))
+    refresh_memories(store)
+    assert list(live_memory_columns(store, "user_id", "memory_id", "content")) == [("u1", "m1", "ana"), ("u2", "m1", "bob")]
+
+
+def _save_tiers(store: EventStore, day: date, tiers: dict[tuple[str, str], tuple[int, float]]) -> None:
+    keys = sorted(tiers)
+    snapshot = TierSnapshot(
+        as_of=f"{day.isoformat()}T23:59:59.999999Z",
+        user_ids=[u for u, _ in keys],
+        memory_ids=[m for _, m in keys],
+        scores=np.array([tiers[k][1] for k in keys]),
+        tiers=np.array([tiers[k][0] for k in keys]),
+        reasons=["test"] * len(keys),
+    )
+    save_tier_partition(store, day, snapshot, [])
+
+
+def test_latest_tiers_are_the_newest_partition_with_tier_and_score_together(store):
+    assert latest_tiers(store) == {}
+    _save_tiers(store, date(2026, 3, 2), {("u1", "m1"): (0, 0.9), ("u1", "m2"): (2, 0.1), ("u2", "m1"): (1, 0.5)})
+    _save_tiers(store, date(2026, 3, 1), {("u1", "m1"): (2, 0.2), ("u1", "m3"): (0, 0.8)})
+    tiers = latest_tiers(store)
+    assert tiers == {("u1", "m1"): ("hot", 0.9), ("u1", "m2"): ("cold", 0.1), ("u2", "m1"): ("warm", 0.5)}
+    assert tiers == {key: (tier, current_importance(store)[key]) for key, tier in current_tiers(store).items()}
+
+
+def test_edges_of_type_stream_one_edge_type_only(store):
+    a, b, c = (memory_node_key("u1", m) for m in ("m1", "m2", "m3"))
+    save_edges(store, [GraphEdge(SIMILAR_TO, a, b, "u1", weight=0.8), GraphEdge(NEXT_IN_SESSION, b, c, "u1"),
+                       GraphEdge(SIMILAR_TO, b, c, "u1", weight=0.6)])
+    assert sorted(edges_of_type(store, SIMILAR_TO)) == [("u1", a, b, 0.8), ("u1", b, c, 0.6)]
+    assert list(edges_of_type(store, "NO_SUCH_TYPE")) == []
+
+
+def test_unerased_events_count_a_memory_until_it_is_forgotten(store):
+    store.append(events_of(created("u1", "m1", "my PIN"), event("updated", "u1", "m1", 1, content="new PIN"),
+                           created("u1", "m2", minutes=2)))
+    assert store.unerased_events("u1", "m1") == 2
+    store.append(events_of(event("forgotten", "u1", "m1", 3)))
+    assert (store.unerased_events("u1", "m1"), store.unerased_events("u1", "m2")) == (0, 1)
+    assert store.forgotten_memories() == {("u1", "m1")}
