@@ -24,6 +24,7 @@ from hms_resources.semantic.graph_model import KEY_SEPARATOR, SIMILAR_TO
 from hms_resources.store.derived import derived_state, edges_of_type, latest_tiers, live_memory_columns
 from hms_resources.store.event_store import EventStore
 from hms_resources.store.projection import MEMORIES_CURSOR
+from hms_resources.tiers.archive import COLD_ARCHIVE_DIR, read_cold_archive
 
 TIER_CODES = {"hot": 0, "warm": 1, "cold": 2}
 TIER_NAMES = ("hot", "warm", "cold")
@@ -31,7 +32,6 @@ DEFAULT_PRIOR = 0.5
 CONVERSATION_TURN = "conversation_turn"
 """The memory type of a conversation turn: its `created_by` is the speaker, shown in the prompt."""
 EMBEDDINGS_DIR = "embeddings"
-ARCHIVE_DIR = "archive"
 
 
 def epoch_seconds(timestamp: str | None) -> float:
@@ -278,7 +278,7 @@ def snapshot_signature(store: EventStore) -> tuple:
     store's `DerivedState`, whose `sequence` is where the memories table stands."""
     index_file = store.home / EMBEDDINGS_DIR / "index.npz"
     stat = index_file.stat() if index_file.exists() else None
-    archive = store.home / ARCHIVE_DIR
+    archive = store.home / COLD_ARCHIVE_DIR
     champions = lora_dir(store.home) / CHAMPIONS_FILE
     return (
         derived_state(store, MEMORIES_CURSOR),
@@ -381,9 +381,8 @@ def vector_lookup(index: EmbeddingIndex | None, user_id: str, dimension: int) ->
 
 def load_cold_index(snapshot: ContextSnapshot, user_id: str, count_tokens: Callable[[list[str]], np.ndarray]) -> UserIndex | None:
     """A user's cold archive (Parquet from the `cold_archive` asset) as an index, for deep searches."""
-    from hms_resources.tiers.archive import read_cold_archive
 
-    records = read_cold_archive(snapshot.home / ARCHIVE_DIR, user_id)
+    records = read_cold_archive(snapshot.home / COLD_ARCHIVE_DIR, user_id)
     records = [r for r in records if r.get("content")]
     if not records:
         return None

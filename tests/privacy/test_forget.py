@@ -163,7 +163,8 @@ def tables_holding(store: EventStore, text: str) -> list[str]:
 
 
 def test_rejected_lines_naming_a_forgotten_memory_lose_their_text_and_nothing_else(hms_home):
-    from hms_resources.privacy.forget import ERASED_LINE, purge_forgotten
+    from hms_resources.privacy.forget import purge_forgotten
+    from hms_resources.store.rejects import ERASED_LINE
 
     store = EventStore(hms_home=str(hms_home))
     ingest_records(store, [created("ana", "c0", f"{MARKER} secret"), event("forgotten", "ana", "c0", 1)])
