@@ -66,13 +66,15 @@ def live_memory_columns(store: EventStore, *names: str) -> Iterator[tuple[Any, .
         yield from conn.execute(query)
 
 
-def latest_tiers(store: EventStore) -> dict[MemoryKey, tuple[str, float]]:
-    """The tier and score of every memory in the latest tier partition (empty before the first): what
-    `current_tiers` and `current_importance` give apart, read in one statement."""
+def latest_tiers(store: EventStore, user_id: str | None = None) -> dict[MemoryKey, tuple[str, float]]:
+    """The tier and score of every memory (of `user_id`, or everyone's) in the latest tier partition,
+    read in one statement; empty before the first migration."""
     latest = select(func.max(memory_tiers.c.partition_date)).scalar_subquery()
     query = select(memory_tiers.c.user_id, memory_tiers.c.memory_id, memory_tiers.c.tier, memory_tiers.c.score).where(
         memory_tiers.c.partition_date == latest
     )
+    if user_id is not None:
+        query = query.where(memory_tiers.c.user_id == user_id)
     with store.reading() as conn:
         return {(u, m): (t, s) for u, m, t, s in conn.execute(query)}
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from hms_resources.common.bulk import gc_paused
 from hms_resources.semantic.concepts import Concept
+from hms_resources.store.derived import latest_tiers
 from hms_resources.store.event_store import EventStore
 from hms_resources.store.events import MEMORY_ACCESSED
 from hms_resources.store.memory_state import Memory, apply_events
@@ -285,31 +286,14 @@ def tier_sizes(store: EventStore, partition_date: str | None = None) -> dict[str
     return sizes
 
 
-def _latest_partition(store: EventStore, column: str, user_id: str | None) -> dict[tuple[str, str], Any]:
-    from sqlalchemy import select
-
-    from hms_resources.store.schema import memory_tiers
-
-    partition_date = latest_tier_date(store)
-    if partition_date is None:
-        return {}
-    query = select(memory_tiers.c.user_id, memory_tiers.c.memory_id, memory_tiers.c[column]).where(
-        memory_tiers.c.partition_date == partition_date
-    )
-    if user_id is not None:
-        query = query.where(memory_tiers.c.user_id == user_id)
-    with store.reading() as conn:
-        return {(u, m): value for u, m, value in conn.execute(query)}
-
-
 def current_tiers(store: EventStore, user_id: str | None = None) -> dict[tuple[str, str], str]:
     """The tier of every memory in the latest partition: what the context resource searches."""
-    return _latest_partition(store, "tier", user_id)
+    return {key: tier for key, (tier, _) in latest_tiers(store, user_id).items()}
 
 
 def current_importance(store: EventStore, user_id: str | None = None) -> dict[tuple[str, str], float]:
     """The dynamic importance (tier score) of every memory in the latest partition."""
-    return _latest_partition(store, "score", user_id)
+    return {key: score for key, (_, score) in latest_tiers(store, user_id).items()}
 
 
 def new_live_memories_since(store: EventStore, as_of: str) -> dict[str, int]:
