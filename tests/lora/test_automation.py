@@ -1,18 +1,19 @@
 """What launches LoRA work: the training sensor, the weekly re-evaluation, and curation from the CLI."""
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import pytest
 from click.testing import CliRunner
+from dagster._utils.schedules import cron_string_iterator
 
 from hms_jobs.cli import main
 from hms_jobs.schedules import weekly_registry_evaluation
 from hms_jobs.sensors import lora_training_sensor
 from hms_resources.common.files import write_json
 from hms_resources.lora.adapters import ADAPTERS_MANIFEST, sets_due_for_training
-from hms_resources.lora.candidates import CandidateSet, changed_share, content_digest, load_curation, save_candidate_sets
+from hms_resources.lora.candidates import CandidateSet, CurationError, changed_share, content_digest, load_curation, save_candidate_sets
 from hms_resources.store.event_store import EventStore
 from hms_resources.store.ingest import ingest_records
 from tests.helpers import created
@@ -82,18 +83,32 @@ def test_the_sensor_retrains_only_when_enough_of_a_set_changed(store):
 def test_a_malformed_curation_file_fails_the_tick_naming_the_file(store):
     save_candidate_sets(store.home / "lora", [a_set(TEXTS)])
     (store.home / "curation.json").write_text('{"approved_sets": "ana/concept-a"}')
-    with pytest.raises(Exception, match="curation.json: approved_sets must be a list"):
+    with pytest.raises(CurationError) as failure:
         tick(store)
+    assert str(failure.value) == f"{store.home / 'curation.json'}: approved_sets must be a list of set ids (user/concept)"
 
 
-def test_the_weekly_schedule_re_evaluates_the_registry_on_mondays():
+def ticks(schedule: dg.ScheduleDefinition, start: datetime, end: datetime) -> list[datetime]:
+    """The times Dagster's scheduler would tick `schedule` in [start, end)."""
+    found = []
+    for at in cron_string_iterator(start.timestamp(), schedule.cron_schedule, schedule.execution_timezone):
+        if at >= end:
+            return found
+        found.append(at)
+
+
+def test_the_weekly_schedule_re_evaluates_the_registry_once_a_week_early_on_monday():
     from hms_jobs.definitions import defs
 
-    assert weekly_registry_evaluation.cron_schedule == "0 4 * * 1"
-    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 12, 7, 4, tzinfo=timezone.utc))
-    request = weekly_registry_evaluation.evaluate_tick(context).run_requests[0]
-    assert request.run_key == "lora-evaluation-2026-12-07"
+    start = datetime(2026, 12, 2, 15, 17, tzinfo=timezone.utc)
+    found = ticks(weekly_registry_evaluation, start, start + timedelta(weeks=4))
+    assert len(found) == 4 and all(b - a == timedelta(weeks=1) for a, b in zip(found, found[1:])), found
+    assert all(at.weekday() == 0 and at.utcoffset() == timedelta(0) for at in found), f"Mondays in UTC: {found}"
+    for at in found:
+        [request] = weekly_registry_evaluation.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=at)).run_requests
+        assert request.run_key == f"lora-evaluation-{at.date().isoformat()}", "one run per Monday, however often the tick is retried"
     job = defs().resolve_job_def("lora_evaluation_job")
+    assert weekly_registry_evaluation.job_name == job.name
     assert {key.to_user_string() for key in job.asset_layer.selected_asset_keys} == {"lora_registry", "adapter_comparison"}
 
 

@@ -37,11 +37,11 @@ def hold(*_args, **_kwargs):
     time.sleep(3600)
 
 hms_assets.memory_store.assets.refresh_memories = hold
-from hms_jobs.cli import _run_jobs
-_run_jobs([("memories_job", None)])
+from hms_jobs.cli.run import run_jobs
+run_jobs([("memories_job", None)])
 """
 
-RUN_MEMORIES = "import sys; from hms_jobs.cli import _run_jobs; sys.exit(0 if _run_jobs([('memories_job', None)]) else 1)"
+RUN_MEMORIES = "import sys; from hms_jobs.cli.run import run_jobs; sys.exit(0 if run_jobs([('memories_job', None)]) else 1)"
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def sample_home(hms_home: Path, tmp_path: Path) -> Path:
 
 
 def start_holder(python, tmp_path: Path, instance: dg.DagsterInstance) -> tuple[subprocess.Popen, dg.DagsterRun]:
-    """A `_run_jobs` of `memories_job` stuck inside the step, so that its run holds the pool's slot."""
+    """A `run_jobs` of `memories_job` stuck inside the step, so that its run holds the pool's slot."""
     marker = tmp_path / "holding"
     holder = python(HOLD_MEMORIES, str(marker))
     wait_for(lambda: marker.exists() or holder.poll() is not None, 120, "the holder to claim the slot")
@@ -153,7 +153,7 @@ def test_a_waiting_run_names_the_holder_and_goes_on_once_the_holder_is_killed(sa
 
 
 def add_started_run(instance: dg.DagsterInstance, tags: dict[str, str]) -> dg.DagsterRun:
-    """A run as `_run_jobs` leaves it while its step holds a slot of the pool."""
+    """A run as `run_jobs` leaves it while its step holds a slot of the pool."""
     run = instance.add_run(dg.DagsterRun(job_name="memories_job", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED, tags=tags))
     assert instance.event_log_storage.claim_concurrency_slot(POOL, run.run_id, "memories").is_claimed
     return run

@@ -4,9 +4,11 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import sqlalchemy as sa
 
 from hms_jobs.definitions import defs
@@ -22,56 +24,100 @@ def run_cli(*args: str, timeout: int = 300, **kwargs) -> subprocess.CompletedPro
                           text=True, timeout=timeout, env={**os.environ}, **kwargs)
 
 
-def test_hms_run_ingests_the_sample_runs_the_main_job_and_says_where_to_look(hms_home):
-    result = run_cli("run")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "main_job run" in result.stdout and "succeeded" in result.stdout
-    for asset in ("memories", "embeddings", "concept_clusters", "graph_edges", "access_predictor", "memory_tiers", "tier_migrations",
-                  "cold_archive", "lora_candidate_sets", "lora_training_data", "trained_adapters", "lora_registry",
-                  "adapter_comparison"):
-        assert f"materialized {asset}:" in result.stdout
-    checks = [line for line in result.stdout.splitlines() if line.startswith("  check ")]
-    assert len(checks) == 10 and all(line.endswith(": passed") for line in checks)
-    assert "make ui" in result.stdout
-    context = result.stdout.split("context for ", 1)[1].split("\n\n", 1)[0].splitlines()
-    assert "/256 tokens" in context[0] and len(context) > 2
-    assert {line.split()[0] for line in context[1:]} <= {"memory", "concept_summary", "recent"}
+def hms_run_json(*args: str, timeout: int = 300) -> tuple[dict, subprocess.CompletedProcess]:
+    """`hms run --json`: the report is the last stdout line."""
+    result = run_cli("run", "--json", *args, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.splitlines()[-1]), result
+
+
+def last_complete_day() -> str:
+    return (datetime.now(timezone.utc) - timedelta(days=1)).date().isoformat()
+
+
+def recorded(instance: dg.DagsterInstance, run_id: str) -> dict:
+    """What the Dagster instance holds for a run: the assets it materialized and its check outcomes."""
+    records = instance.get_records_for_run(
+        run_id, of_type={dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_CHECK_EVALUATION}
+    ).records
+    events = [r.event_log_entry.dagster_event for r in records]
+    return {
+        "materialized": {e.asset_key.to_user_string() for e in events if e.is_step_materialization},
+        "checks": {(e.asset_check_evaluation_data.asset_key.to_user_string(), e.asset_check_evaluation_data.check_name):
+                   e.asset_check_evaluation_data.passed for e in events if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION},
+    }
+
+
+def assert_every_selected_asset_materialized_and_every_check_passed(report: dict) -> None:
+    """Each run of the report succeeded, materialized every asset its job selects and passed every
+    check defined on them, as the definitions say and the instance recorded; the report agrees."""
+    definitions = defs()
+    with dg.DagsterInstance.get() as instance:
+        for run in report["runs"]:
+            job = definitions.resolve_job_def(run["job"]).asset_layer
+            selected = {key.to_user_string() for key in job.selected_asset_keys}
+            checks = {(key.asset_key.to_user_string(), key.name) for key in job.asset_graph.asset_check_keys}
+            found = recorded(instance, run["run_id"])
+            assert instance.get_run_by_id(run["run_id"]).is_success and run["success"], run["job"]
+            assert found["materialized"] == selected == set(run["materialized"]), run["job"]
+            assert found["checks"] == dict.fromkeys(checks, True), f"{run['job']}: every check recorded and passed"
+            assert {(c["asset"], c["check"]): c["passed"] for c in run["checks"]} == found["checks"]
+
+
+def test_hms_run_ingests_the_sample_runs_every_job_and_says_where_to_look(hms_home):
+    last_complete_days = {last_complete_day()}
+    report, result = hms_run_json()
+    last_complete_days.add(last_complete_day())
+    assert [r["job"] for r in report["runs"]] == ["main_job", "tier_migration_job", "cold_archive_job", "lora_job"]
+    assert report["runs"][1]["partition"] in last_complete_days, "the tier migration is for the last complete day"
+    assert_every_selected_asset_materialized_and_every_check_passed(report)
+    assert report["success"] and "make ui" in result.stderr, "under --json the lines for a person go to stderr"
+    context = report["context"]
+    assert 0 < context["token_count"] <= context["token_budget"] and len(context["items"]) >= 2
+    assert {item["kind"] for item in context["items"]} <= {"memory", "concept_summary", "recent"}
     stats = json.loads(run_cli("stats", "--json").stdout)
     assert stats["users"] == 4 and stats["memories"]["live"] > 100 and stats["concepts"] > 5
     assert sum(stats["tiers"][t] for t in ("hot", "warm", "cold")) == stats["memories"]["live"]
     sample_events = sum(1 for line in SAMPLE_EVENTS.read_text().splitlines() if line.strip())
     accesses = stats["events"] - sample_events
     assert accesses > 0, "the sample context's accesses are recorded as events"
-    again = run_cli("run")
-    assert '"accepted":0,"duplicates":%d' % sample_events in again.stdout
-    assert "'events_applied': %d" % accesses in again.stdout
+    again, _ = hms_run_json()
+    assert (again["ingested"]["accepted"], again["ingested"]["duplicates"]) == (0, sample_events)
+    assert again["runs"][0]["materialized"]["memories"]["events_applied"] == accesses
 
 
+@pytest.mark.timeout(960)
 def test_hms_run_approve_trains_registers_and_compares_an_adapter_on_the_sample(hms_home):
-    result = run_cli("run", "--approve", "1", timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    [approved] = [line for line in result.stdout.splitlines() if line.startswith("approved 1 LoRA candidate set")]
-    set_id = approved.rsplit(": ", 1)[1]
-    assert "materialized trained_adapters: {'trained': 1, 'adapters': 1" in result.stdout
-    assert "'promoted': 1, 'champions': 1" in result.stdout
-    comparison = result.stdout.split("adapter comparison (the same probes per set):\n", 1)[1]
-    rows = {line.split(" | ")[1]: line.split(" | ") for line in comparison.splitlines() if line.startswith(f"| {set_id} |")}
-    assert set(rows) == {"base", "v1"} and "champion" in rows["v1"][2]
-    assert float(rows["v1"][3]) > float(rows["base"][3]), "the adapter recalls more of its facts than the base"
-    [choice] = [line for line in result.stdout.splitlines() if line.startswith("adapter for ")]
-    assert f"hms-lora-{set_id.replace('/', '-')}@1 (similarity" in choice, "Context.adapter names the champion for its concept"
+    report, _ = hms_run_json("--approve", "1", timeout=900)
+    [set_id] = report["approved"]
+    assert [r["job"] for r in report["runs"]] == ["main_job", "tier_migration_job", "cold_archive_job", "lora_job", "lora_job"]
+    assert_every_selected_asset_materialized_and_every_check_passed(report)
+    trained = report["runs"][-1]["materialized"]
+    assert (trained["trained_adapters"]["trained"], trained["trained_adapters"]["adapters"]) == (1, 1)
+    assert (trained["lora_registry"]["promoted"], trained["lora_registry"]["champions"]) == (1, 1)
+    rows = {row["model"]: row for row in report["comparison"] if row["set_id"] == set_id}
+    assert set(rows) == {"base", "v1"} and "champion" in rows["v1"]["aliases"]
+    assert rows["v1"]["fact_recall"] > rows["base"]["fact_recall"], "the adapter recalls more of its facts than the base"
+    chosen = report["adapter"]["chosen"]
+    assert (chosen["name"], chosen["version"]) == (f"hms-lora-{set_id.replace('/', '-')}", "1"), "Context.adapter names the champion"
     listed = json.loads(run_cli("lora", "list", "--json").stdout)
     assert [m["set_id"] for m in listed] == [set_id] and "champion" in listed[0]["versions"][0]["aliases"]
     assert json.loads(run_cli("curate", "list", "--json").stdout)["sets"][0]["status"] == "approved"
     assert f"| {set_id} | v1 |" in run_cli("lora", "compare").stdout
 
 
-def test_hms_run_on_the_users_own_data(hms_home, tmp_path):
+def test_hms_run_on_the_users_own_data_tells_a_person_what_ran(hms_home, tmp_path):
     data = tmp_path / "mine.jsonl"
     data.write_text(json.dumps(created("me", "m1", "I keep my notes in Obsidian")) + "\n")
     result = run_cli("run", "--data", str(data))
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "'live': 1" in result.stdout
+    lines = result.stdout.splitlines()
+    assert any(line.startswith(f"ingested {data}: ") for line in lines)
+    assert any(line.startswith("main_job run ") and line.endswith(": succeeded") for line in lines)
+    assert any(line.startswith("  materialized memories: ") for line in lines)
+    assert "make ui" in lines[-1], "without --json the report is for a person, on stdout"
+    stats = json.loads(run_cli("stats", "--json").stdout)
+    assert (stats["users"], stats["memories"]["live"]) == (1, 1)
 
 
 def test_workspace_validates_with_the_dagster_cli(hms_home):

@@ -1,0 +1,45 @@
+"""`hms eval`: measure HMS on datasets with known answers."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+import orjson
+
+from hms_jobs.cli import main
+
+
+@main.group("eval")
+def eval_group() -> None:
+    """Measure HMS on datasets with known answers."""
+
+
+def _budgets(_ctx, _param, value: str) -> tuple[int, ...]:
+    try:
+        budgets = tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated token counts, got {value!r}") from None
+    if not budgets or min(budgets) < 1:
+        raise click.BadParameter(f"budgets must be positive, got {value!r}")
+    return budgets
+
+
+@eval_group.command("retrieval")
+@click.argument("data", type=click.Path(exists=True, dir_okay=False))
+@click.option("--budgets", default="256,512,1024,2048", show_default=True, callback=_budgets, help="Token budgets.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
+@click.option("--progress/--no-progress", default=None, help="A progress bar (default: when stderr is a terminal).")
+def eval_retrieval(data: str, budgets: tuple[int, ...], json_out: str | None, progress: bool | None) -> None:
+    """Evidence recall and latency of the context resource on DATA (JSON Lines of memories and
+    questions), against BM25-only, dense-only and hybrid baselines, in a fresh temporary HMS home."""
+    from hms_jobs.retrieval_harness import evaluate_retrieval, format_report
+
+    show = sys.stderr.isatty() if progress is None else progress
+    result = evaluate_retrieval(data, budgets, tokenizer=os.environ.get("HMS_TOKENIZER", ""), progress=show, log=lambda m: click.echo(m, err=True))
+    click.echo(format_report(result))
+    if json_out:
+        Path(json_out).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+        click.echo(f"wrote {json_out}", err=True)
