@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -36,9 +35,11 @@ def eval_retrieval(data: str, budgets: tuple[int, ...], json_out: str | None, pr
     """Evidence recall and latency of the context resource on DATA (JSON Lines of memories and
     questions), against BM25-only, dense-only and hybrid baselines, in a fresh temporary HMS home."""
     from hms_jobs.retrieval_harness import evaluate_retrieval, format_report
+    from hms_resources.common.environment import environment_fields
+    from hms_resources.context.assembler import ContextAssembler
 
     show = sys.stderr.isatty() if progress is None else progress
-    result = evaluate_retrieval(data, budgets, tokenizer=os.environ.get("HMS_TOKENIZER", ""), progress=show, log=lambda m: click.echo(m, err=True))
+    result = evaluate_retrieval(data, budgets, tokenizer=environment_fields(ContextAssembler).get("tokenizer", ""), progress=show, log=lambda m: click.echo(m, err=True))
     click.echo(format_report(result))
     if json_out:
         Path(json_out).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")

