@@ -16,7 +16,7 @@ RESOURCES = {
     "ContextAssembler": "hms_resources.context.assembler",
     "MlflowTracking": "hms_resources.lora.tracking",
 }
-__all__ = sorted(RESOURCES)
+__all__ = ["ContextAssembler", "Embedder", "EventStore", "GraphStore", "MlflowTracking"]
 
 if TYPE_CHECKING:
     from hms_resources.context.assembler import ContextAssembler

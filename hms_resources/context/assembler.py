@@ -1,7 +1,7 @@
 """Online context assembly: the memories, concept summaries and recent turns that best answer a
 user's query, within a token budget, in milliseconds.
 
-`ContextAssembler` loads its indexes once from the materialized assets (`context_index`), reloads
+`ContextAssembler` loads its indexes once from the materialized assets (`context/index.py`), reloads
 them in the background when an asset is materialized again, and reads events stored since the last
 `memories` run straight from the event store, so a just-ingested memory is found and a just-forgotten
 one is never returned. What it returns is recorded as `memory.accessed` events off the hot path."""
