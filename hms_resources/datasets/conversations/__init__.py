@@ -6,7 +6,7 @@ turns that state a fact. Questions come from those facts, with exactly the answe
 paraphrases are checked to share no content word with it. The same arguments give the same records.
 
 The pools and wordings are data, in `templates/conversation_*.json`; the episodes that write a topic are
-in `conversation_episodes` and `conversation_series`, the question choice in `conversation_questions`.
+in `episodes` and `series`, the question choice in `questions`, the persona and turn writing in `writing`.
 `python -m hms_resources.datasets.conversations` rewrites the two shipped datasets."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hms_resources.datasets import DATA_DIR
-from hms_resources.datasets.conversation_data import (
+from hms_resources.datasets.conversations.data import (
     CLOSE_LEAVING,
     CLOSE_REPLIES,
     CLOSE_THANKS,
@@ -29,7 +29,7 @@ from hms_resources.datasets.conversation_data import (
     TIME_WORDS,
     USER_NAMES,
 )
-from hms_resources.datasets.conversation_episodes import (
+from hms_resources.datasets.conversations.episodes import (
     episode_conference,
     episode_film,
     episode_gift,
@@ -43,8 +43,8 @@ from hms_resources.datasets.conversation_episodes import (
     profile_kinds,
     write_profile,
 )
-from hms_resources.datasets.conversation_questions import QUESTION_CATEGORIES, choose_questions
-from hms_resources.datasets.conversation_series import (
+from hms_resources.datasets.conversations.questions import QUESTION_CATEGORIES, choose_questions
+from hms_resources.datasets.conversations.series import (
     episode_budget,
     episode_fitness,
     episode_health,
@@ -53,7 +53,7 @@ from hms_resources.datasets.conversation_series import (
     episode_pet,
     episode_work,
 )
-from hms_resources.datasets.conversation_writing import Episode, Session, User, timestamp
+from hms_resources.datasets.conversations.writing import Episode, Session, User, timestamp
 
 __all__ = ["DEFAULT_ARGS", "DEFAULT_PATH", "HARD_ARGS", "HARD_PATH", "QUESTION_CATEGORIES", "generate_conversations", "write_jsonl"]
 
@@ -186,9 +186,3 @@ def write_jsonl(records: list[dict[str, Any]], path: str | Path) -> None:
     with open(path, "w", encoding="utf-8", newline="\n") as stream:
         for record in records:
             stream.write(json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n")
-
-
-if __name__ == "__main__":
-    write_jsonl(generate_conversations(**DEFAULT_ARGS), DEFAULT_PATH)
-    write_jsonl(generate_conversations(**HARD_ARGS), HARD_PATH)
-    print(f"wrote {DEFAULT_PATH} and {HARD_PATH}")

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from hms_resources.datasets.conversation_checks import shares_content_word
-from hms_resources.datasets.conversation_data import GROUP_QUESTIONS, SAME_DAY_QUESTION
-from hms_resources.datasets.conversation_writing import Fact, Turn, User, window_phrase
+from hms_resources.datasets.conversations.checks import shares_content_word
+from hms_resources.datasets.conversations.data import GROUP_QUESTIONS, SAME_DAY_QUESTION
+from hms_resources.datasets.conversations.writing import Fact, Turn, User, window_phrase
 
 QUESTION_CATEGORIES = ("single", "multi", "temporal", "paraphrase")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from hms_resources.datasets.conversation_data import (
+from hms_resources.datasets.conversations.data import (
     BOOKS,
     DESTINATIONS,
     DISHES,
@@ -25,7 +25,7 @@ from hms_resources.datasets.conversation_data import (
     anchor,
     wordings,
 )
-from hms_resources.datasets.conversation_writing import (
+from hms_resources.datasets.conversations.writing import (
     MONTHS,
     WEEKDAYS,
     Fact,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from hms_resources.datasets.conversation_data import PARAPHRASE_STOPWORDS
+from hms_resources.datasets.conversations.data import PARAPHRASE_STOPWORDS
 
 
 def content_words(text: str) -> set[str]:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from hms_resources.datasets.conversation_data import (
+from hms_resources.datasets.conversations.data import (
     ACKS,
     ALLERGENS,
     ASSISTANT_FOLLOWUPS,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from hms_resources.datasets.conversation_data import (
+from hms_resources.datasets.conversations.data import (
     APPOINTMENT_LABELS,
     APPOINTMENTS,
     BODYPARTS,
@@ -27,7 +27,7 @@ from hms_resources.datasets.conversation_data import (
     anchor,
     wordings,
 )
-from hms_resources.datasets.conversation_writing import (
+from hms_resources.datasets.conversations.writing import (
     MONTHS,
     NUMBERS,
     WEEKDAYS,
