@@ -13,7 +13,8 @@ import orjson
 
 from hms_jobs.cli import EXIT_OK, EXIT_REJECTED, main
 from hms_resources.common.home import hms_home
-from hms_resources.store.event_store import EventStore, migrate
+from hms_resources.store.database import migrate
+from hms_resources.store.event_store import EventStore
 from hms_resources.store.events import DEFAULT_MAX_CONTENT_BYTES
 from hms_resources.store.ingest import DEFAULT_BATCH_SIZE, IngestReport, default_rejects_path, ingest_path
 

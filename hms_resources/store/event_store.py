@@ -24,8 +24,6 @@ from hms_resources.common.bulk import gc_paused
 from hms_resources.common.home import default_database_url, hms_home, redact_error, redact_url
 from hms_resources.store import erasure
 from hms_resources.store.database import READ_ONLY, lock_appends, make_engine, upgrade
-from hms_resources.store.database import migrate as migrate
-from hms_resources.store.database import schema_revision as schema_revision
 from hms_resources.store.events import (
     DEFAULT_MAX_CONTENT_BYTES,
     MEMORY_ARCHIVED,

@@ -2,7 +2,8 @@
 
 import sqlalchemy as sa
 
-from hms_resources.store.event_store import EventStore, migrate, schema_revision
+from hms_resources.store.database import migrate, schema_revision
+from hms_resources.store.event_store import EventStore
 from hms_resources.store.events import parse_event
 from tests.helpers import created
 
