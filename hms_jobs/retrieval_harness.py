@@ -3,7 +3,8 @@
 It builds a fresh HMS home, ingests a dataset's memories as events, materializes every asset the
 context resource reads through Dagster in-process, then asks each question through the same
 `ContextAssembler` an application uses, and through BM25-only, dense-only and BM25+dense (reciprocal
-rank fusion) baselines packed by rank to the same budgets with the same tokenizer."""
+rank fusion) baselines over the same indexed text, packed by rank to the same budgets with the same
+tokenizer and date lines. With folds, the reranker is cross-validated by user (conversation)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from hms_resources.common.text import lexical_tokens
 from hms_resources.context.assembler import ContextAssembler
+from hms_resources.context.reranker import Reranker, fit_reranker
 from hms_resources.context.retrieval import pack_ranked, rank_dense, rank_hybrid, rank_lexical
 from hms_resources.datasets.retrieval_eval import Dataset, evidence_recall, latency_summary, load_dataset, memory_events
 from hms_resources.semantic.embedder import Embedder
@@ -85,23 +87,74 @@ def _timed(call: Callable[[], Any]) -> tuple[Any, float]:
     return value, (time.perf_counter() - started) * 1e3
 
 
+def training_examples(assembler: ContextAssembler, dataset: Dataset, *, progress: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per user, the reranker's features of every question's candidates and whether each is evidence."""
+    from tqdm import tqdm
+
+    features: dict[str, list[np.ndarray]] = {}
+    labels: dict[str, list[np.ndarray]] = {}
+    for question in tqdm(dataset.questions, desc="features", disable=not progress, unit="q"):
+        index, ranking = assembler.rank(question.user_id, question.question, now=question.asked_at)
+        if ranking is None or not len(ranking.rows):
+            continue
+        evidence = set(question.evidence)
+        features.setdefault(question.user_id, []).append(ranking.features)
+        labels.setdefault(question.user_id, []).append(np.array([index.memory_ids[r] in evidence for r in ranking.rows.tolist()], dtype=np.float64))
+    return {user: (np.vstack(features[user]), np.concatenate(labels[user])) for user in features}
+
+
+def fit_on(examples: dict[str, tuple[np.ndarray, np.ndarray]], users: Sequence[str], *, fitted_on: str) -> Reranker:
+    chosen = [examples[u] for u in users if u in examples]
+    if not chosen:
+        raise ValueError("no question of these users has candidates to fit a reranker on")
+    return fit_reranker(np.vstack([x for x, _ in chosen]), np.concatenate([y for _, y in chosen]), fitted_on=fitted_on)
+
+
+def cross_validated_rerankers(assembler: ContextAssembler, dataset: Dataset, folds: int, *, progress: bool = False, log: Callable[[str], None] = print) -> dict[str, Reranker]:
+    """For each user, a reranker fitted on the other folds' users only (users dealt round-robin in
+    sorted order into `folds` folds), so every figure is measured on conversations it never saw."""
+    users = sorted({m["user_id"] for m in dataset.memories})
+    if not 2 <= folds <= len(users):
+        raise ValueError(f"--folds must be between 2 and the number of users ({len(users)}), got {folds}")
+    examples = training_examples(assembler, dataset, progress=progress)
+    chosen: dict[str, Reranker] = {}
+    for fold in range(folds):
+        held_out = users[fold::folds]
+        reranker = fit_on(examples, [u for u in users if u not in held_out], fitted_on=f"fold {fold + 1} of {folds}")
+        chosen.update({u: reranker for u in held_out})
+        log(f"fold {fold + 1}/{folds}: fitted on {len(users) - len(held_out)} users, evaluating {', '.join(held_out)}")
+    return chosen
+
+
 def evaluate(
-    assembler: ContextAssembler, dataset: Dataset, budgets: Sequence[int], *, progress: bool = False
+    assembler: ContextAssembler,
+    dataset: Dataset,
+    budgets: Sequence[int],
+    *,
+    rerankers: dict[str, Reranker] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Recall and latency per method and budget over every question of `dataset`."""
+    """Recall and latency per method and budget over every question of `dataset`; `rerankers`: the
+    reranker each user's questions are ranked with (cross-validation), else the assembler's own."""
     from tqdm import tqdm
 
     snapshot = assembler.snapshot
     embedder = assembler.embedder
+    header = assembler.header_tokens
     recall = {m: {b: [] for b in budgets} for m in METHODS}
     latency: dict[str, list[float]] = {m: [] for m in METHODS}
+    stages: dict[str, list[float]] = {}
     by_category: dict[str, dict[str, list[float]]] = {m: {} for m in METHODS}
     for question in dataset.questions[:3]:
         assembler.assemble(question.user_id, question.question, budgets[0], now=question.asked_at)
     for question in tqdm(dataset.questions, desc="questions", disable=not progress, unit="q"):
         index = snapshot.users.get(question.user_id)
+        if rerankers is not None and question.user_id in rerankers:
+            assembler.use_reranker(rerankers[question.user_id])
         for budget in budgets:
             context, ms = _timed(lambda: assembler.assemble(question.user_id, question.question, budget, now=question.asked_at))
+            for stage, value in context.timings_ms.items():
+                stages.setdefault(stage, []).append(value)
             results = {"hms": (context.source_ids, ms)}
             if index is not None:
                 def similarities() -> np.ndarray:
@@ -113,7 +166,7 @@ def evaluate(
                     "hybrid": lambda: rank_hybrid(index, similarities(), lexical_tokens([question.question])[0]),
                 }
                 for method, rank in baselines.items():
-                    items, ms = _timed(lambda: pack_ranked(index, rank(), budget))
+                    items, ms = _timed(lambda: pack_ranked(index, rank(), budget, header))
                     results[method] = ([s for item in items for s in item.source_ids], ms)
             else:
                 results.update({m: ([], 0.0) for m in METHODS if m != "hms"})
@@ -132,7 +185,20 @@ def evaluate(
             }
             for m in METHODS
         },
+        "hms_stage_latency_ms": {stage: latency_summary(values) for stage, values in stages.items()},
     }
+
+
+def _prepared(path: str | Path, home: str, log: Callable[[str], None]) -> tuple[Dataset, EventStore, Embedder, dict[str, float]]:
+    dataset = load_dataset(path)
+    log(f"{path}: {len(dataset.memories)} memories of {dataset.users} users, {len(dataset.questions)} questions")
+    store = EventStore(hms_home=home)
+    embedder = Embedder.from_env()
+    report = ingest_records(store, memory_events(dataset.memories), source=str(path))
+    if report.rejected:
+        store.close()
+        raise RuntimeError(f"{path}: {report.rejected} memories were rejected by the event store")
+    return dataset, store, embedder, materialize_for_context(store, embedder, log=log)
 
 
 def evaluate_retrieval(
@@ -140,34 +206,47 @@ def evaluate_retrieval(
     budgets: Sequence[int] = DEFAULT_BUDGETS,
     *,
     tokenizer: str = "",
+    folds: int = 0,
     progress: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """The whole harness on a fresh temporary HMS home; returns the report `--json` writes."""
+    """The whole harness on a fresh temporary HMS home; returns the report `--json` writes. With
+    `folds`, the reranker is fitted per fold on the other users' questions (cross-validation)."""
     if not budgets or any(b < 1 for b in budgets):
         raise ValueError(f"budgets must be positive integers, got {list(budgets)}")
-    dataset = load_dataset(path)
-    log(f"{path}: {len(dataset.memories)} memories of {dataset.users} users, {len(dataset.questions)} questions")
     with tempfile.TemporaryDirectory(prefix="hms-eval-") as home:
-        store = EventStore(hms_home=home)
-        embedder = Embedder.from_env()
-        report = ingest_records(store, memory_events(dataset.memories), source=str(path))
-        if report.rejected:
-            raise RuntimeError(f"{path}: {report.rejected} memories were rejected by the event store")
-        seconds = materialize_for_context(store, embedder, log=log)
+        dataset, store, embedder, seconds = _prepared(path, home, log)
         assembler = ContextAssembler(event_store=store, embedder=embedder, tokenizer=tokenizer, record_access=False)
         started = time.perf_counter()
         assembler.snapshot
         seconds["index_load"] = time.perf_counter() - started
         try:
-            result = evaluate(assembler, dataset, budgets, progress=progress)
+            rerankers = cross_validated_rerankers(assembler, dataset, folds, progress=progress, log=log) if folds else None
+            result = evaluate(assembler, dataset, budgets, rerankers=rerankers, progress=progress)
         finally:
             assembler.close()
             store.close()
     result["dataset"] = {"path": str(path), "memories": len(dataset.memories), "users": dataset.users}
+    result["reranker"] = f"cross-validated, {folds} folds by user" if folds else (assembler.reranker or "shipped")
     result["tokenizer"] = assembler.tokens.name
     result["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
     return result
+
+
+def fit_reranker_file(path: str | Path, out: str | Path, *, tokenizer: str = "", progress: bool = False, log: Callable[[str], None] = print) -> Reranker:
+    """Fit the reranker on every question of a dataset and write it to `out`."""
+    with tempfile.TemporaryDirectory(prefix="hms-fit-") as home:
+        dataset, store, embedder, _ = _prepared(path, home, log)
+        assembler = ContextAssembler(event_store=store, embedder=embedder, tokenizer=tokenizer, record_access=False)
+        try:
+            examples = training_examples(assembler, dataset, progress=progress)
+            reranker = fit_on(examples, sorted(examples), fitted_on=f"{Path(path).name}: {len(dataset.questions)} questions of {len(examples)} users")
+        finally:
+            assembler.close()
+            store.close()
+    reranker.save(out)
+    log(f"wrote {out}")
+    return reranker
 
 
 def format_report(result: dict[str, Any]) -> str:

@@ -17,8 +17,8 @@ R = TypeVar("R", bound=dg.ConfigurableResource)
 
 VARIABLES: dict[str, dict[str, str]] = {
     "EventStore": {"database_url": "HMS_DATABASE_URL", "hms_home": "HMS_HOME", "max_content_bytes": "HMS_MAX_CONTENT_BYTES"},
-    "Embedder": {"model": "HMS_EMBEDDING_MODEL", "device": "HMS_EMBEDDING_DEVICE"},
-    "ContextAssembler": {"tokenizer": "HMS_TOKENIZER"},
+    "Embedder": {"model": "HMS_EMBEDDING_MODEL", "device": "HMS_EMBEDDING_DEVICE", "query_backend": "HMS_QUERY_BACKEND"},
+    "ContextAssembler": {"tokenizer": "HMS_TOKENIZER", "reranker": "HMS_CONTEXT_RERANKER"},
     "MlflowTracking": {"tracking_uri": "MLFLOW_TRACKING_URI"},
     "GraphStore": {
         "uri": "NEO4J_URI",

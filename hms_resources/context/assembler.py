@@ -26,29 +26,33 @@ from hms_resources.common.text import lexical_tokens
 from hms_resources.common.tokens import TokenCounter
 from hms_resources.context.access_log import AccessLog, utc_now
 from hms_resources.context.index import (
-    CONVERSATION_TURN,
     ContextSnapshot,
     SelectedAdapter,
+    UserIndex,
     dedup_key,
     epoch_seconds,
     load_cold_index,
     load_snapshot,
     release_freed_memory,
+    day_header,
     render_memory,
     snapshot_signature,
 )
 from hms_resources.context.retrieval import (
     Candidate,
+    Packing,
+    Ranking,
     RetrievalConfig,
     memory_candidate,
     pack_context,
     rank_memories,
-    recency,
     summary_candidates,
 )
+from hms_resources.context.reranker import Reranker
 from hms_resources.context.temporal import parse_time_scope
 from hms_resources.semantic.embedder import Embedder
 from hms_resources.store.event_store import EventStore
+from hms_resources.store.memory_state import CONVERSATION_TURN
 from hms_resources.store.events import (
     MEMORY_ACCESSED,
     MEMORY_ARCHIVED,
@@ -96,11 +100,18 @@ class Context:
         return [s for item in self.items for s in item.source_ids]
 
     def to_prompt(self) -> str:
-        """Summaries first, then memories and recent turns in time order, one per line; each item's
-        `tokens` includes its line break, so the prompt stays within the budget."""
-        summaries = [i for i in self.items if i.kind == "concept_summary"]
-        memories = sorted((i for i in self.items if i.kind != "concept_summary"), key=lambda i: (i.created_at, i.memory_id))
-        return "\n".join(i.text for i in summaries + memories)
+        """Summaries first, then memories and recent turns in time order, one per line under a line
+        with their day's date; each item's `tokens` includes its line break and, for the first item
+        packed of a day, that day's date line, so the prompt stays within the budget."""
+        lines = [i.text for i in self.items if i.kind == "concept_summary"]
+        shown = ""
+        for item in sorted((i for i in self.items if i.kind != "concept_summary"), key=lambda i: (i.created_at, i.memory_id)):
+            header = day_header(item.created_at)
+            if header and header != shown:
+                lines.append(header)
+                shown = header
+            lines.append(item.text)
+        return "\n".join(lines)
 
 
 def _changes_text(event: MemoryEvent) -> bool:
@@ -128,7 +139,10 @@ class ContextAssembler(dg.ConfigurableResource):
     """A local tokenizer directory or hub id; empty for the base LLM's (SmolLM2-135M-Instruct)."""
     record_access: bool = True
     refresh_seconds: float = 5.0
-    candidates: int = 64
+    candidates: int = 100
+    """Candidates taken from each of the lexical and dense rankings for the reranker."""
+    reranker: str = ""
+    """A reranker JSON file (`hms eval fit-reranker`); empty for the one shipped with HMS."""
     adapter_min_similarity: float = 0.3
     """How close a query's embedding must be to a champion adapter's concept centroid to name it."""
 
@@ -142,6 +156,8 @@ class ContextAssembler(dg.ConfigurableResource):
     _checked_at: float = PrivateAttr(default=0.0)
     _reloading: bool = PrivateAttr(default=False)
     _recorder: Any = PrivateAttr(default=None)
+    _reranker: Any = PrivateAttr(default=None)
+    _header_tokens: Any = PrivateAttr(default=None)
 
     @classmethod
     def from_env(cls) -> "ContextAssembler":
@@ -156,6 +172,23 @@ class ContextAssembler(dg.ConfigurableResource):
     @property
     def retrieval_config(self) -> RetrievalConfig:
         return RetrievalConfig(candidates=self.candidates)
+
+    @property
+    def active_reranker(self) -> Reranker:
+        if self._reranker is None:
+            self._reranker = Reranker.load(self.reranker or None)
+        return self._reranker
+
+    def use_reranker(self, reranker: Reranker) -> None:
+        """Rank with `reranker` from now on (the harness's cross-validation fits one per fold)."""
+        self._reranker = reranker
+
+    @property
+    def header_tokens(self) -> int:
+        """Tokens of one day's date line in a prompt, with its line break."""
+        if self._header_tokens is None:
+            self._header_tokens = int(self.tokens.count([day_header("2000-01-01")])[0]) + 1
+        return self._header_tokens
 
     @property
     def tokens(self) -> TokenCounter:
@@ -259,6 +292,7 @@ class ContextAssembler(dg.ConfigurableResource):
         timings["embed"] = (time.perf_counter() - mark) * 1e3
         context.adapter = self._choose_adapter(snapshot, user_id, vector)
         config = self.retrieval_config
+        reranker = self.active_reranker
         ranked: list[Candidate] = []
         recent: list[Candidate] = []
         indexes = [snapshot.users.get(user_id)]
@@ -276,22 +310,24 @@ class ContextAssembler(dg.ConfigurableResource):
             mark = time.perf_counter()
             similarities = self.embedder.similarities(index.vectors, vector) if vector is not None else None
             timings["dense"] = timings.get("dense", 0.0) + (time.perf_counter() - mark) * 1e3
-            rows, scores, stage = rank_memories(index, similarities, query_tokens, eligible, as_of, config, scope, anchor_tokens)
-            for name, ms in stage.items():
+            ranking = rank_memories(index, similarities, text, query_tokens, eligible, as_of, reranker, config, scope, anchor_tokens)
+            for name, ms in ranking.timings.items():
                 timings[name] = timings.get(name, 0.0) + ms
             mark = time.perf_counter()
-            ranked += summary_candidates(index, rows, scores, eligible)
-            ranked += [memory_candidate(index, r, s) for r, s in zip(rows.tolist(), scores.tolist())]
+            ranked += summary_candidates(index, ranking.rows, ranking.scores, eligible)
+            ranked += [memory_candidate(index, r, s) for r, s in zip(ranking.rows.tolist(), ranking.scores.tolist())]
             if index is indexes[0]:
                 newest = np.flatnonzero(eligible)
                 newest = newest[np.argsort(-index.created[newest], kind="stable")[: config.recent_count]]
                 recent += [memory_candidate(index, r, 0.0, kind="recent") for r in newest.tolist()]
             timings["candidates"] = timings.get("candidates", 0.0) + (time.perf_counter() - mark) * 1e3
         mark = time.perf_counter()
-        fresh_candidates = self._fresh_candidates(fresh, query_tokens, as_of, now is not None, config)
+        fresh_candidates = self._fresh_candidates(fresh, query_tokens, as_of, now is not None)
         recent = sorted(recent + fresh_candidates, key=lambda c: c.created_at, reverse=True)[: config.recent_count]
         ranked += [c for c in fresh_candidates if c.score > 0]
-        chosen = pack_context(ranked, recent, token_budget, config.recent_share)
+        wants_recent = scope.order == "latest" or not (query_tokens or vector is not None)
+        packing = Packing(self.header_tokens, reranker.cost_exponent)
+        chosen = pack_context(ranked, recent, token_budget, config.recent_share if wants_recent else 0.0, packing)
         context.items = [
             ContextItem(c.memory_id, c.text, c.tokens, round(c.score, 6), c.tier, c.kind, list(c.source_ids), c.created_at)
             for c in chosen
@@ -302,22 +338,39 @@ class ContextAssembler(dg.ConfigurableResource):
             self._access_log().record(user_id, context.source_ids, text)
         return context
 
-    def _fresh_candidates(self, fresh: _Fresh, query_tokens: list[str], as_of: float, bounded: bool, config: RetrievalConfig) -> list[Candidate]:
+    def rank(self, user_id: str, query: str, *, now: str | datetime | None = None) -> tuple[UserIndex | None, Ranking | None]:
+        """The reranker's candidates for `query` among `user_id`'s indexed memories, with their features:
+        what `assemble` ranks, for fitting and inspecting the reranker."""
+        snapshot = self.snapshot
+        index = snapshot.users.get(user_id)
+        if index is None or not len(index):
+            return index, None
+        as_of = epoch_seconds(normalize_timestamp(now, "now")) if now is not None else time.time()
+        text = " ".join(query[:MAX_QUERY_CHARS].split())
+        scope = parse_time_scope(text, datetime.fromtimestamp(as_of, timezone.utc))
+        query_tokens, anchor_tokens = lexical_tokens([scope.focus, scope.anchor]) if text else ([], [])
+        vector = self.embedder.encode_query(text) if text and snapshot.model else None
+        similarities = self.embedder.similarities(index.vectors, vector) if vector is not None else None
+        eligible = index.created <= as_of if now is not None else np.ones(len(index), dtype=bool)
+        ranking = rank_memories(index, similarities, text, query_tokens, eligible, as_of, self.active_reranker, self.retrieval_config, scope, anchor_tokens)
+        return index, ranking
+
+    def _fresh_candidates(self, fresh: _Fresh, query_tokens: list[str], as_of: float, bounded: bool) -> list[Candidate]:
+        """Memories stored since the indexes were built: no vector or features yet, so scored by the
+        share of the query's terms they contain, at most an even chance of being evidence."""
         if not fresh.texts:
             return []
         wanted = set(query_tokens)
         items = list(fresh.texts.items())
-        texts = [render_memory(created, speaker, content) for _, (content, created, speaker) in items]
+        texts = [render_memory(speaker, content) for _, (content, _, speaker) in items]
         counts = self.tokens.count(texts) + 1
-        words = lexical_tokens([content for _, (content, _, _) in items]) if wanted else [[] for _ in items]
+        words = lexical_tokens(texts) if wanted else [[] for _ in items]
         created = np.array([epoch_seconds(created) for _, (_, created, _) in items], dtype=np.float64)
-        fading = recency(created, as_of, config.recency_half_life_days)
         found = []
-        for (memory_id, (content, created_at, _)), text, count, terms, fade, at in zip(items, texts, counts, words, fading, created):
+        for (memory_id, (content, created_at, _)), text, count, terms, at in zip(items, texts, counts, words, created):
             if bounded and at > as_of:
                 continue
-            overlap = len(wanted & set(terms)) / len(wanted) if wanted else 0.0
-            score = overlap * (1.0 - config.dense_weight) * (1.0 + config.recency_weight * float(fade))
+            score = 0.5 * len(wanted & set(terms)) / len(wanted) if wanted else 0.0
             found.append(
                 Candidate("recent", memory_id, text, int(count), score, "hot", [memory_id], created_at, dedup_key(content))
             )

@@ -18,19 +18,19 @@ from typing import Any
 import numpy as np
 
 from hms_resources.common.text import lexical_tokens
+from hms_resources.context.temporal import mentions_time
 from hms_resources.lora.paths import CHAMPIONS_FILE, load_champions, lora_dir
 from hms_resources.semantic.embeddings import EmbeddingIndex
 from hms_resources.semantic.graph_model import KEY_SEPARATOR, SIMILAR_TO
 from hms_resources.store.derived import derived_state, edges_of_type, latest_tiers, live_memory_columns
 from hms_resources.store.event_store import EventStore
+from hms_resources.store.memory_state import CONVERSATION_TURN
 from hms_resources.store.projection import MEMORIES_CURSOR
 from hms_resources.tiers.archive import COLD_ARCHIVE_DIR, read_cold_archive
 
 TIER_CODES = {"hot": 0, "warm": 1, "cold": 2}
 TIER_NAMES = ("hot", "warm", "cold")
 DEFAULT_PRIOR = 0.5
-CONVERSATION_TURN = "conversation_turn"
-"""The memory type of a conversation turn: its `created_by` is the speaker, shown in the prompt."""
 EMBEDDINGS_DIR = "embeddings"
 
 
@@ -40,12 +40,17 @@ def epoch_seconds(timestamp: str | None) -> float:
     return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
-def render_memory(created_at: str | None, speaker: str | None, content: str) -> str:
-    """How a memory appears in a prompt: its date (temporal questions need it), who said it, the text."""
-    day = (created_at or "")[:10]
-    head = f"[{day}] " if day else ""
+def render_memory(speaker: str | None, content: str) -> str:
+    """How a memory is indexed and appears in a prompt: who said it and the text. Its date is shown once
+    per day above the memories of that day (`day_header`), not on every line."""
     who = f"{speaker}: " if speaker else ""
-    return f"{head}{who}{' '.join(content.split())}"
+    return f"{who}{' '.join(content.split())}"
+
+
+def day_header(created_at: str | None) -> str:
+    """The line above a day's memories in a prompt: temporal questions need the date."""
+    day = (created_at or "")[:10]
+    return f"[{day}]" if day else ""
 
 
 def render_summary(label: Sequence[str], summary: str) -> str:
@@ -87,6 +92,11 @@ class UserIndex:
     concepts: list[ConceptSummary]
     bm25: Any
     row_of: dict[str, int] = field(repr=False)
+    speaker_code: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int16), repr=False)
+    """Index into `speakers` per row, -1 for a memory that is not a conversation turn."""
+    speakers: list[str] = field(default_factory=list)
+    is_question: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)
+    mentions_time: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)
 
     def __len__(self) -> int:
         return len(self.memory_ids)
@@ -98,6 +108,20 @@ class UserIndex:
         if not ids:
             return np.zeros(len(self), dtype=np.float32)
         return self.bm25.get_scores_from_ids(ids)
+
+    def term_scores(self, query_tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 scores of every row, and the share of the query's distinct known terms each row contains."""
+        scores = np.zeros(len(self), dtype=np.float32)
+        matched = np.zeros(len(self), dtype=np.float32)
+        terms = list(dict.fromkeys(query_tokens))
+        if self.bm25 is None or not terms:
+            return scores, matched
+        ids = [i for i in self.bm25.get_tokens_ids(terms) if i is not None]
+        for term_id in dict.fromkeys(ids):
+            part = self.bm25.get_scores_from_ids([term_id])
+            scores += part
+            matched += part > 0
+        return scores, matched / len(terms)
 
     def similar(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         start, end = self.similar_indptr[row], self.similar_indptr[row + 1]
@@ -132,7 +156,9 @@ def build_user_index(
     import bm25s
 
     n = len(rows.memory_ids)
-    texts = [render_memory(c, s, t) for c, s, t in zip(rows.created_at, rows.speakers, rows.contents)]
+    texts = [render_memory(s, t) for s, t in zip(rows.speakers, rows.contents)]
+    speakers = sorted({s for s in rows.speakers if s})
+    code_of = {s: i for i, s in enumerate(speakers)}
     row_of = row_of if row_of is not None else {m: i for i, m in enumerate(rows.memory_ids)}
     tokens = count_tokens(texts) + 1 if n else np.zeros(0, dtype=np.int32)
     created = np.fromiter((epoch_seconds(c) for c in rows.created_at), dtype=np.float64, count=n)
@@ -173,7 +199,7 @@ def build_user_index(
     bm25 = None
     if n:
         bm25 = bm25s.BM25()
-        bm25.index(lexical_tokens(rows.contents), show_progress=False)
+        bm25.index(lexical_tokens(texts), show_progress=False)
     return UserIndex(
         user_id=user_id,
         memory_ids=list(rows.memory_ids),
@@ -195,6 +221,10 @@ def build_user_index(
         concepts=summaries,
         bm25=bm25,
         row_of=row_of,
+        speaker_code=np.array([code_of.get(s, -1) if s else -1 for s in rows.speakers], dtype=np.int16),
+        speakers=speakers,
+        is_question=np.array([c.rstrip().endswith("?") for c in rows.contents], dtype=bool),
+        mentions_time=np.array([mentions_time(c) for c in rows.contents], dtype=bool),
     )
 
 

@@ -1,18 +1,20 @@
 """Ranking and packing for context assembly: pure functions over one user's `UserIndex`.
 
-`rank_memories` fuses BM25 and dense similarity, weighs in dynamic importance and time decay, and
-spreads score to a strong hit's session neighbours, `SIMILAR_TO` neighbours and concept members;
-`pack_context` fills a token budget, preferring a concept summary where it carries its members'
-content in fewer tokens. The baselines (`rank_lexical`, `rank_dense`, `rank_hybrid`) rank the same
+`rank_memories` gathers candidates from BM25, dense similarity, the query's time window and session
+neighbours, and scores them with the learned reranker (`reranker.py`); `pack_context` fills a token
+budget by probability per token, one date line per day, preferring a concept summary where it
+carries its members' content in fewer tokens. The baselines (`rank_lexical`, `rank_dense`, `rank_hybrid`) rank the same
 index by one signal, for the retrieval harness."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from hms_resources.context.index import TIER_NAMES, UserIndex
+from hms_resources.context.reranker import FEATURES, QuerySignals, Reranker, candidate_features, is_time_question, question_word
 from hms_resources.context.temporal import TimeScope
 
 DAY_SECONDS = 86_400.0
@@ -20,22 +22,15 @@ DAY_SECONDS = 86_400.0
 
 @dataclass(frozen=True)
 class RetrievalConfig:
-    candidates: int = 64
-    """Candidates taken from each of the lexical and dense rankings."""
-    dense_weight: float = 0.8
-    importance_weight: float = 0.15
-    recency_weight: float = 0.1
+    candidates: int = 100
+    """Candidates taken from each of the lexical and dense rankings, before the reranker."""
+    neighbours_of: int = 20
+    """The session neighbours of this many of the best fused candidates join the candidates."""
     recency_half_life_days: float = 30.0
-    expand_top: int = 8
-    session_factor: float = 0.6
-    similar_factor: float = 0.5
-    concept_factor: float = 0.3
-    concept_members: int = 4
     recent_count: int = 3
     recent_share: float = 0.1
-    """At most this share of the budget goes to the most recent memories."""
-    time_weight: float = 1.0
-    """Score added, as a share, to memories inside the query's time window or on its anchor's day."""
+    """At most this share of the budget goes to the most recent memories, when the query asks for them
+    ("most recently", "lately") or says nothing a memory can match."""
     order_weight: float = 0.3
     """How far "first" or "most recent" lifts the earliest or latest of the relevant memories."""
 
@@ -85,72 +80,95 @@ def time_focus(index: UserIndex, scope: TimeScope, anchor_tokens: list[str], eli
     return mask
 
 
+@dataclass
+class Ranking:
+    """Candidate rows best first, their probability of being evidence, and the features it came from."""
+
+    rows: np.ndarray
+    scores: np.ndarray
+    features: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _positions(rows: np.ndarray) -> dict[int, int]:
+    return {int(r): i for i, r in enumerate(rows.tolist())}
+
+
 def rank_memories(
     index: UserIndex,
     similarities: np.ndarray | None,
+    query: str,
     query_tokens: list[str],
     eligible: np.ndarray,
     now: float,
+    reranker: Reranker,
     config: RetrievalConfig = RetrievalConfig(),
     scope: TimeScope = TimeScope(),
     anchor_tokens: list[str] = (),
-) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-    """Candidate rows and their scores, best first, with per-stage timings in ms. `similarities`:
-    the query embedding's cosine with every row's vector, or None without a query or a model."""
+) -> Ranking:
+    """Candidates from BM25, dense similarity (`similarities`: the query embedding's cosine with every
+    row, or None), the query's time window and the session neighbours of the best of them, scored by
+    the reranker. With nothing to match, the most important and recent memories."""
     import time
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    prior = index.prior
-    boost = 1.0 + config.importance_weight * prior + config.recency_weight * recency(
-        index.created, now, config.recency_half_life_days
-    )
-    focus = time_focus(index, scope, list(anchor_tokens), eligible)
-    if focus is not None:
-        boost = boost * np.where(focus, 1.0 + config.time_weight, 1.0)
-    if similarities is None and not query_tokens:
-        score = np.where(eligible, boost, -np.inf)
-        rows = _top(score, config.candidates * 2)
-        timings["rank"] = (time.perf_counter() - started) * 1e3
-        return rows, score[rows], timings
-    lexical = index.lexical_scores(query_tokens)
+    lexical, coverage = index.term_scores(query_tokens)
     lexical = np.where(eligible, lexical, 0.0)
     timings["lexical"] = (time.perf_counter() - started) * 1e3
     started = time.perf_counter()
-    rows_lexical = _top(np.where(lexical > 0, lexical, -np.inf), config.candidates)
-    if focus is not None:
-        rows_lexical = np.union1d(rows_lexical, _top(np.where(focus & (lexical > 0), lexical, -np.inf), config.candidates // 2))
     usable = eligible & index.has_vector
-    if similarities is not None and usable.any():
-        dense = np.where(usable, similarities, -np.inf)
-        rows_dense = _top(dense, config.candidates)
-        high, low = float(dense[rows_dense[0]]), float(dense[rows_dense[-1]])
-        if focus is not None:
-            rows_dense = np.union1d(rows_dense, _top(np.where(focus, dense, -np.inf), config.candidates // 2))
-            low = min(low, float(dense[rows_dense].min()))
-    else:
-        dense = np.zeros(len(index), dtype=np.float32)
-        rows_dense = np.zeros(0, dtype=np.int64)
-    timings["dense"] = (time.perf_counter() - started) * 1e3
+    dense = np.where(usable, similarities, 0.0) if similarities is not None else np.zeros(len(index), dtype=np.float32)
+    rows_lexical = _top(np.where(lexical > 0, lexical, -np.inf), config.candidates)
+    rows_dense = _top(np.where(usable, dense, -np.inf), config.candidates) if similarities is not None else rows_lexical[:0]
+    if not len(rows_lexical) and not len(rows_dense):
+        standing = 0.5 * (index.prior + recency(index.created, now, config.recency_half_life_days))
+        rows = _top(np.where(eligible, standing, -np.inf), config.candidates)
+        return Ranking(rows, standing[rows].astype(np.float64), np.zeros((len(rows), len(FEATURES))), timings)
+    focus = time_focus(index, scope, list(anchor_tokens), eligible)
+    pool = [rows_lexical, rows_dense]
+    if focus is not None:
+        pool.append(_top(np.where(focus & usable, dense, -np.inf), config.candidates // 2))
+        pool.append(_top(np.where(focus & (lexical > 0), lexical, -np.inf), config.candidates // 2))
+    lexical_rank, dense_rank = _positions(rows_lexical), _positions(rows_dense)
+    fused: dict[int, float] = {}
+    for ranks in (lexical_rank, dense_rank):
+        for row, position in ranks.items():
+            fused[row] = fused.get(row, 0.0) + 1.0 / (61 + position)
+    best = sorted(fused, key=lambda r: -fused[r])[: config.neighbours_of]
+    around = np.concatenate([index.prev_row[best], index.next_row[best]]).astype(np.int64)
+    pool.append(around[(around >= 0)])
+    rows = np.unique(np.concatenate(pool).astype(np.int64))
+    rows = rows[eligible[rows]]
+    timings["candidates"] = (time.perf_counter() - started) * 1e3
     started = time.perf_counter()
-    rows = np.union1d(rows_lexical, rows_dense)
-    relevance = np.zeros(len(rows), dtype=np.float32)
-    if len(rows_dense):
-        span = max(high - low, 1e-6)
-        relevance += config.dense_weight * np.clip((np.where(np.isfinite(dense[rows]), dense[rows], low) - low) / span, 0.0, 1.0)
-    if len(rows_lexical):
-        lexical_weight = 1.0 - config.dense_weight if len(rows_dense) else 1.0
-        relevance += lexical_weight * lexical[rows] / max(float(lexical[rows_lexical].max()), 1e-6)
-    fused = relevance * boost[rows]
+    query_lower = query.lower()
+    signals = QuerySignals(
+        lexical=lexical,
+        coverage=coverage,
+        dense=dense.astype(np.float64),
+        lexical_rank=lexical_rank,
+        dense_rank=dense_rank,
+        pool=config.candidates,
+        named_speakers={i for i, name in enumerate(index.speakers) if _names(name, query_lower)},
+        time_question=is_time_question(query),
+        window=focus,
+        has_window=focus is not None,
+        now=now,
+        half_life_days=config.recency_half_life_days,
+        starts=question_word(query),
+    )
+    features = candidate_features(index, rows, signals)
+    scores = reranker.probabilities(features)
     if scope.order and len(rows) > 1:
-        fused = fused * _order_boost(index.created[rows], fused, scope.order, config.order_weight)
-    scores = dict(zip(rows.tolist(), fused.tolist()))
-    _expand(index, scores, eligible, dense, config)
-    rows = np.fromiter(scores.keys(), dtype=np.int64, count=len(scores))
-    values = np.fromiter(scores.values(), dtype=np.float64, count=len(scores))
-    order = np.argsort(-values, kind="stable")
-    timings["fuse"] = (time.perf_counter() - started) * 1e3
-    return rows[order], values[order], timings
+        scores = scores * _order_boost(index.created[rows], scores, scope.order, config.order_weight)
+    order = np.argsort(-scores, kind="stable")
+    timings["rerank"] = (time.perf_counter() - started) * 1e3
+    return Ranking(rows[order], scores[order], features[order], timings)
+
+
+def _names(name: str, query_lower: str) -> bool:
+    return re.search(rf"\b{re.escape(name.lower())}\b", query_lower) is not None
 
 
 def _order_boost(created: np.ndarray, scores: np.ndarray, order: str, weight: float) -> np.ndarray:
@@ -163,30 +181,6 @@ def _order_boost(created: np.ndarray, scores: np.ndarray, order: str, weight: fl
     position = (times - times.min()) / max(float(times.max() - times.min()), 1.0)
     factor[relevant] += weight * (1.0 - position if order == "earliest" else position)
     return factor
-
-
-def _expand(index: UserIndex, scores: dict[int, float], eligible: np.ndarray, dense: np.ndarray, config: RetrievalConfig) -> None:
-    """Spread part of each strong hit's score to the memories around it, keeping the larger score."""
-    strongest = sorted(scores.items(), key=lambda item: -item[1])[: config.expand_top]
-    concepts_seen: set[int] = set()
-
-    def offer(row: int, value: float) -> None:
-        if row >= 0 and eligible[row] and value > scores.get(row, 0.0):
-            scores[row] = value
-
-    for row, score in strongest:
-        offer(int(index.prev_row[row]), score * config.session_factor)
-        offer(int(index.next_row[row]), score * config.session_factor)
-        neighbours, weights = index.similar(row)
-        for neighbour, weight in zip(neighbours.tolist(), weights.tolist()):
-            offer(neighbour, score * config.similar_factor * weight)
-        concept = int(index.concept_of[row])
-        if concept >= 0 and concept not in concepts_seen:
-            concepts_seen.add(concept)
-            members = index.concepts[concept].carried_rows
-            best = members[np.argsort(-dense[members], kind="stable")[: config.concept_members]]
-            for member in best.tolist():
-                offer(member, score * config.concept_factor)
 
 
 def memory_candidate(index: UserIndex, row: int, score: float, kind: str = "memory") -> Candidate:
@@ -232,13 +226,31 @@ def summary_candidates(index: UserIndex, rows: np.ndarray, scores: np.ndarray, e
     return found
 
 
-def pack_context(ranked: list[Candidate], recent: list[Candidate], budget: int, recent_share: float) -> list[Candidate]:
-    """Fill `budget` tokens: recent memories within their share, then the rest by score; each memory
-    at most once, duplicates of an included text skipped, a summary replacing the members it carries."""
+@dataclass(frozen=True)
+class Packing:
+    """How a budget is spent: `header_tokens` for each day's date line, and the order of candidates by
+    score / tokens ** `cost_exponent` (0: by score alone)."""
+
+    header_tokens: int = 0
+    cost_exponent: float = 0.0
+
+    def priority(self, candidate: Candidate) -> float:
+        if self.cost_exponent == 0.0:
+            return candidate.score
+        return candidate.score / max(candidate.tokens, 1) ** self.cost_exponent
+
+
+def pack_context(
+    ranked: list[Candidate], recent: list[Candidate], budget: int, recent_share: float, packing: Packing = Packing()
+) -> list[Candidate]:
+    """Fill `budget` tokens: recent memories within their share, then the rest by priority; each memory
+    at most once, duplicates of an included text skipped, a summary replacing the members it carries.
+    A memory of a day not yet in the context pays for that day's date line (its `tokens` include it)."""
     chosen: list[Candidate] = []
     used = 0
     covered: set[str] = set()
     texts: set[int] = set()
+    days: set[str] = set()
 
     def take(candidate: Candidate, limit: int) -> bool:
         nonlocal used
@@ -247,11 +259,15 @@ def pack_context(ranked: list[Candidate], recent: list[Candidate], budget: int, 
                 return False
         elif candidate.memory_id in covered or (candidate.dedup and candidate.dedup in texts):
             return False
-        if used + candidate.tokens > limit:
+        day = candidate.created_at[:10] if candidate.kind != "concept_summary" else ""
+        cost = candidate.tokens + (packing.header_tokens if day and day not in days else 0)
+        if used + cost > limit:
             return False
-        chosen.append(candidate)
-        used += candidate.tokens
+        chosen.append(replace(candidate, tokens=cost) if cost != candidate.tokens else candidate)
+        used += cost
         covered.update(candidate.source_ids)
+        if day:
+            days.add(day)
         if candidate.dedup:
             texts.add(candidate.dedup)
         return True
@@ -259,8 +275,8 @@ def pack_context(ranked: list[Candidate], recent: list[Candidate], budget: int, 
     recent_limit = int(budget * recent_share)
     for candidate in recent:
         take(candidate, recent_limit)
-    for candidate in sorted(ranked, key=lambda c: -c.score):
-        if used >= budget:
+    for candidate in sorted(ranked, key=lambda c: -packing.priority(c)):
+        if budget - used < 8:
             break
         take(candidate, budget)
     return chosen
@@ -286,15 +302,7 @@ def rank_hybrid(index: UserIndex, similarities: np.ndarray, query_tokens: list[s
     return rows[np.argsort(-fused[rows], kind="stable")]
 
 
-def pack_ranked(index: UserIndex, rows: np.ndarray, budget: int) -> list[Candidate]:
-    """The baseline packing: memories in rank order while they fit."""
-    chosen: list[Candidate] = []
-    used = 0
-    for row in rows.tolist():
-        tokens = int(index.tokens[row])
-        if used + tokens <= budget:
-            chosen.append(memory_candidate(index, row, 0.0))
-            used += tokens
-        if budget - used < 8:
-            break
-    return chosen
+def pack_ranked(index: UserIndex, rows: np.ndarray, budget: int, header_tokens: int = 0) -> list[Candidate]:
+    """The baseline packing: memories in rank order while they fit, with the same date lines."""
+    ranked = [memory_candidate(index, row, -position) for position, row in enumerate(rows.tolist())]
+    return pack_context(ranked, [], budget, 0.0, Packing(header_tokens))

@@ -38,6 +38,17 @@ _EARLIEST = re.compile(r"\b(first|earliest|originally|initially|to begin with)\b
 _LATEST = re.compile(r"\b(most recent(?:ly)?|latest|last|lately)\b", re.I)
 
 DAY = timedelta(days=1)
+_TIME_WORDS = re.compile(
+    rf"\b(?:yesterday|today|tonight|tomorrow|last|next|ago|weeks?|weekends?|months?|years?|recently|lately|"
+    rf"{_WEEKDAY}|{_MONTH}|\d{{4}})\b",
+    re.I,
+)
+
+
+def mentions_time(text: str) -> bool:
+    """Whether a memory says when something happened ("yesterday", "last week", "in May", "2022"): the
+    turns that answer a question about when."""
+    return bool(_TIME_WORDS.search(text))
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from hms_resources.context.index import CONVERSATION_TURN
 from hms_resources.store.events import EventError, normalize_timestamp
+from hms_resources.store.memory_state import CONVERSATION_TURN
 
 
 class DatasetError(ValueError):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from hms_resources.common.files import atomic_path
-from hms_resources.store.memory_state import Memory, MemoryKey
+from hms_resources.store.memory_state import CONVERSATION_TURN, Memory, MemoryKey
 
 EMBEDDINGS_DIR = "embeddings"
 """The index's folder under the HMS home."""
@@ -87,8 +87,30 @@ class EmbeddingReport:
     encode_seconds: float
 
 
-def embedding_text(memory: Memory) -> str:
-    return memory.content or ""
+def speaker_text(memory: Memory) -> str:
+    """A memory's text as the lexical index and the prompt read it: a conversation turn with its speaker."""
+    text = " ".join((memory.content or "").split())
+    if memory.memory_type == CONVERSATION_TURN and memory.created_by:
+        return f"{memory.created_by}: {text}"
+    return text
+
+
+def embedding_texts(memories: Sequence[Memory]) -> list[str]:
+    """What each memory's vector encodes: its text with its speaker and, for a conversation turn, the
+    turn before it in its session, which a turn usually answers and questions about it often echo."""
+    previous: dict[MemoryKey, Memory] = {}
+    turns: dict[tuple[str, str], list[Memory]] = {}
+    for memory in memories:
+        if memory.memory_type == CONVERSATION_TURN and memory.session_id:
+            turns.setdefault((memory.user_id, memory.session_id), []).append(memory)
+    for session in turns.values():
+        session.sort(key=lambda m: (m.created_at or "", m.memory_id))
+        previous.update((b.key, a) for a, b in zip(session, session[1:]))
+    texts = []
+    for memory in memories:
+        before = previous.get(memory.key)
+        texts.append(f"{speaker_text(before)}\n{speaker_text(memory)}" if before is not None else speaker_text(memory))
+    return texts
 
 
 def refresh_embeddings(
@@ -105,7 +127,7 @@ def refresh_embeddings(
     Archived and forgotten memories leave the index; a different model re-encodes everything."""
     started = time.perf_counter()
     live = sorted((m for m in memories if not m.is_archived and not m.is_forgotten), key=lambda m: m.key)
-    texts = [embedding_text(m) for m in live]
+    texts = embedding_texts(live)
     hashes = [content_hash(t) for t in texts]
     model_changed = previous is not None and previous.model != model
     reusable: dict[tuple[MemoryKey, str], int] = {}
@@ -145,7 +167,7 @@ def refresh_embeddings(
         encoded=len(missing),
         reused=len(live) - len(missing),
         removed=removed,
-        empty_content=sum(1 for t in texts if not t.strip()),
+        empty_content=sum(1 for m in live if not (m.content or "").strip()),
         truncated=truncated,
         model_changed=model_changed,
         seconds=time.perf_counter() - started,

@@ -43,6 +43,11 @@ _UPDATABLE = (
 )
 
 
+CONVERSATION_TURN = "conversation_turn"
+"""The memory type of a conversation turn: its `created_by` is the speaker, indexed with its text and
+shown in the prompt."""
+
+
 @dataclass(slots=True)
 class Memory:
     user_id: str

@@ -83,9 +83,21 @@ def test_items_never_exceed_the_budget_in_the_base_llm_tokenizer(shared, budget)
     context = shared.assemble("ana", "When does my sister arrive and where are we eating?", budget)
     assert context.token_count <= budget
     assert shared.tokens.count_one(context.to_prompt()) <= budget
-    for item in context.items:
-        assert item.tokens == shared.tokens.count_one(item.text) + 1
+    days = set()
+    for item in sorted(context.items, key=lambda i: (i.created_at, i.memory_id)):
+        line = shared.tokens.count_one(item.text) + 1
+        assert item.tokens in (line, line + shared.header_tokens)
+        days.add(item.created_at[:10])
+    assert context.token_count == sum(shared.tokens.count_one(i.text) + 1 for i in context.items) + len(days) * shared.header_tokens
     assert shared.tokens.name == "SmolLM2-135M-Instruct"
+
+
+def test_the_prompt_shows_each_day_once_above_its_memories(shared):
+    context = shared.assemble("ana", "cello teacher, recital and my sister's visit", 2048)
+    lines = context.to_prompt().splitlines()
+    headers = [line for line in lines if line.startswith("[") and line.endswith("]")]
+    assert headers == sorted(set(headers)) and headers
+    assert all(not line.startswith("[20") for line in lines if line not in headers)
 
 
 def test_the_evidence_ranks_first_for_lexical_and_paraphrased_questions(shared):
@@ -97,10 +109,10 @@ def test_the_evidence_ranks_first_for_lexical_and_paraphrased_questions(shared):
     assert (top.items[0].kind, top.items[0].source_ids) == ("memory", ["m8"])
     assert top.items[0].score == max(i.score for i in top.items)
     full = shared.assemble("ana", "What vaccination does Biscuit need?", 1024)
-    assert [i.source_ids for i in full.items if i.kind == "recent"] == [["m8"], ["m7"], ["m6"]]
-    assert [i.kind for i in full.items] == ["recent"] * 3 + ["memory"] * (len(full.items) - 3)
-    ranked = [i.score for i in full.items if i.kind != "recent"]
-    assert ranked == sorted(ranked, reverse=True)
+    assert not [i for i in full.items if i.kind == "recent"], "no budget is reserved for recent memories unasked"
+    assert full.items[0].source_ids == ["m8"]
+    latest = shared.assemble("ana", "What did I mention most recently?", 1024)
+    assert [i.source_ids for i in latest.items if i.kind == "recent"] == [["m8"], ["m7"], ["m6"]]
 
 
 def test_a_user_only_ever_gets_their_own_memories(shared):

@@ -1,0 +1,192 @@
+"""The learned reranker: a logistic model over features of each candidate memory, fitted on
+conversations with known evidence (`hms eval fit-reranker`) and shipped as a small JSON file.
+
+Candidates come from the BM25 and dense rankings, the query's time window and the session neighbours
+of the best of them; each gets the features below, computed the same way online and when fitting.
+The model's probability that a memory is evidence orders the packing, per token of the memory."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from hms_resources.common.files import write_bytes
+
+QUESTION_WORDS = ("when", "what", "who", "where", "why", "how", "which", "would", "did", "does", "is")
+FEATURES = (
+    "lexical",
+    "lexical_log",
+    "lexical_rank",
+    "coverage",
+    "dense",
+    "dense_gap",
+    "dense_rank",
+    "fused_rank",
+    "prev_dense",
+    "next_dense",
+    "prev_lexical",
+    "next_lexical",
+    "prev_question",
+    "next_question",
+    "speaker_named",
+    "other_speaker_named",
+    "tokens_log",
+    "is_question",
+    "mentions_time",
+    "time_question",
+    "time_question_mentions_time",
+    "in_window",
+    "has_window",
+    "prior",
+    "recency",
+) + tuple(f"starts_{word}" for word in QUESTION_WORDS)
+DEFAULT_FILE = "reranker.json"
+_TIME_QUESTION = re.compile(r"\b(when|what (?:time|date|day|month|year)|how long|since|until)\b", re.I)
+
+
+def is_time_question(query: str) -> bool:
+    return bool(_TIME_QUESTION.search(query))
+
+
+def question_word(query: str) -> str:
+    words = query.lower().split()
+    return words[0].strip("?,.!:;\"'") if words else ""
+
+
+@dataclass
+class QuerySignals:
+    """What the features need to know about the query, computed once per query."""
+
+    lexical: np.ndarray
+    """BM25 score of every row (0 for ineligible rows)."""
+    coverage: np.ndarray
+    """Share of the query's distinct terms each row contains."""
+    dense: np.ndarray
+    """Cosine of every row with the query (0 without a vector)."""
+    lexical_rank: dict[int, int]
+    dense_rank: dict[int, int]
+    pool: int
+    named_speakers: set[int]
+    time_question: bool
+    window: np.ndarray | None
+    has_window: bool
+    now: float
+    half_life_days: float
+    starts: str = ""
+
+
+def candidate_features(index, rows: np.ndarray, signals: QuerySignals) -> np.ndarray:
+    """One row of `FEATURES` per candidate row of `index` (a `UserIndex`)."""
+    n = len(rows)
+    lexical, dense = signals.lexical, signals.dense
+    top_lexical = float(lexical.max()) if len(lexical) else 0.0
+    top_dense = float(dense.max()) if len(dense) else 0.0
+    lexical_norm = lexical / max(top_lexical, 1e-6)
+    prev_rows, next_rows = index.prev_row[rows], index.next_row[rows]
+
+    def around(values: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+        return np.where(neighbours >= 0, values[np.maximum(neighbours, 0)], 0.0)
+
+    lexical_rank = np.array([signals.lexical_rank.get(r, signals.pool) for r in rows.tolist()], dtype=np.float64)
+    dense_rank = np.array([signals.dense_rank.get(r, signals.pool) for r in rows.tolist()], dtype=np.float64)
+    speaker = index.speaker_code[rows]
+    named = np.isin(speaker, list(signals.named_speakers)) if signals.named_speakers else np.zeros(n, dtype=bool)
+    mentions_time = index.mentions_time[rows].astype(np.float64)
+    time_question = float(signals.time_question)
+    columns = {
+        "lexical": lexical_norm[rows],
+        "lexical_log": np.log1p(lexical[rows]),
+        "lexical_rank": np.log1p(lexical_rank),
+        "coverage": signals.coverage[rows],
+        "dense": dense[rows],
+        "dense_gap": dense[rows] - top_dense,
+        "dense_rank": np.log1p(dense_rank),
+        "fused_rank": np.log(1.0 / (60.0 + lexical_rank) + 1.0 / (60.0 + dense_rank)),
+        "prev_dense": around(dense, prev_rows),
+        "next_dense": around(dense, next_rows),
+        "prev_lexical": around(lexical_norm, prev_rows),
+        "next_lexical": around(lexical_norm, next_rows),
+        "prev_question": around(index.is_question.astype(np.float64), prev_rows),
+        "next_question": around(index.is_question.astype(np.float64), next_rows),
+        "speaker_named": named.astype(np.float64),
+        "other_speaker_named": ((speaker >= 0) & ~named).astype(np.float64) * float(bool(signals.named_speakers)),
+        "tokens_log": np.log(np.maximum(index.tokens[rows], 1)),
+        "is_question": index.is_question[rows].astype(np.float64),
+        "mentions_time": mentions_time,
+        "time_question": np.full(n, time_question),
+        "time_question_mentions_time": mentions_time * time_question,
+        "in_window": signals.window[rows].astype(np.float64) if signals.window is not None else np.zeros(n),
+        "has_window": np.full(n, float(signals.has_window)),
+        "prior": index.prior[rows].astype(np.float64),
+        "recency": np.power(0.5, np.maximum(signals.now - index.created[rows], 0.0) / 86_400.0 / signals.half_life_days),
+    }
+    for word in QUESTION_WORDS:
+        columns[f"starts_{word}"] = np.full(n, float(signals.starts == word))
+    return np.column_stack([columns[name] for name in FEATURES]) if n else np.zeros((0, len(FEATURES)))
+
+
+@dataclass(frozen=True)
+class Reranker:
+    """A logistic model over `FEATURES`, standardization folded into the weights."""
+
+    weights: np.ndarray
+    bias: float
+    cost_exponent: float = 1.0
+    """Packing order: probability / tokens ** cost_exponent, so short evidence is not crowded out."""
+    fitted_on: str = ""
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        logits = features @ self.weights + self.bias
+        return 1.0 / (1.0 + np.exp(-np.clip(logits, -30.0, 30.0)))
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "features": list(FEATURES),
+                "weights": [round(float(w), 6) for w in self.weights],
+                "bias": round(self.bias, 6),
+                "cost_exponent": self.cost_exponent,
+                "fitted_on": self.fitted_on,
+            },
+            option=orjson.OPT_INDENT_2,
+        )
+
+    def save(self, path: str | Path) -> Path:
+        return write_bytes(Path(path), self.to_json() + b"\n")
+
+    @classmethod
+    def from_json(cls, raw: bytes, where: str) -> "Reranker":
+        data = orjson.loads(raw)
+        names = data.get("features")
+        if names != list(FEATURES):
+            missing = sorted(set(FEATURES) - set(names or []))
+            raise ValueError(f"{where}: the reranker's features do not match this version of HMS (missing {missing})")
+        return cls(np.asarray(data["weights"], dtype=np.float64), float(data["bias"]), float(data.get("cost_exponent", 1.0)), str(data.get("fitted_on", "")))
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "Reranker":
+        """The reranker at `path`, or the one shipped with HMS."""
+        if path:
+            return cls.from_json(Path(path).read_bytes(), str(path))
+        return cls.from_json(resources.files("hms_resources.context").joinpath(DEFAULT_FILE).read_bytes(), DEFAULT_FILE)
+
+
+def fit_reranker(features: np.ndarray, labels: np.ndarray, *, cost_exponent: float = 1.0, fitted_on: str = "", c: float = 1.0) -> Reranker:
+    """Logistic regression (scikit-learn) on standardized features, folded back to raw-feature weights."""
+    from sklearn.linear_model import LogisticRegression
+
+    if len(np.unique(labels)) < 2:
+        raise ValueError("fitting a reranker needs candidates that are evidence and candidates that are not")
+    mean = features.mean(axis=0)
+    scale = features.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    model = LogisticRegression(C=c, max_iter=5000)
+    model.fit((features - mean) / scale, labels)
+    weights = model.coef_[0] / scale
+    bias = float(model.intercept_[0] - np.sum(model.coef_[0] * mean / scale))
+    return Reranker(weights, bias, cost_exponent, fitted_on)
