@@ -40,6 +40,9 @@ def epoch_seconds(timestamp: str | None) -> float:
     return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
+MONTH_ABBREVIATIONS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def render_memory(speaker: str | None, content: str) -> str:
     """How a memory is indexed and appears in a prompt: who said it and the text. Its date is shown once
     per day above the memories of that day (`day_header`), not on every line."""
@@ -48,9 +51,13 @@ def render_memory(speaker: str | None, content: str) -> str:
 
 
 def day_header(created_at: str | None) -> str:
-    """The line above a day's memories in a prompt: temporal questions need the date."""
+    """The line above a day's memories in a prompt, "[8 May 2023]": temporal questions need the date,
+    and the base LLM's tokenizer spends a token per digit, so the month is a word."""
     day = (created_at or "")[:10]
-    return f"[{day}]" if day else ""
+    if not day:
+        return ""
+    moment = datetime.fromisoformat(day)
+    return f"[{moment.day} {MONTH_ABBREVIATIONS[moment.month - 1]} {moment.year}]"
 
 
 def render_summary(label: Sequence[str], summary: str) -> str:
@@ -92,6 +99,8 @@ class UserIndex:
     concepts: list[ConceptSummary]
     bm25: Any
     row_of: dict[str, int] = field(repr=False)
+    context_bm25: Any = None
+    """BM25 over each memory with the turn before it in its session, as the dense index embeds it."""
     speaker_code: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int16), repr=False)
     """Index into `speakers` per row, -1 for a memory that is not a conversation turn."""
     speakers: list[str] = field(default_factory=list)
@@ -122,6 +131,12 @@ class UserIndex:
             scores += part
             matched += part > 0
         return scores, matched / len(terms)
+
+    def context_lexical_scores(self, query_tokens: list[str]) -> np.ndarray:
+        if self.context_bm25 is None or not query_tokens:
+            return np.zeros(len(self), dtype=np.float32)
+        ids = self.context_bm25.get_tokens_ids(query_tokens)
+        return self.context_bm25.get_scores_from_ids(ids) if ids else np.zeros(len(self), dtype=np.float32)
 
     def similar(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         start, end = self.similar_indptr[row], self.similar_indptr[row + 1]
@@ -196,10 +211,13 @@ def build_user_index(
             if m in row_of:
                 concept_of[row_of[m]] = len(summaries)
         summaries.append(ConceptSummary(concept.concept_id, text, int(count_tokens([text])[0]) + 1, carried))
-    bm25 = None
+    bm25 = context_bm25 = None
     if n:
+        tokens_of = lexical_tokens(texts)
         bm25 = bm25s.BM25()
-        bm25.index(lexical_tokens(texts), show_progress=False)
+        bm25.index(tokens_of, show_progress=False)
+        context_bm25 = bm25s.BM25()
+        context_bm25.index([tokens_of[p] + tokens_of[i] if p >= 0 else tokens_of[i] for i, p in enumerate(prev_row.tolist())], show_progress=False)
     return UserIndex(
         user_id=user_id,
         memory_ids=list(rows.memory_ids),
@@ -221,6 +239,7 @@ def build_user_index(
         concepts=summaries,
         bm25=bm25,
         row_of=row_of,
+        context_bm25=context_bm25,
         speaker_code=np.array([code_of.get(s, -1) if s else -1 for s in rows.speakers], dtype=np.int16),
         speakers=speakers,
         is_question=np.array([c.rstrip().endswith("?") for c in rows.contents], dtype=bool),

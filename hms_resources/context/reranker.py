@@ -22,6 +22,7 @@ FEATURES = (
     "lexical",
     "lexical_log",
     "lexical_rank",
+    "context_lexical",
     "coverage",
     "dense",
     "dense_gap",
@@ -66,6 +67,8 @@ class QuerySignals:
     """BM25 score of every row (0 for ineligible rows)."""
     coverage: np.ndarray
     """Share of the query's distinct terms each row contains."""
+    context_lexical: np.ndarray
+    """BM25 score of every row read with the turn before it."""
     dense: np.ndarray
     """Cosine of every row with the query (0 without a vector)."""
     lexical_rank: dict[int, int]
@@ -102,6 +105,7 @@ def candidate_features(index, rows: np.ndarray, signals: QuerySignals) -> np.nda
         "lexical": lexical_norm[rows],
         "lexical_log": np.log1p(lexical[rows]),
         "lexical_rank": np.log1p(lexical_rank),
+        "context_lexical": signals.context_lexical[rows] / max(float(signals.context_lexical.max()), 1e-6),
         "coverage": signals.coverage[rows],
         "dense": dense[rows],
         "dense_gap": dense[rows] - top_dense,

@@ -146,6 +146,7 @@ def rank_memories(
     signals = QuerySignals(
         lexical=lexical,
         coverage=coverage,
+        context_lexical=np.where(eligible, index.context_lexical_scores(query_tokens), 0.0),
         dense=dense.astype(np.float64),
         lexical_rank=lexical_rank,
         dense_rank=dense_rank,

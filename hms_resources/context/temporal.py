@@ -40,7 +40,7 @@ _LATEST = re.compile(r"\b(most recent(?:ly)?|latest|last|lately)\b", re.I)
 DAY = timedelta(days=1)
 _TIME_WORDS = re.compile(
     rf"\b(?:yesterday|today|tonight|tomorrow|last|next|ago|weeks?|weekends?|months?|years?|recently|lately|"
-    rf"{_WEEKDAY}|{_MONTH}|\d{{4}})\b",
+    rf"{_WEEKDAY}|{_MONTH}|\d{{4}}|\d{{1,2}}(?:st|nd|rd|th)|\d{{1,2}}(?::\d\d)?\s?[ap]m)\b",
     re.I,
 )
 
