@@ -38,10 +38,13 @@ def eval_retrieval(data: str, budgets: tuple[int, ...], json_out: str | None, fo
     from hms_jobs.retrieval_harness import evaluate_retrieval, format_report
     from hms_resources.common.environment import environment_fields
     from hms_resources.context.assembler import ContextAssembler
+    from hms_resources.datasets.retrieval_eval import DatasetError
 
     show = sys.stderr.isatty() if progress is None else progress
     try:
         result = evaluate_retrieval(data, budgets, tokenizer=environment_fields(ContextAssembler).get("tokenizer", ""), folds=folds, progress=show, log=lambda m: click.echo(m, err=True))
+    except DatasetError:
+        raise
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(format_report(result))

@@ -317,7 +317,7 @@ def test_a_question_about_a_time_gets_the_memories_from_then(tmp_path, embedder)
         assert best("What was I cooking in mid-April?") == "d3"
         assert best("What was the first dish I told you I was cooking?") == "d1"
         assert best("What dish did I most recently say I was cooking?") == "d3"
-        assert best("What was I cooking on the day I mentioned my brother's visit?", 64) == "d2,v1"
+        assert best("What was I cooking on the day I mentioned my brother's visit?", 48) == "d2,v1"
     finally:
         assembler.close()
         store.close()
