@@ -37,6 +37,7 @@ bench: install
 eval: install
 	$(BIN)/hms eval retrieval hms_resources/datasets/data/conversations.jsonl --json $(HMS_HOME)/eval-retrieval.json
 	$(BIN)/hms eval retrieval hms_resources/datasets/data/conversations_hard.jsonl --json $(HMS_HOME)/eval-retrieval-hard.json
+	$(if $(DEV),$(BIN)/hms eval retrieval $(DEV) --folds 5 --json $(HMS_HOME)/eval-retrieval-dev.json)
 
 clean:
 	rm -rf $(VENV) .hms

@@ -53,7 +53,7 @@ def build_home(home: Path, count: int, random_vectors: bool) -> dict:
     from hms_jobs.retrieval_harness import materialize_for_context
     from hms_resources.datasets.retrieval_eval import memory_events
     from hms_resources.semantic.embedder import Embedder
-    from hms_resources.semantic.embeddings import EmbeddingIndex, content_hash
+    from hms_resources.semantic.embeddings import EmbeddingIndex, content_hash, embedding_text
     from hms_resources.store.event_store import EventStore
     from hms_resources.store.ingest import ingest_records
     from hms_resources.store.projection import refresh_memories
@@ -72,7 +72,7 @@ def build_home(home: Path, count: int, random_vectors: bool) -> dict:
             model=embedder.identity,
             user_ids=np.array([m.user_id for m in live]),
             memory_ids=np.array([m.memory_id for m in live]),
-            hashes=np.array([content_hash(m.content or "") for m in live]),
+            hashes=np.array([content_hash(embedding_text(m)) for m in live]),
             vectors=vectors,
         ).save(home / "embeddings")
     tiers = {"hot_capacity": count // 10, "warm_capacity": count, "hot_threshold": 0.0, "warm_threshold": 0.0, "use_predictor": "off"}
@@ -109,7 +109,7 @@ def measure(home: Path, queries: int) -> dict:
     texts = index.texts
     asked = []
     for row in rng.choice(len(texts), size=queries + 30, replace=False):
-        words = texts[int(row)].split("] ", 1)[-1].split()
+        words = texts[int(row)].split(": ", 1)[-1].split()
         start = int(rng.integers(0, max(len(words) - 6, 1)))
         asked.append("What did we say about " + " ".join(words[start : start + 6]).strip(".,?!") + "?")
 

@@ -29,15 +29,16 @@ from hms_resources.context.index import (
     ContextSnapshot,
     SelectedAdapter,
     UserIndex,
+    day_header,
     dedup_key,
     epoch_seconds,
     load_cold_index,
     load_snapshot,
     release_freed_memory,
-    day_header,
     render_memory,
     snapshot_signature,
 )
+from hms_resources.context.reranker import Reranker
 from hms_resources.context.retrieval import (
     Candidate,
     Packing,
@@ -48,11 +49,9 @@ from hms_resources.context.retrieval import (
     rank_memories,
     summary_candidates,
 )
-from hms_resources.context.reranker import Reranker
 from hms_resources.context.temporal import parse_time_scope
 from hms_resources.semantic.embedder import Embedder
 from hms_resources.store.event_store import EventStore
-from hms_resources.store.memory_state import CONVERSATION_TURN
 from hms_resources.store.events import (
     MEMORY_ACCESSED,
     MEMORY_ARCHIVED,
@@ -62,6 +61,7 @@ from hms_resources.store.events import (
     MemoryEvent,
     normalize_timestamp,
 )
+from hms_resources.store.memory_state import CONVERSATION_TURN
 
 log = logging.getLogger("hms.context")
 

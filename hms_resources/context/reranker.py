@@ -3,7 +3,9 @@ conversations with known evidence (`hms eval fit-reranker`) and shipped as a sma
 
 Candidates come from the BM25 and dense rankings, the query's time window and the session neighbours
 of the best of them; each gets the features below, computed the same way online and when fitting.
-The model's probability that a memory is evidence orders the packing, per token of the memory."""
+The model's probability that a memory is evidence orders the packing, per token of the memory.
+`weak_match` (no candidate holds most of the question's words: a paraphrase) lets the model lean on
+the dense similarity and away from BM25 when the wording does not match."""
 
 from __future__ import annotations
 
@@ -45,6 +47,10 @@ FEATURES = (
     "has_window",
     "prior",
     "recency",
+    "weak_match",
+    "dense_gap_weak",
+    "dense_rank_weak",
+    "lexical_weak",
 ) + tuple(f"starts_{word}" for word in QUESTION_WORDS)
 DEFAULT_FILE = "reranker.json"
 _TIME_QUESTION = re.compile(r"\b(when|what (?:time|date|day|month|year)|how long|since|until)\b", re.I)
@@ -129,6 +135,11 @@ def candidate_features(index, rows: np.ndarray, signals: QuerySignals) -> np.nda
         "prior": index.prior[rows].astype(np.float64),
         "recency": np.power(0.5, np.maximum(signals.now - index.created[rows], 0.0) / 86_400.0 / signals.half_life_days),
     }
+    weak = 1.0 - float(columns["coverage"].max()) if n else 0.0
+    columns["weak_match"] = np.full(n, weak)
+    columns["dense_gap_weak"] = columns["dense_gap"] * weak
+    columns["dense_rank_weak"] = columns["dense_rank"] * weak
+    columns["lexical_weak"] = columns["lexical"] * weak
     for word in QUESTION_WORDS:
         columns[f"starts_{word}"] = np.full(n, float(signals.starts == word))
     return np.column_stack([columns[name] for name in FEATURES]) if n else np.zeros((0, len(FEATURES)))

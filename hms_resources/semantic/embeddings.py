@@ -87,30 +87,14 @@ class EmbeddingReport:
     encode_seconds: float
 
 
-def speaker_text(memory: Memory) -> str:
-    """A memory's text as the lexical index and the prompt read it: a conversation turn with its speaker."""
+def embedding_text(memory: Memory) -> str:
+    """What a memory's vector encodes: its text, and for a conversation turn its speaker, whom questions
+    about it usually name. (The turn before it is read by the context's second BM25 index instead:
+    embedded with it, the turn's own meaning is diluted, and paraphrased questions suffer.)"""
     text = " ".join((memory.content or "").split())
     if memory.memory_type == CONVERSATION_TURN and memory.created_by:
         return f"{memory.created_by}: {text}"
     return text
-
-
-def embedding_texts(memories: Sequence[Memory]) -> list[str]:
-    """What each memory's vector encodes: its text with its speaker and, for a conversation turn, the
-    turn before it in its session, which a turn usually answers and questions about it often echo."""
-    previous: dict[MemoryKey, Memory] = {}
-    turns: dict[tuple[str, str], list[Memory]] = {}
-    for memory in memories:
-        if memory.memory_type == CONVERSATION_TURN and memory.session_id:
-            turns.setdefault((memory.user_id, memory.session_id), []).append(memory)
-    for session in turns.values():
-        session.sort(key=lambda m: (m.created_at or "", m.memory_id))
-        previous.update((b.key, a) for a, b in zip(session, session[1:]))
-    texts = []
-    for memory in memories:
-        before = previous.get(memory.key)
-        texts.append(f"{speaker_text(before)}\n{speaker_text(memory)}" if before is not None else speaker_text(memory))
-    return texts
 
 
 def refresh_embeddings(
@@ -127,7 +111,7 @@ def refresh_embeddings(
     Archived and forgotten memories leave the index; a different model re-encodes everything."""
     started = time.perf_counter()
     live = sorted((m for m in memories if not m.is_archived and not m.is_forgotten), key=lambda m: m.key)
-    texts = embedding_texts(live)
+    texts = [embedding_text(m) for m in live]
     hashes = [content_hash(t) for t in texts]
     model_changed = previous is not None and previous.model != model
     reusable: dict[tuple[MemoryKey, str], int] = {}

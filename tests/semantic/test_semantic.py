@@ -55,6 +55,17 @@ def test_an_unchanged_memory_is_never_encoded_twice_and_changes_are_re_encoded(e
     assert report.model_changed and report.encoded == 2
 
 
+def test_a_conversation_turn_is_embedded_with_its_speaker_and_re_embedded_when_it_changes(embedder):
+    turn = memory("u1", "t1", "I adopted  a beagle.", memory_type="conversation_turn", created_by="Maya")
+    note = memory("u1", "n1", "Buy dog food", created_by="Maya")
+    _, _, calls = refresh(embedder, [turn, note])
+    assert calls == [["Maya: I adopted a beagle.", "Buy dog food"]]
+    first, _, _ = refresh(embedder, [turn])
+    renamed = memory("u1", "t1", "I adopted  a beagle.", memory_type="conversation_turn", created_by="Omar")
+    _, report, calls = refresh(embedder, [renamed], first)
+    assert report.encoded == 1 and calls == [["Omar: I adopted a beagle."]]
+
+
 def test_empty_long_non_english_and_emoji_content_is_embedded_without_failing(embedder):
     texts = ["", "   ", "word " * 2000, "Je préfère le thé vert", "日本語が好きです", "🎉🎂 birthday party"]
     memories = [memory("u1", f"m{i}", t) for i, t in enumerate(texts)]
