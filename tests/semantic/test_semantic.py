@@ -59,7 +59,7 @@ def test_a_conversation_turn_is_embedded_with_its_speaker_and_re_embedded_when_i
     turn = memory("u1", "t1", "I adopted  a beagle.", memory_type="conversation_turn", created_by="Maya")
     note = memory("u1", "n1", "Buy dog food", created_by="Maya")
     _, _, calls = refresh(embedder, [turn, note])
-    assert calls == [["Maya: I adopted a beagle.", "Buy dog food"]]
+    assert calls == [["Buy dog food", "Maya: I adopted a beagle."]]
     first, _, _ = refresh(embedder, [turn])
     renamed = memory("u1", "t1", "I adopted  a beagle.", memory_type="conversation_turn", created_by="Omar")
     _, report, calls = refresh(embedder, [renamed], first)
