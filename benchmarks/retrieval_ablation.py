@@ -35,7 +35,6 @@ GROUPS = {
     "session neighbours": ("prev_dense", "next_dense", "prev_lexical", "next_lexical", "prev_question", "next_question"),
     "speaker named in the question": ("speaker_named", "other_speaker_named"),
     "time (mentions, when-questions, window)": ("mentions_time", "time_question", "time_question_mentions_time", "in_window", "has_window"),
-    "importance and recency": ("prior", "recency"),
     "question word": tuple(f"starts_{w}" for w in QUESTION_WORDS),
     "turn shape (length, is a question)": ("tokens_log", "is_question"),
 }

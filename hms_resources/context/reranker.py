@@ -45,8 +45,6 @@ FEATURES = (
     "time_question_mentions_time",
     "in_window",
     "has_window",
-    "prior",
-    "recency",
     "weak_match",
     "dense_gap_weak",
     "dense_rank_weak",
@@ -84,8 +82,6 @@ class QuerySignals:
     time_question: bool
     window: np.ndarray | None
     has_window: bool
-    now: float
-    half_life_days: float
     starts: str = ""
 
 
@@ -132,8 +128,6 @@ def candidate_features(index, rows: np.ndarray, signals: QuerySignals) -> np.nda
         "time_question_mentions_time": mentions_time * time_question,
         "in_window": signals.window[rows].astype(np.float64) if signals.window is not None else np.zeros(n),
         "has_window": np.full(n, float(signals.has_window)),
-        "prior": index.prior[rows].astype(np.float64),
-        "recency": np.power(0.5, np.maximum(signals.now - index.created[rows], 0.0) / 86_400.0 / signals.half_life_days),
     }
     weak = 1.0 - float(columns["coverage"].max()) if n else 0.0
     columns["weak_match"] = np.full(n, weak)

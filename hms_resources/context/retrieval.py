@@ -155,8 +155,6 @@ def rank_memories(
         time_question=is_time_question(query),
         window=focus,
         has_window=focus is not None,
-        now=now,
-        half_life_days=config.recency_half_life_days,
         starts=question_word(query),
     )
     features = candidate_features(index, rows, signals)
