@@ -2,13 +2,12 @@
 
 A `ContextSnapshot` holds, per user, what `assemble` needs and nothing more: rendered texts and their
 token counts, unit vectors from the `embeddings` asset (float16), a BM25 index (bm25s), dynamic importance
-from the latest tier partition, session order, `SIMILAR_TO` neighbours and concept summaries.
+from the latest tier partition, session order, speakers and concept summaries.
 Cold memories stay on disk until a deep search asks for them."""
 
 from __future__ import annotations
 
 import time
-from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,8 +20,7 @@ from hms_resources.common.text import lexical_tokens
 from hms_resources.context.temporal import mentions_time
 from hms_resources.lora.paths import CHAMPIONS_FILE, load_champions, lora_dir
 from hms_resources.semantic.embeddings import EmbeddingIndex
-from hms_resources.semantic.graph_model import KEY_SEPARATOR, SIMILAR_TO
-from hms_resources.store.derived import derived_state, edges_of_type, latest_tiers, live_memory_columns
+from hms_resources.store.derived import derived_state, latest_tiers, live_memory_columns
 from hms_resources.store.event_store import EventStore
 from hms_resources.store.memory_state import CONVERSATION_TURN
 from hms_resources.store.projection import MEMORIES_CURSOR
@@ -92,9 +90,6 @@ class UserIndex:
     has_vector: np.ndarray
     prev_row: np.ndarray
     next_row: np.ndarray
-    similar_indptr: np.ndarray
-    similar_rows: np.ndarray
-    similar_weights: np.ndarray
     concept_of: np.ndarray
     concepts: list[ConceptSummary]
     bm25: Any
@@ -138,10 +133,6 @@ class UserIndex:
         ids = self.context_bm25.get_tokens_ids(query_tokens)
         return self.context_bm25.get_scores_from_ids(ids) if ids else np.zeros(len(self), dtype=np.float32)
 
-    def similar(self, row: int) -> tuple[np.ndarray, np.ndarray]:
-        start, end = self.similar_indptr[row], self.similar_indptr[row + 1]
-        return self.similar_rows[start:end], self.similar_weights[start:end]
-
 
 @dataclass
 class MemoryRows:
@@ -163,11 +154,9 @@ def build_user_index(
     *,
     count_tokens: Callable[[list[str]], np.ndarray],
     vector_of: Callable[[list[str]], tuple[np.ndarray, np.ndarray]],
-    similar_edges: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     concepts: Sequence[Any] = (),
     row_of: dict[str, int] | None = None,
 ) -> UserIndex:
-    """`similar_edges`: the rows at either end of each `SIMILAR_TO` edge, and its weight."""
     import bm25s
 
     n = len(rows.memory_ids)
@@ -194,12 +183,6 @@ def build_user_index(
     for a, b in zip(order, order[1:]):
         if rows.session_ids[a] == rows.session_ids[b]:
             next_row[a], prev_row[b] = b, a
-    a, b, weight = similar_edges if similar_edges is not None else (np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32))
-    sources, targets, weights = np.concatenate([a, b]), np.concatenate([b, a]), np.concatenate([weight, weight])
-    order = np.lexsort((targets, sources))
-    similar_rows = targets[order].astype(np.int32)
-    similar_weights = weights[order].astype(np.float32)
-    similar_indptr = np.searchsorted(sources[order], np.arange(n + 1)).astype(np.int64)
     concept_of = np.full(n, -1, dtype=np.int32)
     summaries: list[ConceptSummary] = []
     for concept in concepts:
@@ -232,9 +215,6 @@ def build_user_index(
         has_vector=has_vector,
         prev_row=prev_row,
         next_row=next_row,
-        similar_indptr=similar_indptr,
-        similar_rows=similar_rows,
-        similar_weights=similar_weights,
         concept_of=concept_of,
         concepts=summaries,
         bm25=bm25,
@@ -367,17 +347,6 @@ def load_snapshot(store: EventStore, count_tokens: Callable[[list[str]], np.ndar
         rows.tier_scores.append(score)
     del tiers
     row_maps = {user_id: {m: i for i, m in enumerate(rows.memory_ids)} for user_id, rows in by_user.items()}
-    similar: dict[str, tuple[array, array, array]] = {}
-    for user_id, source, target, weight in edges_of_type(store, SIMILAR_TO):
-        row_of = row_maps.get(user_id)
-        if row_of is None:
-            continue
-        a, b = row_of.get(source.split(KEY_SEPARATOR, 1)[-1]), row_of.get(target.split(KEY_SEPARATOR, 1)[-1])
-        if a is not None and b is not None:
-            ends = similar.setdefault(user_id, (array("i"), array("i"), array("f")))
-            ends[0].append(a)
-            ends[1].append(b)
-            ends[2].append(weight)
     concepts_by_user: dict[str, list[Any]] = {}
     for concept in load_concepts(store):
         concepts_by_user.setdefault(concept.user_id, []).append(concept)
@@ -387,7 +356,6 @@ def load_snapshot(store: EventStore, count_tokens: Callable[[list[str]], np.ndar
             rows,
             count_tokens=count_tokens,
             vector_of=vector_lookup(index if usable else None, user_id, dimension),
-            similar_edges=tuple(np.frombuffer(e, dtype=e.typecode) for e in similar[user_id]) if user_id in similar else None,
             concepts=concepts_by_user.get(user_id, ()),
             row_of=row_maps[user_id],
         )
@@ -395,7 +363,7 @@ def load_snapshot(store: EventStore, count_tokens: Callable[[list[str]], np.ndar
     }
     adapters = champion_index(load_champions(store.home), concepts_by_user, dimension) if usable else {}
     model = index.model if usable else None
-    del by_user, similar, row_maps, index
+    del by_user, row_maps, index
     release_freed_memory()
     return ContextSnapshot(
         signature=signature,
