@@ -49,7 +49,7 @@ from hms_resources.context.retrieval import (
     rank_memories,
     summary_candidates,
 )
-from hms_resources.context.temporal import parse_time_scope
+from hms_resources.context.temporal import TimeScope, parse_time_scope
 from hms_resources.semantic.embedder import Embedder
 from hms_resources.store.event_store import EventStore
 from hms_resources.store.events import (
@@ -112,6 +112,16 @@ class Context:
                 shown = header
             lines.append(item.text)
         return "\n".join(lines)
+
+
+def _read_query(query: str, now: str | datetime | None) -> tuple[float, str, TimeScope, list[str], list[str]]:
+    """What `assemble` and `rank` read from a query: the time it is asked at, its text cut to
+    `MAX_QUERY_CHARS`, its time scope, and the lexical terms of its focus and anchor."""
+    as_of = epoch_seconds(normalize_timestamp(now, "now")) if now is not None else time.time()
+    text = " ".join(query[:MAX_QUERY_CHARS].split())
+    scope = parse_time_scope(text, datetime.fromtimestamp(as_of, timezone.utc))
+    query_tokens, anchor_tokens = lexical_tokens([scope.focus, scope.anchor]) if text else ([], [])
+    return as_of, text, scope, query_tokens, anchor_tokens
 
 
 def _changes_text(event: MemoryEvent) -> bool:
@@ -279,11 +289,8 @@ class ContextAssembler(dg.ConfigurableResource):
         started = time.perf_counter()
         snapshot = self.snapshot
         self._refresh_in_background()
-        as_of = epoch_seconds(normalize_timestamp(now, "now")) if now is not None else time.time()
         context = Context(user_id=user_id, query=query, token_budget=token_budget, timings_ms=timings)
-        text = " ".join(query[:MAX_QUERY_CHARS].split())
-        scope = parse_time_scope(text, datetime.fromtimestamp(as_of, timezone.utc))
-        query_tokens, anchor_tokens = lexical_tokens([scope.focus, scope.anchor]) if text else ([], [])
+        as_of, text, scope, query_tokens, anchor_tokens = _read_query(query, now)
         mark = time.perf_counter()
         fresh = self._read_fresh(user_id)
         timings["fresh"] = (time.perf_counter() - mark) * 1e3
@@ -345,10 +352,7 @@ class ContextAssembler(dg.ConfigurableResource):
         index = snapshot.users.get(user_id)
         if index is None or not len(index):
             return index, None
-        as_of = epoch_seconds(normalize_timestamp(now, "now")) if now is not None else time.time()
-        text = " ".join(query[:MAX_QUERY_CHARS].split())
-        scope = parse_time_scope(text, datetime.fromtimestamp(as_of, timezone.utc))
-        query_tokens, anchor_tokens = lexical_tokens([scope.focus, scope.anchor]) if text else ([], [])
+        as_of, text, scope, query_tokens, anchor_tokens = _read_query(query, now)
         vector = self.embedder.encode_query(text) if text and snapshot.model else None
         similarities = self.embedder.similarities(index.vectors, vector) if vector is not None else None
         eligible = index.created <= as_of if now is not None else np.ones(len(index), dtype=bool)
