@@ -1,23 +1,25 @@
-"""LoRA training throughput: the `trained_adapters` asset (materialized through Dagster, logging every
-step to MLflow) against a bare PEFT loop on the same base model, examples, batches and LoRA config in
-the same process, alternating (each pair swaps which goes first); peak memory of each; and fact recall of the adapter against the base
-on the held-out probes.
+"""LoRA crystallization, judged as the promotion gate judges it, on a concept of real facts from a
+shipped conversation dataset (default `conversations.jsonl`: ingested, embedded and clustered by the
+real assets; the concept with the most distinct statements its user made, at least 8).
 
-Peak memory is the resident set size sampled every 20 ms during each phase, after a warm-up loop, so
-neither phase pays the allocator's first growth. Prints one JSON object. Goal: asset tokens/s at
-least 0.9x the bare loop's."""
+The `trained_adapters` asset (materialized through Dagster with its default recipe: varied questions,
+rehearsal, early stopping) is evaluated as the registry does: paraphrase recall base -> adapter on
+held-out questions, forced-choice accuracy against chance, leakage on the shipped control prompts,
+general perplexity change, and the gate's verdict. Training throughput is compared with a bare PEFT
+loop on the same base, examples, batches and LoRA config in the same process; peak memory of each.
+`--sweep` trains a grid of rank and learning rate on the same data and prints each one's figures.
+Prints one JSON object."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import shutil
-import statistics
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -26,24 +28,43 @@ import dagster as dg  # noqa: E402
 
 from hms_assets.lora import assets as lora  # noqa: E402
 from hms_resources.common.files import write_json  # noqa: E402
-from hms_resources.lora.adapters import ADAPTERS_MANIFEST, TRAINING_DATA_MANIFEST, lora_dir, trained_adapters  # noqa: E402
+from hms_resources.lora.adapters import ADAPTERS_MANIFEST, REHEARSAL_TOKENS, TRAINING_DATA_MANIFEST, lora_dir, trained_adapters  # noqa: E402
 from hms_resources.lora.candidates import CandidateSet  # noqa: E402
 from hms_resources.lora.data import build_examples, save_dataset  # noqa: E402
+from hms_resources.lora.registry import PromotionGate, gate_failures  # noqa: E402
+from hms_resources.lora.rehearsal import mix_rehearsal, rehearsal_splits  # noqa: E402
 from hms_resources.lora.tracking import MlflowTracking  # noqa: E402
 from hms_resources.lora.training import TrainingConfig, device, encode_example, load_base  # noqa: E402
 from hms_resources.store.event_store import EventStore  # noqa: E402
 from hms_resources.store.memory_state import Memory  # noqa: E402
 
-FACTS = [
-    "Nadia practises the cello every morning before work.",
-    "Her cello teacher Marta wants more scales before the spring recital.",
-    "The recital is at the Lindenhof community hall on the fourth of June.",
-    "Nadia is allergic to hazelnuts and always checks cake labels.",
-    "She cycles to the observatory on Tuesdays to volunteer at the telescope.",
-    "Her brother Tomasz moved to Gdansk to work on offshore wind turbines.",
-    "Nadia keeps her tax receipts in a green folder in the hallway drawer.",
-    "She is reading a biography of the astronomer Henrietta Leavitt.",
-]
+DATA = Path(__file__).resolve().parents[1] / "hms_resources" / "datasets" / "data" / "conversations.jsonl"
+
+
+def concept_facts(path: Path, min_facts: int = 8, max_facts: int = 10) -> tuple[str, str, list[str]]:
+    """(user, concept, facts): the concept whose user stated the most distinct facts (the user's own
+    turns that are not questions, six words or more), as the real assets cluster the dataset."""
+    from hms_jobs.retrieval_harness import materialize_for_context
+    from hms_resources.datasets.retrieval_eval import load_dataset, memory_events
+    from hms_resources.semantic.concepts import load_concepts
+    from hms_resources.semantic.embedder import Embedder
+    from hms_resources.store.ingest import ingest_records
+
+    dataset = load_dataset(path)
+    said = {(m["user_id"], m["id"]): " ".join(m["text"].split()) for m in dataset.memories
+            if m.get("speaker") == "user" and not m["text"].rstrip().endswith("?") and len(m["text"].split()) >= 6}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = EventStore(hms_home=tmp)
+        ingest_records(store, memory_events(dataset.memories), source=str(path))
+        materialize_for_context(store, Embedder.from_env(), log=lambda _m: None)
+        concepts = load_concepts(store)
+        store.close()
+    ranked = sorted(((list(dict.fromkeys(said[(c.user_id, m)] for m in c.member_ids if (c.user_id, m) in said)), c) for c in concepts),
+                    key=lambda pair: (-len(pair[0]), pair[1].user_id, pair[1].concept_id))
+    facts, concept = ranked[0]
+    if len(facts) < min_facts:
+        raise SystemExit(f"{path}: no concept has {min_facts} distinct statements (best: {len(facts)})")
+    return concept.user_id, concept.concept_id, facts[:max_facts]
 
 
 class PeakRss:
@@ -69,24 +90,17 @@ class PeakRss:
         self.peak = max(self.peak, _rss_mb())
 
 
-def _rss_mb() -> float:
-    import os
-
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def prepare_home(home: Path) -> dict:
+def prepare_home(home: Path, user: str, concept: str, facts: list[str]):
     """One approved set's training dataset and manifest, as `lora_training_data` writes them."""
-    memories = {("nadia", f"m{i}"): Memory(user_id="nadia", memory_id=f"m{i}", content=text) for i, text in enumerate(FACTS)}
-    candidate_set = CandidateSet(set_id="nadia/concept-bench", user_id="nadia", concept_id="concept-bench", label=["cello"],
+    memories = {(user, f"m{i}"): Memory(user_id=user, memory_id=f"m{i}", content=text) for i, text in enumerate(facts)}
+    candidate_set = CandidateSet(set_id=f"{user}/{concept}", user_id=user, concept_id=concept, label=[],
                                  memory_ids=[m for _, m in sorted(memories)], fingerprint="bench", status="approved", criteria={})
-    train, probes = build_examples(candidate_set, memories)
-    version, path = save_dataset(lora_dir(home) / "datasets", candidate_set.set_id, train, probes)
-    built = {"version": version, "path": str(path), "fingerprint": "bench", "user_id": "nadia", "concept_id": "concept-bench",
-             "memory_ids": [p["memory_id"] for p in probes], "train_examples": len(train), "probes": len(probes)}
+    examples = build_examples(candidate_set, memories)
+    version, path = save_dataset(lora_dir(home) / "datasets", candidate_set.set_id, examples)
+    built = {"version": version, "path": str(path), "fingerprint": "bench", "user_id": user, "concept_id": concept,
+             "memory_ids": [f["memory_id"] for f in examples.facts], "train_examples": len(examples.train), "probes": len(examples.eval)}
     write_json(lora_dir(home) / TRAINING_DATA_MANIFEST, {"datasets": {candidate_set.set_id: built}, "failed": {}})
-    return {"train": train, "probes": probes}
+    return examples
 
 
 def bare_peft_loop(model, tokenizer, rows: list[dict], config: TrainingConfig) -> tuple[int, float]:
@@ -95,15 +109,13 @@ def bare_peft_loop(model, tokenizer, rows: list[dict], config: TrainingConfig) -
     import torch
     from peft import LoraConfig, get_peft_model
 
-    encoded = [encode_example(tokenizer, r["prompt"], r["answer"]) for r in rows]
+    encoded = [encode_example(tokenizer, r["prompt"], r["answer"], r.get("finished", True)) for r in rows]
     order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(config.seed)).tolist()
     batches = []
-    position = 0
-    for _ in range(config.steps):
-        chosen = [encoded[order[(position + i) % len(order)]] for i in range(min(config.batch_size, len(order)))]
-        position += len(chosen)
+    pad = tokenizer.pad_token_id
+    for step in range(config.steps):
+        chosen = [encoded[order[(step * config.batch_size + i) % len(order)]] for i in range(min(config.batch_size, len(order)))]
         width = max(len(ids) for ids, _ in chosen)
-        pad = tokenizer.pad_token_id
         batches.append({
             "input_ids": torch.tensor([i + [pad] * (width - len(i)) for i, _ in chosen], device=device()),
             "attention_mask": torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in chosen], device=device()),
@@ -111,7 +123,7 @@ def bare_peft_loop(model, tokenizer, rows: list[dict], config: TrainingConfig) -
         })
     torch.manual_seed(config.seed)
     peft_model = get_peft_model(model, LoraConfig(r=config.rank, lora_alpha=config.alpha, target_modules=list(config.target_modules),
-                                                  lora_dropout=0.0, task_type="CAUSAL_LM"))
+                                                  lora_dropout=config.dropout, task_type="CAUSAL_LM"))
     peft_model.train()
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=config.learning_rate)
     tokens = 0
@@ -128,15 +140,16 @@ def bare_peft_loop(model, tokenizer, rows: list[dict], config: TrainingConfig) -
     return tokens, seconds
 
 
-def asset_run(home: Path, store: EventStore, steps: int, batch_size: int) -> dict:
+def asset_run(home: Path, store: EventStore, config: TrainingConfig) -> dict:
     (lora_dir(home) / ADAPTERS_MANIFEST).unlink(missing_ok=True)
+    fields = {k: v for k, v in asdict(config).items() if k in lora.AdapterTrainingConfig.model_fields}
+    fields["target_modules"] = list(config.target_modules)
     with dg.DagsterInstance.ephemeral() as instance:
         started = time.perf_counter()
         result = dg.materialize(
             [lora.trained_adapters], instance=instance,
             resources={"event_store": store, "mlflow_tracking": MlflowTracking()},
-            run_config={"ops": {"trained_adapters": {"config": {"steps": steps, "batch_size": batch_size}}},
-                        "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            run_config={"ops": {"trained_adapters": {"config": fields}}, "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         )
         wall = time.perf_counter() - started
     assert result.success
@@ -145,67 +158,79 @@ def asset_run(home: Path, store: EventStore, steps: int, batch_size: int) -> dic
     return {**entry, "asset_seconds": wall}
 
 
+GATE_FIGURES = ("paraphrase_recall", "base_paraphrase_recall", "forced_choice", "chance", "leakage", "general_perplexity",
+                "base_general_perplexity", "general_perplexity_change", "best_step", "steps_run")
+
+
+def sweep(home: Path, store: EventStore, config: TrainingConfig, ranks: list[int], rates: list[float]) -> list[dict]:
+    """The same data trained under every rank and learning rate (alpha = 2 x rank), each judged by the gate."""
+    found = []
+    for rank in ranks:
+        for rate in rates:
+            entry = asset_run(home, store, replace(config, rank=rank, alpha=2 * rank, learning_rate=rate))
+            failures = gate_failures(entry, PromotionGate())
+            found.append({"rank": rank, "learning_rate": rate, **{k: entry[k] for k in GATE_FIGURES}, "passes_gate": not failures,
+                          "gate_failures": failures})
+            print(json.dumps(found[-1]), file=sys.stderr, flush=True)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=4, help="Pairs of runs; each pair swaps which goes first.")
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--steps", type=int, default=TrainingConfig.steps, help="The most steps (early stopping usually ends sooner).")
+    parser.add_argument("--batch-size", type=int, default=TrainingConfig.batch_size)
+    parser.add_argument("--sweep", action="store_true", help="Train a grid of rank and learning rate instead.")
     args = parser.parse_args()
     import torch
 
     config = TrainingConfig(steps=args.steps, batch_size=args.batch_size)
+    user, concept, facts = concept_facts(args.data)
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        data = prepare_home(home)
+        examples = prepare_home(home, user, concept, facts)
         store = EventStore(hms_home=str(home))
         started = time.perf_counter()
         model, tokenizer = load_base()
         load_seconds = time.perf_counter() - started
-        bare_peft_loop(model, tokenizer, data["train"], replace(config, steps=3))
-        bare_runs, asset_runs, bare_peaks, asset_peaks = [], [], [], []
-        for repeat in range(args.repeats):
-            for phase in ("bare", "asset") if repeat % 2 == 0 else ("asset", "bare"):
-                with PeakRss() as peak:
-                    if phase == "bare":
-                        tokens, seconds = bare_peft_loop(model, tokenizer, data["train"], config)
-                        bare_runs.append(tokens / seconds)
-                    else:
-                        entry = asset_run(home, store, args.steps, args.batch_size)
-                        asset_runs.append(entry["tokens_per_second"])
-                (bare_peaks if phase == "bare" else asset_peaks).append(peak)
+        described = {"base_model": "SmolLM2-135M-Instruct", "device": device(), "torch_threads": torch.get_num_threads(),
+                     "data": args.data.name, "set": f"{user}/{concept}", "facts": len(examples.facts), "train_examples": len(examples.train),
+                     "validation_examples": len(examples.validation), "held_out_questions": len(examples.eval)}
+        if args.sweep:
+            print(json.dumps({"benchmark": "lora_sweep", **described, "runs": sweep(home, store, config, [4, 8, 16], [5e-4, 1e-3, 2e-3])},
+                             indent=1))
+            return
+        with PeakRss() as asset_peak:
+            entry = asset_run(home, store, config)
+        rehearsal, _ = rehearsal_splits(home, (model, tokenizer), "", REHEARSAL_TOKENS)
+        rows = mix_rehearsal(examples.train, rehearsal, config.rehearsal_ratio)
+        bare_peft_loop(model, tokenizer, rows, replace(config, steps=3))
+        with PeakRss() as bare_peak:
+            tokens, seconds = bare_peft_loop(model, tokenizer, rows, replace(config, steps=entry["steps_run"]))
         store.close()
-    bare, asset = statistics.median(bare_runs), statistics.median(asset_runs)
+    failures = gate_failures(entry, PromotionGate())
     print(json.dumps({
-        "benchmark": "lora_training",
-        "base_model": "SmolLM2-135M-Instruct",
-        "device": device(),
-        "torch_threads": torch.get_num_threads(),
-        "train_examples": len(data["train"]),
-        "probes": len(data["probes"]),
-        "steps": args.steps,
-        "batch_size": args.batch_size,
+        "benchmark": "lora_crystallization", **described, "facts_text": facts,
         "base_load_seconds": round(load_seconds, 1),
-        "bare_tokens_per_second": round(bare, 1),
-        "asset_tokens_per_second": round(asset, 1),
-        "ratio_asset_to_bare": round(asset / bare, 3),
-        "goal_ratio": 0.9,
-        "bare_runs": [round(r, 1) for r in bare_runs],
-        "asset_runs": [round(r, 1) for r in asset_runs],
-        "asset_wall_seconds": round(entry["asset_seconds"], 1),
-        "process_peak_rss_mb": round(_peak_total()),
-        "bare_peak_rss_mb": round(max(p.peak for p in bare_peaks)),
-        "asset_peak_rss_mb": round(max(p.peak for p in asset_peaks)),
-        "bare_peak_above_start_mb": round(max(p.peak - p.start for p in bare_peaks)),
-        "asset_peak_above_start_mb": round(max(p.peak - p.start for p in asset_peaks)),
-        "fact_recall": {"base": entry["base_fact_recall"], "adapter": entry["fact_recall"]},
-        "perplexity": {"base": entry["base_perplexity"], "adapter": entry["perplexity"]},
+        "paraphrase_recall": {"base": entry["base_paraphrase_recall"], "adapter": entry["paraphrase_recall"], "goal": ">= 0.6, base <= 0.1"},
+        "forced_choice": {"adapter": entry["forced_choice"], "base": entry["base_forced_choice"], "chance": entry["chance"], "goal": ">= 0.8"},
+        "leakage": {"adapter": entry["leakage"], "goal": "<= 0.05"},
+        "general_perplexity": {"base": entry["base_general_perplexity"], "adapter": entry["general_perplexity"],
+                               "change": entry["general_perplexity_change"], "goal": "<= +0.05"},
+        "gate": {"passes": not failures, "failures": failures},
+        "training": {"steps_run": entry["steps_run"], "kept_step": entry["best_step"], "stopped_because": entry["stopped_because"],
+                     "asset_tokens_per_second": entry["tokens_per_second"], "bare_peft_tokens_per_second": round(tokens / seconds, 1),
+                     "ratio_asset_to_bare": round(entry["tokens_per_second"] / (tokens / seconds), 3),
+                     "asset_wall_seconds": round(entry["asset_seconds"], 1), "asset_peak_rss_mb": round(asset_peak.peak),
+                     "bare_peak_rss_mb": round(bare_peak.peak)},
     }, indent=1))
 
 
-def _peak_total() -> float:
-    import resource
+def _rss_mb() -> float:
+    import os
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 if __name__ == "__main__":

@@ -35,6 +35,30 @@ def bar_chart_markdown(
         plt.close(fig)
 
 
+def metric_panels_markdown(
+    labels: list[str], panels: list[tuple[str, list[float], float | None]], *, title: str, highlight: list[bool] | None = None,
+) -> str:
+    """One panel of horizontal bars per metric (title, values, a bound drawn dashed), the same labels in
+    each, side by side: several figures of the same models read at a glance."""
+    colors = ["#4f46e5" if h else "#9ca3af" for h in (highlight or [True] * len(labels))][::-1]
+    height = 0.4 * max(len(labels), 2) + 1.4
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 0.07 * max((len(x) for x in labels), default=0), height),
+                             dpi=100, sharey=True)
+    try:
+        for ax, (name, values, bound) in zip(list(axes) if len(panels) > 1 else [axes], panels):
+            ax.barh(labels[::-1], values[::-1], color=colors)
+            if bound is not None:
+                ax.axvline(bound, color="#dc2626", linestyle="--", linewidth=1)
+            ax.set_title(name, fontsize=10)
+            for y, value in enumerate(values[::-1]):
+                ax.text(value, y, f" {value:.2f}", va="center", fontsize=8)
+        fig.suptitle(title)
+        fig.tight_layout()
+        return _markdown_image(fig, title)
+    finally:
+        plt.close(fig)
+
+
 def histogram_markdown(values: list[int], *, title: str, xlabel: str) -> str:
     fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
     try:

@@ -1,11 +1,12 @@
 """Knowledge crystallization: candidate sets with their curation, training datasets, trained adapters
 logged to MLflow, and the LoRA registry."""
 
+from dataclasses import asdict
 from datetime import datetime, timezone
 
 import dagster as dg
 
-from hms_assets.plots import bar_chart_markdown
+from hms_assets.plots import metric_panels_markdown
 from hms_resources.common.files import read_json, write_json
 from hms_resources.common.home import redact_url
 from hms_resources.common.tokens import TokenCounter
@@ -16,7 +17,6 @@ from hms_resources.lora.adapters import (
     compare_adapters,
     config_key,
     format_comparison,
-    load_splits,
     lora_dir,
     publish_champions,
     train_logged_adapter,
@@ -37,8 +37,8 @@ from hms_resources.lora.candidates import (
     save_candidate_sets,
     select_candidate_sets,
 )
-from hms_resources.lora.data import DataLimits, TrainingDataError, build_examples, check_examples, save_dataset
-from hms_resources.lora.registry import update_registry
+from hms_resources.lora.data import DataLimits, TooFewFacts, TrainingDataError, build_examples, check_examples, load_examples, save_dataset
+from hms_resources.lora.registry import PromotionGate, demote_ungated, update_registry
 from hms_resources.lora.tracking import MlflowTracking
 from hms_resources.lora.training import TrainingConfig, TrainingFailed, load_base
 from hms_resources.privacy.forget import purge_forgotten
@@ -103,7 +103,7 @@ def _sets_table(sets: list[CandidateSet]) -> str:
 
 class TrainingDataConfig(dg.Config):
     max_tokens: int = DataLimits.max_tokens
-    min_examples: int = DataLimits.min_examples
+    min_facts: int = DataLimits.min_facts
 
 
 @dg.asset(
@@ -127,36 +127,43 @@ def lora_training_data(
         context.log.warning(f"{set_id}: approved, but it has no candidate memories now; skipped, nothing is trained for it")
     memories = {m.key: m for m in event_store.read_memories()} if approved else {}
     counter = TokenCounter(cache_dir=event_store.home / "tokenizers")
-    limits = DataLimits(max_tokens=config.max_tokens, min_examples=config.min_examples)
+    limits = DataLimits(max_tokens=config.max_tokens, min_facts=config.min_facts)
     built: dict[str, dict] = {}
     failed: dict[str, str] = {}
+    too_few: dict[str, str] = {}
     for candidate_set in approved:
         try:
-            train, probes = build_examples(candidate_set, memories)
-            figures = check_examples(candidate_set.set_id, candidate_set.user_id, train, probes, counter.count, limits)
+            examples = build_examples(candidate_set, memories)
+            figures = check_examples(candidate_set.set_id, candidate_set.user_id, examples, counter.count, limits)
+        except TooFewFacts as exc:
+            too_few[candidate_set.set_id] = str(exc)
+            context.log.warning(f"{exc}; not trained")
+            continue
         except TrainingDataError as exc:
             failed[candidate_set.set_id] = str(exc)
             context.log.error(str(exc))
             continue
-        version, path = save_dataset(lora_dir(event_store.home) / "datasets", candidate_set.set_id, train, probes)
+        version, path = save_dataset(lora_dir(event_store.home) / "datasets", candidate_set.set_id, examples)
         built[candidate_set.set_id] = {
             "version": version, "path": str(path), "fingerprint": candidate_set.fingerprint,
             "user_id": candidate_set.user_id, "concept_id": candidate_set.concept_id,
-            "memory_ids": [e["memory_id"] for e in probes], "member_digests": candidate_set.member_digests, **figures,
+            "memory_ids": [f["memory_id"] for f in examples.facts], "member_digests": candidate_set.member_digests, **figures,
         }
-        context.log.info(f"{candidate_set.set_id}: dataset {version} with {figures['train_examples']} examples")
+        context.log.info(f"{candidate_set.set_id}: dataset {version}: {figures['facts']} facts, {figures['train_examples']} training "
+                         f"examples, {figures['probes']} held-out questions")
     waiting = sum(1 for s in sets if s.status == PENDING)
     if not approved:
         context.log.info(f"no approved candidate set: {waiting} await curation in {event_store.home / 'curation.json'}")
-    manifest = write_json(lora_dir(event_store.home) / TRAINING_DATA_MANIFEST, {"datasets": built, "failed": failed})
+    manifest = write_json(lora_dir(event_store.home) / TRAINING_DATA_MANIFEST, {"datasets": built, "failed": failed, "too_few_facts": too_few})
     return dg.MaterializeResult(
         metadata={
             "datasets": len(built),
             "failed_checks": len(failed),
+            "too_few_facts": len(too_few),
             "awaiting_curation": waiting,
             "skipped_empty_sets": dg.MetadataValue.json(skipped),
             "examples": sum(d["train_examples"] for d in built.values()),
-            "datasets_table": dg.MetadataValue.md(_datasets_table(built, failed)),
+            "datasets_table": dg.MetadataValue.md(_datasets_table(built, {**too_few, **failed})),
             **{f"purged_{name}": count for name, count in purged.items()},
             "path": dg.MetadataValue.path(str(manifest)),
         }
@@ -166,11 +173,12 @@ def lora_training_data(
 def _datasets_table(built: dict[str, dict], failed: dict[str, str]) -> str:
     if not built and not failed:
         return "no approved candidate set"
-    lines = ["| set | version | train | probes | longest tokens | problem |", "|---|---|---|---|---|---|"]
+    lines = ["| set | version | facts | train | validation | held-out | longest tokens | problem |", "|---|---|---|---|---|---|---|---|"]
     for set_id, d in sorted(built.items()):
-        lines.append(f"| {set_id} | {d['version']} | {d['train_examples']} | {d['probes']} | {d['longest_tokens']} | - |")
+        lines.append(f"| {set_id} | {d['version']} | {d['facts']} | {d['train_examples']} | {d['validation_examples']} | {d['probes']} | "
+                     f"{d['longest_tokens']} | - |")
     for set_id, reason in sorted(failed.items()):
-        lines.append(f"| {set_id} | - | - | - | - | {reason.split(': ', 1)[-1]} |")
+        lines.append(f"| {set_id} | - | - | - | - | - | - | {reason.split(': ', 1)[-1]} |")
     return "\n".join(lines)
 
 
@@ -194,6 +202,11 @@ class AdapterTrainingConfig(dg.Config):
     batch_size: int = TrainingConfig.batch_size
     seed: int = TrainingConfig.seed
     max_new_tokens: int = TrainingConfig.max_new_tokens
+    dropout: float = TrainingConfig.dropout
+    rehearsal_ratio: float = TrainingConfig.rehearsal_ratio
+    eval_every: int = TrainingConfig.eval_every
+    patience: int = TrainingConfig.patience
+    rehearsal_tolerance: float = TrainingConfig.rehearsal_tolerance
 
     def to_domain(self) -> TrainingConfig:
         return TrainingConfig(**{**self.model_dump(), "target_modules": tuple(self.target_modules)})
@@ -233,10 +246,11 @@ def trained_adapters(
             adapters[set_id] = entry
             write_json(lora_dir(home) / ADAPTERS_MANIFEST, adapters)
             trained += 1
-    lines = ["| set | run | fact recall base → adapter | perplexity base → adapter | tokens/s |", "|---|---|---|---|---|"]
+    lines = ["| set | run | paraphrase recall base → adapter | forced choice (chance) | leakage | general perplexity | kept step | tokens/s |",
+             "|---|---|---|---|---|---|---|---|"]
     for set_id, a in sorted(adapters.items()):
-        lines.append(f"| {set_id} | {a['run_id'][:8]} | {a['base_fact_recall']} → {a['fact_recall']} | "
-                     f"{a['base_perplexity']} → {a['perplexity']} | {a['tokens_per_second']} |")
+        lines.append(f"| {set_id} | {a['run_id'][:8]} | {a['base_paraphrase_recall']} → {a['paraphrase_recall']} | {a['forced_choice']} "
+                     f"({a['chance']}) | {a['leakage']} | {a['general_perplexity_change']:+.1%} | {a['best_step']} | {a['tokens_per_second']} |")
     return dg.MaterializeResult(
         metadata={"trained": trained, "adapters": len(adapters), "adapters_table": dg.MetadataValue.md("\n".join(lines)),
                   "tracking_uri": redact_url(mlflow_tracking.uri(home))}
@@ -245,8 +259,16 @@ def trained_adapters(
 
 class RegistryConfig(dg.Config):
     margin: float = 0.05
-    """How much higher a challenger's fact recall must be than the champion's on the same probes."""
+    """How much higher a challenger's paraphrase recall must be than the champion's on the same data."""
     max_new_tokens: int = TrainingConfig.max_new_tokens
+    recall_margin: float = PromotionGate.recall_margin
+    choice_margin: float = PromotionGate.choice_margin
+    max_leakage: float = PromotionGate.max_leakage
+    max_perplexity_change: float = PromotionGate.max_perplexity_change
+
+    def gate(self) -> PromotionGate:
+        return PromotionGate(recall_margin=self.recall_margin, choice_margin=self.choice_margin, max_leakage=self.max_leakage,
+                             max_perplexity_change=self.max_perplexity_change)
 
 
 @dg.asset(
@@ -259,8 +281,9 @@ class RegistryConfig(dg.Config):
 def lora_registry(
     context: dg.AssetExecutionContext, config: RegistryConfig, event_store: EventStore, mlflow_tracking: MlflowTracking
 ) -> dg.MaterializeResult:
-    """The newest adapter of a set becomes its challenger; it replaces the champion only if it beats it
-    on the challenger's own probes, both evaluated here, by the margin, and beats the base model."""
+    """The newest adapter of a set becomes its challenger; it replaces the champion only if it passes the
+    promotion gate (recall, forced choice, leakage, harm) and beats the champion's paraphrase recall on
+    the same data by the margin. A champion promoted before the gate is judged once and demoted if it fails."""
     home = event_store.home
     purge_forgotten(event_store, mlflow_tracking, log=context.log.info)
     adapters = read_adapters(home)
@@ -272,16 +295,24 @@ def lora_registry(
     datasets = training_datasets(home)
     for set_id in sorted(set(adapters) - set(datasets)):
         context.log.warning(f"{set_id}: no longer an approved set with training data; its adapter is not registered or served")
+        if demote_ungated(client, set_id, "its set has no training data under the gate's rules (see lora_training_data)"):
+            context.log.warning(f"{set_id}: its champion, promoted before the gate and not judgeable now, is demoted")
     current = {s: a for s, a in adapters.items() if s in datasets}
     scorer = AdapterScorer(client, home, config.max_new_tokens)
-    rows = update_registry(client, current, lambda set_id: load_splits(datasets[set_id]["path"])[1], scorer.score, config.margin)
+
+    def evaluate(set_id: str, run_id: str) -> dict:
+        built = datasets[set_id]
+        return scorer.figures(run_id, load_examples(built["path"]), built["version"])
+
+    rows = update_registry(client, current, evaluate, config.gate(), config.margin)
     for row in rows:
         context.log.info(f"{row['set_id']}: {'promoted' if row['promoted'] else 'no promotion'}: {row['reason']}")
     champions = publish_champions(client, home)
     table = ["| set | champion | challenger | decision |", "|---|---|---|---|"]
     table += [f"| {r['set_id']} | {r['champion'] or '-'} | {r['challenger'] or '-'} | {r['reason']} |" for r in rows]
     return dg.MaterializeResult(
-        metadata={"registered": len(current), "promoted": sum(r["promoted"] for r in rows), "champions": len(champions),
+        metadata={"registered": len(current), "promoted": sum(r["promoted"] for r in rows), "demoted": sum(r["demoted"] for r in rows),
+                  "champions": len(champions), "gate": dg.MetadataValue.json(asdict(config.gate())),
                   "registry": dg.MetadataValue.md("\n".join(table)), "tracking_uri": redact_url(mlflow_tracking.uri(home))}
     )
 
@@ -310,10 +341,14 @@ def adapter_comparison(
     experiment_id = mlflow_tracking.comparison_experiment_id(home)
     client = mlflow_tracking.client(home)
     rows = compare_adapters(client, experiment_id, datasets, AdapterScorer(client, home, config.max_new_tokens), home, log=context.log.info)
-    chart = bar_chart_markdown(
-        [(f"{r['set_id']} {r['model']}" + (f" ({', '.join(r['aliases'])})" if r["aliases"] else ""), r["fact_recall"]) for r in rows],
-        highlight=[r["model"] != "base" for r in rows], title="fact recall on each set's probes", xlabel="fact recall",
-        xmax=1.15, value_format="{:.2f}",
+    gate = PromotionGate()
+    chart = metric_panels_markdown(
+        [f"{r['set_id']} {r['model']}" + (f" ({', '.join(r['aliases'])})" if r["aliases"] else "") for r in rows],
+        [("paraphrase recall", [r["paraphrase_recall"] for r in rows], None),
+         ("forced choice", [r["forced_choice"] for r in rows], None),
+         ("leakage", [r["leakage"] for r in rows], gate.max_leakage),
+         ("general perplexity change", [r["general_perplexity_change"] for r in rows], gate.max_perplexity_change)],
+        title="recall, leakage and harm on each set's held-out data", highlight=[r["model"] != "base" for r in rows],
     )
     return dg.MaterializeResult(
         metadata={"compared": len(rows), "sets": len({r["set_id"] for r in rows}),

@@ -95,7 +95,7 @@ def lora_train() -> None:
 @lora.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def lora_list(as_json: bool) -> None:
-    """Every set's registered versions, their aliases and fact recall."""
+    """Every set's registered versions, their aliases, paraphrase recall and promotion-gate verdict."""
     from hms_resources.lora.registry import registered_models
 
     client = _tracking_client()
@@ -108,7 +108,9 @@ def lora_list(as_json: bool) -> None:
     for model in models:
         click.echo(f"{model['set_id']} ({model['name']})")
         for v in model["versions"]:
-            click.echo(f"  version {v['version']:<3} {', '.join(v['aliases']) or '-':<22} fact recall {v['fact_recall']}  run {v['run_id']}")
+            recall = "-" if v["paraphrase_recall"] is None else f"{v['paraphrase_recall']:.3f}"
+            click.echo(f"  version {v['version']:<3} {', '.join(v['aliases']) or '-':<22} paraphrase recall {recall:<5}  "
+                       f"run {v['run_id']}  gate {v['gate'] or 'not evaluated'}")
 
 
 @lora.command("compare")
@@ -122,16 +124,21 @@ def lora_compare() -> None:
 @lora.command("rollback")
 @click.argument("set_id")
 @click.option("--version", default=None, help="The version to make champion [default: the one the champion replaced].")
-def lora_rollback(set_id: str, version: str | None) -> None:
-    """Make an earlier version of SET_ID's adapter the champion again; the context resource follows."""
+@click.option("--force", is_flag=True, help="Roll back even to a version that failed or never met the promotion gate.")
+def lora_rollback(set_id: str, version: str | None, force: bool) -> None:
+    """Make an earlier version of SET_ID's adapter the champion again; the context resource follows.
+    A version that did not pass the promotion gate is refused unless --force."""
     from hms_resources.lora.adapters import publish_champions
     from hms_resources.lora.registry import CHAMPION, alias_version, rollback
 
     client = _tracking_client()
     before = alias_version(client, set_id, CHAMPION)
-    target = rollback(client, set_id, version)
+    try:
+        target = rollback(client, set_id, version, force=force)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
     publish_champions(client, hms_home())
-    click.echo(f"{set_id}: champion is version {target} (was {before.version})")
+    click.echo(f"{set_id}: champion is version {target} (was {before.version if before is not None else 'none'})")
 
 
 def _tracking_client():

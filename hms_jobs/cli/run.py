@@ -154,12 +154,25 @@ def approve_largest_sets(count: int, report: RunReport) -> list[str]:
 
 
 def print_comparison(report: RunReport) -> None:
-    from hms_resources.lora.adapters import comparison_rows, format_comparison
+    """The promotion gate's verdict per approved set (not trained and why, or each version's figures
+    and decision), then the comparison table."""
+    from hms_resources.common.files import read_json
+    from hms_resources.lora.adapters import TRAINING_DATA_MANIFEST, comparison_rows, format_comparison, lora_dir
 
-    rows = comparison_rows(hms_home())
+    home = hms_home()
+    manifest = read_json(lora_dir(home) / TRAINING_DATA_MANIFEST, {})
+    failed = {**manifest.get("too_few_facts", {}), **manifest.get("failed", {})}
+    rows = comparison_rows(home)
     report.facts["comparison"] = rows
+    report.facts["not_trained"] = failed
+    for set_id, reason in sorted(failed.items()):
+        report.say(f"LoRA {set_id}: not trained: {reason.split(': ', 1)[-1]}")
+    for row in rows:
+        if row["model"] != "base":
+            verdict = row["gate"].split(": ", 1)[-1] if row["gate"] != "-" else "not judged"
+            report.say(f"LoRA {row['set_id']} {row['model']} ({', '.join(row['aliases']) or 'no alias'}): gate {verdict}")
     if rows:
-        report.say("\nadapter comparison (the same probes per set):\n" + format_comparison(rows) + "\n")
+        report.say("\nadapter comparison (the base and every version on each set's held-out data):\n" + format_comparison(rows) + "\n")
 
 
 def show_sample_context(report: RunReport) -> None:

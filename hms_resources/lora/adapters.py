@@ -1,10 +1,11 @@
 """Trained LoRA adapters: every training dataset trained once per config and logged to MLflow with
-its lineage, the scorer that evaluates the base model or any registered adapter on a set's probes,
-and the comparison of every registered adapter against the base on the same probes.
+its lineage, the scorer that evaluates the base model or any registered adapter on a set's held-out
+data, and the comparison of every registered adapter against the base on the same data.
 
 Files, all under `<HMS home>/lora/`: `training_data.json` (the datasets built), `adapters.json` (the
 newest adapter of each set), `adapters/<run id>/` (each adapter's PEFT files), `comparison.json`
-(the latest comparison, and the scores already computed, keyed by what they depend on)."""
+(the latest comparison, and the MLflow runs already logged), `evaluations.json` (every score computed,
+keyed by what it depends on), `rehearsal/` (the base model's replies)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hms_resources.common.files import read_json, write_json
+from hms_resources.lora.data import FactExamples, load_examples
 from hms_resources.lora.paths import CHAMPIONS_FILE, lora_dir
 from hms_resources.lora.paths import load_champions as load_champions
 from hms_resources.lora.training import DEFAULT_BASE, TrainingConfig, base_name
@@ -25,7 +27,10 @@ TRAINING_DATA_MANIFEST = "training_data.json"
 ADAPTERS_MANIFEST = "adapters.json"
 ADAPTERS_DIR = "adapters"
 COMPARISON_FILE = "comparison.json"
-METRICS = ("fact_recall", "perplexity")
+EVALUATIONS_FILE = "evaluations.json"
+REHEARSAL_TOKENS = 64
+"""Length of the base model's rehearsal replies: long enough to carry its style, short enough to train on."""
+METRICS = ("paraphrase_recall", "forced_choice", "leakage", "general_perplexity", "general_perplexity_change", "perplexity")
 """The keys every evaluation is logged under, training and comparison runs alike."""
 
 Log = Callable[[str], None]
@@ -37,14 +42,6 @@ def training_datasets(home: Path) -> dict[str, dict]:
 
 def trained_adapters(home: Path) -> dict[str, dict]:
     return read_json(lora_dir(home) / ADAPTERS_MANIFEST, {})
-
-
-def load_splits(path: str | Path) -> tuple[list[dict], list[dict]]:
-    """The `train` examples and `eval` probes of a saved training dataset."""
-    from datasets import load_from_disk
-
-    data = load_from_disk(str(path))
-    return data["train"].to_list(), data["eval"].to_list()
 
 
 def config_key(config: TrainingConfig) -> str:
@@ -67,72 +64,17 @@ def lineage_tags(set_id: str, built: dict) -> dict[str, str]:
     }
 
 
-def train_logged_adapter(
-    set_id: str,
-    built: dict,
-    base: tuple[Any, Any],
-    training: TrainingConfig,
-    client: Any,
-    experiment_id: str,
-    home: Path,
-    log: Log = lambda _m: None,
-) -> dict | None:
-    """Train one dataset's adapter, evaluate base and adapter on its probes, and log the MLflow run:
-    params, `loss` per step, the metrics, the adapter artifact and lineage tags. Returns the adapter's
-    manifest entry, or None for a dataset without examples (nothing is trained or registered).
-    A diverging loss (`TrainingFailed`) or any other failure marks the run FAILED and raises."""
-    from hms_resources.lora.training import evaluate, save_adapter, train_adapter
-
-    model, tokenizer = base
-    rows, probes = load_splits(built["path"])
-    if not rows:
-        log(f"{set_id}: dataset {built['version']} has no training examples; skipped, no adapter is trained or registered")
-        return None
-    base_scores = evaluate(model, tokenizer, probes, training.max_new_tokens)
-    run = client.create_run(experiment_id, run_name=f"{set_id} {built['version']}", tags=lineage_tags(set_id, built))
-    run_id = run.info.run_id
-    params = {"base_model": base_name(training), "rank": training.rank, "alpha": training.alpha,
-              "target_modules": ",".join(training.target_modules), "learning_rate": training.learning_rate,
-              "steps": training.steps, "batch_size": training.batch_size, "dataset_version": built["version"]}
-    for name, value in params.items():
-        client.log_param(run_id, name, value)
-    every = max(1, training.steps // 10)
-
-    def on_step(step: int, loss: float) -> None:
-        client.log_metric(run_id, "loss", loss, step=step)
-        if (step + 1) % every == 0 or step + 1 == training.steps:
-            log(f"{set_id}: step {step + 1}/{training.steps}, loss {loss:.4f}")
-
-    try:
-        result = train_adapter(model, tokenizer, rows, training, on_step=on_step)
-    except Exception:
-        with contextlib.suppress(Exception):
-            client.set_terminated(run_id, status="FAILED")
-        raise
-    try:
-        scores = evaluate(result.adapter, tokenizer, probes, training.max_new_tokens)
-        directory = save_adapter(result.adapter, lora_dir(home) / ADAPTERS_DIR / run_id)
-    finally:
-        result.adapter.unload()
-    metrics = {**scores, **{f"base_{k}": v for k, v in base_scores.items()}, "tokens_per_second": round(result.tokens_per_second, 2)}
-    for name, value in metrics.items():
-        client.log_metric(run_id, name, value)
-    client.log_artifacts(run_id, str(directory), "adapter")
-    client.set_terminated(run_id, status="FINISHED")
-    log(f"{set_id}: fact recall {base_scores['fact_recall']} -> {scores['fact_recall']}, perplexity "
-        f"{base_scores['perplexity']} -> {scores['perplexity']}, {result.tokens_per_second:.0f} tokens/s (run {run_id})")
-    return {"key": f"{built['version']}:{config_key(training)}", "run_id": run_id, "path": str(directory),
-            "member_digests": built.get("member_digests", {}), **metrics}
-
-
 class AdapterScorer:
-    """Scores the base model, or a registered adapter loaded onto it, on probes; an adapter missing
-    from the HMS home (trained elsewhere) is downloaded from its MLflow run."""
+    """Evaluates the base model, or a registered adapter loaded onto it, on a set's held-out data, the
+    control prompts and the general text (`lora.evaluation`). Scores are deterministic, so each is
+    computed once per model, dataset version and generation length and kept in `evaluations.json`; an
+    adapter missing from the HMS home (trained elsewhere) is downloaded from its MLflow run."""
 
     def __init__(self, client: Any, home: Path, max_new_tokens: int = TrainingConfig.max_new_tokens):
         self.client = client
         self.home = Path(home)
         self.max_new_tokens = max_new_tokens
+        self._path = lora_dir(self.home) / EVALUATIONS_FILE
 
     def base_of(self, run_id: str) -> str:
         """The base a run trained on: "" for the default (its params name it by `DEFAULT_BASE`)."""
@@ -147,51 +89,153 @@ class AdapterScorer:
             fetched.rename(local)
         return local
 
-    def score(self, run_id: str | None, probes: Sequence[dict], base_model: str = "") -> dict[str, float]:
-        """`run_id` None scores `base_model` itself."""
-        from hms_resources.lora.training import evaluate, load_adapter, load_base
+    def measure(self, model_key: str, model: Any, tokenizer: Any, base: tuple[Any, Any], base_model: str, examples: FactExamples,
+                dataset_version: str) -> dict[str, float]:
+        """The raw figures of `model` (named by `model_key`: a run id, or base:<name>), cached."""
+        from hms_resources.lora.evaluation import evaluate_model
+        from hms_resources.lora.rehearsal import CONTROL_PROMPTS, base_replies
 
+        key = f"{model_key}|{dataset_version}|{self.max_new_tokens}"
+        cached = read_json(self._path, {})
+        if key not in cached:
+            controls = base_replies(self.home, base, base_model, CONTROL_PROMPTS, self.max_new_tokens)
+            cached[key] = evaluate_model(model, tokenizer, examples, controls, self.max_new_tokens)
+            write_json(self._path, {**read_json(self._path, {}), key: cached[key]})
+        return cached[key]
+
+    def base_figures(self, examples: FactExamples, dataset_version: str, base_model: str = "") -> dict[str, float]:
+        from hms_resources.lora.training import load_base
+
+        base = load_base(base_model)
+        raw = self.measure(f"base:{base_model or DEFAULT_BASE}", *base, base, base_model, examples, dataset_version)
+        return {**raw, "general_perplexity_change": 0.0, "chance": round(1 / max(len(examples.facts), 1), 4)}
+
+    def figures(self, run_id: str | None, examples: FactExamples, dataset_version: str, base_model: str = "") -> dict[str, float]:
+        """Everything the promotion gate and the comparison read; `run_id` None scores the base itself."""
+        from hms_resources.lora.evaluation import with_base
+        from hms_resources.lora.training import load_adapter, load_base
+
+        if run_id is not None:
+            base_model = self.base_of(run_id)
+        base_scores = self.base_figures(examples, dataset_version, base_model)
         if run_id is None:
-            model, tokenizer = load_base(base_model)
-            return evaluate(model, tokenizer, probes, self.max_new_tokens)
-        model, tokenizer = load_base(self.base_of(run_id))
-        loaded = load_adapter(model, self.adapter_dir(run_id))
-        try:
-            return evaluate(loaded, tokenizer, probes, self.max_new_tokens)
-        finally:
-            loaded.unload()
+            return base_scores
+        key = f"{run_id}|{dataset_version}|{self.max_new_tokens}"
+        if key not in read_json(self._path, {}):
+            base = load_base(base_model)
+            loaded = load_adapter(base[0], self.adapter_dir(run_id))
+            try:
+                self.measure(run_id, loaded, base[1], base, base_model, examples, dataset_version)
+            finally:
+                loaded.unload()
+        raw = read_json(self._path, {})[key]
+        return with_base(raw, base_scores, len(examples.facts))
+
+
+def train_logged_adapter(
+    set_id: str,
+    built: dict,
+    base: tuple[Any, Any],
+    training: TrainingConfig,
+    client: Any,
+    experiment_id: str,
+    home: Path,
+    log: Log = lambda _m: None,
+) -> dict | None:
+    """Train one dataset's adapter with rehearsal, stopping on its held-out paraphrases; evaluate base
+    and adapter; log the MLflow run: params, `loss` per step, `validation_loss` and `rehearsal_loss` per
+    check, the figures, the adapter artifact and lineage tags. Returns the adapter's manifest entry, or
+    None for a dataset without examples (nothing is trained or registered). A diverging loss
+    (`TrainingFailed`) or any other failure marks the run FAILED and raises."""
+    from hms_resources.lora.evaluation import with_base
+    from hms_resources.lora.rehearsal import mix_rehearsal, rehearsal_splits
+    from hms_resources.lora.training import save_adapter, train_adapter
+
+    model, tokenizer = base
+    examples = load_examples(built["path"])
+    if not examples.train:
+        log(f"{set_id}: dataset {built['version']} has no training examples; skipped, no adapter is trained or registered")
+        return None
+    scorer = AdapterScorer(client, home, training.max_new_tokens)
+    base_scores = scorer.base_figures(examples, built["version"], training.base_model)
+    rehearsal, watched = rehearsal_splits(home, base, training.base_model, REHEARSAL_TOKENS)
+    rows = mix_rehearsal(examples.train, rehearsal, training.rehearsal_ratio)
+    run = client.create_run(experiment_id, run_name=f"{set_id} {built['version']}", tags=lineage_tags(set_id, built))
+    run_id = run.info.run_id
+    params = {"base_model": base_name(training), **{k: v for k, v in asdict(training).items() if k != "base_model"},
+              "dataset_version": built["version"], "train_examples": len(examples.train), "rehearsal_examples": len(rows) - len(examples.train)}
+    for name, value in params.items():
+        client.log_param(run_id, name, ",".join(value) if isinstance(value, tuple) else value)
+    every = max(1, training.steps // 10)
+
+    def on_step(step: int, loss: float) -> None:
+        client.log_metric(run_id, "loss", loss, step=step)
+        if (step + 1) % every == 0:
+            log(f"{set_id}: step {step + 1}/{training.steps} (at most), loss {loss:.4f}")
+
+    def on_check(check: dict) -> None:
+        for name in ("validation_loss", "rehearsal_loss"):
+            client.log_metric(run_id, name, check[name], step=check["step"])
+        log(f"{set_id}: step {check['step']}: held-out paraphrase loss {check['validation_loss']}, rehearsal loss {check['rehearsal_loss']}")
+
+    try:
+        result = train_adapter(model, tokenizer, rows, training, on_step=on_step, validation=examples.validation, rehearsal=watched,
+                               on_check=on_check)
+    except Exception:
+        with contextlib.suppress(Exception):
+            client.set_terminated(run_id, status="FAILED")
+        raise
+    try:
+        raw = scorer.measure(run_id, result.adapter, tokenizer, base, training.base_model, examples, built["version"])
+        directory = save_adapter(result.adapter, lora_dir(home) / ADAPTERS_DIR / run_id)
+    finally:
+        result.adapter.unload()
+    figures = with_base(raw, base_scores, len(examples.facts))
+    metrics = {**figures, "tokens_per_second": round(result.tokens_per_second, 2), "best_step": result.best_step,
+               "steps_run": len(result.losses)}
+    for name, value in metrics.items():
+        client.log_metric(run_id, name, value)
+    client.set_tag(run_id, "hms.stopped_because", result.stopped_because)
+    client.log_artifacts(run_id, str(directory), "adapter")
+    client.set_terminated(run_id, status="FINISHED")
+    log(f"{set_id}: paraphrase recall {base_scores['paraphrase_recall']} -> {figures['paraphrase_recall']}, forced choice "
+        f"{figures['forced_choice']} (chance {figures['chance']}), leakage {figures['leakage']}, general perplexity "
+        f"{figures['general_perplexity_change']:+.1%}; stopped at step {len(result.losses)} ({result.stopped_because}), kept step "
+        f"{result.best_step}; {result.tokens_per_second:.0f} tokens/s (run {run_id})")
+    return {"key": f"{built['version']}:{config_key(training)}", "run_id": run_id, "path": str(directory),
+            "member_digests": built.get("member_digests", {}), "stopped_because": result.stopped_because, **metrics}
 
 
 def compare_adapters(
     client: Any, experiment_id: str, datasets: dict[str, dict], scorer: AdapterScorer, home: Path, log: Log = lambda _m: None
 ) -> list[dict]:
-    """Per set with registered versions: the base and every version scored on the set's newest probes.
-    Each evaluation is an MLflow run with the same metric keys (`METRICS`), logged once: a score whose
-    model, probes and generation length are unchanged is taken from `comparison.json`."""
-    from hms_resources.lora.registry import registered_versions
+    """Per set with registered versions: the base and every version evaluated on the set's newest data.
+    Each evaluation is an MLflow run with the same metric keys (`METRICS`), logged once per model,
+    dataset version and generation length (remembered in `comparison.json`)."""
+    from hms_resources.lora.registry import GATE_TAG, registered_versions
 
     path = lora_dir(home) / COMPARISON_FILE
-    scores: dict[str, dict] = read_json(path, {"scores": {}})["scores"]
+    logged: dict[str, str] = read_json(path, {"logged": {}}).get("logged", {})
     rows: list[dict] = []
     for set_id, built in sorted(datasets.items()):
         versions = registered_versions(client, set_id)
         if not versions:
             continue
-        probes = load_splits(built["path"])[1]
+        examples = load_examples(built["path"])
         base_model = scorer.base_of(versions[-1].run_id)
-        entries = [("base", None, [])] + [(f"v{v.version}", v, sorted(v.aliases)) for v in versions]
-        for label, version, aliases in entries:
+        entries = [("base", None, [], "-")] + [(f"v{v.version}", v, sorted(v.aliases), v.tags.get(GATE_TAG, "-")) for v in versions]
+        for label, version, aliases, gate in entries:
             run_id = version.run_id if version is not None else None
             key = f"{set_id}|{run_id or 'base:' + (base_model or DEFAULT_BASE)}|{built['version']}|{scorer.max_new_tokens}"
-            if key not in scores:
-                log(f"{set_id}: scoring {label} on {len(probes)} probes of dataset {built['version']}")
-                measured = scorer.score(run_id, probes, base_model)
-                scores[key] = {**measured, "mlflow_run_id": _log_comparison_run(
-                    client, experiment_id, set_id, built, label, run_id, base_model, measured)}
-            rows.append({"set_id": set_id, "user_id": built["user_id"], "model": label, "run_id": run_id,
-                         "aliases": aliases, "dataset_version": built["version"], "probes": len(probes),
-                         **{m: scores[key][m] for m in METRICS}, "mlflow_run_id": scores[key]["mlflow_run_id"]})
-    write_json(path, {"rows": rows, "scores": scores})
+            if key not in logged:
+                log(f"{set_id}: evaluating {label} on dataset {built['version']}")
+            measured = scorer.figures(run_id, examples, built["version"], base_model)
+            if key not in logged:
+                logged[key] = _log_comparison_run(client, experiment_id, set_id, built, label, run_id, base_model, measured)
+            rows.append({"set_id": set_id, "user_id": built["user_id"], "model": label, "run_id": run_id, "aliases": aliases,
+                         "gate": gate, "dataset_version": built["version"], "probes": len(examples.eval), "chance": measured["chance"],
+                         **{m: measured[m] for m in METRICS}, "mlflow_run_id": logged[key]})
+    write_json(path, {"rows": rows, "logged": logged})
     return rows
 
 
@@ -220,10 +264,13 @@ def format_comparison(rows: Sequence[dict]) -> str:
     """A markdown table: the UI's and the terminal's view of the comparison."""
     if not rows:
         return "no registered adapter to compare"
-    lines = ["| set | model | aliases | fact recall | perplexity | probes | eval dataset |", "|---|---|---|---|---|---|---|"]
+    lines = ["| set | model | aliases | paraphrase recall | forced choice (chance) | leakage | general perplexity | gate | probes |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['set_id']} | {r['model']} | {', '.join(r['aliases']) or '-'} | {r['fact_recall']:.3f} | "
-                     f"{r['perplexity']:.3f} | {r['probes']} | {r['dataset_version']} |")
+        gate = r.get("gate", "-").split(": ", 1)[-1]
+        lines.append(f"| {r['set_id']} | {r['model']} | {', '.join(r['aliases']) or '-'} | {r['paraphrase_recall']:.2f} | "
+                     f"{r['forced_choice']:.2f} ({r['chance']:.2f}) | {r['leakage']:.2f} | {r['general_perplexity']:.2f} "
+                     f"({r['general_perplexity_change']:+.1%}) | {gate} | {r['probes']} |")
     return "\n".join(lines)
 
 

@@ -1,11 +1,17 @@
-"""Training data for a LoRA adapter from one candidate set: chat examples that state each memory and
-ask for it, and held-out probe questions phrased differently from every training prompt, saved as a
-versioned `datasets` dataset.
+"""Training data for a LoRA adapter from one candidate set, built to teach facts rather than strings,
+saved as a versioned `datasets` dataset with four splits:
 
-Each memory gets a cue: its most distinctive content word within the set. Training asks "What did I
-tell you about <cue>?", "What have I said about <cue>?" and "Tell me something you remember about
-me."; probes ask "Remind me what I mentioned regarding <cue>." and score recall by the answer's own
-content words."""
+- `facts`: each distinct memory text once (duplicates dropped), with its cue words;
+- `train`: every fact asked several ways (one template family, several of the fact's own cue words)
+  and stated by the user, with answers that restate it;
+- `validation`: paraphrases from a second template family on a held-back cue word, what training
+  stops on;
+- `eval`: paraphrases from a third family on another held-back word, sharing no content word with
+  any training prompt (checked), what the registry's gate and the comparison score.
+
+A cue is a content word that only one fact of the set uses, so a question on it names one fact.
+Rehearsal examples (the base model's own replies to unrelated prompts) are not user data: the
+trainer mixes them in per base model (`lora.rehearsal`)."""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,34 +28,61 @@ from hms_resources.common.text import surface_words
 from hms_resources.lora.candidates import CandidateSet
 from hms_resources.store.memory_state import Memory
 
-TRAIN_TEMPLATES = ("What did I tell you about {cue}?", "What have I said about {cue}?", "Tell me something you remember about me.")
-PROBE_TEMPLATE = "Remind me what I mentioned regarding {cue}."
-ANSWER_TEMPLATE = "You told me: {content}"
+TRAIN_QUESTIONS = (
+    "What did I tell you about {cue}?",
+    "What do you know about {cue}?",
+    "Do you remember anything I said about {cue}?",
+    "Tell me what I shared about {cue}.",
+    "I mentioned {cue} once. What was it?",
+    "{Cue}? What was that about?",
+    "Can you recall my note on {cue}?",
+)
+QUESTIONS_PER_CUE = 4
+TRAIN_STATEMENTS = (
+    ("Please remember this about me: {fact}", "Noted, I will remember it: {fact}"),
+    ("Here is something about me. {fact}", "Thanks for telling me: {fact}"),
+)
+ANSWERS = ("You told me: {fact}", "You mentioned this: {fact}", "From what you said: {fact}")
+VALIDATION_QUESTIONS = ("Is there something about {cue} worth bringing up again?", "Which detail did you keep on {cue}?")
+EVAL_QUESTIONS = ("Remind me, what's the story with {cue}?", "I forgot the details regarding {cue}. Could you fill me in?")
+SPLITS = ("facts", "train", "validation", "eval")
 
 
 class TrainingDataError(ValueError):
     """A candidate set whose examples fail a check; the message names the set and the check."""
 
 
+class TooFewFacts(TrainingDataError):
+    """A set with fewer distinct facts than the minimum: not a fault in the data, it is not trained."""
+
+
 @dataclass(frozen=True)
 class DataLimits:
     max_tokens: int = 256
     """Longest example (prompt and answer) in the base model's tokens."""
-    min_examples: int = 6
+    min_facts: int = 4
+    """Fewer distinct facts than this are not trained: a forced choice among two or three facts says little."""
 
 
-def cues(contents: Sequence[str]) -> list[str]:
-    """Per text, its word that is rarest across the texts (ties: the earlier word)."""
+@dataclass
+class FactExamples:
+    facts: list[dict] = field(default_factory=list)
+    train: list[dict] = field(default_factory=list)
+    validation: list[dict] = field(default_factory=list)
+    eval: list[dict] = field(default_factory=list)
+
+    def splits(self) -> dict[str, list[dict]]:
+        return {name: getattr(self, name) for name in SPLITS}
+
+
+def fact_cues(contents: Sequence[str]) -> list[list[str]]:
+    """Per text, its words no other text uses, in order: each one alone names the fact."""
     frequency = Counter(w for text in contents for w in set(surface_words(text)))
-    found = []
-    for text in contents:
-        words = surface_words(text)
-        found.append(min(words, key=lambda w: (frequency[w], words.index(w))) if words else "that")
-    return found
+    return [list(dict.fromkeys(w for w in surface_words(text) if frequency[w] == 1)) for text in contents]
 
 
-def answersurface_words(content: str, question: str) -> list[str]:
-    """The content words of a memory that a question does not give away: what fact recall looks for."""
+def answer_words(content: str, question: str) -> list[str]:
+    """The content words of a fact that a question does not give away: what recall looks for."""
     asked = set(surface_words(question))
     return sorted({w for w in surface_words(content) if w not in asked})
 
@@ -58,9 +91,24 @@ def _said(memory: Memory) -> str:
     return " ".join((memory.content or "").split())
 
 
-def build_examples(candidate_set: CandidateSet, memories: dict[tuple[str, str], Memory]) -> tuple[list[dict], list[dict]]:
-    """Training examples and probes for a set, one memory per distinct text; every memory must be
-    the set's user's."""
+def _template_words(templates: Sequence[str]) -> set[str]:
+    return {w for t in templates for w in surface_words(t.replace("{cue}", "").replace("{Cue}", ""))}
+
+
+def _held_back(cues: list[str]) -> tuple[str | None, str | None, list[str]]:
+    """(eval cue, validation cue, training cues): the rarest-looking (longest) words are held back, so a
+    held-out question names its fact as clearly as a training one. No cue is a word of the other
+    side's templates, so held-out questions share no word with training questions."""
+    asked = _template_words(TRAIN_QUESTIONS)
+    held = _template_words(VALIDATION_QUESTIONS + EVAL_QUESTIONS)
+    ranked = sorted((w for w in cues if w not in asked), key=lambda w: (-len(w), cues.index(w)))
+    held_eval = ranked[0] if len(cues) >= 2 and ranked else None
+    held_validation = ranked[1] if len(cues) >= 3 and len(ranked) > 1 else None
+    return held_eval, held_validation, [w for w in cues if w not in (held_eval, held_validation) and w not in held]
+
+
+def build_examples(candidate_set: CandidateSet, memories: dict[tuple[str, str], Memory]) -> FactExamples:
+    """The set's examples, one fact per distinct text; every memory must be the set's user's."""
     chosen = []
     for memory_id in candidate_set.memory_ids:
         memory = memories.get((candidate_set.user_id, memory_id))
@@ -70,58 +118,84 @@ def build_examples(candidate_set: CandidateSet, memories: dict[tuple[str, str], 
     seen: set[str] = set()
     chosen = [m for m in chosen if not (_said(m) in seen or seen.add(_said(m)))]
     contents = [_said(m) for m in chosen]
-    train: list[dict] = []
-    probes: list[dict] = []
-    for memory, content, cue in zip(chosen, contents, cues(contents)):
-        answer = ANSWER_TEMPLATE.format(content=content)
-        base = {"user_id": memory.user_id, "memory_id": memory.memory_id}
-        for template in TRAIN_TEMPLATES:
-            train.append({**base, "prompt": template.format(cue=cue), "answer": answer})
-        question = PROBE_TEMPLATE.format(cue=cue)
-        probes.append({**base, "prompt": question, "answer": answer, "answer_words": answersurface_words(content, question)})
-    return train, probes
+    examples = FactExamples()
+    for position, (memory, content, cues) in enumerate(zip(chosen, contents, fact_cues(contents))):
+        base = {"user_id": memory.user_id, "memory_id": memory.memory_id, "fact": content}
+        held_eval, held_validation, train_cues = _held_back(cues)
+        examples.facts.append({**base, "cues": cues})
+        for n, cue in enumerate(train_cues[:3]):
+            for k in range(QUESTIONS_PER_CUE):
+                template = TRAIN_QUESTIONS[(position + n * QUESTIONS_PER_CUE + k) % len(TRAIN_QUESTIONS)]
+                reply = ANSWERS[(position + n + k) % len(ANSWERS)]
+                examples.train.append({**base, "prompt": template.format(cue=cue, Cue=cue.capitalize()), "answer": reply.format(fact=content)})
+        for prompt, reply in TRAIN_STATEMENTS:
+            examples.train.append({**base, "prompt": prompt.format(fact=content), "answer": reply.format(fact=content)})
+        for split, cue, templates in (("validation", held_validation, VALIDATION_QUESTIONS), ("eval", held_eval, EVAL_QUESTIONS)):
+            if cue is None:
+                continue
+            for k, template in enumerate(templates):
+                question = template.format(cue=cue, Cue=cue.capitalize())
+                getattr(examples, split).append({**base, "prompt": question, "answer": ANSWERS[k % len(ANSWERS)].format(fact=content),
+                                                 "answer_words": answer_words(content, question)})
+    return examples
+
+
+def prompt_words(rows: Sequence[dict]) -> set[str]:
+    return {w for row in rows for w in surface_words(row["prompt"])}
 
 
 def check_examples(
-    set_id: str, user_id: str, train: list[dict], probes: list[dict], count_tokens: Callable[[list[str]], Sequence[int]], limits: DataLimits
+    set_id: str, user_id: str, examples: FactExamples, count_tokens: Callable[[list[str]], Sequence[int]], limits: DataLimits
 ) -> dict[str, Any]:
-    """Raise on: duplicates, another user's memory, a probe asked as in training, an example over the
-    length limit, too few examples. Returns the figures the checks saw. Messages name memories by id,
-    never by what they say: they reach logs and metadata, which outlive a forgotten memory."""
+    """Raise on: too few distinct facts, duplicates, another user's memory, a held-out question sharing
+    a content word with the training questions, an example over the length limit. Returns the figures
+    the checks saw. Messages name memories by id, never by what they say: they reach logs and
+    metadata, which outlive a forgotten memory."""
+    if len(examples.facts) < limits.min_facts:
+        raise TooFewFacts(f"{set_id}: {len(examples.facts)} distinct facts, fewer than the minimum of {limits.min_facts}")
+    train = examples.train
     keys = Counter((e["prompt"], e["answer"]) for e in train)
     duplicates = sorted({e["memory_id"] for e in train if keys[(e["prompt"], e["answer"])] > 1})
     if duplicates:
         raise TrainingDataError(f"{set_id}: duplicate training examples of memories {duplicates[:5]}")
-    strangers = sorted({e["memory_id"] for e in train + probes if e["user_id"] != user_id})
+    rows = [row for split in examples.splits().values() for row in split]
+    strangers = sorted({e["memory_id"] for e in rows if e["user_id"] != user_id})
     if strangers:
         raise TrainingDataError(f"{set_id}: examples from another user's memories: {strangers[:5]}")
-    trained_prompts = {e["prompt"] for e in train}
-    leaked = sorted({e["memory_id"] for e in probes if e["prompt"] in trained_prompts})
+    asked = prompt_words([e for e in train if e["fact"] not in e["prompt"]])
+    leaked = sorted({e["memory_id"] for e in examples.validation + examples.eval if set(surface_words(e["prompt"])) & asked})
     if leaked:
-        raise TrainingDataError(f"{set_id}: probes phrased as training prompts, of memories {leaked[:5]}")
-    lengths = [int(n) for n in count_tokens([f"{e['prompt']}\n{e['answer']}" for e in train + probes])]
+        raise TrainingDataError(f"{set_id}: held-out questions share words with training questions, of memories {leaked[:5]}")
+    if not examples.eval:
+        raise TrainingDataError(f"{set_id}: no fact has a word of its own to ask a held-out question with")
+    lengths = [int(n) for n in count_tokens([f"{e['prompt']}\n{e['answer']}" for e in rows if "prompt" in e])]
     longest = max(lengths, default=0)
     if longest > limits.max_tokens:
         raise TrainingDataError(f"{set_id}: an example has {longest} tokens, over the limit of {limits.max_tokens}")
-    if len(train) < limits.min_examples:
-        raise TrainingDataError(f"{set_id}: {len(train)} training examples, fewer than the minimum of {limits.min_examples}")
-    return {"train_examples": len(train), "probes": len(probes), "longest_tokens": longest, "mean_tokens": round(sum(lengths) / max(len(lengths), 1), 1)}
+    return {"facts": len(examples.facts), "train_examples": len(train), "validation_examples": len(examples.validation),
+            "probes": len(examples.eval), "longest_tokens": longest, "mean_tokens": round(sum(lengths) / max(len(lengths), 1), 1)}
 
 
-def dataset_version(train: list[dict], probes: list[dict]) -> str:
+def dataset_version(examples: FactExamples) -> str:
     """Names the exact examples: the same set and memories always give the same version."""
-    body = json.dumps([train, probes], sort_keys=True, ensure_ascii=False).encode()
+    body = json.dumps(examples.splits(), sort_keys=True, ensure_ascii=False).encode()
     return hashlib.sha256(body).hexdigest()[:12]
 
 
-def save_dataset(directory: Path, set_id: str, train: list[dict], probes: list[dict]) -> tuple[str, Path]:
-    """A `datasets.DatasetDict` with `train` and `eval` splits under `<directory>/<set>/<version>`;
-    an existing version is left as it is."""
+def save_dataset(directory: Path, set_id: str, examples: FactExamples) -> tuple[str, Path]:
+    """A `datasets.DatasetDict` of the four splits under `<directory>/<set>/<version>`; an existing
+    version is left as it is."""
     from datasets import Dataset, DatasetDict
 
-    version = dataset_version(train, probes)
+    version = dataset_version(examples)
     target = Path(directory) / file_name(set_id) / version
     if not (target / "dataset_dict.json").exists():
-        DatasetDict({"train": Dataset.from_list(train), "eval": Dataset.from_list(probes)}).save_to_disk(str(target))
+        DatasetDict({name: Dataset.from_list(rows) for name, rows in examples.splits().items()}).save_to_disk(str(target))
     return version, target
 
+
+def load_examples(path: str | Path) -> FactExamples:
+    from datasets import load_from_disk
+
+    data = load_from_disk(str(path))
+    return FactExamples(**{name: data[name].to_list() if name in data else [] for name in SPLITS})

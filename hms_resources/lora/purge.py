@@ -24,10 +24,9 @@ def dataset_versions(home: Path) -> Iterable[tuple[str, Path]]:
 
 
 def dataset_members(path: Path) -> set[MemoryKey]:
-    from hms_resources.lora.adapters import load_splits
+    from hms_resources.lora.data import load_examples
 
-    train, probes = load_splits(path)
-    return {(row["user_id"], row["memory_id"]) for row in train + probes}
+    return {(row["user_id"], row["memory_id"]) for rows in load_examples(path).splits().values() for row in rows}
 
 
 PURGED_DATASETS_FILE = "purged_datasets.json"

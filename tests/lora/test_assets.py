@@ -47,7 +47,7 @@ class Home:
 
     def run(self, assets: tuple[str, ...] = LORA_ASSETS, raise_on_error=True, **training) -> dg.ExecuteInProcessResult:
         config = {
-            "lora_candidate_sets": {"config": CRITERIA}, "lora_training_data": {"config": {"min_examples": 4}},
+            "lora_candidate_sets": {"config": CRITERIA}, "lora_training_data": {"config": {"min_facts": 4}},
             "trained_adapters": {"config": {"steps": 12, "batch_size": 6, "max_new_tokens": 24, **training}},
             "lora_registry": {"config": {"max_new_tokens": 24}}, "adapter_comparison": {"config": {"max_new_tokens": 24}},
         }
@@ -106,12 +106,16 @@ def trained(home, ana_set):
     return home.run()
 
 
-def test_an_approved_set_is_trained_logged_with_lineage_and_becomes_champion(home, ana_set, trained):
+def test_an_approved_set_is_trained_logged_with_lineage_and_a_failing_adapter_is_never_champion(home, ana_set, trained):
+    from hms_resources.context.assembler import ContextAssembler
+    from hms_resources.lora.adapters import METRICS
+
     data = metadata(trained, "lora_training_data")
     assert data["datasets"] == 1 and data["failed_checks"] == 0
     assert all(check.passed for check in trained.get_asset_check_evaluations())
     [entry] = json.loads((home.path / "lora" / "training_data.json").read_text())["datasets"].values()
     assert sorted(entry["memory_ids"]) == sorted(ana_set.memory_ids) and "c4" not in entry["memory_ids"]
+    assert entry["facts"] == 4 and entry["probes"] >= 4
     assert metadata(trained, "trained_adapters")["trained"] == 1
     [adapter] = json.loads((home.path / "lora" / "adapters.json").read_text()).values()
     run = home.client().get_run(adapter["run_id"])
@@ -119,56 +123,66 @@ def test_an_approved_set_is_trained_logged_with_lineage_and_becomes_champion(hom
     assert run.data.tags["hms.set_id"] == ana_set.set_id and run.data.tags["hms.dataset_version"] == entry["version"]
     assert run.data.tags["hms.user_id"] == "ana" and len(run.data.tags["hms.memory_ids_sha256"]) == 64
     assert run.data.params["base_model"] == "SmolLM2-135M-Instruct" and run.data.params["steps"] == "12"
-    assert {"loss", "perplexity", "fact_recall", "base_perplexity", "base_fact_recall", "tokens_per_second"} <= set(run.data.metrics)
-    assert len(home.client().get_metric_history(adapter["run_id"], "loss")) == 12
-    assert run.data.metrics["perplexity"] < run.data.metrics["base_perplexity"]
+    assert int(run.data.params["rehearsal_examples"]) > 0
+    assert set(METRICS) | {f"base_{m}" for m in METRICS if m != "general_perplexity_change"} | {"chance", "tokens_per_second"} <= set(
+        run.data.metrics)
+    assert len(home.client().get_metric_history(adapter["run_id"], "loss")) == adapter["steps_run"]
+    assert home.client().get_metric_history(adapter["run_id"], "validation_loss")
+    assert run.data.metrics["perplexity"] < run.data.metrics["base_perplexity"], "it learned its answers"
     assert (home.path / "lora" / "adapters" / adapter["run_id"] / "adapter_config.json").exists()
-    champion = alias_version(home.client(), ana_set.set_id, CHAMPION)
-    assert champion.run_id == adapter["run_id"] and champion.tags["hms.dataset_version"] == entry["version"]
-    assert "first adapter" in champion.tags["hms.promoted_because"]
-    assert "ben" not in {v.tags.get("hms.user_id") for v in registered_versions(home.client(), ana_set.set_id)}
+    [version] = registered_versions(home.client(), ana_set.set_id)
+    assert version.tags["hms.gate"].startswith("2: failed: paraphrase recall"), version.tags["hms.gate"]
+    assert "fails the gate" in version.tags["hms.decision"] and version.aliases == ["challenger"]
+    assert alias_version(home.client(), ana_set.set_id, CHAMPION) is None
+    assert json.loads((home.path / "lora" / "champions.json").read_text()) == []
+    assembler = ContextAssembler(event_store=home.store, embedder=home.embedder, record_access=False)
+    assert assembler.assemble("ana", "When are my cello lessons?", 256).adapter is None
+    assert "fails the gate" in metadata(trained, "lora_registry")["registry"]
 
 
-def test_the_comparison_scores_base_and_adapter_on_the_same_probes_under_the_same_metric_keys(home, ana_set, trained):
+def test_the_comparison_scores_base_and_adapter_on_the_same_data_under_the_same_metric_keys(home, ana_set, trained):
+    from hms_resources.lora.adapters import METRICS
+
     shown = metadata(trained, "adapter_comparison")
     assert shown["compared"] == 2 and shown["sets"] == 1
-    assert "| base | - |" in shown["comparison"] and "| v1 | challenger, champion |" in shown["comparison"]
-    assert shown["chart"].startswith("![fact recall on each set's probes](data:image/png;base64,")
+    assert "| base | - |" in shown["comparison"] and "| v1 | challenger |" in shown["comparison"]
+    assert shown["chart"].startswith("![recall, leakage and harm on each set's held-out data](data:image/png;base64,")
     client = home.client()
     runs = client.search_runs([shown["experiment_id"]])
     assert sorted(r.data.tags["hms.model"] for r in runs) == ["base", "v1"]
-    assert {frozenset(r.data.metrics) for r in runs} == {frozenset({"fact_recall", "perplexity"})}
+    assert {frozenset(r.data.metrics) for r in runs} == {frozenset(METRICS)}
     assert len({r.data.tags["hms.eval_dataset_version"] for r in runs}) == 1
     by_model = {r.data.tags["hms.model"]: r.data.metrics for r in runs}
-    assert by_model["v1"]["perplexity"] < by_model["base"]["perplexity"]
+    assert by_model["base"]["leakage"] == 0.0 and by_model["base"]["general_perplexity_change"] == 0.0
     [adapter] = json.loads((home.path / "lora" / "adapters.json").read_text()).values()
-    assert by_model["v1"]["fact_recall"] == adapter["fact_recall"], "scoring is deterministic: the comparison agrees with training"
+    assert {m: by_model["v1"][m] for m in METRICS} == {m: adapter[m] for m in METRICS}, "the comparison agrees with training"
 
 
-def test_context_names_the_users_champion_adapter_for_a_matching_query_and_it_loads_on_the_base(home, ana_set, trained):
-    from peft import PeftModel
-
+def test_a_champion_promoted_before_the_gate_is_demoted_and_leaves_context(home, ana_set, trained):
     from hms_resources.context.assembler import ContextAssembler
-    from hms_resources.lora.training import answer, load_base
+    from hms_resources.lora.adapters import publish_champions
+    from hms_resources.lora.registry import model_name, promote
 
+    client = home.client()
+    client.delete_model_version_tag(model_name(ana_set.set_id), "1", "hms.gate")
+    promote(client, ana_set.set_id, 1, "fact recall 1.0 beats the base's 0.0")
+    publish_champions(client, home.path)
+    assert [c["version"] for c in json.loads((home.path / "lora" / "champions.json").read_text())] == ["1"]
     assembler = ContextAssembler(event_store=home.store, embedder=home.embedder, record_access=False)
     context = assembler.assemble("ana", "When are my cello lessons?", 256)
-    assert context.adapter is not None and context.adapter.set_id == ana_set.set_id
-    assert context.adapter.uri == f"models:/{context.adapter.name}@champion" and context.adapter.version == "1"
-    assert context.adapter.similarity >= assembler.adapter_min_similarity
-    assert assembler.assemble("ana", "Which city does my sister live in?", 256).adapter is None
+    assert context.adapter is not None and context.adapter.set_id == ana_set.set_id and context.adapter.version == "1"
     assert assembler.assemble("ben", "When are my cello lessons?", 256).adapter is None, "ben's set was never approved"
-    assert assembler.assemble("ana", "", 256).adapter is None
-    model, tokenizer = load_base(context.adapter.base_model)
-    tuned = PeftModel.from_pretrained(model, context.adapter.path)
-    try:
-        said = answer(tuned, tokenizer, "Remind me what I mentioned regarding recital.", 24).lower()
-    finally:
-        tuned.unload()
-    assert "recital" in said or "community" in said or "hall" in said, said
+    judged = home.run(("lora_registry", "adapter_comparison"))
+    assert metadata(judged, "lora_registry")["demoted"] == 1
+    assert "demoted: fails the gate" in metadata(judged, "lora_registry")["registry"]
+    assert alias_version(client, ana_set.set_id, CHAMPION) is None
+    assert "fails the gate" in client.get_model_version(model_name(ana_set.set_id), "1").tags["hms.demoted_because"]
+    assert json.loads((home.path / "lora" / "champions.json").read_text()) == []
+    assembler = ContextAssembler(event_store=home.store, embedder=home.embedder, record_access=False)
+    assert assembler.assemble("ana", "When are my cello lessons?", 256).adapter is None
 
 
-def test_a_diverging_run_fails_without_retries_and_promotes_nothing(home, ana_set, trained):
+def test_a_diverging_run_fails_without_retries_and_registers_nothing(home, ana_set, trained):
     before = [v.version for v in registered_versions(home.client(), ana_set.set_id)]
     failed = home.run(raise_on_error=False, learning_rate=50.0)
     assert not failed.success
@@ -176,43 +190,33 @@ def test_a_diverging_run_fails_without_retries_and_promotes_nothing(home, ana_se
     assert failure.step_key == "trained_adapters" and "diverged" in failure.event_specific_data.error.message
     assert not [e for e in failed.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert [v.version for v in registered_versions(home.client(), ana_set.set_id)] == before
-    assert str(alias_version(home.client(), ana_set.set_id, CHAMPION).version) == "1"
     statuses = [r.info.status for r in home.client().search_runs([MlflowTracking().experiment_id(home.path)])]
     assert sorted(statuses) == ["FAILED", "FINISHED"]
 
 
-def test_a_retrained_adapter_is_challenger_and_rollback_restores_the_champion_for_context(home, ana_set, trained, monkeypatch):
+def test_rollback_refuses_a_version_that_fails_the_gate_unless_forced(home, ana_set, trained, monkeypatch):
     from hms_jobs.cli import main
     from hms_resources.context.assembler import ContextAssembler
 
-    again = home.run()
-    assert metadata(again, "trained_adapters")["trained"] == 0
-    assert "already champion" in metadata(again, "lora_registry")["registry"]
-    retrained = home.run(steps=4)
-    assert metadata(retrained, "trained_adapters")["trained"] == 1
-    table = metadata(retrained, "lora_registry")["registry"]
-    assert f"| {ana_set.set_id} | 1 | 2 |" in table, table
-    client = home.client()
-    assert str(alias_version(client, ana_set.set_id, CHALLENGER).version) == "2"
-    assert "| v2 | challenger" in metadata(retrained, "adapter_comparison")["comparison"]
     monkeypatch.setenv("HMS_HOME", str(home.path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     runner = CliRunner()
-    promoted = "beats the champion" in table
-    if not promoted:
-        result = runner.invoke(main, ["lora", "rollback", ana_set.set_id, "--version", "2"])
-        assert result.exit_code == 0, result.output
-    assert str(alias_version(client, ana_set.set_id, CHAMPION).version) == "2"
-    result = runner.invoke(main, ["lora", "rollback", ana_set.set_id, "--version", "1"])
-    assert result.exit_code == 0, result.output
-    assert f"{ana_set.set_id}: champion is version 1 (was 2)" in result.output
-    assert str(alias_version(client, ana_set.set_id, CHAMPION).version) == "1"
+    client = home.client()
+    refused = runner.invoke(main, ["lora", "rollback", ana_set.set_id, "--version", "1"])
+    assert refused.exit_code == 1 and "version 1 fails the gate" in refused.output and "--force" in refused.output
+    assert alias_version(client, ana_set.set_id, CHAMPION) is None
+    forced = runner.invoke(main, ["lora", "rollback", ana_set.set_id, "--version", "1", "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert f"{ana_set.set_id}: champion is version 1 (was none)" in forced.output
     assembler = ContextAssembler(event_store=home.store, embedder=home.embedder, record_access=False)
     assert assembler.assemble("ana", "When are my cello lessons?", 256).adapter.version == "1"
-    kept = home.run(("lora_registry", "adapter_comparison"))
-    assert "decided earlier" in metadata(kept, "lora_registry")["registry"]
-    assert str(alias_version(client, ana_set.set_id, CHAMPION).version) == "1", "a re-run of the registry keeps the rollback"
+    retrained = home.run(steps=4)
+    assert metadata(retrained, "trained_adapters")["trained"] == 1
+    assert str(alias_version(client, ana_set.set_id, CHALLENGER).version) == "2"
+    assert str(alias_version(client, ana_set.set_id, CHAMPION).version) == "1", "a failing challenger leaves the champion"
+    assert "| v2 | challenger" in metadata(retrained, "adapter_comparison")["comparison"]
     listed = json.loads(runner.invoke(main, ["lora", "list", "--json"]).output)
     assert [v["aliases"] for v in listed[0]["versions"]] == [["champion"], ["challenger"]]
+    assert listed[0]["versions"][1]["gate"].startswith("2: failed")
     bad = runner.invoke(main, ["lora", "rollback", "ana/concept-none"])
     assert bad.exit_code == 1 and "no champion to roll back" in bad.output

@@ -1,15 +1,22 @@
-"""Training data for LoRA: examples and probes from a candidate set, their checks, versioned datasets."""
+"""Training data for LoRA: facts asked several ways, held-out paraphrases phrased apart, the checks,
+versioned datasets."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from hms_resources.common.text import surface_words
 from hms_resources.common.tokens import TokenCounter
 from hms_resources.lora.candidates import CandidateSet
 from hms_resources.lora.data import (
     DataLimits,
+    FactExamples,
     TrainingDataError,
     build_examples,
     check_examples,
     dataset_version,
+    load_examples,
+    prompt_words,
     save_dataset,
 )
 from hms_resources.store.memory_state import Memory
@@ -19,16 +26,18 @@ FACTS = {
     "m2": "My cello teacher Marta wants more scales from me.",
     "m3": "The cello recital is at the community hall in June.",
     "m4": "I practise the cello every morning before work.",
+    "m5": "Nadia is allergic to hazelnuts and checks cake labels.",
+    "m6": "Her brother Tomasz moved to Gdansk for offshore wind work.",
 }
 
 
-def a_set(ids=("m1", "m2", "m3", "m4"), user="ana") -> CandidateSet:
+def a_set(ids=tuple(FACTS), user="ana") -> CandidateSet:
     return CandidateSet(set_id=f"{user}/concept-a", user_id=user, concept_id="concept-a", label=["cello"], memory_ids=list(ids),
                         fingerprint="f", status="approved", criteria={})
 
 
-def memories(user="ana"):
-    return {(user, m): Memory(user_id=user, memory_id=m, content=text) for m, text in FACTS.items()}
+def memories(user="ana", facts=FACTS):
+    return {(user, m): Memory(user_id=user, memory_id=m, content=text) for m, text in facts.items()}
 
 
 @pytest.fixture(scope="module")
@@ -36,32 +45,51 @@ def counter(tmp_path_factory):
     return TokenCounter(cache_dir=tmp_path_factory.mktemp("tokenizers"))
 
 
-def test_examples_state_and_ask_each_distinct_memory_and_probes_are_phrased_apart(counter):
-    train, probes = build_examples(a_set(), memories())
-    assert [p["memory_id"] for p in probes] == ["m1", "m2", "m3"]
-    assert len(train) == 9
-    assert {e["prompt"] for e in train}.isdisjoint(p["prompt"] for p in probes)
-    for probe in probes:
-        assert FACTS[probe["memory_id"]] in probe["answer"]
-        assert probe["answer_words"] and not set(probe["answer_words"]) & set(probe["prompt"].lower().strip(".").split())
-    figures = check_examples("ana/concept-a", "ana", train, probes, counter.count, DataLimits())
-    assert figures["train_examples"] == 9 and 0 < figures["longest_tokens"] <= 256
+def test_each_distinct_fact_is_asked_several_ways_and_held_out_questions_share_no_word_with_training(counter):
+    examples = build_examples(a_set(), memories())
+    assert [f["memory_id"] for f in examples.facts] == ["m1", "m2", "m3", "m5", "m6"], "the duplicate text is one fact"
+    for fact in examples.facts:
+        mine = [e for e in examples.train if e["memory_id"] == fact["memory_id"]]
+        assert len({e["prompt"] for e in mine}) >= 4 and all(fact["fact"] in e["answer"] for e in mine)
+        assert len({e["answer"] for e in mine}) >= 2, "answers restate the fact in more than one way"
+    asked = prompt_words([e for e in examples.train if e["fact"] not in e["prompt"]])
+    assert examples.eval and examples.validation
+    for probe in examples.eval + examples.validation:
+        assert not set(surface_words(probe["prompt"])) & asked
+        assert probe["answer_words"] and not set(probe["answer_words"]) & set(surface_words(probe["prompt"]))
+    assert {p["prompt"] for p in examples.eval}.isdisjoint(p["prompt"] for p in examples.validation)
+    figures = check_examples("ana/concept-a", "ana", examples, counter.count, DataLimits())
+    assert figures["facts"] == 5 and figures["train_examples"] == len(examples.train) and 0 < figures["longest_tokens"] <= 256
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["river", "lantern", "garden", "orbit", "copper", "violin", "harbor", "maple", "tunnel",
+                                          "quartz", "meadow", "falcon"]), min_size=1, max_size=6), min_size=1, max_size=6))
+def test_held_out_questions_never_reuse_a_training_question_word(word_lists):
+    facts = {f"m{i}": "Note " + " ".join(words) + "." for i, words in enumerate(word_lists)}
+    examples = build_examples(a_set(tuple(facts)), memories(facts=facts))
+    asked = prompt_words([e for e in examples.train if e["fact"] not in e["prompt"]])
+    for probe in examples.eval + examples.validation:
+        assert not set(surface_words(probe["prompt"])) & asked
 
 
 def test_each_check_names_the_set_and_the_problem(counter):
-    train, probes = build_examples(a_set(), memories())
+    examples = build_examples(a_set(), memories())
+
+    def with_(**splits) -> FactExamples:
+        return FactExamples(**{**examples.splits(), **splits})
+
+    check = lambda found, limits=DataLimits(): check_examples("ana/concept-a", "ana", found, counter.count, limits)  # noqa: E731
     with pytest.raises(TrainingDataError, match="ana/concept-a: duplicate"):
-        check_examples("ana/concept-a", "ana", train + train[:1], probes, counter.count, DataLimits())
-    stranger = [{**train[0], "user_id": "ben"}] + train[1:]
+        check(with_(train=examples.train + examples.train[:1]))
     with pytest.raises(TrainingDataError, match="another user's memories: \\['m1'\\]"):
-        check_examples("ana/concept-a", "ana", stranger, probes, counter.count, DataLimits())
-    leaked = probes + [{**probes[0], "prompt": train[0]["prompt"]}]
-    with pytest.raises(TrainingDataError, match="probes phrased as training prompts"):
-        check_examples("ana/concept-a", "ana", train, leaked, counter.count, DataLimits())
+        check(with_(train=[{**examples.train[0], "user_id": "ben"}] + examples.train[1:]))
+    with pytest.raises(TrainingDataError, match="held-out questions share words with training questions"):
+        check(with_(eval=examples.eval + [{**examples.eval[0], "prompt": examples.train[0]["prompt"]}]))
     with pytest.raises(TrainingDataError, match="over the limit of 10"):
-        check_examples("ana/concept-a", "ana", train, probes, counter.count, DataLimits(max_tokens=10))
-    with pytest.raises(TrainingDataError, match="fewer than the minimum of 10"):
-        check_examples("ana/concept-a", "ana", train, probes, counter.count, DataLimits(min_examples=10))
+        check(examples, DataLimits(max_tokens=10))
+    with pytest.raises(TrainingDataError, match="5 distinct facts, fewer than the minimum of 6"):
+        check(examples, DataLimits(min_facts=6))
     with pytest.raises(TrainingDataError, match="m9 is not a live memory of ana"):
         build_examples(a_set(("m1", "m9")), memories())
     with pytest.raises(TrainingDataError, match="not a live memory of ana"):
@@ -69,13 +97,10 @@ def test_each_check_names_the_set_and_the_problem(counter):
 
 
 def test_datasets_are_versioned_by_their_examples(tmp_path):
-    from datasets import load_from_disk
-
-    train, probes = build_examples(a_set(), memories())
-    version, path = save_dataset(tmp_path, "ana/concept-a", train, probes)
-    assert save_dataset(tmp_path, "ana/concept-a", train, probes) == (version, path)
-    loaded = load_from_disk(str(path))
-    assert loaded["train"].num_rows == 9 and loaded["eval"].num_rows == 3
-    assert loaded["eval"][0]["answer_words"] == probes[0]["answer_words"]
-    changed = [{**train[0], "answer": "You told me: something else"}] + train[1:]
-    assert dataset_version(changed, probes) != version
+    examples = build_examples(a_set(), memories())
+    version, path = save_dataset(tmp_path, "ana/concept-a", examples)
+    assert save_dataset(tmp_path, "ana/concept-a", examples) == (version, path)
+    loaded = load_examples(path)
+    assert loaded.splits() == examples.splits()
+    changed = FactExamples(**{**examples.splits(), "train": [{**examples.train[0], "answer": "You told me: something else"}] + examples.train[1:]})
+    assert dataset_version(changed) != version

@@ -1,21 +1,36 @@
 """The LoRA registry on a real MLflow store (SQLite under a temporary HMS home)."""
 
+import math
+
 import pytest
 
 from hms_resources.lora.registry import (
     CHALLENGER,
     CHAMPION,
+    GATE_VERSION,
     Decision,
+    PromotionGate,
     alias_version,
+    champion_adapters,
     decide_promotion,
+    gate_failures,
     model_name,
     promote,
+    record_gate,
     register_version,
+    registered_models,
     rollback,
+    update_registry,
 )
 from hms_resources.lora.tracking import MlflowTracking
 
 SET = "ana/concept-1"
+GATE = PromotionGate()
+PASSING = {
+    "paraphrase_recall": 0.7, "base_paraphrase_recall": 0.1, "forced_choice": 0.8, "chance": 0.25, "leakage": 0.0,
+    "general_perplexity": 10.2, "base_general_perplexity": 10.0, "general_perplexity_change": 0.02, "perplexity": 3.1,
+}
+LEAKY = {**PASSING, "leakage": 0.25}
 
 
 @pytest.fixture
@@ -34,12 +49,54 @@ def a_run(client, recall: float) -> str:
     return run.info.run_id
 
 
-def test_promotion_needs_the_margin_and_to_beat_the_base():
-    assert decide_promotion({"fact_recall": 0.5, "base_fact_recall": 0.1}, None, 0.05).promote
-    assert not decide_promotion({"fact_recall": 0.1, "base_fact_recall": 0.2}, None, 0.05).promote
-    assert decide_promotion({"fact_recall": 0.8, "base_fact_recall": 0.1}, {"fact_recall": 0.7}, 0.05) == Decision(
-        True, "fact recall 0.8 beats the champion's 0.7 by at least 0.05")
-    assert not decide_promotion({"fact_recall": 0.72, "base_fact_recall": 0.1}, {"fact_recall": 0.7}, 0.05).promote
+class Evaluations:
+    """`evaluate(set_id, run_id)` returning given figures per run, remembering which runs it evaluated."""
+
+    def __init__(self, figures: dict[str, dict] | None = None) -> None:
+        self.figures = figures or {}
+        self.calls: list[str] = []
+
+    def __call__(self, set_id: str, run_id: str) -> dict:
+        self.calls.append(run_id)
+        return self.figures[run_id]
+
+
+def entry(run_id: str, figures: dict) -> dict:
+    return {"run_id": run_id, **figures}
+
+
+def tags(client, version) -> dict:
+    return client.get_model_version(model_name(SET), str(version)).tags
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"paraphrase_recall": 0.25}, "paraphrase recall 0.25 below 0.3 (base 0.1 + 0.2)"),
+    ({"forced_choice": 0.4}, "forced choice 0.4 below 0.45 (chance 0.25 + 0.2)"),
+    ({"leakage": 0.25}, "leakage 0.25 above 0.05"),
+    ({"general_perplexity_change": 0.12}, "general perplexity +12.0% above +5.0%"),
+    ({"leakage": math.nan}, "leakage nan above 0.05"),
+    ({"leakage": None}, "not evaluated under the gate: no leakage"),
+])
+def test_the_gate_names_the_metric_its_value_and_the_bound(change, reason):
+    assert gate_failures({**PASSING, **change}, GATE) == [reason]
+
+
+def test_the_gate_passes_figures_at_its_bounds_and_lists_every_missing_key():
+    at_bounds = {**PASSING, "paraphrase_recall": 0.3, "forced_choice": 0.45, "leakage": 0.05, "general_perplexity_change": 0.05}
+    assert gate_failures(at_bounds, GATE) == []
+    assert gate_failures({"paraphrase_recall": 0.1}, GATE) == [
+        "not evaluated under the gate: no base_paraphrase_recall, forced_choice, chance, leakage, general_perplexity_change"]
+    assert gate_failures(LEAKY, PromotionGate(max_leakage=0.3)) == []
+
+
+def test_promotion_needs_the_gate_and_then_the_margin_over_the_champion():
+    assert decide_promotion(PASSING, None, GATE, 0.05) == Decision(True, "first adapter of this set that passes the gate")
+    assert decide_promotion(LEAKY, None, GATE, 0.05) == Decision(False, "fails the gate: leakage 0.25 above 0.05")
+    assert not decide_promotion(LEAKY, {"paraphrase_recall": 0.0}, GATE, 0.05).promote
+    assert decide_promotion({**PASSING, "paraphrase_recall": 0.8}, {"paraphrase_recall": 0.7}, GATE, 0.05) == Decision(
+        True, "paraphrase recall 0.8 beats the champion's 0.7 by at least 0.05")
+    assert decide_promotion({**PASSING, "paraphrase_recall": 0.72}, {"paraphrase_recall": 0.7}, GATE, 0.05) == Decision(
+        False, "paraphrase recall 0.72 is below the champion's 0.7 + margin 0.05")
 
 
 def test_versions_carry_lineage_are_registered_once_and_roll_back(client):
@@ -50,6 +107,8 @@ def test_versions_carry_lineage_are_registered_once_and_roll_back(client):
     second = register_version(client, SET, a_run(client, 0.9))
     client.set_registered_model_alias(model_name(SET), CHALLENGER, second.version)
     promote(client, SET, second.version, "better")
+    for version in (first, second):
+        assert record_gate(client, SET, version.version, PASSING, GATE) == []
     assert str(alias_version(client, SET, CHAMPION).version) == str(second.version)
     assert rollback(client, SET) == str(first.version)
     assert str(alias_version(client, SET, CHAMPION).version) == str(first.version)
@@ -57,38 +116,147 @@ def test_versions_carry_lineage_are_registered_once_and_roll_back(client):
     with pytest.raises(ValueError, match="replaced no earlier version"):
         rollback(client, SET)
     assert rollback(client, SET, second.version) == str(second.version)
-    with pytest.raises(ValueError, match="no champion"):
+    with pytest.raises(ValueError, match="no champion to roll back"):
         rollback(client, "ben/concept-2")
+    with pytest.raises(ValueError, match="no version 9"):
+        rollback(client, SET, 9)
 
 
 def test_the_registry_decides_each_version_once_so_a_rollback_stands(client):
-    from hms_resources.lora.registry import registered_models, update_registry
-
-    scored = []
-
-    def score(run_id, probes):
-        scored.append(run_id)
-        return {"fact_recall": recalls[run_id]}
-
-    first = a_run(client, 0.6)
-    recalls = {first: 0.6}
-    adapters = {SET: {"run_id": first, "fact_recall": 0.6, "base_fact_recall": 0.1}}
-    [row] = update_registry(client, adapters, lambda _s: [], score, margin=0.05)
-    assert row["promoted"] and row["reason"] == "first adapter of this set" and scored == []
-    second = a_run(client, 0.62)
-    recalls[second] = 0.62
-    adapters = {SET: {"run_id": second, "fact_recall": 0.62, "base_fact_recall": 0.1}}
-    [row] = update_registry(client, adapters, lambda _s: [], score, margin=0.05)
-    assert not row["promoted"] and row["champion"] == "1" and row["challenger"] == "2" and scored == [first]
+    first, second = a_run(client, 0.6), a_run(client, 0.62)
+    evaluate = Evaluations()
+    [row] = update_registry(client, {SET: entry(first, {**PASSING, "paraphrase_recall": 0.6})}, evaluate, GATE, margin=0.05)
+    assert row["promoted"] and row["reason"] == "first adapter of this set that passes the gate" and evaluate.calls == []
+    adapters = {SET: entry(second, {**PASSING, "paraphrase_recall": 0.62})}
+    [row] = update_registry(client, adapters, evaluate, GATE, margin=0.05)
+    assert not row["promoted"] and not row["demoted"] and row["champion"] == "1" and row["challenger"] == "2"
     assert "below the champion's 0.6 + margin 0.05" in row["reason"]
-    [row] = update_registry(client, adapters, lambda _s: [], score, margin=0.0)
-    assert row["reason"].startswith("decided earlier: kept as challenger") and scored == [first], "no second evaluation"
+    assert evaluate.calls == [], "the champion's figures recorded under the gate are read, not evaluated again"
+    [row] = update_registry(client, adapters, evaluate, GATE, margin=0.0)
+    assert row["reason"].startswith("decided earlier: kept as challenger")
     rollback(client, SET, 2)
-    [row] = update_registry(client, adapters, lambda _s: [], score, margin=0.05)
+    [row] = update_registry(client, adapters, evaluate, GATE, margin=0.05)
     assert row["reason"] == "already champion"
     rollback(client, SET, 1)
-    update_registry(client, adapters, lambda _s: [], score, margin=0.0)
+    update_registry(client, adapters, evaluate, GATE, margin=0.0)
     assert str(alias_version(client, SET, CHAMPION).version) == "1", "a rollback is not undone by a re-run"
+    assert evaluate.calls == []
     [model] = registered_models(client)
     assert [(v["version"], v["aliases"]) for v in model["versions"]] == [("1", ["champion"]), ("2", ["challenger"])]
-    assert model["versions"][1]["fact_recall"] == 0.62
+    assert model["versions"][1]["paraphrase_recall"] == 0.62 and model["versions"][1]["gate"] == f"{GATE_VERSION}: passed"
+
+
+def test_a_failing_first_adapter_is_registered_with_its_reason_and_never_champion(client):
+    run = a_run(client, 0.9)
+    evaluate = Evaluations()
+    [row] = update_registry(client, {SET: entry(run, LEAKY)}, evaluate, GATE, margin=0.05)
+    assert row == {"set_id": SET, "champion": None, "challenger": "1", "promoted": False, "demoted": False,
+                   "reason": "fails the gate: leakage 0.25 above 0.05"}
+    assert tags(client, 1)["hms.gate"] == f"{GATE_VERSION}: failed: leakage 0.25 above 0.05"
+    assert tags(client, 1)["hms.figure.leakage"] == "0.25" and tags(client, 1)["hms.figure.perplexity"] == "3.1"
+    assert alias_version(client, SET, CHAMPION) is None and champion_adapters(client) == [] and evaluate.calls == []
+    [row] = update_registry(client, {SET: entry(run, LEAKY)}, evaluate, GATE, margin=0.05)
+    assert row["reason"].startswith("decided earlier: kept as challenger: fails the gate")
+    assert alias_version(client, SET, CHAMPION) is None
+
+
+def test_a_failing_challenger_leaves_the_champion_in_place_without_evaluating_it(client):
+    first, second = a_run(client, 0.5), a_run(client, 0.9)
+    evaluate = Evaluations()
+    [row] = update_registry(client, {SET: entry(first, PASSING)}, evaluate, GATE, margin=0.05)
+    assert row["promoted"] and [c["version"] for c in champion_adapters(client)] == ["1"]
+    [row] = update_registry(client, {SET: entry(second, {**LEAKY, "paraphrase_recall": 0.99})}, evaluate, GATE, margin=0.05)
+    assert not row["promoted"] and row["champion"] == "1" and row["reason"] == "fails the gate: leakage 0.25 above 0.05"
+    assert [c["version"] for c in champion_adapters(client)] == ["1"] and evaluate.calls == []
+
+
+def test_an_old_champion_that_fails_the_gate_is_demoted_once(client):
+    old, newer = a_run(client, 0.9), a_run(client, 0.95)
+    promote(client, SET, register_version(client, SET, old).version, "first adapter of this set")
+    evaluate = Evaluations({old: LEAKY})
+    adapters = {SET: entry(newer, {**PASSING, "general_perplexity_change": 0.2})}
+    [row] = update_registry(client, adapters, evaluate, GATE, margin=0.05)
+    assert row["demoted"] and not row["promoted"] and row["champion"] is None and row["challenger"] == "2"
+    assert row["reason"] == "demoted: fails the gate: leakage 0.25 above 0.05 | fails the gate: general perplexity +20.0% above +5.0%"
+    assert alias_version(client, SET, CHAMPION) is None and champion_adapters(client) == []
+    assert tags(client, 1)["hms.demoted_because"] == "fails the gate: leakage 0.25 above 0.05"
+    [row] = update_registry(client, adapters, evaluate, GATE, margin=0.05)
+    assert not row["demoted"] and evaluate.calls == [old]
+
+
+def test_a_demotion_lets_a_passing_challenger_become_the_first_champion(client):
+    old, newer = a_run(client, 0.9), a_run(client, 0.5)
+    promote(client, SET, register_version(client, SET, old).version, "first adapter of this set")
+    evaluate = Evaluations({old: {**PASSING, "forced_choice": 0.3}})
+    [row] = update_registry(client, {SET: entry(newer, PASSING)}, evaluate, GATE, margin=0.05)
+    assert row["demoted"] and row["promoted"] and row["reason"] == (
+        "demoted: fails the gate: forced choice 0.3 below 0.45 (chance 0.25 + 0.2) | first adapter of this set that passes the gate")
+    assert [c["version"] for c in champion_adapters(client)] == ["2"]
+
+
+def test_an_old_champion_that_is_the_newest_adapter_is_demoted_on_the_already_champion_path(client):
+    old = a_run(client, 0.9)
+    promote(client, SET, register_version(client, SET, old).version, "first adapter of this set")
+    evaluate = Evaluations({old: LEAKY})
+    adapters = {SET: {"run_id": old, "fact_recall": 0.9, "base_fact_recall": 0.1}}
+    [row] = update_registry(client, adapters, evaluate, GATE, margin=0.05)
+    assert row["demoted"] and row["challenger"] is None and row["reason"] == "demoted: fails the gate: leakage 0.25 above 0.05"
+    assert tags(client, 1)["hms.gate"] == f"{GATE_VERSION}: failed: leakage 0.25 above 0.05"
+    [row] = update_registry(client, adapters, evaluate, GATE, margin=0.05)
+    assert row["reason"] == "demoted earlier: fails the gate: leakage 0.25 above 0.05" and evaluate.calls == [old]
+    assert champion_adapters(client) == []
+
+
+def test_an_old_champion_that_passes_the_gate_is_kept_and_evaluated_once(client):
+    old, newer, best = a_run(client, 0.9), a_run(client, 0.95), a_run(client, 0.99)
+    promote(client, SET, register_version(client, SET, old).version, "first adapter of this set")
+    evaluate = Evaluations({old: PASSING})
+    adapters = {SET: entry(newer, {**PASSING, "paraphrase_recall": 0.72})}
+    for _ in range(2):
+        [row] = update_registry(client, adapters, evaluate, GATE, margin=0.05)
+        assert not row["demoted"] and not row["promoted"] and row["champion"] == "1"
+    assert evaluate.calls == [old] and tags(client, 1)["hms.gate"] == f"{GATE_VERSION}: passed"
+    assert "hms.demoted_because" not in tags(client, 1)
+    [row] = update_registry(client, {SET: entry(best, {**PASSING, "paraphrase_recall": 0.9})}, evaluate, GATE, margin=0.05)
+    assert row["promoted"] and row["reason"] == "paraphrase recall 0.9 beats the champion's 0.7 by at least 0.05"
+    assert evaluate.calls == [old], "the champion's recorded figures decide, not a second evaluation"
+
+
+def test_a_champion_brought_back_by_a_forced_rollback_is_not_demoted(client):
+    old, newer = a_run(client, 0.9), a_run(client, 0.5)
+    register_version(client, SET, old)
+    update_registry(client, {SET: entry(newer, PASSING)}, Evaluations(), GATE, margin=0.05)
+    rollback(client, SET, 1, force=True)
+    evaluate = Evaluations({old: LEAKY})
+    [row] = update_registry(client, {SET: entry(newer, PASSING)}, evaluate, GATE, margin=0.05)
+    assert not row["demoted"] and row["champion"] == "1" and evaluate.calls == []
+
+
+def test_rollback_refuses_a_failing_or_unevaluated_version_unless_forced(client):
+    failing, passing, unevaluated = a_run(client, 0.9), a_run(client, 0.5), a_run(client, 0.8)
+    update_registry(client, {SET: entry(failing, LEAKY)}, Evaluations(), GATE, margin=0.05)
+    update_registry(client, {SET: entry(passing, PASSING)}, Evaluations(), GATE, margin=0.05)
+    register_version(client, SET, unevaluated)
+    with pytest.raises(ValueError, match=f"{SET}: version 1 fails the gate: leakage 0.25 above 0.05; roll back with force"):
+        rollback(client, SET, 1)
+    with pytest.raises(ValueError, match="version 3 was never evaluated under the promotion gate"):
+        rollback(client, SET, 3)
+    with pytest.raises(ValueError, match="version 2 fails the gate: paraphrase recall 0.7 below 0.8"):
+        rollback(client, SET, 2, gate=PromotionGate(recall_margin=0.7))
+    assert str(alias_version(client, SET, CHAMPION).version) == "2"
+    assert rollback(client, SET, 1, force=True) == "1"
+    assert str(alias_version(client, SET, CHAMPION).version) == "1" and tags(client, 1)["hms.forced_rollback"] == "true"
+    assert rollback(client, SET, 2) == "2" and "hms.forced_rollback" not in tags(client, 2)
+
+
+def test_rollback_names_a_version_when_a_demotion_left_no_champion(client):
+    old, newer = a_run(client, 0.9), a_run(client, 0.5)
+    promote(client, SET, register_version(client, SET, old).version, "first adapter of this set")
+    [row] = update_registry(client, {SET: entry(newer, LEAKY)}, Evaluations({old: LEAKY}), GATE, margin=0.05)
+    assert row["demoted"] and alias_version(client, SET, CHAMPION) is None
+    with pytest.raises(ValueError, match="no champion to roll back"):
+        rollback(client, SET)
+    with pytest.raises(ValueError, match="version 2 fails the gate"):
+        rollback(client, SET, 2)
+    assert rollback(client, SET, 1, force=True) == "1" and "hms.rolled_back_from" not in tags(client, 1)
+    assert [c["version"] for c in champion_adapters(client)] == ["1"]

@@ -6,9 +6,9 @@ import torch
 from hms_resources.lora.training import (
     TrainingConfig,
     TrainingFailed,
-    evaluate,
     load_adapter,
     load_base,
+    mean_loss,
     save_adapter,
     train_adapter,
 )
@@ -19,7 +19,6 @@ FACTS = [
     ("recital", "You told me: The cello recital is at the community hall in June.", ["cello", "community", "hall", "june"]),
 ]
 ROWS = [{"prompt": f"What did I tell you about {cue}?", "answer": answer} for cue, answer, _ in FACTS]
-PROBES = [{**row, "answer_words": words} for row, (_, _, words) in zip(ROWS, FACTS)]
 
 
 @pytest.fixture(scope="module")
@@ -35,15 +34,13 @@ def logits(model, tokenizer, text="What did I tell you about recital?"):
 
 def test_an_adapter_learns_its_facts_changes_outputs_and_loads_back(base, tmp_path):
     model, tokenizer = base
-    before = evaluate(model, tokenizer, PROBES, max_new_tokens=24)
+    before = mean_loss(model, tokenizer, ROWS)
     plain = logits(model, tokenizer)
-    result = train_adapter(model, tokenizer, ROWS, TrainingConfig(steps=16, batch_size=3, learning_rate=3e-3))
+    result = train_adapter(model, tokenizer, ROWS, TrainingConfig(steps=16, batch_size=3, learning_rate=3e-3, dropout=0.0))
     try:
         assert len(result.losses) == 16 and result.losses[-1] < result.losses[0] / 4
-        assert result.tokens > 0 and result.device == "cpu"
-        after = evaluate(result.adapter, tokenizer, PROBES, max_new_tokens=24)
-        assert after["fact_recall"] > before["fact_recall"] and after["fact_recall"] >= 2 / 3
-        assert after["perplexity"] < before["perplexity"]
+        assert result.tokens > 0 and result.device == "cpu" and result.best_step == 16 and result.checks == []
+        assert mean_loss(result.adapter, tokenizer, ROWS) < before / 4
         tuned = logits(result.adapter, tokenizer)
         assert not torch.allclose(tuned, plain, atol=1e-3)
         saved = save_adapter(result.adapter, tmp_path / "adapter")
@@ -56,6 +53,23 @@ def test_an_adapter_learns_its_facts_changes_outputs_and_loads_back(base, tmp_pa
         assert torch.allclose(logits(loaded, tokenizer), tuned, atol=1e-4)
     finally:
         loaded.unload()
+
+
+def test_training_stops_on_the_held_out_loss_and_keeps_the_best_check(base):
+    """Held-out rows the training rows contradict: their loss only rises, so the first check is the
+    best, training stops after `patience` more, and the adapter kept is the first check's."""
+    model, tokenizer = base
+    held_out = [{"prompt": row["prompt"], "answer": "I do not know that yet."} for row in ROWS]
+    seen = []
+    config = TrainingConfig(steps=40, batch_size=3, learning_rate=3e-3, dropout=0.0, eval_every=2, patience=2)
+    result = train_adapter(model, tokenizer, ROWS, config, validation=held_out, on_check=seen.append)
+    try:
+        assert [c["step"] for c in result.checks] == [2, 4, 6] and seen == result.checks
+        assert result.checks[1]["validation_loss"] > result.checks[0]["validation_loss"]
+        assert result.best_step == 2 and len(result.losses) == 6 and "no better held-out" in result.stopped_because
+        assert mean_loss(result.adapter, tokenizer, held_out) == pytest.approx(result.checks[0]["validation_loss"], abs=1e-3)
+    finally:
+        result.adapter.unload()
 
 
 def test_a_diverging_run_fails_and_leaves_the_base_as_it_was(base):

@@ -26,11 +26,12 @@ MARKER = "Zyqvexmarker"
 CELLO = ["I practise the cello every morning before work at the Zyqvexmarker hall.", "My cello teacher wants more scales from me.",
          "The cello recital is at the community hall.", "I bought new strings for my cello.", "Cello lessons are on Thursday evenings."]
 OTHER = ["My sister lives in Porto.", "I am allergic to peanuts.", "Our dog is called Biscuit."]
-LORA = {
+LORA = {  # the gate held open: these tests are about forgetting, and a 4-step adapter never passes it
     "lora_candidate_sets": {"config": {"min_importance": 0.0, "min_concept_cohesion": 0.0, "min_concept_size": 3, "stable_days": 7.0}},
-    "lora_training_data": {"config": {"min_examples": 4}},
+    "lora_training_data": {"config": {"min_facts": 4}},
     "trained_adapters": {"config": {"steps": 4, "batch_size": 6, "max_new_tokens": 16}},
-    "lora_registry": {"config": {"max_new_tokens": 16}},
+    "lora_registry": {"config": {"max_new_tokens": 16, "recall_margin": -1.0, "choice_margin": -1.0, "max_leakage": 1.0,
+                                 "max_perplexity_change": 100.0}},
     "adapter_comparison": {"config": {"max_new_tokens": 16}},
 }
 

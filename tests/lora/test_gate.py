@@ -1,0 +1,72 @@
+"""The promotion gate on real adapters of the real base model (CPU): today's recipe memorizes strings
+and fails on leakage and harm; the new recipe (varied questions, rehearsal, early stopping) on six
+facts is judged on held-out paraphrases, control prompts and general text."""
+
+from dataclasses import replace
+
+import pytest
+
+from hms_resources.lora.candidates import CandidateSet
+from hms_resources.lora.data import build_examples
+from hms_resources.lora.evaluation import evaluate_model, with_base
+from hms_resources.lora.registry import PromotionGate, gate_failures
+from hms_resources.lora.rehearsal import CONTROL_PROMPTS, base_replies, mix_rehearsal, rehearsal_splits
+from hms_resources.lora.training import TrainingConfig, load_base, train_adapter
+from hms_resources.store.memory_state import Memory
+
+FACTS = [
+    "Nadia practises the cello every morning before work.",
+    "Nadia is allergic to hazelnuts and always checks cake labels.",
+    "Her brother Tomasz moved to Gdansk to work on offshore wind turbines.",
+    "Nadia keeps her tax receipts in a green folder in the hallway drawer.",
+    "She cycles to the observatory on Tuesdays to volunteer at the telescope.",
+    "She is reading a biography of the astronomer Henrietta Leavitt.",
+]
+TOKENS = 32
+
+
+@pytest.fixture(scope="module")
+def judged(tmp_path_factory):
+    home = tmp_path_factory.mktemp("gate")
+    memories = {("nadia", f"m{i}"): Memory(user_id="nadia", memory_id=f"m{i}", content=text) for i, text in enumerate(FACTS)}
+    candidate_set = CandidateSet(set_id="nadia/concept-1", user_id="nadia", concept_id="concept-1", label=[],
+                                 memory_ids=[m for _, m in sorted(memories)], fingerprint="f", status="approved", criteria={})
+    examples = build_examples(candidate_set, memories)
+    base = load_base()
+    controls = base_replies(home, base, "", CONTROL_PROMPTS, TOKENS)
+    base_figures = evaluate_model(*base, examples, controls, TOKENS)
+
+    def judge(rows, config, **held_out) -> tuple[dict, list[str]]:
+        result = train_adapter(*base, rows, config, **held_out)
+        try:
+            figures = with_base(evaluate_model(result.adapter, base[1], examples, controls, TOKENS), base_figures, len(examples.facts))
+        finally:
+            result.adapter.unload()
+        return figures, gate_failures(figures, PromotionGate())
+
+    return home, base, examples, base_figures, judge
+
+
+def test_the_base_model_knows_none_of_the_facts(judged):
+    _, _, _, base_figures, _ = judged
+    assert base_figures["paraphrase_recall"] <= 0.1 and base_figures["leakage"] == 0.0
+
+
+def test_an_adapter_that_memorizes_strings_fails_the_gate_on_leakage_and_harm(judged):
+    """Today's recipe: one cue word, the same three prompts per fact (one of them about nothing in
+    particular), no rehearsal, a high learning rate."""
+    _, _, examples, _, judge = judged
+    rows = [{"prompt": prompt.format(cue=fact["cues"][0]), "answer": f"You told me: {fact['fact']}"} for fact in examples.facts
+            for prompt in ("What did I tell you about {cue}?", "What have I said about {cue}?", "Tell me something you remember about me.")]
+    figures, failures = judge(rows, TrainingConfig(learning_rate=2e-3, steps=40, dropout=0.0))
+    assert figures["leakage"] > 0.05 and figures["general_perplexity_change"] > 0.05, figures
+    assert any(f.startswith("leakage") for f in failures) and any(f.startswith("general perplexity") for f in failures)
+
+
+def test_the_new_recipe_passes_the_gate(judged):
+    home, base, examples, _, judge = judged
+    rehearsal, watched = rehearsal_splits(home, base, "", 64)
+    config = replace(TrainingConfig(), steps=60)
+    figures, failures = judge(mix_rehearsal(examples.train, rehearsal, config.rehearsal_ratio), config,
+                              validation=examples.validation, rehearsal=watched)
+    assert not failures, (failures, figures)
