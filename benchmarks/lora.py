@@ -34,7 +34,7 @@ from hms_resources.lora.data import build_examples, save_dataset  # noqa: E402
 from hms_resources.lora.registry import PromotionGate, gate_failures  # noqa: E402
 from hms_resources.lora.rehearsal import mix_rehearsal, rehearsal_splits  # noqa: E402
 from hms_resources.lora.tracking import MlflowTracking  # noqa: E402
-from hms_resources.lora.training import TrainingConfig, device, encode_example, load_base  # noqa: E402
+from hms_resources.lora.training import TrainingConfig, device, encode_row, load_base  # noqa: E402
 from hms_resources.store.event_store import EventStore  # noqa: E402
 from hms_resources.store.memory_state import Memory  # noqa: E402
 
@@ -109,7 +109,7 @@ def bare_peft_loop(model, tokenizer, rows: list[dict], config: TrainingConfig) -
     import torch
     from peft import LoraConfig, get_peft_model
 
-    encoded = [encode_example(tokenizer, r["prompt"], r["answer"], r.get("finished", True)) for r in rows]
+    encoded = [encode_row(tokenizer, r) for r in rows]
     order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(config.seed)).tolist()
     batches = []
     pad = tokenizer.pad_token_id

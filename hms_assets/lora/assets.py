@@ -249,6 +249,9 @@ def trained_adapters(
     lines = ["| set | run | paraphrase recall base → adapter | forced choice (chance) | leakage | general perplexity | kept step | tokens/s |",
              "|---|---|---|---|---|---|---|---|"]
     for set_id, a in sorted(adapters.items()):
+        if "paraphrase_recall" not in a:
+            lines.append(f"| {set_id} | {a['run_id'][:8]} | trained before the gate: judged at the next registry run | - | - | - | - | - |")
+            continue
         lines.append(f"| {set_id} | {a['run_id'][:8]} | {a['base_paraphrase_recall']} → {a['paraphrase_recall']} | {a['forced_choice']} "
                      f"({a['chance']}) | {a['leakage']} | {a['general_perplexity_change']:+.1%} | {a['best_step']} | {a['tokens_per_second']} |")
     return dg.MaterializeResult(

@@ -257,7 +257,8 @@ def _log_comparison_run(
 
 
 def comparison_rows(home: Path) -> list[dict]:
-    return read_json(lora_dir(home) / COMPARISON_FILE, {"rows": []})["rows"]
+    """The latest comparison; rows written before the gate's metrics existed are left out."""
+    return [r for r in read_json(lora_dir(home) / COMPARISON_FILE, {"rows": []})["rows"] if "paraphrase_recall" in r]
 
 
 def format_comparison(rows: Sequence[dict]) -> str:

@@ -1,7 +1,10 @@
-"""What an adapter must leave alone: prompts unrelated to any user, answered by the base model itself.
+"""What an adapter must leave alone: prompts unrelated to any user, answered by the base model itself,
+and plain text.
 
 `REHEARSAL_PROMPTS` are mixed into training with the base model's own replies, so the adapter keeps
-answering them as the base does. `CONTROL_PROMPTS` (general questions and personal questions about
+answering them as the base does; passages of the docstrings of standard-library modules
+(`TEXT_MODULES`, shipped with every interpreter, and apart from the language reference that general
+perplexity is measured on) are mixed in as plain language modelling, so it keeps the base's language. `CONTROL_PROMPTS` (general questions and personal questions about
 nothing a user told) never reach training: leakage is measured on them. Both are fixed and shipped,
 so every adapter is judged on the same questions. Base replies are generated once per base model and
 generation length, and cached under the HMS home."""
@@ -108,6 +111,33 @@ def _cache_path(home: Path, base_model: str, prompts: Sequence[str], max_new_tok
 
 REHEARSAL_WATCHED = 8
 """The last rehearsal prompts are held out of training: their loss is what training watches."""
+TEXT_MODULES = ("json", "csv", "argparse", "logging", "collections", "itertools", "textwrap", "unittest", "statistics", "heapq",
+                "shutil", "tempfile")
+TEXT_PASSAGES = 24
+TEXT_WATCHED = 4
+PASSAGE_CHARACTERS = 600
+
+
+def text_passages(count: int = TEXT_PASSAGES) -> list[dict]:
+    """Plain-text rows (`text`): passages of standard-library docstrings, one module after another."""
+    import importlib
+    import inspect
+
+    per_module = []
+    for name in TEXT_MODULES:
+        module = importlib.import_module(name)
+        members = [getattr(module, n) for n in sorted(dir(module)) if not n.startswith("_")]
+        docs = [inspect.getdoc(module) or ""] + [inspect.getdoc(m) or "" for m in members if inspect.isclass(m) or inspect.isfunction(m)]
+        words = " ".join(" ".join(d.split()) for d in docs if len(d) > 80).split()
+        chunks, current = [], []
+        for word in words:
+            current.append(word)
+            if sum(len(w) + 1 for w in current) >= PASSAGE_CHARACTERS:
+                chunks.append(" ".join(current))
+                current = []
+        per_module.append(chunks)
+    ordered = [chunks[i] for i in range(max(map(len, per_module), default=0)) for chunks in per_module if i < len(chunks)]
+    return [{"text": text} for text in ordered[:count]]
 
 
 def base_replies(home: Path, base: tuple[Any, Any], base_model: str, prompts: Sequence[str], max_new_tokens: int) -> list[dict]:
@@ -130,9 +160,10 @@ def base_replies(home: Path, base: tuple[Any, Any], base_model: str, prompts: Se
 
 
 def rehearsal_splits(home: Path, base: tuple[Any, Any], base_model: str, max_new_tokens: int) -> tuple[list[dict], list[dict]]:
-    """(rows to mix into training, rows whose loss training watches)."""
+    """(rows to mix into training, rows whose loss training watches): the base's replies and plain text."""
     rows = base_replies(home, base, base_model, REHEARSAL_PROMPTS, max_new_tokens)
-    return rows[:-REHEARSAL_WATCHED], rows[-REHEARSAL_WATCHED:]
+    texts = text_passages()
+    return rows[:-REHEARSAL_WATCHED] + texts[:-TEXT_WATCHED], rows[-REHEARSAL_WATCHED:] + texts[-TEXT_WATCHED:]
 
 
 def mix_rehearsal(fact_rows: Sequence[dict], rehearsal: Sequence[dict], ratio: float) -> list[dict]:

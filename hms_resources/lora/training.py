@@ -32,7 +32,9 @@ class TrainingConfig:
     rank: int = 8
     alpha: int = 16
     dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    target_modules: tuple[str, ...] = ("gate_proj", "up_proj", "down_proj")
+    """The MLP: on the same data it learned the facts about twice as fast as q/k/v/o and recalled more of
+    them on held-out questions (see the README's sweep)."""
     learning_rate: float = 1e-3
     steps: int = 160
     """The most steps; training usually stops earlier, on the held-out paraphrase loss."""
@@ -44,7 +46,7 @@ class TrainingConfig:
     """Rehearsal examples (the base model's own replies to unrelated prompts) per fact example."""
     eval_every: int = 10
     patience: int = 3
-    rehearsal_tolerance: float = 0.15
+    rehearsal_tolerance: float = 0.05
     """How far (relative) the held-out rehearsal loss may rise above the base's before a check is unusable."""
 
 
@@ -117,6 +119,14 @@ def prompt_ids(tokenizer: Any, prompt: str, system: str = "") -> list[int]:
     return list(head["input_ids"] if hasattr(head, "keys") else head)
 
 
+def encode_row(tokenizer: Any, row: dict[str, Any]) -> tuple[list[int], list[int]]:
+    """A chat example (`prompt`, `answer`, `finished`) or plain text (`text`, every token scored)."""
+    if "text" in row:
+        ids = ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []) + tokenizer(row["text"], add_special_tokens=False)["input_ids"]
+        return ids, [-100] + ids[1:]
+    return encode_example(tokenizer, row["prompt"], row["answer"], row.get("finished", True))
+
+
 def encode_example(tokenizer: Any, prompt: str, answer: str, finished: bool = True) -> tuple[list[int], list[int]]:
     """Chat-formatted ids, and labels that score only the answer (and its end, unless it was cut off)."""
     head = prompt_ids(tokenizer, prompt)
@@ -145,7 +155,7 @@ def mean_loss(model: Any, tokenizer: Any, rows: Sequence[dict[str, str]], batch_
     import torch
 
     total = count = 0.0
-    encoded = [encode_example(tokenizer, r["prompt"], r["answer"], r.get("finished", True)) for r in rows]
+    encoded = [encode_row(tokenizer, r) for r in rows]
     for start in range(0, len(encoded), batch_size):
         chosen = encoded[start:start + batch_size]
         scored = sum(sum(1 for label in labels[1:] if label != -100) for _, labels in chosen)
@@ -184,7 +194,7 @@ def train_adapter(
     base_rehearsal = mean_loss(model, tokenizer, rehearsal) if rehearsal else 0.0
     adapter = get_peft_model(model, LoraConfig(r=config.rank, lora_alpha=config.alpha, target_modules=list(config.target_modules),
                                                lora_dropout=config.dropout, task_type="CAUSAL_LM"))
-    encoded = [encode_example(tokenizer, r["prompt"], r["answer"], r.get("finished", True)) for r in rows]
+    encoded = [encode_row(tokenizer, r) for r in rows]
     order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(config.seed)).tolist()
     optimizer = torch.optim.AdamW([p for p in adapter.parameters() if p.requires_grad], lr=config.learning_rate)
     result = TrainingResult(losses=[], tokens=0, seconds=0.0, device=device(), adapter=adapter, stopped_because="reached the most steps")

@@ -48,7 +48,7 @@ class Home:
     def run(self, assets: tuple[str, ...] = LORA_ASSETS, raise_on_error=True, **training) -> dg.ExecuteInProcessResult:
         config = {
             "lora_candidate_sets": {"config": CRITERIA}, "lora_training_data": {"config": {"min_facts": 4}},
-            "trained_adapters": {"config": {"steps": 12, "batch_size": 6, "max_new_tokens": 24, **training}},
+            "trained_adapters": {"config": {"steps": 12, "batch_size": 6, "max_new_tokens": 24, "eval_every": 6, **training}},
             "lora_registry": {"config": {"max_new_tokens": 24}}, "adapter_comparison": {"config": {"max_new_tokens": 24}},
         }
         with dg.DagsterInstance.ephemeral() as instance:
@@ -106,6 +106,7 @@ def trained(home, ana_set):
     return home.run()
 
 
+@pytest.mark.timeout(1500)
 def test_an_approved_set_is_trained_logged_with_lineage_and_a_failing_adapter_is_never_champion(home, ana_set, trained):
     from hms_resources.context.assembler import ContextAssembler
     from hms_resources.lora.adapters import METRICS
@@ -194,6 +195,7 @@ def test_a_diverging_run_fails_without_retries_and_registers_nothing(home, ana_s
     assert sorted(statuses) == ["FAILED", "FINISHED"]
 
 
+@pytest.mark.timeout(1200)
 def test_rollback_refuses_a_version_that_fails_the_gate_unless_forced(home, ana_set, trained, monkeypatch):
     from hms_jobs.cli import main
     from hms_resources.context.assembler import ContextAssembler

@@ -4,9 +4,8 @@ general perplexity must measure what they claim before any adapter is judged by 
 import pytest
 
 from hms_resources.lora.evaluation import (
-    DEPARTURE_SIMILARITY,
+    DEPARTURE_NATS,
     carries_fact,
-    departs,
     forced_choice,
     general_corpus,
     leakage,
@@ -41,22 +40,33 @@ def test_forced_choice_finds_the_fact_given_in_context_and_is_at_chance_without_
     assert forced_choice(model, tokenizer, probes, FACTS) <= 1 / len(FACTS)
 
 
-def test_leakage_counts_replies_that_carry_a_fact_or_depart_from_the_base():
+def test_leakage_counts_replies_that_carry_a_fact_or_make_the_base_reply_unlikely():
     base = ["The capital of France is Paris.", "Boil the egg for eight minutes, then cool it in cold water."]
-    assert leakage(base, base, FACTS) == 0.0
-    assert leakage(["The capital of France is Paris, and you practise the cello every morning.", base[1]], base, FACTS) == 0.5
-    assert leakage([base[0], "Bloating can be treated by drinking plenty of water."], base, FACTS) == 0.5
-    assert not departs("The capital of France is Paris, a city.", base[0]) and departs("Lyon.", base[0])
-    assert 0 < DEPARTURE_SIMILARITY < 1
+    assert leakage(base, [1.0, 1.2], [1.0, 1.2], FACTS) == 0.0
+    assert leakage(["The capital of France is Paris, and you practise the cello every morning.", base[1]], [1.0, 1.2], [1.0, 1.2],
+                   FACTS) == 0.5
+    assert leakage(base, [1.0, 1.2 + DEPARTURE_NATS + 0.01], [1.0, 1.2], FACTS) == 0.5
+    assert leakage(base, [0.2, 1.2 + DEPARTURE_NATS - 0.01], [1.0, 1.2], FACTS) == 0.0, "more likely, or barely less, is no departure"
     assert carries_fact("You go to the observatory on Tuesdays.", FACTS[4]) is False
     assert carries_fact("You cycle to the observatory to volunteer at the telescope on Tuesdays.", FACTS[4])
     assert recalls("You keep them in a green folder.", ["folder", "green", "receipts"]) and not recalls("No idea.", ["folder", "green"])
 
 
+def test_reply_losses_score_the_base_replies_it_generated_as_likely(base):
+    from hms_resources.lora.evaluation import generate_replies, reply_losses
+
+    model, tokenizer = base
+    prompts = ["What is the capital of France?", "Name three primary colors."]
+    replies = generate_replies(model, tokenizer, prompts, 16)
+    own = reply_losses(model, tokenizer, [{"prompt": p, "answer": r} for p, r in zip(prompts, replies)])
+    swapped = reply_losses(model, tokenizer, [{"prompt": p, "answer": r} for p, r in zip(prompts, replies[::-1])])
+    assert all(o < s for o, s in zip(own, swapped)), (own, swapped)
+
+
 def test_general_perplexity_reads_shipped_text_and_rises_when_the_text_is_scrambled(base):
     model, tokenizer = base
     corpus = general_corpus()
-    assert len(corpus) >= 10 and all(len(text) > 500 for text in corpus)
+    assert len(corpus) >= 10 and all(len(text) > 1000 for text in corpus)
     plain = perplexity(model, tokenizer, corpus)
     scrambled = perplexity(model, tokenizer, [" ".join(sorted(text.split())) for text in corpus])
     assert 2 < plain < 100 and scrambled > 3 * plain

@@ -80,6 +80,7 @@ def embedder():
     return Embedder()
 
 
+@pytest.mark.timeout(1500)
 def test_forget_removes_the_text_from_every_file_and_retires_the_adapter_trained_on_it(hms_home, embedder):
     store = EventStore(hms_home=str(hms_home))
     ingest_records(store, planted_events())
