@@ -27,3 +27,14 @@ def event(kind: str, user: str, memory: str, minutes: float = 0, event_id: str |
 
 def created(user: str, memory: str, content: str = "likes green tea", minutes: float = 0, **payload: Any) -> dict[str, Any]:
     return event("created", user, memory, minutes, content=content, **payload)
+
+
+PERSONAL_FACTS = [
+    "Nadia practises the cello every morning before work.",
+    "Nadia is allergic to hazelnuts and always checks cake labels.",
+    "Her brother Tomasz moved to Gdansk to work on offshore wind turbines.",
+    "Nadia keeps her tax receipts in a green folder in the hallway drawer.",
+    "She cycles to the observatory on Tuesdays to volunteer at the telescope.",
+    "She is reading a biography of the astronomer Henrietta Leavitt.",
+]
+"""Six facts about one invented person, each with words of its own: what LoRA tests teach and judge."""

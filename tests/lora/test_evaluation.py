@@ -13,15 +13,9 @@ from hms_resources.lora.evaluation import (
     recalls,
 )
 from hms_resources.lora.training import load_base
+from tests.helpers import PERSONAL_FACTS
 
-FACTS = [
-    "Nadia practises the cello every morning before work.",
-    "Nadia is allergic to hazelnuts and always checks cake labels.",
-    "Her brother Tomasz moved to Gdansk to work on offshore wind turbines.",
-    "Nadia keeps her tax receipts in a green folder in the hallway drawer.",
-    "She cycles to the observatory on Tuesdays to volunteer at the telescope.",
-    "She is reading a biography of the astronomer Henrietta Leavitt.",
-]
+FACTS = PERSONAL_FACTS
 UNRELATED = "My neighbour repaired the fence last weekend."
 
 

@@ -15,15 +15,9 @@ from hms_resources.lora.registry import PromotionGate, gate_failures
 from hms_resources.lora.rehearsal import CONTROL_PROMPTS, base_replies, mix_rehearsal, rehearsal_splits
 from hms_resources.lora.training import TrainingConfig, load_base, train_adapter
 from hms_resources.store.memory_state import Memory
+from tests.helpers import PERSONAL_FACTS
 
-FACTS = [
-    "Nadia practises the cello every morning before work.",
-    "Nadia is allergic to hazelnuts and always checks cake labels.",
-    "Her brother Tomasz moved to Gdansk to work on offshore wind turbines.",
-    "Nadia keeps her tax receipts in a green folder in the hallway drawer.",
-    "She cycles to the observatory on Tuesdays to volunteer at the telescope.",
-    "She is reading a biography of the astronomer Henrietta Leavitt.",
-]
+FACTS = PERSONAL_FACTS
 TOKENS = 24
 
 
