@@ -37,7 +37,7 @@ def test_forced_choice_finds_the_fact_given_in_context_and_is_at_chance_without_
 def test_leakage_counts_replies_that_carry_a_fact_or_make_the_base_reply_unlikely():
     base = ["The capital of France is Paris.", "Boil the egg for eight minutes, then cool it in cold water."]
     assert leakage(base, [1.0, 1.2], [1.0, 1.2], FACTS) == 0.0
-    assert leakage(["The capital of France is Paris, and you practise the cello every morning.", base[1]], [1.0, 1.2], [1.0, 1.2],
+    assert leakage(["The capital of France is Paris, and Nadia, you play the cello every morning before work.", base[1]], [1.0, 1.2], [1.0, 1.2],
                    FACTS) == 0.5
     assert leakage(base, [1.0, 1.2 + DEPARTURE_NATS + 0.01], [1.0, 1.2], FACTS) == 0.5
     assert leakage(base, [0.2, 1.2 + DEPARTURE_NATS - 0.01], [1.0, 1.2], FACTS) == 0.0, "more likely, or barely less, is no departure"
