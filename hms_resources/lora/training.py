@@ -244,6 +244,18 @@ def train_adapter(
     return result
 
 
+def answer(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 40, *, system: str = "") -> str:
+    """The greedy reply to `prompt`; an assembled context belongs in `system`, the user's question in
+    `prompt`, the turn an adapter was trained to answer."""
+    import torch
+
+    head = torch.tensor([prompt_ids(tokenizer, prompt, system)], device=device())
+    with torch.inference_mode():
+        out = model.generate(input_ids=head, attention_mask=torch.ones_like(head), max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(out[0, head.shape[1]:], skip_special_tokens=True)
+
+
 def save_adapter(adapter: Any, directory: Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
