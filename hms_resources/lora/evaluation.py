@@ -30,8 +30,8 @@ GENERAL_TOPICS = ("assignment", "calls", "class", "comparisons", "exceptions", "
 GENERAL_CHARACTERS = 1500
 GENERAL_TOKENS = 256
 CHOICE_PREFIX = ANSWERS[0].split("{fact}")[0]
-GATE_METRICS = ("paraphrase_recall", "forced_choice", "leakage", "general_perplexity", "perplexity")
-"""The keys every evaluation is logged under, training and comparison runs alike."""
+MEASURED = ("paraphrase_recall", "forced_choice", "leakage", "general_perplexity", "perplexity")
+"""What `evaluate_model` returns for one model; `with_base` adds the base's as `base_<key>`."""
 
 
 def general_corpus() -> list[str]:
@@ -185,5 +185,5 @@ def with_base(figures: dict[str, float], base: dict[str, float], facts: int) -> 
     """An adapter's figures beside the base's, the chance level and the relative perplexity change:
     everything the promotion gate reads."""
     change = figures["general_perplexity"] / base["general_perplexity"] - 1
-    return {**figures, **{f"base_{k}": v for k, v in base.items() if k in GATE_METRICS}, "chance": round(1 / max(facts, 1), 4),
+    return {**figures, **{f"base_{k}": v for k, v in base.items() if k in MEASURED}, "chance": round(1 / max(facts, 1), 4),
             "general_perplexity_change": round(change, 4)}
