@@ -216,6 +216,11 @@ class ContextAssembler(dg.ConfigurableResource):
                     self._install(self._load())
         return self._snapshot
 
+    @property
+    def loaded_snapshot(self) -> ContextSnapshot | None:
+        """The indexes if loaded, without loading them (for readiness checks)."""
+        return self._snapshot
+
     def _load(self) -> ContextSnapshot:
         snapshot = load_snapshot(self.event_store, self.tokens.count, model=self.embedder.identity)
         if snapshot.model:
@@ -358,6 +363,26 @@ class ContextAssembler(dg.ConfigurableResource):
         eligible = index.created <= as_of if now is not None else np.ones(len(index), dtype=bool)
         ranking = rank_memories(index, similarities, text, query_tokens, eligible, as_of, self.active_reranker, self.retrieval_config, scope, anchor_tokens)
         return index, ranking
+
+    def search(self, user_id: str, query: str, limit: int = 10, *, now: str | datetime | None = None) -> list[ContextItem]:
+        """`user_id`'s memories ranked for `query`, best first, with the reranker's probability of being
+        evidence; memories stored since the indexes were built are scored as in `assemble`."""
+        index, ranking = self.rank(user_id, query, now=now)
+        fresh = self._read_fresh(user_id)
+        found: list[Candidate] = []
+        if ranking is not None:
+            found += [
+                memory_candidate(index, row, score)
+                for row, score in zip(ranking.rows.tolist(), ranking.scores.tolist())
+                if index.memory_ids[row] not in fresh.removed
+            ]
+        as_of, _, _, query_tokens, _ = _read_query(query, now)
+        found += [c for c in self._fresh_candidates(fresh, query_tokens, as_of, now is not None) if c.score > 0]
+        found.sort(key=lambda c: (-c.score, c.memory_id))
+        return [
+            ContextItem(c.memory_id, c.text, c.tokens, round(c.score, 6), c.tier, "memory", list(c.source_ids), c.created_at)
+            for c in found[:limit]
+        ]
 
     def _fresh_candidates(self, fresh: _Fresh, query_tokens: list[str], as_of: float, bounded: bool) -> list[Candidate]:
         """Memories stored since the indexes were built: no vector or features yet, so scored by the

@@ -281,6 +281,8 @@ class ContextSnapshot:
     seconds: float
     cold: dict[str, UserIndex] = field(default_factory=dict)
     adapters: dict[str, UserAdapters] = field(default_factory=dict)
+    loaded_at: float = field(default_factory=time.time)
+    """Wall-clock time the indexes were loaded, for the service's readiness and index age."""
 
     @property
     def memories(self) -> int:

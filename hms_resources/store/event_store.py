@@ -329,6 +329,37 @@ class EventStore(dg.ConfigurableResource):
             changed.update(e.key for e in touched if e.key in state)
         return last, changed
 
+    def memory_events(self, user_id: str, memory_id: str) -> list[MemoryEvent]:
+        """One memory's events in sequence order: its history, and its current state when folded."""
+        query = (
+            select(events.c.event_id, events.c.type, events.c.user_id, events.c.memory_id, events.c.occurred_at, events.c.payload, events.c.sequence)
+            .where(events.c.user_id == user_id, events.c.memory_id == memory_id)
+            .order_by(events.c.sequence)
+        )
+        with self.reading() as conn:
+            return [MemoryEvent(e, t, u, m, o, orjson.loads(p), s) for e, t, u, m, o, p, s in conn.execute(query)]
+
+    def current_memories(self, user_id: str) -> list[Memory]:
+        """A user's memories as of the end of the log: the memories table, with the user's events stored
+        since it was last refreshed folded in (each only onto a row it is newer than)."""
+        cursor = self.projection_cursor("memories")
+        state = {m.key: m for m in self.read_memories(user_id=user_id, include_forgotten=True)}
+        for page in self.read_event_pages(after_sequence=cursor, user_id=user_id):
+            for event in page:
+                memory = state.get(event.key)
+                if memory is None or memory.last_sequence is None or (event.sequence or 0) > memory.last_sequence:
+                    apply_events(state, [event])
+        return sorted(state.values(), key=lambda m: m.memory_id)
+
+    def stored_times(self, event_ids: Sequence[str]) -> dict[str, str]:
+        """The `occurred_at` of those of `event_ids` already stored: a retried write reuses it."""
+        found: dict[str, str] = {}
+        with self.reading() as conn:
+            for part in chunks(list(event_ids)):
+                query = select(events.c.event_id, events.c.occurred_at).where(events.c.event_id.in_(part))
+                found.update(dict(conn.execute(query).all()))
+        return found
+
     def stats(self) -> dict[str, Any]:
         with self.reading() as conn:
             event_count = conn.execute(select(func.count()).select_from(events)).scalar() or 0

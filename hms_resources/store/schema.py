@@ -160,3 +160,18 @@ tier_migrations = Table(
     Column("reason", Text, nullable=False),
     Column("at", String(27), nullable=False),
 )
+
+# API keys of the HTTP and MCP service: only a salted digest of each secret is stored.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("scope", String(16), nullable=False),
+    Column("salt", String(64), nullable=False),
+    Column("digest", String(128), nullable=False),
+    Column("label", String(MAX_NAME_LENGTH)),
+    Column("created_at", String(27), nullable=False),
+    Column("revoked_at", String(27)),
+    Index("ix_api_keys_tenant", "tenant"),
+)

@@ -1,0 +1,28 @@
+"""The one error the service raises: an HTTP status, a stable code, a message and the field at fault.
+The HTTP API and the MCP server both turn it into their own error form."""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def body(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message, "field": self.field}}
+
+
+def bad_request(message: str, field: str | None = None) -> ApiError:
+    return ApiError(422, "invalid", message, field)
+
+
+def not_found(message: str, field: str | None = None) -> ApiError:
+    return ApiError(404, "not_found", message, field)
+
+
+def unavailable(message: str) -> ApiError:
+    return ApiError(503, "store_unavailable", message)

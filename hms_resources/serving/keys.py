@@ -1,0 +1,102 @@
+"""API keys: created and revoked by the operator (`hms keys`), shown once, stored as a salted SHA-256
+digest of a 256-bit random secret (a slow password hash adds nothing for random secrets and would
+cost every request milliseconds). A key reads `hms_<key id>_<secret>`; the id finds the stored row."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+from hms_resources.serving.errors import ApiError
+from hms_resources.serving.tenants import Principal, check_scope, check_tenant
+from hms_resources.store import api_keys
+from hms_resources.store.event_store import EventStore
+
+KEY_PREFIX = "hms_"
+KEY_ID_LENGTH = 16
+CACHE_SECONDS = 2.0
+"""A verified key is trusted this long without reading the store again: a revocation takes effect
+within it."""
+
+
+@dataclass(frozen=True)
+class NewKey:
+    key_id: str
+    tenant: str
+    scope: str
+    secret: str
+    """The whole key, to hand to the client: it is never stored and cannot be shown again."""
+
+
+def _digest(salt: str, secret: str) -> str:
+    return hashlib.sha256(bytes.fromhex(salt) + secret.encode()).hexdigest()
+
+
+def create_key(store: EventStore, tenant: str, scope: str, label: str | None = None) -> NewKey:
+    check_tenant(tenant)
+    check_scope(scope)
+    key_id = secrets.token_hex(KEY_ID_LENGTH // 2)
+    secret = secrets.token_urlsafe(32)
+    salt = secrets.token_hex(16)
+    api_keys.insert_key(store, key_id, tenant, scope, salt, _digest(salt, secret), label)
+    return NewKey(key_id, tenant, scope, f"{KEY_PREFIX}{key_id}_{secret}")
+
+
+def split_key(key: str) -> tuple[str, str] | None:
+    if not key.startswith(KEY_PREFIX) or len(key) < len(KEY_PREFIX) + KEY_ID_LENGTH + 2:
+        return None
+    key_id, sep, secret = key[len(KEY_PREFIX) :].partition("_")
+    if len(key_id) != KEY_ID_LENGTH or not sep or not secret:
+        return None
+    return key_id, secret
+
+
+class KeyRing:
+    """Verifies keys against the store, with a short in-process cache keyed by the key's digest."""
+
+    def __init__(self, store: EventStore, cache_seconds: float = CACHE_SECONDS):
+        self.store = store
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
+
+    def principal(self, authorization: str | None) -> Principal:
+        """The caller named by an `Authorization: Bearer <key>` header (or a bare key); 401 otherwise.
+        The message never repeats what was sent."""
+        if not authorization:
+            raise ApiError(401, "unauthorized", "an API key is required: send 'Authorization: Bearer <key>'")
+        scheme, _, key = authorization.strip().partition(" ")
+        key = key.strip() if scheme.lower() == "bearer" else authorization.strip()
+        cache_key = hashlib.sha256(key.encode()).hexdigest()
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(cache_key)
+        if cached is not None and now - cached[0] < self.cache_seconds:
+            return cached[1]
+        principal = self._verify(key)
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[cache_key] = (now, principal)
+        return principal
+
+    def _verify(self, key: str) -> Principal:
+        invalid = ApiError(401, "unauthorized", "the API key is not valid")
+        parts = split_key(key)
+        if parts is None:
+            raise invalid
+        key_id, secret = parts
+        stored = api_keys.find_key(self.store, key_id)
+        if stored is None or not hmac.compare_digest(stored.digest, _digest(stored.salt, secret)):
+            raise invalid
+        if stored.revoked_at is not None:
+            raise ApiError(401, "unauthorized", "the API key was revoked")
+        return Principal(stored.tenant, stored.scope, stored.key_id)
+
+    def forget_cached(self) -> None:
+        with self._lock:
+            self._cache.clear()

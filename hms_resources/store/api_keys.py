@@ -1,0 +1,53 @@
+"""The API keys table: what the service stores of a key (its tenant, scope and a salted digest of its
+secret, never the secret), read and written through these functions only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+
+from hms_resources.store.event_store import EventStore, _now
+from hms_resources.store.schema import api_keys
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    key_id: str
+    tenant: str
+    scope: str
+    salt: str
+    digest: str
+    label: str | None
+    created_at: str
+    revoked_at: str | None
+
+
+def insert_key(store: EventStore, key_id: str, tenant: str, scope: str, salt: str, digest: str, label: str | None) -> StoredKey:
+    key = StoredKey(key_id, tenant, scope, salt, digest, label, _now(), None)
+    with store.engine.begin() as conn:
+        conn.execute(api_keys.insert().values(**key.__dict__))
+    return key
+
+
+def find_key(store: EventStore, key_id: str) -> StoredKey | None:
+    with store.reading() as conn:
+        row = conn.execute(select(api_keys).where(api_keys.c.key_id == key_id)).mappings().first()
+    return StoredKey(**row) if row is not None else None
+
+
+def list_keys(store: EventStore, tenant: str | None = None) -> list[StoredKey]:
+    query = select(api_keys).order_by(api_keys.c.tenant, api_keys.c.created_at, api_keys.c.key_id)
+    if tenant is not None:
+        query = query.where(api_keys.c.tenant == tenant)
+    with store.reading() as conn:
+        return [StoredKey(**row) for row in conn.execute(query).mappings()]
+
+
+def revoke_key(store: EventStore, key_id: str) -> bool:
+    """Mark a key revoked; False when no unrevoked key has that id."""
+    with store.engine.begin() as conn:
+        changed = conn.execute(
+            update(api_keys).where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None)).values(revoked_at=_now())
+        ).rowcount
+    return bool(changed)
