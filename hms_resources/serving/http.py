@@ -263,7 +263,9 @@ def create_app(service: MemoryService, *, max_body_bytes: int = DEFAULT_MAX_BODY
         if first.get("type") == "json_invalid":
             metrics.rejected.labels("invalid").inc()
             return error_response(ApiError(422, "invalid", "the body is not valid JSON", "body"))
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        loc = [str(p) for p in first.get("loc", ())]
+        if loc and loc[0] in ("body", "query", "path", "header"):
+            loc = loc[1:]
         field = ".".join(loc) or None
         message = f"{field}: {first.get('msg', 'invalid')}" if field else str(first.get("msg", "invalid request"))
         metrics.rejected.labels("invalid").inc()
