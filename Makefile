@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HMS_HOME ?= $(CURDIR)/.hms
 export DAGSTER_HOME ?= $(HMS_HOME)/dagster
 
-.PHONY: install run test ui bench eval clean
+.PHONY: install run test ui serve bench eval clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ test: install
 ui: install
 	$(BIN)/hms ui
 
+serve: install
+	$(BIN)/hms serve $(if $(PORT),--port $(PORT))
+
 bench: install
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/replay.py
@@ -33,6 +36,7 @@ bench: install
 	$(BIN)/python benchmarks/graph_sync.py
 	$(BIN)/python benchmarks/context.py
 	$(BIN)/python benchmarks/lora.py
+	$(BIN)/python benchmarks/serve.py
 
 eval: install
 	$(BIN)/hms eval retrieval hms_resources/datasets/data/conversations.jsonl --json $(HMS_HOME)/eval-retrieval.json

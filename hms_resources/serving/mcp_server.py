@@ -1,0 +1,249 @@
+"""The MCP server (`hms mcp` over stdio, and `/mcp` of `hms serve` over streamable HTTP): the memory
+service's calls as MCP tools, and each memory as a `memory://{user_id}/{memory_id}` resource.
+
+Every call runs as a `Principal`. Over stdio it is the one of the key the process was started with;
+over HTTP every request carries its own `Authorization: Bearer <key>`, checked by `BearerAuth` before
+the request reaches the SDK, which then hands the request (with the principal in its ASGI `state`) to
+the tool through `ctx.request_context.request`. A service error reaches the assistant as a tool error
+reading `<code>: <message>`; neither ever holds the key."""
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
+
+import anyio
+import anyio.to_thread
+from mcp.server.mcpserver import Context, MCPServer, ResourceSecurity
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import Field
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from hms_resources.serving.errors import ApiError
+from hms_resources.serving.service import MemoryService
+from hms_resources.serving.tenants import Principal
+
+PRINCIPAL = "hms_principal"
+"""The key of the caller's `Principal` in an HTTP request's ASGI `state`."""
+
+INSTRUCTIONS = """Long-term memory of the user across conversations.
+Call `recall` with the user's message before answering, to bring what you know about the user into context.
+Call `remember` when the user states a fact, preference, goal or decision worth keeping (one memory per call).
+Call `feedback` when a recalled memory turned out relevant or not, and `forget` when the user asks you to
+forget something or a memory is wrong. `search_memories`, `list_memories` and `get_memory` look memories up."""
+
+PrincipalOf = Callable[[Context], Principal]
+
+UserId = Annotated[str, Field(description="The user whose memories these are (this tenant's own name for the user)")]
+MemoryId = Annotated[str, Field(description="The memory's id, as `remember`, `recall` or a search returned it")]
+READS = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=1, default=str)
+
+
+def error_result(error: ApiError) -> CallToolResult:
+    """A service error as the assistant reads it: its stable code first, then what to fix."""
+    return CallToolResult(content=[TextContent(type="text", text=f"{error.code}: {error.message}")], is_error=True)
+
+
+def _result(found: dict[str, Any], text: str | None = None) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=text if text is not None else _json(found))], structured_content=found)
+
+
+def _calling(call: Callable[[], CallToolResult]) -> CallToolResult:
+    try:
+        return call()
+    except ApiError as error:
+        return error_result(error)
+
+
+def build_server(service: MemoryService, principal_of: PrincipalOf) -> MCPServer:
+    """The MCP server over `service`; `principal_of(ctx)` names the caller of each tool call and read.
+    Tools are plain functions: the SDK runs them in a worker thread, where the store and the context
+    resource may block."""
+    server: MCPServer = MCPServer(name="hms", title="HMS memory", instructions=INSTRUCTIONS, log_level="WARNING")
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False))
+    def remember(
+        ctx: Context,
+        user_id: UserId,
+        content: Annotated[str, Field(description="The memory, as one self-contained statement")],
+        memory_type: Annotated[str | None, Field(description="e.g. fact, preference, goal, episode")] = None,
+        category: str | None = None,
+        tags: list[str] | None = None,
+        importance: Annotated[float | None, Field(description="0 to 1; how much this matters to the user")] = None,
+        memory_id: Annotated[str | None, Field(description="Your own id for the memory; default: the event id")] = None,
+        event_id: Annotated[str | None, Field(description="Idempotency key: a retry with the same id stores nothing twice")] = None,
+    ) -> CallToolResult:
+        """Store one memory about the user, to be recalled in later conversations. Returns its memory_id;
+        status `duplicate` means the same event_id was stored before."""
+
+        def call() -> CallToolResult:
+            item: dict[str, Any] = {"user_id": user_id, "content": content}
+            optional = {"memory_type": memory_type, "category": category, "tags": tags, "importance": importance, "memory_id": memory_id, "event_id": event_id}
+            item.update({name: value for name, value in optional.items() if value is not None})
+            (found,) = service.add_memories(principal_of(ctx), [item])
+            if found["status"] == "rejected":
+                error = found["error"]
+                return error_result(ApiError(422, error["code"], error["message"], error.get("field")))
+            return _result(found)
+
+        return _calling(call)
+
+    @server.tool(annotations=READS)
+    def recall(
+        ctx: Context,
+        user_id: UserId,
+        query: Annotated[str, Field(description="What the conversation is about: usually the user's latest message")],
+        max_tokens: Annotated[int, Field(description="Token budget of the returned context", ge=1)] = 1024,
+        deep: Annotated[bool, Field(description="Search harder (slower), for questions about the distant past")] = False,
+    ) -> CallToolResult:
+        """The user's memories relevant to `query`, as prompt text to put in your context (first content
+        block) and as items with their memory_ids (second block and structured content)."""
+
+        def call() -> CallToolResult:
+            found = service.context(principal_of(ctx), user_id, query, max_tokens, deep=deep)
+            summary = {name: found[name] for name in ("user_id", "query", "token_count", "items")}
+            return CallToolResult(
+                content=[TextContent(type="text", text=found["prompt"]), TextContent(type="text", text=_json(summary))],
+                structured_content={**summary, "prompt": found["prompt"]},
+            )
+
+        return _calling(call)
+
+    @server.tool(annotations=READS)
+    def search_memories(
+        ctx: Context,
+        user_id: UserId,
+        query: str,
+        limit: Annotated[int, Field(ge=1, le=100)] = 10,
+    ) -> CallToolResult:
+        """Memories of the user that match `query`, best first, with their scores; use it to find a
+        memory_id to update, forget or give feedback on."""
+        return _calling(lambda: _result({"results": service.search(principal_of(ctx), user_id, query, limit)}))
+
+    @server.tool(annotations=READS)
+    def get_memory(ctx: Context, user_id: UserId, memory_id: MemoryId) -> CallToolResult:
+        """One memory in full: content, type, tags, importance, status and tier."""
+        return _calling(lambda: _result(service.get_memory(principal_of(ctx), user_id, memory_id)))
+
+    @server.tool(annotations=READS)
+    def list_memories(
+        ctx: Context,
+        user_id: UserId,
+        memory_type: str | None = None,
+        category: str | None = None,
+        tag: str | None = None,
+        status: Annotated[str, Field(description="live, archived, forgotten or any")] = "live",
+        cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
+        limit: Annotated[int, Field(ge=1, le=500)] = 50,
+    ) -> CallToolResult:
+        """A page of the user's memories in id order, optionally filtered; pass `next_cursor` back as
+        `cursor` for the next page (null on the last)."""
+        return _calling(
+            lambda: _result(
+                service.list_memories(principal_of(ctx), user_id, memory_type=memory_type, category=category, tag=tag, status=status, cursor=cursor, limit=limit)
+            )
+        )
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, open_world_hint=False))
+    def forget(ctx: Context, user_id: UserId, memory_id: MemoryId, reason: str | None = None) -> CallToolResult:
+        """Erase a memory for good (its content is removed from the store), e.g. when the user asks you
+        to forget it or it is wrong. This cannot be undone."""
+        return _calling(lambda: _result(service.forget_memory(principal_of(ctx), user_id, memory_id, reason)))
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False))
+    def feedback(
+        ctx: Context,
+        user_id: UserId,
+        memory_id: MemoryId,
+        was_relevant: Annotated[bool, Field(description="Whether the recalled memory helped with the conversation")],
+        relevance_score: Annotated[float | None, Field(description="0 to 1, if you can grade it", ge=0, le=1)] = None,
+    ) -> CallToolResult:
+        """Tell the memory whether a recalled memory was relevant, so later recalls rank it better or worse."""
+        return _calling(lambda: _result(service.feedback(principal_of(ctx), user_id, memory_id, was_relevant, relevance_score)))
+
+    @server.resource(
+        "memory://{user_id}/{memory_id}",
+        name="memory",
+        description="One memory of a user, as JSON (the same as the get_memory tool).",
+        mime_type="application/json",
+        security=ResourceSecurity(exempt_params={"user_id", "memory_id"}),
+    )
+    def memory(user_id: str, memory_id: str, ctx: Context) -> str:
+        """User and memory ids are store keys, never paths, so the SDK's path checks do not apply."""
+        try:
+            return _json(service.get_memory(principal_of(ctx), user_id, memory_id))
+        except ApiError as error:
+            kind = ResourceNotFoundError if error.status == 404 else ResourceError
+            raise kind(f"{error.code}: {error.message}") from None
+
+    return server
+
+
+def run_stdio(service: MemoryService, principal: Principal) -> None:
+    """Serve over stdin/stdout as `principal` until the client closes the pipe (`hms mcp`)."""
+    server = build_server(service, lambda ctx: principal)
+    try:
+        anyio.run(server.run_stdio_async)
+    finally:
+        service.assembler.close()
+
+
+def request_principal(ctx: Context) -> Principal:
+    """The principal `BearerAuth` put on the HTTP request this call came in."""
+    request = ctx.request_context.request
+    state = getattr(request, "scope", {}).get("state") or {}
+    principal = state.get(PRINCIPAL)
+    if not isinstance(principal, Principal):
+        raise ApiError(401, "unauthorized", "this call did not come with an API key")
+    return principal
+
+
+class BearerAuth:
+    """ASGI middleware: a request without a valid key gets the HTTP API's 401 body; a valid one goes
+    on with its `Principal` in the request's `state`."""
+
+    def __init__(self, app: ASGIApp, service: MemoryService):
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        header = next((value.decode("latin-1") for name, value in scope.get("headers") or () if name == b"authorization"), None)
+        try:
+            principal = await anyio.to_thread.run_sync(self.service.authenticate, header)
+        except ApiError as error:
+            body = json.dumps(error.body()).encode()
+            headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+            return await Response(body, status_code=error.status, media_type="application/json", headers=headers)(scope, receive, send)
+        scope.setdefault("state", {})[PRINCIPAL] = principal
+        await self.app(scope, receive, send)
+
+
+def streamable_http_app(service: MemoryService, *, allowed_hosts: Sequence[str] | None = None) -> Starlette:
+    """The MCP server over streamable HTTP, to mount at `/mcp` (it serves the mount's root, `/mcp/`).
+
+    Stateless: each POST is answered on its own (JSON, no `Mcp-Session-Id`), so any number of clients
+    and keys share one service and nothing is kept per client. Its lifespan (the SDK's session manager)
+    is `app.router.lifespan_context`, which `create_app` enters.
+
+    The SDK's Host/Origin check against DNS rebinding guards servers a browser page could call without
+    credentials; every call here needs a bearer key that no page has (and no CORS is allowed), so the
+    check is off by default, as the HTTP API has none either: a proxy may forward any Host. Pass
+    `allowed_hosts` (`host:port`, `host:*`) to turn it on."""
+    if allowed_hosts is None:
+        security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    else:
+        hosts = list(allowed_hosts)
+        security = TransportSecuritySettings(allowed_hosts=hosts, allowed_origins=[f"{scheme}://{host}" for host in hosts for scheme in ("http", "https")])
+    server = build_server(service, request_principal)
+    app = server.streamable_http_app(streamable_http_path="/", stateless_http=True, json_response=True, transport_security=security)
+    app.add_middleware(BearerAuth, service=service)
+    return app
