@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from hms_resources.context.assembler import ContextItem
 from hms_resources.serving.errors import ApiError
 from hms_resources.serving.metrics import ServiceMetrics
 from hms_resources.serving.service import MemoryService
@@ -28,6 +29,8 @@ log = logging.getLogger("hms.serve")
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 TOO_LARGE = "hms.too_large"
+ITEM_STATUS = {"forbidden": 403, "conflict": 409}
+"""The status of a single-memory add whose one item is refused with this code (otherwise 422)."""
 
 
 class JsonResponse(Response):
@@ -97,22 +100,11 @@ class ContextIn(BaseModel):
     now: str | None = Field(None, description="Answer as of this time (ISO 8601 with a zone); default: now")
 
 
-class ContextItemOut(BaseModel):
-    memory_id: str
-    text: str
-    tokens: int
-    score: float
-    tier: str
-    kind: str
-    source_ids: list[str]
-    created_at: str
-
-
 class ContextOut(BaseModel):
     user_id: str
     query: str
     token_budget: int
-    items: list[ContextItemOut]
+    items: list[ContextItem]
     prompt: str
     token_count: int
     timings_ms: dict[str, float]
@@ -316,8 +308,7 @@ def create_app(service: MemoryService, *, max_body_bytes: int = DEFAULT_MAX_BODY
         (result,) = service.add_memories(caller, [body], idempotency_key=idempotency_key)
         if result["status"] == "rejected":
             error = result["error"]
-            status = 409 if error["code"] == "conflict" else error.get("status", 422)
-            raise ApiError(status, error["code"], error["message"], error["field"])
+            raise ApiError(ITEM_STATUS.get(error["code"], 422), error["code"], error["message"], error["field"])
         return JsonResponse(result, status_code=201 if result["status"] == "created" else 200)
 
     @app.get("/v1/memories", tags=["memories"], responses=ERRORS)

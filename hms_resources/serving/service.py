@@ -122,23 +122,47 @@ class MemoryService:
             raise bad_request(f"{field} is at most {255 - len(principal.prefix)} characters for this tenant", field)
         return value
 
-    def add_memories(self, principal: Principal, items: list[Any], *, idempotency_key: str | None = None) -> list[dict[str, Any]]:
-        """Add memories (`memory.created`), one result per item: `created`, `duplicate` (its event id
-        was stored before: a retry) or `rejected` with the error. Invalid items store nothing; the
-        valid rest is stored in one transaction."""
-        principal.require("write")
+    @staticmethod
+    def _checked_batch(items: Any, name: str) -> list[dict[str, Any]]:
         if not isinstance(items, list) or not items:
-            raise bad_request("memories must be a non-empty list", "memories")
+            raise bad_request(f"{name} must be a non-empty list", name)
         if len(items) > MAX_BATCH:
-            raise bad_request(f"at most {MAX_BATCH} memories per request", "memories")
-        results: list[dict[str, Any]] = [{} for _ in items]
+            raise bad_request(f"at most {MAX_BATCH} {name} per request", name)
+        return [{} for _ in items]
+
+    def _store_batch(self, principal: Principal, batch: list[tuple[int, MemoryEvent]], stored: set[str], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Append the valid events in one transaction and answer each: `created`, `duplicate` (its id
+        was stored before `stored` was read: a retry) or `rejected` (conflict or invalid)."""
+        result = self._append([event for _, event in batch]) if batch else AppendResult()
+        refused = {index: ("invalid", reason) for index, reason in result.rejected}
+        refused.update({index: ("conflict", reason) for index, reason in result.conflicts})
+        for position, (i, event) in enumerate(batch):
+            found: dict[str, Any] = {"index": i, "event_id": principal.own_name(event.event_id), "memory_id": event.memory_id}
+            if position in refused:
+                code, reason = refused[position]
+                found.update(status="rejected", error={"code": code, "message": reason, "field": None})
+            else:
+                found.update(status="duplicate" if event.event_id in stored else "created", user_id=principal.own_name(event.user_id))
+            results[i] = found
+        return results
+
+    @staticmethod
+    def _rejected(i: int, error: ApiError) -> dict[str, Any]:
+        return {"index": i, "status": "rejected", "error": error.body()["error"]}
+
+    def add_memories(self, principal: Principal, items: list[Any], *, idempotency_key: str | None = None) -> list[dict[str, Any]]:
+        """Add memories (`memory.created`), one result per item. Invalid items store nothing; the
+        valid rest is stored in one transaction. A retry without `occurred_at` reuses the stored time,
+        so it is a duplicate, not a conflict."""
+        principal.require("write")
+        results = self._checked_batch(items, "memories")
         pending: list[tuple[int, dict[str, Any], bool]] = []
         for i, item in enumerate(items):
             try:
                 record, timed = self._created_record(principal, item, i, idempotency_key, len(items) > 1)
                 pending.append((i, record, timed))
             except ApiError as error:
-                results[i] = {"index": i, "status": "rejected", "error": error.body()["error"]}
+                results[i] = self._rejected(i, error)
         stored = self.guard(lambda: self.store.stored_times([r["event_id"] for _, r, _ in pending]))
         batch: list[tuple[int, MemoryEvent]] = []
         for i, record, timed in pending:
@@ -147,22 +171,9 @@ class MemoryService:
             try:
                 batch.append((i, parse_event(record, max_content_bytes=self.store.max_content_bytes)))
             except EventError as exc:
-                name = field_of(str(exc))
                 message = str(exc).replace("payload.", "", 1) if str(exc).startswith("payload.") else str(exc)
-                results[i] = {"index": i, "status": "rejected", "error": bad_request(message, name).body()["error"]}
-        result = self._append([event for _, event in batch]) if batch else AppendResult()
-        refused = {index: ("rejected", reason) for index, reason in result.rejected}
-        refused.update({index: ("conflict", reason) for index, reason in result.conflicts})
-        for position, (i, event) in enumerate(batch):
-            client_id = principal.own_name(event.event_id)
-            if position in refused:
-                kind, reason = refused[position]
-                code = "conflict" if kind == "conflict" else "invalid"
-                results[i] = {"index": i, "status": "rejected", "event_id": client_id, "error": {"code": code, "message": reason, "field": None}}
-            else:
-                status = "duplicate" if event.event_id in stored else "created"
-                results[i] = {"index": i, "status": status, "memory_id": event.memory_id, "event_id": client_id, "user_id": principal.own_name(event.user_id)}
-        return results
+                results[i] = self._rejected(i, bad_request(message, field_of(str(exc))))
+        return self._store_batch(principal, batch, set(stored), results)
 
     def _created_record(self, principal: Principal, item: Any, i: int, idempotency_key: str | None, batched: bool) -> tuple[dict[str, Any], bool]:
         if not isinstance(item, dict):
@@ -191,11 +202,7 @@ class MemoryService:
     def append_events(self, principal: Principal, records: list[Any]) -> list[dict[str, Any]]:
         """Raw events, validated as `hms ingest` validates a line; one result per item."""
         principal.require("write")
-        if not isinstance(records, list) or not records:
-            raise bad_request("events must be a non-empty list", "events")
-        if len(records) > MAX_BATCH:
-            raise bad_request(f"at most {MAX_BATCH} events per request", "events")
-        results: list[dict[str, Any]] = [{} for _ in records]
+        results = self._checked_batch(records, "events")
         batch: list[tuple[int, MemoryEvent]] = []
         for i, record in enumerate(records):
             try:
@@ -204,22 +211,11 @@ class MemoryService:
                 user = principal.stored_user(event.user_id)
                 batch.append((i, MemoryEvent(stored_id, event.type, user, event.memory_id, event.occurred_at, event.payload)))
             except EventError as exc:
-                results[i] = {"index": i, "status": "rejected", "error": bad_request(str(exc), field_of(str(exc), True)).body()["error"]}
+                results[i] = self._rejected(i, bad_request(str(exc), field_of(str(exc), True)))
             except ApiError as error:
-                results[i] = {"index": i, "status": "rejected", "error": error.body()["error"]}
+                results[i] = self._rejected(i, error)
         stored = self.guard(lambda: self.store.stored_times([e.event_id for _, e in batch]))
-        result = self._append([event for _, event in batch]) if batch else AppendResult()
-        refused = dict(result.rejected)
-        conflicts = dict(result.conflicts)
-        for position, (i, event) in enumerate(batch):
-            client_id = principal.own_name(event.event_id)
-            if position in refused or position in conflicts:
-                code = "conflict" if position in conflicts else "invalid"
-                reason = conflicts.get(position) or refused[position]
-                results[i] = {"index": i, "status": "rejected", "event_id": client_id, "error": {"code": code, "message": reason, "field": None}}
-            else:
-                results[i] = {"index": i, "status": "duplicate" if event.event_id in stored else "created", "event_id": client_id, "memory_id": event.memory_id}
-        return results
+        return self._store_batch(principal, batch, set(stored), results)
 
     def _change(self, principal: Principal, user_id: str, memory_id: str, event_type: str, payload: dict[str, Any]) -> dict[str, Any]:
         principal.require("write")

@@ -170,6 +170,9 @@ def test_every_route_of_the_api_over_real_http(service: MemoryService):
         assert globex.post("/v1/context", json={"user_id": "alice", "query": "trip", "max_tokens": 100}).json()["items"] == []
         forbidden = globex.get("/v1/memories", params={"user_id": "acme/alice"})
         assert forbidden.status_code == 403 and error_of(forbidden)["field"] == "user_id"
+        assert globex.post("/v1/memories", json={"user_id": "acme/alice", "content": "planted"}).status_code == 403
+        conflict = api.post("/v1/memories", json={"user_id": "alice", "event_id": "add-1", "content": "another text"})
+        assert conflict.status_code == 409 and error_of(conflict)["code"] == "conflict"
         denied = read_only.post("/v1/memories", json={"user_id": "alice", "content": "read keys do not write"})
         assert denied.status_code == 403 and error_of(denied)["code"] == "forbidden"
         assert read_only.get("/v1/memories/trip", params={"user_id": "alice"}).status_code == 200
