@@ -67,10 +67,9 @@ def mcp_stdio(key: str | None) -> None:
 
     service = build_service()
     try:
-        principal = service.authenticate(key)
+        run_stdio(service, key)
     except ApiError as error:
         raise click.ClickException(error.message) from None
-    run_stdio(service, principal)
 
 
 @main.group()

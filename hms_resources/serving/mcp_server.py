@@ -1,7 +1,7 @@
 """The MCP server (`hms mcp` over stdio, and `/mcp` of `hms serve` over streamable HTTP): the memory
 service's calls as MCP tools, and each memory as a `memory://{user_id}/{memory_id}` resource.
 
-Every call runs as a `Principal`. Over stdio it is the one of the key the process was started with;
+Every call runs as a `Principal`. Over stdio it is the tenant of the key the process was started with (checked again on every call);
 over HTTP every request carries its own `Authorization: Bearer <key>`, checked by `BearerAuth` before
 the request reaches the SDK, which then hands the request (with the principal in its ASGI `state`) to
 the tool through `ctx.request_context.request`. A service error reaches the assistant as a tool error
@@ -9,7 +9,7 @@ reading `<code>: <message>`; neither ever holds the key."""
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 import anyio.to_thread
@@ -40,6 +40,7 @@ PrincipalOf = Callable[[Context], Principal]
 UserId = Annotated[str, Field(description="The user whose memories these are (this tenant's own name for the user)")]
 MemoryId = Annotated[str, Field(description="The memory's id, as `remember`, `recall` or a search returned it")]
 READS = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
 
 
 def _json(value: Any) -> str:
@@ -51,8 +52,8 @@ def error_result(error: ApiError) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=f"{error.code}: {error.message}")], is_error=True)
 
 
-def _result(found: dict[str, Any], text: str | None = None) -> CallToolResult:
-    return CallToolResult(content=[TextContent(type="text", text=text if text is not None else _json(found))], structured_content=found)
+def _result(found: dict[str, Any]) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=_json(found))], structured_content=found)
 
 
 def _calling(call: Callable[[], CallToolResult]) -> CallToolResult:
@@ -65,10 +66,11 @@ def _calling(call: Callable[[], CallToolResult]) -> CallToolResult:
 def build_server(service: MemoryService, principal_of: PrincipalOf) -> MCPServer:
     """The MCP server over `service`; `principal_of(ctx)` names the caller of each tool call and read.
     Tools are plain functions: the SDK runs them in a worker thread, where the store and the context
-    resource may block."""
+    resource may block. The SDK configures the root logger at `log_level`: WARNING leaves `hms serve`
+    as quiet as it was."""
     server: MCPServer = MCPServer(name="hms", title="HMS memory", instructions=INSTRUCTIONS, log_level="WARNING")
 
-    @server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False))
+    @server.tool(annotations=WRITES)
     def remember(
         ctx: Context,
         user_id: UserId,
@@ -139,7 +141,7 @@ def build_server(service: MemoryService, principal_of: PrincipalOf) -> MCPServer
         memory_type: str | None = None,
         category: str | None = None,
         tag: str | None = None,
-        status: Annotated[str, Field(description="live, archived, forgotten or any")] = "live",
+        status: Literal["live", "archived", "forgotten", "any"] = "live",
         cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
         limit: Annotated[int, Field(ge=1, le=500)] = 50,
     ) -> CallToolResult:
@@ -157,7 +159,7 @@ def build_server(service: MemoryService, principal_of: PrincipalOf) -> MCPServer
         to forget it or it is wrong. This cannot be undone."""
         return _calling(lambda: _result(service.forget_memory(principal_of(ctx), user_id, memory_id, reason)))
 
-    @server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False))
+    @server.tool(annotations=WRITES)
     def feedback(
         ctx: Context,
         user_id: UserId,
@@ -165,7 +167,7 @@ def build_server(service: MemoryService, principal_of: PrincipalOf) -> MCPServer
         was_relevant: Annotated[bool, Field(description="Whether the recalled memory helped with the conversation")],
         relevance_score: Annotated[float | None, Field(description="0 to 1, if you can grade it", ge=0, le=1)] = None,
     ) -> CallToolResult:
-        """Tell the memory whether a recalled memory was relevant, so later recalls rank it better or worse."""
+        """Say whether a recalled memory was relevant, so later recalls rank it higher or lower."""
         return _calling(lambda: _result(service.feedback(principal_of(ctx), user_id, memory_id, was_relevant, relevance_score)))
 
     @server.resource(
@@ -186,9 +188,11 @@ def build_server(service: MemoryService, principal_of: PrincipalOf) -> MCPServer
     return server
 
 
-def run_stdio(service: MemoryService, principal: Principal) -> None:
-    """Serve over stdin/stdout as `principal` until the client closes the pipe (`hms mcp`)."""
-    server = build_server(service, lambda ctx: principal)
+def run_stdio(service: MemoryService, key: str) -> None:
+    """Serve over stdin/stdout as the tenant of `key` until the client closes the pipe (`hms mcp`).
+    Every call checks the key again (through the key ring's short cache), so a revocation holds here too."""
+    service.authenticate(key)
+    server = build_server(service, lambda ctx: service.authenticate(key))
     try:
         anyio.run(server.run_stdio_async)
     finally:
