@@ -29,7 +29,7 @@ def open_store(max_content_bytes: int | None = None) -> EventStore:
     return store
 
 
-def ingest_file(path: str, *, rejects: str | None, batch_size: int, max_content_bytes: int | None, progress: bool | None) -> IngestReport:
+def ingest_file(path: str, *, rejects: str | None, batch_size: int, max_content_bytes: int | None, progress: bool | None, tenant: str | None = None) -> IngestReport:
     """Ingest as `hms ingest` and `hms run` both do: a progress bar, and every rejected line on stderr."""
     from tqdm import tqdm
 
@@ -44,6 +44,7 @@ def ingest_file(path: str, *, rejects: str | None, batch_size: int, max_content_
             batch_size=batch_size,
             on_reject=lambda r: tqdm.write(str(r), file=sys.stderr),
             on_progress=bar.update,
+            id_prefix=f"{tenant}/" if tenant else "",
         )
     store.close()
     if not report.complete:
@@ -63,12 +64,20 @@ def ingest_file(path: str, *, rejects: str | None, batch_size: int, max_content_
     help=f"Largest payload.content accepted [default: $HMS_MAX_CONTENT_BYTES or {DEFAULT_MAX_CONTENT_BYTES}].",
 )
 @click.option("--progress/--no-progress", default=None, help="Show a progress bar [default: when on a terminal].")
-def ingest(path: str, as_json: bool, rejects: str | None, batch_size: int, max_content_bytes: int | None, progress: bool | None) -> None:
+@click.option("--tenant", default=None, help="Store the file's users and event ids under this tenant of the HTTP API (`<tenant>/<id>`).")
+def ingest(path: str, as_json: bool, rejects: str | None, batch_size: int, max_content_bytes: int | None, progress: bool | None, tenant: str | None) -> None:
     """Append the events of a JSONL file (`-` reads standard input). Exit 0: all stored; 2: some lines
     rejected, or conflicting with a stored event of the same id (the rest stored); 1: failure."""
     if path != "-" and not Path(path).is_file():
         raise click.ClickException(f"{path}: no such file")
-    report = ingest_file(path, rejects=rejects, batch_size=batch_size, max_content_bytes=max_content_bytes, progress=progress)
+    if tenant is not None:
+        from hms_resources.serving.tenants import check_tenant
+
+        try:
+            check_tenant(tenant)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--tenant") from None
+    report = ingest_file(path, rejects=rejects, batch_size=batch_size, max_content_bytes=max_content_bytes, progress=progress, tenant=tenant)
     if as_json:
         click.echo(orjson.dumps(report.counts()).decode())
     else:

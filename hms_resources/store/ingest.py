@@ -17,6 +17,7 @@ import orjson
 from sqlalchemy import exc as sa_exc
 
 from hms_resources.common.bulk import gc_paused
+from hms_resources.common.limits import MAX_ID_LENGTH
 from hms_resources.store.event_store import AppendResult, EventStore
 from hms_resources.store.events import EventError, MemoryEvent, parse_event
 
@@ -143,17 +144,27 @@ def _read_event(raw: bytes, max_content_bytes: int) -> MemoryEvent:
         raise EventError(f"cannot be read: {type(exc).__name__}: {exc}") from None
 
 
+def with_id_prefix(event: MemoryEvent, prefix: str) -> MemoryEvent:
+    """The event under a namespace: `prefix` before its user id and event id (a tenant's `acme/`)."""
+    for name in ("event_id", "user_id"):
+        if len(prefix) + len(getattr(event, name)) > MAX_ID_LENGTH:
+            raise EventError(f"{name} is at most {MAX_ID_LENGTH - len(prefix)} characters under the prefix {prefix!r}")
+    return MemoryEvent(prefix + event.event_id, event.type, prefix + event.user_id, event.memory_id, event.occurred_at, event.payload)
+
+
 def ingest_stream(
     store: EventStore,
     stream: IO[bytes],
     *,
     source: str,
+    id_prefix: str = "",
     rejects_path: Path | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_reject: Callable[[Rejection], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> IngestReport:
-    """Append the events of a JSONL stream in atomic batches of `batch_size` valid lines."""
+    """Append the events of a JSONL stream in atomic batches of `batch_size` valid lines; with
+    `id_prefix`, every user id and event id is stored under it (`hms ingest --tenant`)."""
     report = IngestReport(rejects_path=None)
     rejects = RejectsFile(rejects_path)
 
@@ -200,7 +211,8 @@ def ingest_stream(
                 if on_progress is not None:
                     on_progress(len(raw) + 1)
                 try:
-                    pending.append((line, raw, _read_event(raw, store.max_content_bytes)))
+                    event = _read_event(raw, store.max_content_bytes)
+                    pending.append((line, raw, with_id_prefix(event, id_prefix) if id_prefix else event))
                 except EventError as exc:
                     invalid.append((line, str(exc), raw))
                     continue

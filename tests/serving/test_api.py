@@ -249,3 +249,21 @@ def test_hms_serve_answers_the_documented_contract(serve_process, hms_home: Path
     serve_process.stop()
     serve_process.start()
     assert sum(line.startswith("hms_") for line in serve_process.log.read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_hms_ingest_loads_a_file_for_one_tenant(service: MemoryService, hms_home: Path, tmp_path: Path):
+    lines = [
+        '{"event_id": "e1", "type": "memory.created", "user_id": "alice", "memory_id": "m1", "occurred_at": "2026-05-01T09:00:00Z", "payload": {"content": "Alice keeps bees."}}',
+        '{"event_id": "' + "e" * 252 + '", "type": "memory.created", "user_id": "alice", "memory_id": "m2", "occurred_at": "2026-05-01T09:00:00Z", "payload": {"content": "too long an id under the tenant"}}',
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    env = server_env(hms_home, service.store.database_url)
+    done = subprocess.run([sys.executable, "-m", "hms_jobs.cli", "ingest", "--tenant", "acme", "--json", str(path)], env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and '"accepted":1' in done.stdout and "at most 250 characters" in done.stderr
+    acme = service.authenticate(new_key(service.store, "acme", "read"))
+    globex = service.authenticate(new_key(service.store, "globex", "read"))
+    assert [m["content"] for m in service.list_memories(acme, "alice")["memories"]] == ["Alice keeps bees."]
+    assert service.list_memories(globex, "alice")["memories"] == []
+    assert service.store.memory_statuses([("acme/alice", "m1")]) == {("acme/alice", "m1"): "live"}
