@@ -284,7 +284,7 @@ def create_app(service: MemoryService, *, max_body_bytes: int = DEFAULT_MAX_BODY
     Caller = Depends(principal)
 
     @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["health"], responses=ERRORS)

@@ -140,6 +140,8 @@ class MemoryService:
             found: dict[str, Any] = {"index": i, "event_id": principal.own_name(event.event_id), "memory_id": event.memory_id}
             if position in refused:
                 code, reason = refused[position]
+                for stored_name in (event.event_id, event.user_id):
+                    reason = reason.replace(repr(stored_name), repr(principal.own_name(stored_name)))
                 found.update(status="rejected", error={"code": code, "message": reason, "field": None})
             else:
                 found.update(status="duplicate" if event.event_id in stored else "created", user_id=principal.own_name(event.user_id))
@@ -429,7 +431,5 @@ class MemoryService:
             "index_age_seconds": round(time.time() - snapshot.loaded_at, 3),
             "indexed_sequence": snapshot.cursor,
             "events_since_index": max(0, last - snapshot.cursor),
-            "users": len(snapshot.users),
-            "memories": snapshot.memories,
             "last_sequence": last,
         }

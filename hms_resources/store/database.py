@@ -20,9 +20,16 @@ READ_ONLY = "hms_read_only"
 """Execution option of a read transaction: on SQLite it begins deferred instead of taking the write lock."""
 
 
+PG_CONNECT_ARGS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+"""A PostgreSQL server that is gone or silent fails a connection within seconds instead of hanging it
+(what the URL sets itself wins)."""
+
+
 def make_engine(url: str) -> Engine:
-    if make_url(url).get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        connect_args = {k: v for k, v in PG_CONNECT_ARGS.items() if k not in parsed.query} if parsed.get_backend_name() == "postgresql" else {}
+        return create_engine(url, pool_pre_ping=True, pool_timeout=30, connect_args=connect_args)
     engine = create_engine(url, connect_args={"timeout": 60})
 
     @event.listens_for(engine, "connect")
