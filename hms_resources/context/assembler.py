@@ -13,6 +13,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -138,6 +139,12 @@ class _Fresh:
     texts: dict[str, tuple[str, str, int]] = field(default_factory=dict)
     removed: set[str] = field(default_factory=set)
 
+    def copy(self) -> "_Fresh":
+        return _Fresh(dict(self.texts), set(self.removed))
+
+
+_NOTHING_FRESH = _Fresh()
+
 
 class ContextAssembler(dg.ConfigurableResource):
     """Assembles a user's context for a query. Works inside Dagster and as a plain object:
@@ -155,6 +162,9 @@ class ContextAssembler(dg.ConfigurableResource):
     """A reranker JSON file (`hms eval fit-reranker`); empty for the one shipped with HMS."""
     adapter_min_similarity: float = 0.3
     """How close a query's embedding must be to a champion adapter's concept centroid to name it."""
+    fresh_seconds: float = 0.0
+    """How often, at most, assembly reads the log for events stored since the indexes; 0 reads it on
+    every call. A write announced with `note_written` is always read by the next call."""
 
     _snapshot: Any = PrivateAttr(default=None)
     _counter: Any = PrivateAttr(default=None)
@@ -163,6 +173,9 @@ class ContextAssembler(dg.ConfigurableResource):
     _followed: dict = PrivateAttr(default_factory=dict)
     """The current state of the memories in the overlays, kept up to date with the log."""
     _fresh_after: int = PrivateAttr(default=0)
+    _folded_at: float = PrivateAttr(default=float("-inf"))
+    _written: int = PrivateAttr(default=0)
+    _on_reload: list = PrivateAttr(default_factory=list)
     _checked_at: float = PrivateAttr(default=0.0)
     _reloading: bool = PrivateAttr(default=False)
     _recorder: Any = PrivateAttr(default=None)
@@ -170,10 +183,10 @@ class ContextAssembler(dg.ConfigurableResource):
     _header_tokens: Any = PrivateAttr(default=None)
 
     @classmethod
-    def from_env(cls) -> "ContextAssembler":
+    def from_env(cls, **config: Any) -> "ContextAssembler":
         from hms_resources.common.environment import from_environment
 
-        return from_environment(cls, event_store=EventStore.from_env(), embedder=Embedder.from_env())
+        return from_environment(cls, event_store=EventStore.from_env(), embedder=Embedder.from_env(), **config)
 
     @classmethod
     def from_home(cls, home: str | os.PathLike[str], **config: Any) -> "ContextAssembler":
@@ -233,6 +246,7 @@ class ContextAssembler(dg.ConfigurableResource):
             self._fresh = {}
             self._followed = {}
             self._fresh_after = snapshot.cursor
+            self._folded_at = float("-inf")
             self._checked_at = time.monotonic()
         log.info("context indexes loaded: %d memories of %d users in %.2fs", snapshot.memories, len(snapshot.users), snapshot.seconds)
 
@@ -245,7 +259,18 @@ class ContextAssembler(dg.ConfigurableResource):
             self._checked_at = time.monotonic()
             return False
         self._install(self._load())
+        for callback in self._on_reload:
+            callback()
         return True
+
+    def when_reloaded(self, callback: Callable[[], None]) -> None:
+        """Call `callback` after every background reload of the indexes (the service settles its heap)."""
+        self._on_reload.append(callback)
+
+    def note_written(self, sequence: int | None) -> None:
+        """This process stored events up to `sequence`: the next assembly reads them, whatever `fresh_seconds`."""
+        if sequence is not None and sequence > self._written:
+            self._written = sequence
 
     def _refresh_in_background(self) -> None:
         if self._reloading or time.monotonic() - self._checked_at < self.refresh_seconds:
@@ -265,20 +290,40 @@ class ContextAssembler(dg.ConfigurableResource):
         threading.Thread(target=run, name="hms-context-reload", daemon=True).start()
 
     def _read_fresh(self, user_id: str) -> _Fresh:
-        """Fold the events stored since the snapshot into per-user overlays of the memories whose text
-        or visibility changed; one query when nothing is new."""
-        with self._lock:
-            self._fresh_after, changed = self.event_store.fold_since(self._followed, self._fresh_after, follow=_changes_text)
-            for key in changed:
-                memory = self._followed[key]
-                fresh = self._fresh.setdefault(memory.user_id, _Fresh())
-                fresh.removed.add(memory.memory_id)
-                if memory.status == "live" and memory.content:
-                    speaker = memory.created_by if memory.memory_type == CONVERSATION_TURN else None
-                    fresh.texts[memory.memory_id] = (memory.content, memory.created_at or "", speaker)
-                else:
-                    fresh.texts.pop(memory.memory_id, None)
-            return self._fresh.get(user_id, _Fresh())
+        """The user's overlay of memories whose text or visibility changed since the snapshot. One
+        thread at a time folds new events into the overlays (one query when nothing is new); the
+        others use the overlays as they are, unless they must see a write this process made."""
+        behind = self._written > self._fresh_after
+        if behind or time.monotonic() - self._folded_at >= self.fresh_seconds:
+            if self._lock.acquire(blocking=behind):
+                try:
+                    if self._written > self._fresh_after or time.monotonic() - self._folded_at >= self.fresh_seconds:
+                        self._fold_fresh()
+                finally:
+                    self._lock.release()
+        return self._fresh.get(user_id, _NOTHING_FRESH)
+
+    def _fold_fresh(self) -> None:
+        """Copy on write: a reader holding an overlay never sees it change under it."""
+        self._fresh_after, changed = self.event_store.fold_since(self._followed, self._fresh_after, follow=_changes_text)
+        self._folded_at = time.monotonic()
+        if not changed:
+            return
+        overlays = dict(self._fresh)
+        copied: set[str] = set()
+        for key in changed:
+            memory = self._followed[key]
+            if memory.user_id not in copied:
+                overlays[memory.user_id] = overlays[memory.user_id].copy() if memory.user_id in overlays else _Fresh()
+                copied.add(memory.user_id)
+            fresh = overlays[memory.user_id]
+            fresh.removed.add(memory.memory_id)
+            if memory.status == "live" and memory.content:
+                speaker = memory.created_by if memory.memory_type == CONVERSATION_TURN else None
+                fresh.texts[memory.memory_id] = (memory.content, memory.created_at or "", speaker)
+            else:
+                fresh.texts.pop(memory.memory_id, None)
+        self._fresh = overlays
 
     # Assembly -------------------------------------------------------------------------------
 
@@ -424,6 +469,8 @@ class ContextAssembler(dg.ConfigurableResource):
     # Accesses and feedback -------------------------------------------------------------------
 
     def _access_log(self) -> AccessLog:
+        if self._recorder is not None:
+            return self._recorder
         with self._lock:
             if self._recorder is None:
                 self._recorder = AccessLog(self.event_store)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
+import anyio
 import orjson
 from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,13 +24,14 @@ from starlette.responses import Response
 from hms_resources.context.assembler import ContextItem
 from hms_resources.serving.errors import ApiError
 from hms_resources.serving.metrics import ServiceMetrics
-from hms_resources.serving.service import MemoryService
+from hms_resources.serving.service import MemoryService, settle_heap
 from hms_resources.serving.tenants import Principal
 
 log = logging.getLogger("hms.serve")
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 TOO_LARGE = "hms.too_large"
+RETRIEVAL_THREADS = 4
 ITEM_STATUS = {"forbidden": 403, "conflict": 409}
 """The status of a single-memory add whose one item is refused with this code (otherwise 422)."""
 
@@ -222,11 +225,14 @@ def create_app(service: MemoryService, *, max_body_bytes: int = DEFAULT_MAX_BODY
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        app.state.retrieval = anyio.CapacityLimiter(RETRIEVAL_THREADS)
         if warm:
             try:
                 await run_in_threadpool(lambda: service.assembler.snapshot)
             except Exception as exc:  # noqa: BLE001 - /readyz says so until the store answers
-                log.warning("context indexes not loaded at start: %s", ApiError.__name__ if isinstance(exc, ApiError) else type(exc).__name__)
+                log.warning("context indexes not loaded at start: %s", type(exc).__name__)
+            settle_heap()
+            service.assembler.when_reloaded(settle_heap)
         if mcp_app is not None and hasattr(mcp_app, "router"):
             async with mcp_app.router.lifespan_context(mcp_app):
                 yield
@@ -278,8 +284,9 @@ def create_app(service: MemoryService, *, max_body_bytes: int = DEFAULT_MAX_BODY
         metrics.rejected.labels("internal").inc()
         return error_response(ApiError(500, "internal", "internal error"))
 
-    def principal(authorization: str | None = Header(None, include_in_schema=False)) -> Principal:
-        return service.authenticate(authorization)
+    async def principal(authorization: str | None = Header(None, include_in_schema=False)) -> Principal:
+        """A key seen in the last seconds is answered on the event loop; others read the store in a thread."""
+        return service.keys.cached(authorization) or await run_in_threadpool(service.authenticate, authorization)
 
     Caller = Depends(principal)
 
@@ -365,13 +372,20 @@ def create_app(service: MemoryService, *, max_body_bytes: int = DEFAULT_MAX_BODY
     def append_events(body: EventsIn, caller: Principal = Caller) -> Response:
         return JsonResponse(_summary(service.append_events(caller, body.events)))
 
+    async def retrieving(call: Callable[[], Any]) -> Any:
+        """Retrieval is CPU work under one interpreter lock: a few threads at a time keep it fast."""
+        limiter = getattr(app.state, "retrieval", None) or anyio.CapacityLimiter(RETRIEVAL_THREADS)
+        app.state.retrieval = limiter
+        return await anyio.to_thread.run_sync(call, limiter=limiter)
+
     @app.post("/v1/search", tags=["retrieval"], responses=ERRORS)
-    def search(body: SearchIn, caller: Principal = Caller) -> Response:
-        return JsonResponse({"results": service.search(caller, body.user_id, body.query, body.limit, body.now)})
+    async def search(body: SearchIn, caller: Principal = Caller) -> Response:
+        found = await retrieving(lambda: service.search(caller, body.user_id, body.query, body.limit, body.now))
+        return JsonResponse({"results": found})
 
     @app.post("/v1/context", tags=["retrieval"], response_model=ContextOut, responses=ERRORS)
-    def context(body: ContextIn, caller: Principal = Caller) -> Response:
-        found = service.context(caller, body.user_id, body.query, body.max_tokens, deep=body.deep, now=body.now)
+    async def context(body: ContextIn, caller: Principal = Caller) -> Response:
+        found = await retrieving(lambda: service.context(caller, body.user_id, body.query, body.max_tokens, deep=body.deep, now=body.now))
         metrics.observe_stages(found["timings_ms"])
         return JsonResponse(found)
 

@@ -69,20 +69,32 @@ class KeyRing:
         The message never repeats what was sent."""
         if not authorization:
             raise ApiError(401, "unauthorized", "an API key is required: send 'Authorization: Bearer <key>'")
-        scheme, _, key = authorization.strip().partition(" ")
-        key = key.strip() if scheme.lower() == "bearer" else authorization.strip()
-        cache_key = hashlib.sha256(key.encode()).hexdigest()
-        now = time.monotonic()
-        with self._lock:
-            cached = self._cache.get(cache_key)
-        if cached is not None and now - cached[0] < self.cache_seconds:
-            return cached[1]
+        found = self.cached(authorization)
+        if found is not None:
+            return found
+        key, cache_key = self._read(authorization)
         principal = self._verify(key)
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[cache_key] = (now, principal)
+            self._cache[cache_key] = (time.monotonic(), principal)
         return principal
+
+    @staticmethod
+    def _read(authorization: str) -> tuple[str, str]:
+        scheme, _, key = authorization.strip().partition(" ")
+        key = key.strip() if scheme.lower() == "bearer" else authorization.strip()
+        return key, hashlib.sha256(key.encode()).hexdigest()
+
+    def cached(self, authorization: str | None) -> Principal | None:
+        """The caller, when its key was verified within `cache_seconds` (no store read)."""
+        if not authorization:
+            return None
+        with self._lock:
+            cached = self._cache.get(self._read(authorization)[1])
+        if cached is not None and time.monotonic() - cached[0] < self.cache_seconds:
+            return cached[1]
+        return None
 
     def _verify(self, key: str) -> Principal:
         invalid = ApiError(401, "unauthorized", "the API key is not valid")
