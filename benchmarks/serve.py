@@ -6,7 +6,7 @@ Measured, in one run against one server:
    whatever the responses do, and latency is counted from each request's *scheduled* send time (so a
    stalled server or a busy client cannot hide queueing: no coordinated omission); the latency from
    the actual send, the generator's lag behind its schedule and the server's own `timings_ms` are
-   reported beside it. Then rates stepped up (100, 150, 200, 300, ...; 20 s each) until the first
+   reported beside it. Then rates stepped up (100, 110, 120, ..., 150, 175, 200, ...; 20 s each) until the first
    step whose p99 is over 100 ms or that has an error or an unanswered request: the highest rate held
    is the step before it.
 2. Writes: single memories (`POST /v1/memories`, one per call) from 8 concurrent clients for 60 s;
