@@ -29,4 +29,4 @@ def main() -> None:
     or in PostgreSQL when $HMS_DATABASE_URL is set."""
 
 
-from hms_jobs.cli import eval, lora, run, serve, store  # noqa: E402, F401 - each registers its commands on `main`
+from hms_jobs.cli import chat, eval, lora, run, serve, store  # noqa: E402, F401 - each registers its commands on `main`

@@ -55,7 +55,11 @@ def serve(host: str, port: int, mcp: bool, access_log: bool) -> None:
         from hms_resources.serving.mcp_server import streamable_http_app
 
         mcp_app = streamable_http_app(service)
-    app = create_app(service, max_body_bytes=positive_int_from_env("HMS_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES), mcp_app=mcp_app)
+    from hms_resources.serving.chat import ChatService
+
+    app = create_app(
+        service, max_body_bytes=positive_int_from_env("HMS_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES), mcp_app=mcp_app, chat=ChatService(service)
+    )
     click.echo(f"hms: serving {service.store.display_url} on http://{host}:{port} (OpenAPI at /docs)", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log, lifespan="on")
 
@@ -83,13 +87,15 @@ def keys() -> None:
 @click.option("--tenant", required=True, help="Tenant name: 1 to 32 of a-z, 0-9, '_', '-'.")
 @click.option("--scope", type=click.Choice(SCOPES), required=True, help="read < write < admin.")
 @click.option("--label", default=None, help="A note to tell keys apart in `hms keys list`.")
-def keys_create(tenant: str, scope: str, label: str | None) -> None:
+@click.option("--user", "default_user", default=None, help="The user a chat completion without a `user` field speaks for.")
+@click.option("--capture/--no-capture", default=True, show_default=True, help="Record this key's chat completions as memories.")
+def keys_create(tenant: str, scope: str, label: str | None, default_user: str | None, capture: bool) -> None:
     """Create a key. The key is printed once, alone on the last line: it cannot be shown again."""
     from hms_resources.serving.keys import create_key
     from hms_resources.store.event_store import EventStore
 
     try:
-        new = create_key(EventStore.from_env(), tenant, scope, label)
+        new = create_key(EventStore.from_env(), tenant, scope, label, capture=capture, default_user=default_user)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     click.echo(f"key id {new.key_id} for tenant {new.tenant!r}, scope {new.scope}; store it now, it is shown only once:")
@@ -107,7 +113,16 @@ def keys_list(tenant: str | None, as_json: bool) -> None:
     from hms_resources.store.event_store import EventStore
 
     rows = [
-        {"key_id": k.key_id, "tenant": k.tenant, "scope": k.scope, "label": k.label, "created_at": k.created_at, "revoked_at": k.revoked_at}
+        {
+            "key_id": k.key_id,
+            "tenant": k.tenant,
+            "scope": k.scope,
+            "label": k.label,
+            "capture": k.capture,
+            "default_user": k.default_user,
+            "created_at": k.created_at,
+            "revoked_at": k.revoked_at,
+        }
         for k in list_keys(EventStore.from_env(), tenant)
     ]
     if as_json:

@@ -328,9 +328,17 @@ class ContextAssembler(dg.ConfigurableResource):
     # Assembly -------------------------------------------------------------------------------
 
     def assemble(
-        self, user_id: str, query: str, token_budget: int = 1024, *, now: str | datetime | None = None, deep: bool = False
+        self,
+        user_id: str,
+        query: str,
+        token_budget: int = 1024,
+        *,
+        now: str | datetime | None = None,
+        deep: bool = False,
+        record_access: bool | None = None,
     ) -> Context:
-        """The context for `query`: at most `token_budget` tokens of `user_id`'s memories only."""
+        """The context for `query`: at most `token_budget` tokens of `user_id`'s memories only.
+        `record_access=False` leaves the accesses to the caller (chat capture records them itself)."""
         if not isinstance(token_budget, int) or isinstance(token_budget, bool) or token_budget < 1:
             raise ValueError(f"token_budget must be a positive integer, got {token_budget!r}")
         if not isinstance(user_id, str) or not isinstance(query, str):
@@ -391,7 +399,7 @@ class ContextAssembler(dg.ConfigurableResource):
         ]
         timings["pack"] = (time.perf_counter() - mark) * 1e3
         timings["total"] = (time.perf_counter() - started) * 1e3
-        if self.record_access and context.items:
+        if (self.record_access if record_access is None else record_access) and context.items:
             self._access_log().record(user_id, context.source_ids, text)
         return context
 

@@ -303,7 +303,7 @@ def champion_adapters(client: Any) -> list[dict]:
             continue
         found.append({
             "set_id": set_id, "model_name": registered.name, "version": str(champion.version), "run_id": champion.run_id,
-            "uri": f"models:/{registered.name}@{CHAMPION}", "user_id": champion.tags.get("hms.user_id", set_id.split("/", 1)[0]),
+            "uri": f"models:/{registered.name}@{CHAMPION}", "user_id": champion.tags.get("hms.user_id", set_id.rsplit("/", 1)[0]),
             "concept_id": champion.tags.get("hms.concept_id", set_id.split("/", 1)[-1]),
             "dataset_version": champion.tags.get("hms.dataset_version"),
         })

@@ -204,7 +204,9 @@ class Timing:
             self.metrics.observe_request(template, scope.get("method", ""), status, time.perf_counter() - started)
 
 
-def create_app(service: MemoryService, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, mcp_app: Any = None, warm: bool = True) -> "_Served":
+def create_app(
+    service: MemoryService, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, mcp_app: Any = None, warm: bool = True, chat: Any = None
+) -> "_Served":
     """The ASGI app. `mcp_app`, when given, is the MCP server's streamable-HTTP app, mounted at `/mcp`
     behind the same keys; `warm` loads the context indexes before the first request."""
     metrics = ServiceMetrics()
@@ -393,11 +395,39 @@ def create_app(service: MemoryService, *, max_body_bytes: int = DEFAULT_MAX_BODY
     def feedback(body: FeedbackIn, caller: Principal = Caller) -> Response:
         return JsonResponse(service.feedback(caller, body.user_id, body.memory_id, body.was_relevant, body.relevance_score))
 
+    if chat is not None:
+        add_chat_routes(app, chat, Caller)
+
     if mcp_app is not None:
         app.mount("/mcp", mcp_app)
 
     wrapped = BodyLimit(app, max_body_bytes, metrics)
     return _Served(Timing(_ApiErrors(wrapped), metrics), app)
+
+
+def add_chat_routes(app: FastAPI, chat: Any, caller: Any) -> None:
+    """`/v1/chat/completions` (OpenAI-compatible, streaming as server-sent events) and `/v1/models`."""
+    from starlette.responses import StreamingResponse
+
+    from hms_resources.serving.chat import parse_chat
+
+    @app.get("/v1/models", tags=["chat"])
+    async def models(principal: Principal = caller) -> Response:
+        return JsonResponse(chat.models())
+
+    @app.post("/v1/chat/completions", tags=["chat"], responses=ERRORS)
+    async def completions(
+        body: dict[str, Any] = Body(...),
+        session: str | None = Header(None, alias="X-HMS-Session"),
+        request_id: str | None = Header(None, alias="Idempotency-Key"),
+        principal: Principal = caller,
+    ) -> Response:
+        request = parse_chat(body, session_header=session, request_id=request_id)
+        if request.stream:
+            events, headers = await run_in_threadpool(chat.stream, principal, request)
+            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        found, headers = await run_in_threadpool(chat.complete, principal, request)
+        return JsonResponse(found, headers=headers)
 
 
 class _ApiErrors:

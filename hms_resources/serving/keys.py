@@ -36,13 +36,17 @@ def _digest(salt: str, secret: str) -> str:
     return hashlib.sha256(bytes.fromhex(salt) + secret.encode()).hexdigest()
 
 
-def create_key(store: EventStore, tenant: str, scope: str, label: str | None = None) -> NewKey:
+def create_key(
+    store: EventStore, tenant: str, scope: str, label: str | None = None, *, capture: bool = True, default_user: str | None = None
+) -> NewKey:
     check_tenant(tenant)
     check_scope(scope)
+    if default_user is not None and (not default_user or "/" in default_user or len(default_user) > 200):
+        raise ValueError("a default user is 1 to 200 characters without '/'")
     key_id = secrets.token_hex(KEY_ID_LENGTH // 2)
     secret = secrets.token_urlsafe(32)
     salt = secrets.token_hex(16)
-    api_keys.insert_key(store, key_id, tenant, scope, salt, _digest(salt, secret), label)
+    api_keys.insert_key(store, key_id, tenant, scope, salt, _digest(salt, secret), label, capture=capture, default_user=default_user)
     return NewKey(key_id, tenant, scope, f"{KEY_PREFIX}{key_id}_{secret}")
 
 
@@ -107,7 +111,7 @@ class KeyRing:
             raise invalid
         if stored.revoked_at is not None:
             raise ApiError(401, "unauthorized", "the API key was revoked")
-        return Principal(stored.tenant, stored.scope, stored.key_id)
+        return Principal(stored.tenant, stored.scope, stored.key_id, stored.capture, stored.default_user)
 
     def forget_cached(self) -> None:
         with self._lock:

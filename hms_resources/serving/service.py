@@ -395,7 +395,17 @@ class MemoryService:
         items = self.guard(lambda: self._with_time(lambda at: self.assembler.search(user, query, limit, now=at), now))
         return [{k: v for k, v in item_json(i).items() if k not in ("source_ids",)} for i in items]
 
-    def context(self, principal: Principal, user_id: str, query: Any, max_tokens: int = 1024, *, deep: bool = False, now: str | None = None) -> dict[str, Any]:
+    def context(
+        self,
+        principal: Principal,
+        user_id: str,
+        query: Any,
+        max_tokens: int = 1024,
+        *,
+        deep: bool = False,
+        now: str | None = None,
+        record_access: bool | None = None,
+    ) -> dict[str, Any]:
         """The assembled context as JSON and as prompt text, with its timings and the chosen adapter."""
         principal.require("read")
         user = principal.stored_user(user_id)
@@ -404,7 +414,7 @@ class MemoryService:
         max_tokens = _positive(max_tokens, "max_tokens", MAX_CONTEXT_TOKENS)
         if not isinstance(deep, bool):
             raise bad_request("deep must be true or false", "deep")
-        context: Context = self.guard(lambda: self._with_time(lambda at: self.assembler.assemble(user, query, max_tokens, now=at, deep=deep), now))
+        context: Context = self.guard(lambda: self._with_time(lambda at: self.assembler.assemble(user, query, max_tokens, now=at, deep=deep, record_access=record_access), now))
         adapter = asdict(context.adapter) if context.adapter is not None else None
         return {
             "user_id": principal.own_name(context.user_id),

@@ -36,6 +36,9 @@ class Principal:
     tenant: str
     scope: str
     key_id: str
+    capture: bool = True
+    """Whether chat completions with this key are recorded as memories."""
+    default_user: str | None = None
 
     def require(self, scope: str) -> None:
         if SCOPES.index(self.scope) < SCOPES.index(scope):

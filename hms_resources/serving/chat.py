@@ -1,0 +1,231 @@
+"""`POST /v1/chat/completions` and `GET /v1/models`: an OpenAI-compatible model call with memory.
+
+The user's context goes into the system turn and, on the local model, the user's champion adapter is
+applied; any other model name goes to its provider through LiteLLM with the same memory. The
+exchange is recorded as events through the one plugin interface (`integration/plugin.py`), unless
+the key turns capture off. The response says which memories and which adapter were used, both in an
+`hms` field (OpenAI clients ignore it) and in `X-HMS-Memories` / `X-HMS-Adapter` headers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from hms_resources.context.index import SelectedAdapter
+from hms_resources.integration.plugin import DEFAULT_CONTEXT_SHARE, MemoryCall, exchange_events, last_user_turn, new_call_id, with_context
+from hms_resources.serving.errors import ApiError, bad_request
+from hms_resources.serving.service import MemoryService
+from hms_resources.serving.tenants import Principal
+
+log = logging.getLogger("hms.chat")
+
+LOCAL_MODEL = "hms-local"
+LOCAL_WINDOW = 2048
+"""Tokens of the local model's window the service plans a call in: SmolLM2 reads 8,192, but on a CPU
+the prefill of a long system turn dominates the time to first token."""
+ROLES = ("system", "user", "assistant", "tool", "developer")
+
+
+@dataclass
+class ChatRequest:
+    model: str
+    messages: list[dict[str, Any]]
+    user: str | None = None
+    stream: bool = False
+    max_tokens: int = 256
+    temperature: float = 0.0
+    session_id: str | None = None
+    request_id: str | None = None
+
+
+def parse_chat(body: dict[str, Any], *, session_header: str | None, request_id: str | None) -> ChatRequest:
+    """The fields of an OpenAI chat request HMS reads, each checked with the field named."""
+    if not isinstance(body, dict):
+        raise bad_request("the body must be a JSON object", "body")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad_request("model is required", "model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise bad_request("messages must be a non-empty list", "messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise bad_request(f"messages[{i}] needs a role among {', '.join(ROLES)}", f"messages.{i}.role")
+    max_tokens = body.get("max_tokens", body.get("max_completion_tokens", 256))
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= 4096:
+        raise bad_request("max_tokens must be an integer from 1 to 4096", "max_tokens")
+    temperature = body.get("temperature", 0.0)
+    if temperature is None:
+        temperature = 0.0
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
+        raise bad_request("temperature must be a number from 0 to 2", "temperature")
+    user = body.get("user")
+    metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+    if user is None:
+        user = metadata.get("user_id")
+    session = session_header or metadata.get("session_id")
+    return ChatRequest(
+        model=model,
+        messages=messages,
+        user=user,
+        stream=bool(body.get("stream", False)),
+        max_tokens=max_tokens,
+        temperature=float(temperature),
+        session_id=session if isinstance(session, str) and session else None,
+        request_id=request_id,
+    )
+
+
+class ServiceMemory:
+    """The plugin over the service itself, as one tenant's key: the context in that tenant's names,
+    the exchange appended as that tenant's events."""
+
+    def __init__(self, service: MemoryService, principal: Principal, context_share: float = DEFAULT_CONTEXT_SHARE):
+        self.service = service
+        self.principal = principal
+        self.context_share = context_share
+
+    def before_call(
+        self, user_id: str, messages: list[dict[str, Any]], *, max_tokens: int, session_id: str | None = None, call_id: str | None = None
+    ) -> MemoryCall:
+        query = last_user_turn(messages)
+        found = self.service.context(self.principal, user_id, query, max(1, max_tokens), record_access=False)
+        return MemoryCall(
+            user_id=user_id,
+            query=query,
+            messages=with_context(messages, found["prompt"]),
+            call_id=call_id or new_call_id(),
+            session_id=session_id,
+            items=found["items"],
+            prompt=found["prompt"],
+            adapter=found["adapter"],
+            timings_ms=found["timings_ms"],
+        )
+
+    def after_call(self, call: MemoryCall, reply: str) -> None:
+        if self.principal.capture:
+            self.service.append_events(self.principal, exchange_events(call, reply))
+
+
+class ChatService:
+    """Routes a chat request: the local model (with the user's adapter) or a provider via LiteLLM."""
+
+    def __init__(self, service: MemoryService, local_model: Any = None, window: int = LOCAL_WINDOW):
+        self.service = service
+        self.window = window
+        self._local = local_model
+
+    @property
+    def local(self) -> Any:
+        if self._local is None:
+            from hms_resources.integration.local_model import LocalModel
+
+            self._local = LocalModel()
+        return self._local
+
+    def models(self) -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": LOCAL_MODEL, "object": "model", "created": 0, "owned_by": "hms"}]}
+
+    def prepare(self, principal: Principal, request: ChatRequest) -> tuple[ServiceMemory, MemoryCall]:
+        principal.require("read")
+        if principal.capture:
+            principal.require("write")
+        user = request.user or principal.default_user
+        if not user:
+            raise bad_request("user is required (or create the key with a default user: hms keys create --user U)", "user")
+        memory = ServiceMemory(self.service, principal)
+        budget = max(1, int(self.window * memory.context_share))
+        call_id = new_call_id(given=f"{principal.tenant}/{request.request_id}" if request.request_id else None)
+        call = memory.before_call(user, request.messages, max_tokens=budget, session_id=request.session_id, call_id=call_id)
+        return memory, call
+
+    def _adapter(self, request: ChatRequest, call: MemoryCall) -> SelectedAdapter | None:
+        if request.model != LOCAL_MODEL or not call.adapter:
+            return None
+        return SelectedAdapter(**call.adapter)
+
+    def complete(self, principal: Principal, request: ChatRequest) -> tuple[dict[str, Any], dict[str, str]]:
+        memory, call = self.prepare(principal, request)
+        started = time.time()
+        if request.model == LOCAL_MODEL:
+            reply = self.local.chat(call.messages, adapter=self._adapter(request, call), max_tokens=request.max_tokens, temperature=request.temperature)
+            text, finish, usage = reply.text, reply.finish_reason, (reply.prompt_tokens, reply.completion_tokens)
+        else:
+            text, finish, usage = self._provider(request, call)
+        memory.after_call(call, text)
+        body = {
+            "id": f"chatcmpl-{call.call_id}",
+            "object": "chat.completion",
+            "created": int(started),
+            "model": request.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": usage[0] + usage[1]},
+            "hms": self._used(call, request),
+        }
+        return body, self._headers(call, request)
+
+    def stream(self, principal: Principal, request: ChatRequest) -> tuple[Iterator[bytes], dict[str, str]]:
+        """Server-sent events in OpenAI's chunk format; the exchange is recorded once the reply is
+        complete, before `data: [DONE]`, so a client that saw the end sees it stored."""
+        memory, call = self.prepare(principal, request)
+        created = int(time.time())
+        chunk_id = f"chatcmpl-{call.call_id}"
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+            body = {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": request.model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+            return b"data: " + orjson.dumps(body) + b"\n\n"
+
+        def events() -> Iterator[bytes]:
+            yield chunk({"role": "assistant", "content": ""}, hms=self._used(call, request))
+            pieces: list[str] = []
+            if request.model == LOCAL_MODEL:
+                for piece in self.local.stream(call.messages, adapter=self._adapter(request, call), max_tokens=request.max_tokens, temperature=request.temperature):
+                    pieces.append(piece)
+                    yield chunk({"content": piece})
+            else:
+                text, _, _ = self._provider(request, call)
+                pieces.append(text)
+                yield chunk({"content": text})
+            yield chunk({}, "stop")
+            memory.after_call(call, "".join(pieces))
+            yield b"data: [DONE]\n\n"
+
+        return events(), self._headers(call, request)
+
+    def _provider(self, request: ChatRequest, call: MemoryCall) -> tuple[str, str, tuple[int, int]]:
+        """Any model name but the local one goes to its provider through LiteLLM, which reads the
+        provider's key from the environment; a failure is a 502 naming the provider, never the key."""
+        import litellm
+
+        provider = request.model.split("/", 1)[0]
+        try:
+            response = litellm.completion(model=request.model, messages=call.messages, max_tokens=request.max_tokens, temperature=request.temperature)
+        except Exception as exc:  # noqa: BLE001 - every provider failure is the same 502 to the client
+            log.warning("provider %s failed: %s", provider, type(exc).__name__)
+            raise ApiError(502, "provider_error", f"the provider {provider!r} could not answer ({type(exc).__name__})", "model") from None
+        choice = response.choices[0]
+        usage = getattr(response, "usage", None)
+        counts = (int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0))
+        return choice.message.content or "", choice.finish_reason or "stop", counts
+
+    def _used(self, call: MemoryCall, request: ChatRequest) -> dict[str, Any]:
+        adapter = self._adapter(request, call)
+        return {
+            "user": call.user_id,
+            "memories": call.memory_ids,
+            "adapter": f"{adapter.name}@{adapter.version}" if adapter else None,
+            "context_tokens": sum(int(i.get("tokens", 0)) for i in call.items),
+            "context_ms": round(call.timings_ms.get("total", 0.0), 3),
+        }
+
+    def _headers(self, call: MemoryCall, request: ChatRequest) -> dict[str, str]:
+        used = self._used(call, request)
+        memories = ",".join(quote(m, safe="-_.~@:") for m in used["memories"])
+        return {"X-HMS-Memories": memories[:4000], "X-HMS-Adapter": quote(used["adapter"] or "", safe="-_.~@:")}

@@ -1,0 +1,160 @@
+"""The local model on the real base (SmolLM2-135M-Instruct from its GGUF file) with real adapters trained
+here on one short fact each (a few seconds apiece on CPU): adapters change the answer, never leak into
+a request without one or with another, and survive eviction, streaming and concurrent requests."""
+
+import os
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from hms_resources.context.index import SelectedAdapter
+from hms_resources.integration.local_model import LocalModel, adapter_key
+from hms_resources.lora.training import DEFAULT_BASE, TrainingConfig, load_base, save_adapter, train_adapter
+
+QUESTION = "What is my cat called?"
+ASK = [{"role": "user", "content": QUESTION}]
+TOKENS = 16
+QUICK = TrainingConfig(steps=10, batch_size=1, rank=2, alpha=4, learning_rate=3e-3, dropout=0.0)
+"""The quickest recipe that reliably teaches one reply to one question: about 4 s on two CPU cores."""
+
+
+def train(directory, answer: str, name: str) -> SelectedAdapter:
+    model, tokenizer = load_base()
+    result = train_adapter(model, tokenizer, [{"prompt": QUESTION, "answer": answer}], QUICK)
+    try:
+        save_adapter(result.adapter, directory)
+    finally:
+        result.adapter.unload()
+    return SelectedAdapter(name=name, version="1", uri=f"models:/{name}@champion", path=str(directory), base_model=DEFAULT_BASE,
+                           set_id=f"nadia/{name}", concept_id=name)
+
+
+@pytest.fixture(scope="module")
+def base():
+    """The process-wide base, loaded once: training wraps it, and a `LocalModel` copies it rather than
+    de-quantizing the GGUF again."""
+    return load_base()
+
+
+@pytest.fixture(scope="module")
+def adapters(base, tmp_path_factory):
+    root = tmp_path_factory.mktemp("adapters")
+    return (train(root / "pimpernel", "Your cat is called Pimpernel.", "nadia-pimpernel"),
+            train(root / "biscuit", "Your cat is called Biscuit.", "nadia-biscuit"))
+
+
+@pytest.fixture(scope="module")
+def model(base):
+    return LocalModel()
+
+
+@pytest.fixture(scope="module")
+def alone(model, adapters):
+    """The greedy reply to the question from the base and from each adapter, each request on its own."""
+    return {str(a): model.chat(ASK, adapter=a, max_tokens=TOKENS) for a in (None, *adapters)}
+
+
+def test_greedy_replies_are_deterministic_and_report_their_usage(model, alone):
+    first = alone["None"]
+    assert model.chat(ASK, adapter=None, max_tokens=TOKENS) == first
+    assert model.model_name == "hms-local" and first.adapter is None and first.text
+    assert first.prompt_tokens > 5 and 0 < first.completion_tokens <= TOKENS
+    assert first.finish_reason == ("length" if first.completion_tokens == TOKENS else "stop")
+    cut = model.chat(ASK, adapter=None, max_tokens=2)
+    assert cut.completion_tokens == 2 and cut.finish_reason == "length" and first.text.startswith(cut.text)
+    sampled = model.chat([{"role": "system", "content": "Be brief."}, *ASK], adapter=None, max_tokens=4, temperature=0.8)
+    assert 0 < sampled.completion_tokens <= 4
+
+
+def test_an_adapter_changes_the_answer_and_leaves_no_trace_on_the_base(model, adapters, alone):
+    plain, tuned, other = alone["None"], alone["nadia-pimpernel@1"], alone["nadia-biscuit@1"]
+    assert "Pimpernel" in tuned.text and "Biscuit" in other.text and not {"Pimpernel", "Biscuit"} & set(plain.text.split()), alone
+    assert tuned.adapter == "nadia-pimpernel@1" and tuned.finish_reason == "stop" and tuned.completion_tokens < TOKENS
+    model.chat(ASK, adapter=adapters[0], max_tokens=2)
+    assert model.switch_seconds > 0
+    assert model.chat(ASK, adapter=None, max_tokens=TOKENS) == plain, "adapters are disabled for a request without one"
+    assert model.switch_seconds == 0.0
+
+
+def test_two_adapters_switch_per_request_without_reloading(model, adapters, alone):
+    pimpernel, biscuit = adapters
+    loads = model.loads
+    assert model.chat(ASK, adapter=biscuit, max_tokens=TOKENS) == alone["nadia-biscuit@1"]
+    assert model.chat(ASK, adapter=pimpernel, max_tokens=TOKENS) == alone["nadia-pimpernel@1"]
+    assert model.loads == loads and model.loaded_adapters[-2:] == ["nadia-biscuit@1", "nadia-pimpernel@1"]
+
+
+def test_the_least_recently_used_adapter_is_evicted_and_reloads_the_same(model, adapters, alone):
+    pimpernel, biscuit = adapters
+    small = LocalModel(max_adapters=1)
+    assert not small.loaded_adapters and small.tokenizer is not model.tokenizer
+    assert small.chat(ASK, adapter=pimpernel, max_tokens=TOKENS) == alone["nadia-pimpernel@1"]
+    assert small.chat(ASK, adapter=biscuit, max_tokens=TOKENS) == alone["nadia-biscuit@1"]
+    assert small.loaded_adapters == ["nadia-biscuit@1"] and small.loads == 2
+    assert small.chat(ASK, adapter=pimpernel, max_tokens=TOKENS) == alone["nadia-pimpernel@1"]
+    assert small.loaded_adapters == ["nadia-pimpernel@1"] and small.loads == 3
+
+
+def test_a_new_version_or_a_rewritten_directory_is_a_different_adapter(model, adapters, tmp_path):
+    pimpernel, biscuit = adapters
+    key = adapter_key(pimpernel)
+    promoted = SelectedAdapter(**{**vars(pimpernel), "version": "2"})
+    assert adapter_key(promoted) != key
+    loads = model.loads
+    model.chat(ASK, adapter=promoted, max_tokens=4)
+    assert model.loads == loads + 1 and "nadia-pimpernel@2" in model.loaded_adapters
+    moved = tmp_path / "rewritten"
+    shutil.copytree(pimpernel.path, moved)
+    rewritten = SelectedAdapter(**{**vars(pimpernel), "path": str(moved)})
+    before = adapter_key(rewritten)
+    shutil.copy(os.path.join(biscuit.path, "adapter_model.safetensors"), moved / "adapter_model.safetensors")
+    stamp = os.stat(moved / "adapter_model.safetensors").st_mtime_ns + 10**9
+    os.utime(moved / "adapter_model.safetensors", ns=(stamp, stamp))
+    assert adapter_key(rewritten) != before, "the same path rewritten in place is a new key"
+    assert "Biscuit" in model.chat(ASK, adapter=rewritten, max_tokens=TOKENS).text
+
+
+def test_streamed_pieces_make_the_chat_reply(model, adapters, alone):
+    for adapter in (None, adapters[0]):
+        done = []
+        pieces = list(model.stream(ASK, adapter=adapter, max_tokens=TOKENS, on_done=done.append))
+        assert len(pieces) > 1 and "".join(pieces) == alone[str(adapter)].text and done == [alone[str(adapter)]]
+    stream = model.stream(ASK, adapter=None, max_tokens=TOKENS)
+    next(stream)
+    stream.close()
+    assert model.chat(ASK, adapter=None, max_tokens=2).completion_tokens == 2, "an abandoned stream gives the model back"
+
+
+def test_concurrent_requests_for_different_adapters_each_get_their_own_answer(model, adapters, alone):
+    pimpernel, biscuit = adapters
+    requests = [None, pimpernel, biscuit, pimpernel, None, biscuit]
+    streamed = {}
+
+    def ask(position: int, adapter):
+        if position % 3 == 0:
+            streamed[position] = "".join(model.stream(ASK, adapter=adapter, max_tokens=TOKENS))
+            return streamed[position]
+        return model.chat(ASK, adapter=adapter, max_tokens=TOKENS).text
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        together = list(pool.map(ask, range(len(requests)), requests))
+    assert together == [alone[str(a)].text for a in requests] and len(streamed) == 2
+    assert threading.active_count() < 20
+
+
+def test_bad_requests_are_refused(model, adapters, alone, tmp_path):
+    pimpernel, _ = adapters
+    with pytest.raises(ValueError, match="role"):
+        model.chat([{"role": "tool", "content": "x"}], adapter=None)
+    with pytest.raises(ValueError, match="max_tokens"):
+        model.stream(ASK, adapter=None, max_tokens=0)
+    with pytest.raises(ValueError, match="no messages"):
+        model.chat([], adapter=None)
+    with pytest.raises(ValueError, match="trained on"):
+        model.chat(ASK, adapter=SelectedAdapter(**{**vars(pimpernel), "base_model": "other-model"}))
+    with pytest.raises(FileNotFoundError):
+        model.chat(ASK, adapter=SelectedAdapter(**{**vars(pimpernel), "path": str(tmp_path / "missing")}))
+    parts = [{"role": "user", "content": [{"type": "text", "text": QUESTION}]}]
+    assert model.chat(parts, adapter=None, max_tokens=TOKENS) == alone["None"]

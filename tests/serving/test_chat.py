@@ -1,0 +1,117 @@
+"""`POST /v1/chat/completions` through the official `openai` client against the service on a loopback
+port, with the real local model: memory in the system turn, streaming, capture and its switch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import openai
+import pytest
+
+from hms_resources.context.assembler import ContextAssembler
+from hms_resources.integration.plugin import CONTEXT_HEADER
+from hms_resources.semantic.embedder import Embedder
+from hms_resources.serving.chat import ChatService, ServiceMemory
+from hms_resources.serving.service import MemoryService
+from hms_resources.store.event_store import EventStore
+from tests.serving.conftest import new_key
+from tests.serving.test_api import Running
+
+
+@pytest.fixture(scope="module")
+def local_model():
+    from hms_resources.integration.local_model import LocalModel
+
+    return LocalModel()
+
+
+@pytest.fixture
+def chat_service(tmp_path: Path, local_model) -> MemoryService:
+    store = EventStore(hms_home=str(tmp_path / "home"))
+    assembler = ContextAssembler(event_store=store, embedder=Embedder.from_env())
+    service = MemoryService(store, assembler)
+    yield service
+    assembler.close()
+    store.close()
+
+
+def started(service: MemoryService, local_model) -> Running:
+    return Running(service, chat=ChatService(service, local_model=local_model))
+
+
+@pytest.mark.timeout(600)
+def test_chat_completions_with_memory_through_the_openai_client(chat_service: MemoryService, local_model):
+    store = chat_service.store
+    key = new_key(store, "acme", "write")
+    quiet = new_key(store, "acme", "write")
+    from hms_resources.store.api_keys import list_keys
+
+    with store.engine.begin() as conn:
+        from hms_resources.store.schema import api_keys
+
+        quiet_id = quiet.split("_")[1]
+        conn.execute(api_keys.update().where(api_keys.c.key_id == quiet_id).values(capture=False))
+    assert {k.key_id: k.capture for k in list_keys(store)}[quiet_id] is False
+    with started(chat_service, local_model) as running:
+        with running.client(key) as api:
+            added = api.post("/v1/memories", json={"user_id": "alice", "memory_id": "allergy", "content": "Alice is allergic to peanuts."})
+            assert added.status_code == 201
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{running.port}/v1", api_key=key, max_retries=0)
+        assert [m.id for m in client.models.list()] == ["hms-local"]
+        question = [{"role": "user", "content": "What is Alice allergic to?"}]
+        raw = client.chat.completions.with_raw_response.create(
+            model="hms-local", messages=question, user="alice", max_tokens=24, temperature=0, extra_headers={"Idempotency-Key": "turn-1"}
+        )
+        reply = raw.parse()
+        assert raw.headers["X-HMS-Memories"] == "allergy"
+        assert reply.model_extra["hms"]["memories"] == ["allergy"] and reply.model_extra["hms"]["user"] == "alice"
+        text = reply.choices[0].message.content
+        assert text and reply.usage.completion_tokens > 0
+
+        stream = client.chat.completions.create(model="hms-local", messages=question, user="alice", max_tokens=24, temperature=0, stream=True)
+        streamed = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+        assert streamed == text
+
+        # Capture: the turn, the reply and the access, once, even for a retried request.
+        before = store.max_sequence()
+        client.chat.completions.create(
+            model="hms-local", messages=question, user="alice", max_tokens=24, temperature=0, extra_headers={"Idempotency-Key": "turn-1"}
+        )
+        assert store.max_sequence() == before
+        call_id = reply.id.removeprefix("chatcmpl-")
+        events = [e for e in store.read_events(user_id="acme/alice") if e.event_id.startswith(f"acme/chat-{call_id}-")]
+        first_call = {e.type for e in events}
+        assert first_call == {"memory.created", "memory.accessed"}
+        turns = sorted((e.payload["created_by"], e.payload["content"]) for e in events if e.type == "memory.created")
+        assert ("user", "What is Alice allergic to?") in turns and ("assistant", text) in turns
+        assert {e.memory_id for e in events if e.type == "memory.accessed"} == {"allergy"}
+
+        # The captured turn is found by the next call at once.
+        follow = client.chat.completions.create(model="hms-local", messages=[{"role": "user", "content": "What did I ask about allergies?"}], user="alice", max_tokens=8)
+        assert any(m.startswith("chat-") for m in follow.model_extra["hms"]["memories"])
+
+        # A key with capture off stores nothing; another tenant sees none of alice's memories.
+        quiet_client = openai.OpenAI(base_url=f"http://127.0.0.1:{running.port}/v1", api_key=quiet, max_retries=0)
+        before = store.max_sequence()
+        quiet_client.chat.completions.create(model="hms-local", messages=question, user="alice", max_tokens=8)
+        assert store.max_sequence() == before
+        other = openai.OpenAI(base_url=f"http://127.0.0.1:{running.port}/v1", api_key=new_key(store, "globex", "write"), max_retries=0)
+        assert other.chat.completions.create(model="hms-local", messages=question, user="alice", max_tokens=8).model_extra["hms"]["memories"] == []
+
+        with pytest.raises(openai.UnprocessableEntityError):
+            client.chat.completions.create(model="hms-local", messages=question, max_tokens=8)
+        with pytest.raises(openai.APIStatusError) as unreachable:
+            client.chat.completions.create(model="ollama/nowhere", messages=question, user="alice", max_tokens=8)
+        assert unreachable.value.status_code == 502 and "ollama" in str(unreachable.value)
+
+
+def test_the_context_goes_into_the_system_turn(chat_service: MemoryService):
+    principal = chat_service.authenticate(new_key(chat_service.store, "acme", "write"))
+    chat_service.add_memories(principal, [{"user_id": "bob", "content": "Bob's sister is called Ines."}])
+    call = ServiceMemory(chat_service, principal).before_call(
+        "bob", [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is my sister called?"}], max_tokens=256
+    )
+    system = call.messages[0]
+    assert system["role"] == "system" and system["content"].startswith(CONTEXT_HEADER)
+    assert "Bob's sister is called Ines." in system["content"] and system["content"].endswith("Be brief.")
+    assert call.messages[1] == {"role": "user", "content": "What is my sister called?"}
