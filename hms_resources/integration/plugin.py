@@ -115,6 +115,24 @@ def exchange_events(call: MemoryCall, reply: str, *, user_id: str | None = None,
     return found
 
 
+def call_from_context(
+    user_id: str, messages: list[dict[str, Any]], found: dict[str, Any], *, session_id: str | None = None, call_id: str | None = None
+) -> MemoryCall:
+    """A call from a context in the `/v1/context` JSON shape (`items`, `prompt`, `adapter`, `timings_ms`):
+    what every plugin builds once it has the context, however it got it."""
+    return MemoryCall(
+        user_id=user_id,
+        query=last_user_turn(messages),
+        messages=with_context(messages, found["prompt"]),
+        call_id=call_id or new_call_id(),
+        session_id=session_id,
+        items=found["items"],
+        prompt=found["prompt"],
+        adapter=found.get("adapter"),
+        timings_ms=found.get("timings_ms", {}),
+    )
+
+
 class LocalMemory:
     """The plugin over this process's context resource and event store (`hms chat`, tests)."""
 
@@ -128,20 +146,14 @@ class LocalMemory:
     ) -> MemoryCall:
         from dataclasses import asdict
 
-        query = last_user_turn(messages)
-        context = self.assembler.assemble(user_id, query, max(1, max_tokens), record_access=False)
-        prompt = context.to_prompt()
-        return MemoryCall(
-            user_id=user_id,
-            query=query,
-            messages=with_context(messages, prompt),
-            call_id=call_id or new_call_id(),
-            session_id=session_id,
-            items=[asdict(item) for item in context.items],
-            prompt=prompt,
-            adapter=asdict(context.adapter) if context.adapter is not None else None,
-            timings_ms=dict(context.timings_ms),
-        )
+        context = self.assembler.assemble(user_id, last_user_turn(messages), max(1, max_tokens), record_access=False)
+        found = {
+            "items": [asdict(item) for item in context.items],
+            "prompt": context.to_prompt(),
+            "adapter": asdict(context.adapter) if context.adapter is not None else None,
+            "timings_ms": dict(context.timings_ms),
+        }
+        return call_from_context(user_id, messages, found, session_id=session_id, call_id=call_id)
 
     def after_call(self, call: MemoryCall, reply: str) -> None:
         if not self.capture:
@@ -174,21 +186,9 @@ class RemoteMemory:
     def before_call(
         self, user_id: str, messages: list[dict[str, Any]], *, max_tokens: int, session_id: str | None = None, call_id: str | None = None
     ) -> MemoryCall:
-        query = last_user_turn(messages)
-        response = self._http.post("/v1/context", json={"user_id": user_id, "query": query, "max_tokens": max(1, max_tokens)})
+        response = self._http.post("/v1/context", json={"user_id": user_id, "query": last_user_turn(messages), "max_tokens": max(1, max_tokens)})
         response.raise_for_status()
-        found = response.json()
-        return MemoryCall(
-            user_id=user_id,
-            query=query,
-            messages=with_context(messages, found["prompt"]),
-            call_id=call_id or new_call_id(),
-            session_id=session_id,
-            items=found["items"],
-            prompt=found["prompt"],
-            adapter=found.get("adapter"),
-            timings_ms=found.get("timings_ms", {}),
-        )
+        return call_from_context(user_id, messages, response.json(), session_id=session_id, call_id=call_id)
 
     def after_call(self, call: MemoryCall, reply: str) -> None:
         if self.capture:

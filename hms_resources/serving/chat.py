@@ -18,7 +18,14 @@ from urllib.parse import quote
 import orjson
 
 from hms_resources.context.index import SelectedAdapter
-from hms_resources.integration.plugin import DEFAULT_CONTEXT_SHARE, MemoryCall, exchange_events, last_user_turn, new_call_id, with_context
+from hms_resources.integration.plugin import (
+    DEFAULT_CONTEXT_SHARE,
+    MemoryCall,
+    call_from_context,
+    exchange_events,
+    last_user_turn,
+    new_call_id,
+)
 from hms_resources.serving.errors import ApiError, bad_request
 from hms_resources.serving.service import MemoryService
 from hms_resources.serving.tenants import Principal
@@ -94,19 +101,8 @@ class ServiceMemory:
     def before_call(
         self, user_id: str, messages: list[dict[str, Any]], *, max_tokens: int, session_id: str | None = None, call_id: str | None = None
     ) -> MemoryCall:
-        query = last_user_turn(messages)
-        found = self.service.context(self.principal, user_id, query, max(1, max_tokens), record_access=False)
-        return MemoryCall(
-            user_id=user_id,
-            query=query,
-            messages=with_context(messages, found["prompt"]),
-            call_id=call_id or new_call_id(),
-            session_id=session_id,
-            items=found["items"],
-            prompt=found["prompt"],
-            adapter=found["adapter"],
-            timings_ms=found["timings_ms"],
-        )
+        found = self.service.context(self.principal, user_id, last_user_turn(messages), max(1, max_tokens), record_access=False)
+        return call_from_context(user_id, messages, found, session_id=session_id, call_id=call_id)
 
     def after_call(self, call: MemoryCall, reply: str) -> None:
         if self.principal.capture:
