@@ -83,7 +83,7 @@ def assert_no_secret(texts: list[str], secret_texts: list[str], where: str) -> N
 
 def key_texts(key: str) -> list[str]:
     """The key, the `Authorization` header value, and the key's secret part alone."""
-    return [key, f"Bearer {key}", key.rsplit("_", 1)[-1]]
+    return [key, f"Bearer {key}", key.split("_", 2)[2]]
 
 
 # SIGKILL in the middle of batched writes --------------------------------------------------------------

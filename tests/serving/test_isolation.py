@@ -775,7 +775,7 @@ def check_logs(caplog: pytest.LogCaptureFixture, keys: dict[str, dict[str, str]]
     text = caplog.text
     for scopes in keys.values():
         for key in scopes.values():
-            assert key not in text and key.rsplit("_", 1)[-1] not in text
+            assert key not in text and key.split("_", 2)[2] not in text
 
 
 # Tests ----------------------------------------------------------------------------------------------
