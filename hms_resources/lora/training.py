@@ -89,10 +89,29 @@ def load_base(base_model: str = "") -> tuple[Any, Any]:
     model still wrapped by one is loaded afresh."""
     key = "" if base_model == DEFAULT_BASE else base_model
     loaded = _LOADED.get(key)
-    if loaded is not None and not any("lora_" in name for name, _ in loaded[0].named_modules()):
+    if loaded is not None and not _wrapped(loaded[0]):
         return loaded
     _LOADED[key] = _load(key)
     return _LOADED[key]
+
+
+def own_base(base_model: str = "") -> tuple[Any, Any]:
+    """A copy of the base model and tokenizer that nobody else holds, for a caller that wraps it in
+    adapters for good (the local chat model). Copying the shared model, when it is loaded and bare,
+    takes a second where de-quantizing the GGUF takes many."""
+    import copy
+
+    key = "" if base_model == DEFAULT_BASE else base_model
+    shared = _LOADED.get(key)
+    if shared is not None and not _wrapped(shared[0]):
+        model = copy.deepcopy(shared[0])
+        if not _wrapped(model):
+            return model.eval(), copy.deepcopy(shared[1])
+    return _load(key)
+
+
+def _wrapped(model: Any) -> bool:
+    return any("lora_" in name for name, _ in model.named_modules())
 
 
 def _load(base_model: str) -> tuple[Any, Any]:
