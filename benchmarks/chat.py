@@ -355,6 +355,7 @@ def main() -> None:
     parser.add_argument("--speed-tokens", type=int, default=32)
     parser.add_argument("--calls", type=int, default=100, help="LiteLLM calls with and without the hook")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--parts", default="quality,hook,speed", help="which of quality, hook and speed to measure")
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     args = parser.parse_args()
     if args.quick:
@@ -377,15 +378,17 @@ def main() -> None:
                               "scoring": "gold = content words (lowercased, scikit-learn English stopwords removed) of the question's evidence "
                                          "turns, less the question's own words; score = share present in the answer; correct when >= 0.5",
                               "quality": {}}
-    for n, name in enumerate(args.datasets.split(",")):
+    parts = set(args.parts.split(","))
+    for n, name in enumerate(args.datasets.split(",") if parts & {"quality", "hook"} else []):
         with tempfile.TemporaryDirectory(prefix="hms-bench-chat-") as tmp:
             log(f"building a home from {name}")
             home = Home(Path(tmp), DATA / name)
             try:
-                log(f"answering {args.questions or 'all'} questions of {name}")
-                result["quality"][name] = quality(home, model, args.questions, args.max_tokens, args.seed)
-                log(json.dumps(result["quality"][name]["overall"]))
-                if n == 0:
+                if "quality" in parts:
+                    log(f"answering {args.questions or 'all'} questions of {name}")
+                    result["quality"][name] = quality(home, model, args.questions, args.max_tokens, args.seed)
+                    log(json.dumps(result["quality"][name]["overall"]))
+                if n == 0 and "hook" in parts:
                     log("LiteLLM hook overhead")
                     result["litellm_hook"] = litellm_overhead(home, args.calls)
                     result["litellm_hook"]["home"] = name
@@ -394,14 +397,16 @@ def main() -> None:
     rates = [(q["overall"]["none"]["correct_rate"] * q["questions"], q["overall"]["context"]["correct_rate"] * q["questions"])
              for q in result["quality"].values()]
     none_correct, context_correct = sum(r[0] for r in rates), sum(r[1] for r in rates)
-    result["quality_correct_ratio_all"] = {"none_correct": round(none_correct), "context_correct": round(context_correct),
-                                           "ratio": round(context_correct / none_correct, 2) if none_correct else "inf",
-                                           "goal": ">= 3x"}
-    with tempfile.TemporaryDirectory(prefix="hms-bench-chat-adapters-") as tmp:
-        log("training two adapters")
-        adapters = train_two(Path(tmp))
-        log("speed: base vs adapters")
-        result["adapter_speed"] = speed(model, adapters, args.rounds, args.speed_tokens)
+    if result["quality"]:
+        result["quality_correct_ratio_all"] = {"none_correct": round(none_correct), "context_correct": round(context_correct),
+                                               "ratio": round(context_correct / none_correct, 2) if none_correct else "inf",
+                                               "goal": ">= 3x"}
+    if "speed" in parts:
+        with tempfile.TemporaryDirectory(prefix="hms-bench-chat-adapters-") as tmp:
+            log("training two adapters")
+            adapters = train_two(Path(tmp))
+            log("speed: base vs adapters")
+            result["adapter_speed"] = speed(model, adapters, args.rounds, args.speed_tokens)
     result["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(result, indent=1))
 
