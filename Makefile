@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python benchmarks/context.py
 	$(BIN)/python benchmarks/lora.py
 	$(BIN)/python benchmarks/serve.py
+	$(BIN)/python benchmarks/chat.py
 
 eval: install
 	$(BIN)/hms eval retrieval hms_resources/datasets/data/conversations.jsonl --json $(HMS_HOME)/eval-retrieval.json

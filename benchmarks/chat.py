@@ -119,7 +119,6 @@ class Home:
 # -- 1. answer quality --------------------------------------------------------------------------
 
 def quality(home: Home, model: Any, questions: int, max_tokens: int, seed: int) -> dict[str, Any]:
-    from hms_resources.context.index import SelectedAdapter
     from hms_resources.integration.plugin import LocalMemory
 
     memory = LocalMemory(home.assembler, capture=False)
@@ -139,9 +138,9 @@ def quality(home: Home, model: Any, questions: int, max_tokens: int, seed: int) 
         row = {"id": question.id, "category": question.category, "gold_words": len(gold),
                "evidence_in_context": sum(e in set(call.memory_ids) for e in question.evidence) / len(question.evidence)}
         runs = {"none": (messages, None), "context": (call.messages, None)}
-        if call.adapter is not None:
-            fields = {k: v for k, v in call.adapter.items() if k in SelectedAdapter.__dataclass_fields__}
-            runs["context_adapter"] = (call.messages, SelectedAdapter(**fields))
+        adapter = model.adapter_for(call.adapter)
+        if adapter is not None:
+            runs["context_adapter"] = (call.messages, adapter)
         for condition, (sent, adapter) in runs.items():
             t = time.perf_counter()
             reply = model.chat(sent, adapter=adapter, max_tokens=max_tokens, temperature=0.0)

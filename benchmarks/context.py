@@ -21,6 +21,7 @@ import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -49,11 +50,26 @@ def conversation_texts(count: int, seed: int) -> list[dict]:
     ]
 
 
+def save_random_embeddings(home: Path, embedder: Any, live: list) -> None:
+    """Random unit vectors for the `live` memories, saved where the `embeddings` asset saves its index:
+    an index at scale without encoding every text (retrieval quality is not measured on them)."""
+    from hms_resources.semantic.embeddings import EmbeddingIndex, content_hash, embedding_text
+
+    vectors = np.random.default_rng(0).standard_normal((len(live), embedder.dimension)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    EmbeddingIndex(
+        model=embedder.identity,
+        user_ids=np.array([m.user_id for m in live]),
+        memory_ids=np.array([m.memory_id for m in live]),
+        hashes=np.array([content_hash(embedding_text(m)) for m in live]),
+        vectors=vectors,
+    ).save(home / "embeddings")
+
+
 def build_home(home: Path, count: int, random_vectors: bool) -> dict:
     from hms_jobs.retrieval_harness import materialize_for_context
     from hms_resources.datasets.retrieval_eval import memory_events
     from hms_resources.semantic.embedder import Embedder
-    from hms_resources.semantic.embeddings import EmbeddingIndex, content_hash, embedding_text
     from hms_resources.store.event_store import EventStore
     from hms_resources.store.ingest import ingest_records
     from hms_resources.store.projection import refresh_memories
@@ -66,15 +82,7 @@ def build_home(home: Path, count: int, random_vectors: bool) -> dict:
     if random_vectors:
         refresh_memories(store)
         live = sorted(store.read_memories(user_id=USER), key=lambda m: m.key)
-        vectors = np.random.default_rng(0).standard_normal((len(live), embedder.dimension)).astype(np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        EmbeddingIndex(
-            model=embedder.identity,
-            user_ids=np.array([m.user_id for m in live]),
-            memory_ids=np.array([m.memory_id for m in live]),
-            hashes=np.array([content_hash(embedding_text(m)) for m in live]),
-            vectors=vectors,
-        ).save(home / "embeddings")
+        save_random_embeddings(home, embedder, live)
     tiers = {"hot_capacity": count // 10, "warm_capacity": count, "hot_threshold": 0.0, "warm_threshold": 0.0, "use_predictor": "off"}
     seconds = materialize_for_context(store, embedder, tier_config=tiers, log=lambda m: print(m, file=sys.stderr))
     store.close()

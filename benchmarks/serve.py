@@ -117,11 +117,10 @@ def user_queries(texts: list[dict], own: list[str], pool: list[str], count: int,
 def build_home(home: Path, users: int, per_user: int) -> dict:
     """The base home: `users` x `per_user` conversation turns through the real assets, random unit
     vectors in place of encoding (as `benchmarks/context.py` does above 20,000 memories)."""
-    from benchmarks.context import conversation_texts
+    from benchmarks.context import conversation_texts, save_random_embeddings
     from hms_jobs.retrieval_harness import materialize_for_context
     from hms_resources.datasets.retrieval_eval import memory_events
     from hms_resources.semantic.embedder import Embedder
-    from hms_resources.semantic.embeddings import EmbeddingIndex, content_hash, embedding_text
     from hms_resources.store.event_store import EventStore
     from hms_resources.store.ingest import ingest_records
     from hms_resources.store.projection import refresh_memories
@@ -146,15 +145,7 @@ def build_home(home: Path, users: int, per_user: int) -> dict:
     ingested = time.perf_counter() - started
     refresh_memories(store)
     live = store.read_memories()
-    vectors = np.random.default_rng(0).standard_normal((len(live), embedder.dimension)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    EmbeddingIndex(
-        model=embedder.identity,
-        user_ids=np.array([m.user_id for m in live]),
-        memory_ids=np.array([m.memory_id for m in live]),
-        hashes=np.array([content_hash(embedding_text(m)) for m in live]),
-        vectors=vectors,
-    ).save(home / "embeddings")
+    save_random_embeddings(home, embedder, live)
     tiers = {"hot_capacity": per_user // 10, "warm_capacity": per_user, "hot_threshold": 0.0, "warm_threshold": 0.0, "use_predictor": "off"}
     seconds = materialize_for_context(store, embedder, tier_config=tiers, log=log)
     store.close()

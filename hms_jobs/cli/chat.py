@@ -22,12 +22,11 @@ def chat(user_id: str, session: str | None, max_tokens: int, context_tokens: int
     import uuid
 
     from hms_resources.context.assembler import ContextAssembler
-    from hms_resources.context.index import SelectedAdapter
     from hms_resources.integration.local_model import LocalModel
     from hms_resources.integration.plugin import LocalMemory
 
     memory = LocalMemory(ContextAssembler.from_env(), capture=capture)
-    model = LocalModel()
+    model = LocalModel.from_env()
     session = session or f"chat-{uuid.uuid4().hex[:12]}"
     history: list[dict] = []
     click.echo(f"hms chat with {user_id}'s memory (session {session}); Ctrl-D to end.", err=True)
@@ -39,7 +38,7 @@ def chat(user_id: str, session: str | None, max_tokens: int, context_tokens: int
             return
         history.append({"role": "user", "content": text})
         call = memory.before_call(user_id, history, max_tokens=context_tokens, session_id=session)
-        adapter = SelectedAdapter(**call.adapter) if call.adapter else None
+        adapter = model.adapter_for(call.adapter)
         shown = f"adapter {adapter.name}@{adapter.version}" if adapter else "no adapter"
         click.echo(f"  [{len(call.memory_ids)} memories, {shown}]", err=True)
         pieces = []

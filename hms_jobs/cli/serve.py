@@ -58,7 +58,7 @@ def serve(host: str, port: int, mcp: bool, access_log: bool) -> None:
     from hms_resources.serving.chat import ChatService
 
     app = create_app(
-        service, max_body_bytes=positive_int_from_env("HMS_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES), mcp_app=mcp_app, chat=ChatService(service)
+        service, max_body_bytes=positive_int_from_env("HMS_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES), mcp_app=mcp_app, chat=ChatService.from_env(service)
     )
     click.echo(f"hms: serving {service.store.display_url} on http://{host}:{port} (OpenAPI at /docs)", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log, lifespan="on")

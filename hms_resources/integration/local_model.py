@@ -16,6 +16,8 @@ once would want it, and that is what a vLLM-style server is for."""
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -25,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from hms_resources.context.index import SelectedAdapter
+from hms_resources.integration.plugin import text_of
+
+log = logging.getLogger("hms.local_model")
 
 MODEL_NAME = "hms-local"
 ROLES = ("system", "user", "assistant")
@@ -49,17 +54,6 @@ def adapter_key(adapter: SelectedAdapter) -> tuple[str, str, str, int]:
         raise FileNotFoundError(f"adapter {adapter} has no PEFT files at {path}")
     newest = max([path.stat().st_mtime_ns] + [p.stat().st_mtime_ns for p in path.iterdir() if p.is_file()])
     return adapter.name, adapter.version, str(path.resolve()), newest
-
-
-def text_of(content: Any) -> str:
-    """A message's content: a string, or OpenAI content parts of which the text ones are kept."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("type", "text") == "text")
-    if content is None:
-        return ""
-    raise ValueError(f"message content must be a string or a list of text parts, not {type(content).__name__}")
 
 
 def chat_turns(messages: Sequence[dict]) -> list[dict[str, str]]:
@@ -99,6 +93,14 @@ class LocalModel:
         """Adapter key to the PEFT adapter name, least recently used first."""
         self._serial = 0
 
+    @classmethod
+    def from_env(cls) -> "LocalModel":
+        """`HMS_LOCAL_MODEL` (a local directory or hub id; unset for the shipped SmolLM2) and
+        `HMS_LOCAL_MAX_ADAPTERS` (how many adapters stay loaded, default 4)."""
+        from hms_resources.common.home import positive_int_from_env
+
+        return cls(os.environ.get("HMS_LOCAL_MODEL", ""), positive_int_from_env("HMS_LOCAL_MAX_ADAPTERS", 4))
+
     @property
     def model_name(self) -> str:
         return MODEL_NAME
@@ -130,6 +132,18 @@ class LocalModel:
                 self._model, self._tokenizer = own_base(self.base_model)
 
     # adapters
+
+    def adapter_for(self, named: dict[str, Any] | None) -> SelectedAdapter | None:
+        """The adapter a context names (`Context.adapter` as a dict), when it was trained on the base
+        served here; one trained on another base (`HMS_LOCAL_MODEL` changed since) is not applied, and
+        the reply says no adapter was used."""
+        if not named:
+            return None
+        adapter = SelectedAdapter(**{k: v for k, v in named.items() if k in SelectedAdapter.__dataclass_fields__})
+        if adapter.base_model and adapter.base_model != self.base_name:
+            log.warning("adapter %s was trained on %s, not on the served %s: not applied", adapter, adapter.base_model, self.base_name)
+            return None
+        return adapter
 
     def _activate(self, adapter: SelectedAdapter | None) -> Any:
         """The model to generate with for `adapter`, made active; the caller holds the lock and, for

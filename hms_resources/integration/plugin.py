@@ -56,7 +56,9 @@ def text_of(content: Any) -> str:
         return content
     if isinstance(content, list):
         return "\n".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") in (None, "text"))
-    return ""
+    if content is None:
+        return ""
+    raise ValueError(f"message content must be a string or a list of text parts, not {type(content).__name__}")
 
 
 def last_user_turn(messages: list[dict[str, Any]]) -> str:

@@ -9,6 +9,7 @@ the key turns capture off. The response says which memories and which adapter we
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from urllib.parse import quote
 
 import orjson
 
+from hms_resources.common.home import positive_int_from_env
 from hms_resources.context.index import SelectedAdapter
 from hms_resources.integration.plugin import (
     DEFAULT_CONTEXT_SHARE,
@@ -64,6 +66,8 @@ def parse_chat(body: dict[str, Any], *, session_header: str | None, request_id: 
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in ROLES:
             raise bad_request(f"messages[{i}] needs a role among {', '.join(ROLES)}", f"messages.{i}.role")
+        if not isinstance(message.get("content"), (str, list, type(None))):
+            raise bad_request(f"messages[{i}].content must be a string or a list of content parts", f"messages.{i}.content")
     max_tokens = body.get("max_tokens", body.get("max_completion_tokens", 256))
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= 4096:
         raise bad_request("max_tokens must be an integer from 1 to 4096", "max_tokens")
@@ -112,17 +116,34 @@ class ServiceMemory:
 class ChatService:
     """Routes a chat request: the local model (with the user's adapter) or a provider via LiteLLM."""
 
-    def __init__(self, service: MemoryService, local_model: Any = None, window: int = LOCAL_WINDOW):
+    def __init__(self, service: MemoryService, local_model: Any = None, window: int = LOCAL_WINDOW,
+                 context_share: float = DEFAULT_CONTEXT_SHARE):
+        if not 0 < context_share <= 1:
+            raise ValueError(f"the context share must be in (0, 1], got {context_share}")
         self.service = service
         self.window = window
+        self.context_share = context_share
         self._local = local_model
+
+    @classmethod
+    def from_env(cls, service: MemoryService) -> "ChatService":
+        """`HMS_CHAT_WINDOW` (tokens a call is planned in) and `HMS_CHAT_CONTEXT_SHARE` (the share of
+        them the memory may take); the local model's own settings are read by `LocalModel.from_env`."""
+        raw = os.environ.get("HMS_CHAT_CONTEXT_SHARE")
+        try:
+            share = float(raw) if raw else DEFAULT_CONTEXT_SHARE
+        except ValueError:
+            raise ValueError(f"HMS_CHAT_CONTEXT_SHARE must be a number in (0, 1], got {raw!r}") from None
+        if not 0 < share <= 1:
+            raise ValueError(f"HMS_CHAT_CONTEXT_SHARE must be a number in (0, 1], got {raw!r}")
+        return cls(service, window=positive_int_from_env("HMS_CHAT_WINDOW", LOCAL_WINDOW), context_share=share)
 
     @property
     def local(self) -> Any:
         if self._local is None:
             from hms_resources.integration.local_model import LocalModel
 
-            self._local = LocalModel()
+            self._local = LocalModel.from_env()
         return self._local
 
     def models(self) -> dict[str, Any]:
@@ -135,16 +156,14 @@ class ChatService:
         user = request.user or principal.default_user
         if not user:
             raise bad_request("user is required (or create the key with a default user: hms keys create --user U)", "user")
-        memory = ServiceMemory(self.service, principal)
+        memory = ServiceMemory(self.service, principal, self.context_share)
         budget = max(1, int(self.window * memory.context_share))
         call_id = new_call_id(given=f"{principal.tenant}/{request.request_id}" if request.request_id else None)
         call = memory.before_call(user, request.messages, max_tokens=budget, session_id=request.session_id, call_id=call_id)
         return memory, call
 
     def _adapter(self, request: ChatRequest, call: MemoryCall) -> SelectedAdapter | None:
-        if request.model != LOCAL_MODEL or not call.adapter:
-            return None
-        return SelectedAdapter(**call.adapter)
+        return self.local.adapter_for(call.adapter) if request.model == LOCAL_MODEL else None
 
     def complete(self, principal: Principal, request: ChatRequest) -> tuple[dict[str, Any], dict[str, str]]:
         memory, call = self.prepare(principal, request)

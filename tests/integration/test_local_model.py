@@ -158,3 +158,21 @@ def test_bad_requests_are_refused(model, adapters, alone, tmp_path):
         model.chat(ASK, adapter=SelectedAdapter(**{**vars(pimpernel), "path": str(tmp_path / "missing")}))
     parts = [{"role": "user", "content": [{"type": "text", "text": QUESTION}]}]
     assert model.chat(parts, adapter=None, max_tokens=TOKENS) == alone["None"]
+    with pytest.raises(ValueError, match="content"):
+        model.chat([{"role": "user", "content": 7}], adapter=None)
+
+
+def test_a_context_adapter_applies_only_on_the_base_it_was_trained_on(monkeypatch):
+    named = {"name": "cats", "version": "3", "uri": "models:/cats@champion", "path": "/adapters/cats/3", "base_model": DEFAULT_BASE,
+             "set_id": "nadia/cats", "concept_id": "cats", "similarity": 0.5, "score": 0.9}
+    served = LocalModel()
+    assert served.adapter_for(None) is None
+    assert served.adapter_for(named) == SelectedAdapter(**{k: v for k, v in named.items() if k != "score"})
+    monkeypatch.setenv("HMS_LOCAL_MODEL", "/models/another-base")
+    monkeypatch.setenv("HMS_LOCAL_MAX_ADAPTERS", "2")
+    other = LocalModel.from_env()
+    assert (other.base_name, other.max_adapters) == ("/models/another-base", 2)
+    assert other.adapter_for(named) is None
+    monkeypatch.setenv("HMS_LOCAL_MAX_ADAPTERS", "none")
+    with pytest.raises(ValueError, match="HMS_LOCAL_MAX_ADAPTERS"):
+        LocalModel.from_env()

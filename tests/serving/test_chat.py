@@ -11,7 +11,8 @@ import pytest
 from hms_resources.context.assembler import ContextAssembler
 from hms_resources.integration.plugin import CONTEXT_HEADER
 from hms_resources.semantic.embedder import Embedder
-from hms_resources.serving.chat import ChatService, ServiceMemory
+from hms_resources.serving.chat import ChatService, ServiceMemory, parse_chat
+from hms_resources.serving.errors import ApiError
 from hms_resources.serving.service import MemoryService
 from hms_resources.store.event_store import EventStore
 from tests.serving.conftest import new_key
@@ -115,3 +116,36 @@ def test_the_context_goes_into_the_system_turn(chat_service: MemoryService):
     assert system["role"] == "system" and system["content"].startswith(CONTEXT_HEADER)
     assert "Bob's sister is called Ines." in system["content"] and system["content"].endswith("Be brief.")
     assert call.messages[1] == {"role": "user", "content": "What is my sister called?"}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"messages": [{"role": "user", "content": "hi"}]}, "model"),
+        ({"model": "hms-local", "messages": []}, "messages"),
+        ({"model": "hms-local", "messages": [{"role": "robot", "content": "hi"}]}, "messages.0.role"),
+        ({"model": "hms-local", "messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": 7}]}, "messages.1.content"),
+        ({"model": "hms-local", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, "max_tokens"),
+        ({"model": "hms-local", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, "temperature"),
+    ],
+)
+def test_a_bad_chat_request_names_its_field(body: dict, field: str):
+    with pytest.raises(ApiError) as refused:
+        parse_chat(body, session_header=None, request_id=None)
+    assert refused.value.status == 422 and refused.value.field == field
+
+
+def test_the_chat_settings_come_from_the_environment(chat_service: MemoryService, monkeypatch):
+    monkeypatch.setenv("HMS_CHAT_WINDOW", "4096")
+    monkeypatch.setenv("HMS_CHAT_CONTEXT_SHARE", "0.25")
+    chat = ChatService.from_env(chat_service)
+    assert (chat.window, chat.context_share) == (4096, 0.25)
+    principal = chat_service.authenticate(new_key(chat_service.store, "acme", "write"))
+    chat_service.add_memories(principal, [{"user_id": "bob", "content": f"Bob's note number {n} is about the garden shed."} for n in range(200)])
+    memory, call = chat.prepare(principal, parse_chat({"model": "gpt-x", "user": "bob", "messages": [{"role": "user", "content": "the shed?"}]},
+                                                      session_header=None, request_id=None))
+    assert 0 < sum(int(i["tokens"]) for i in call.items) <= 1024 and memory.context_share == 0.25
+    for bad in ("0", "1.5", "half"):
+        monkeypatch.setenv("HMS_CHAT_CONTEXT_SHARE", bad)
+        with pytest.raises(ValueError, match="HMS_CHAT_CONTEXT_SHARE"):
+            ChatService.from_env(chat_service)

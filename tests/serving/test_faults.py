@@ -12,8 +12,6 @@ import random
 import secrets
 import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,49 +25,15 @@ from sqlalchemy.engine import make_url
 from hms_resources.store.event_store import EventStore
 from tests.serving.conftest import Server, free_port, new_key, server_env
 
-try:
-    import hms_resources.serving.mcp_server  # noqa: F401
-
-    SERVE_FLAGS: list[str] = []
-except ImportError:  # the MCP server is not there yet: serve the HTTP API alone
-    SERVE_FLAGS = ["--no-mcp"]
-
 TENANT = "acme"
 BATCHES = 40
 PER_BATCH = 100
 
 
-class HmsServer(Server):
-    """`Server`, with `--no-mcp` while the MCP server cannot be imported."""
-
-    def start(self, timeout: float = 120.0) -> "HmsServer":
-        if not SERVE_FLAGS:
-            super().start(timeout)
-            return self
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "hms_jobs.cli", "serve", "--port", str(self.port), *SERVE_FLAGS],
-                env=self.env,
-                stdout=log,
-                stderr=log,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"hms serve exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"hms serve did not become ready: {self.log.read_text()[-2000:]}")
-
-
 @pytest.fixture
-def servers() -> Iterator[list[HmsServer]]:
+def servers() -> Iterator[list[Server]]:
     """Servers the test starts, stopped at its end whatever happens."""
-    started: list[HmsServer] = []
+    started: list[Server] = []
     yield started
     for server in started:
         server.stop()
@@ -147,13 +111,13 @@ KILLS = 6
 round were acknowledged)."""
 
 
-def kill_mid_batches(servers: list[HmsServer], home: Path, log: Path, database_url: str | None) -> None:
+def kill_mid_batches(servers: list[Server], home: Path, log: Path, database_url: str | None) -> None:
     """Kill the server at several points inside a batch's request, restart it on the same port and go
     on with every batch not acknowledged yet, then retry what is left once more."""
     store = EventStore(database_url=database_url or "", hms_home=str(home))
     key = new_key(store, TENANT, "write")
     store.close()
-    server = HmsServer(server_env(home, database_url), free_port(), log)
+    server = Server(server_env(home, database_url), free_port(), log)
     servers.append(server)
     batches = the_batches()
     acked: dict[int, dict[str, Any]] = {}
@@ -247,14 +211,14 @@ def kill_mid_batches(servers: list[HmsServer], home: Path, log: Path, database_u
 
 
 @pytest.mark.timeout(600)
-def test_sigkill_mid_batches_loses_no_acknowledged_write_sqlite(hms_home: Path, tmp_path: Path, servers: list[HmsServer]) -> None:
+def test_sigkill_mid_batches_loses_no_acknowledged_write_sqlite(hms_home: Path, tmp_path: Path, servers: list[Server]) -> None:
     kill_mid_batches(servers, hms_home, tmp_path / "serve.log", None)
 
 
 @pytest.mark.postgres
 @pytest.mark.timeout(600)
 def test_sigkill_mid_batches_loses_no_acknowledged_write_postgres(
-    hms_home: Path, tmp_path: Path, postgres_url: str, servers: list[HmsServer]
+    hms_home: Path, tmp_path: Path, postgres_url: str, servers: list[Server]
 ) -> None:
     kill_mid_batches(servers, hms_home, tmp_path / "serve.log", postgres_url)
 
@@ -377,7 +341,7 @@ def wait_for(call, ok, seconds: float) -> httpx.Response:
 @pytest.mark.postgres
 @pytest.mark.timeout(600)
 def test_store_unreachable_is_503_and_the_service_recovers(
-    hms_home: Path, tmp_path: Path, postgres_url: str, servers: list[HmsServer]
+    hms_home: Path, tmp_path: Path, postgres_url: str, servers: list[Server]
 ) -> None:
     real = make_url(postgres_url)
     proxy = TcpProxy((real.host or "127.0.0.1", real.port or 5432), free_port()).start()
@@ -387,7 +351,7 @@ def test_store_unreachable_is_503_and_the_service_recovers(
     key = new_key(store, TENANT, "write")
     store.close()
     log = tmp_path / "serve.log"
-    server = HmsServer(server_env(hms_home, through_proxy), free_port(), log)
+    server = Server(server_env(hms_home, through_proxy), free_port(), log)
     servers.append(server)
     bodies: list[str] = []
     try:
@@ -447,7 +411,7 @@ def test_store_unreachable_is_503_and_the_service_recovers(
 @pytest.mark.postgres
 @pytest.mark.timeout(300)
 def test_store_that_never_answers_is_503_within_seconds(
-    hms_home: Path, tmp_path: Path, postgres_url: str, servers: list[HmsServer]
+    hms_home: Path, tmp_path: Path, postgres_url: str, servers: list[Server]
 ) -> None:
     real = make_url(postgres_url)
     proxy = TcpProxy((real.host or "127.0.0.1", real.port or 5432), free_port()).start()
@@ -455,7 +419,7 @@ def test_store_that_never_answers_is_503_within_seconds(
     store = EventStore(database_url=postgres_url, hms_home=str(hms_home))
     key = new_key(store, TENANT, "write")
     store.close()
-    server = HmsServer(server_env(hms_home, through_proxy), free_port(), tmp_path / "serve.log")
+    server = Server(server_env(hms_home, through_proxy), free_port(), tmp_path / "serve.log")
     servers.append(server)
     hung = TcpProxy(proxy.upstream, proxy.port, forward=False)
     try:
