@@ -41,7 +41,7 @@ from typing import Any
 import litellm
 from litellm.integrations.custom_logger import CustomLogger
 
-from hms_resources.integration.plugin import CONTEXT_HEADER, MemoryCall, MemoryPlugin, RemoteMemory, new_call_id
+from hms_resources.integration.plugin import CONTEXT_HEADER, MemoryCall, MemoryPlugin, RemoteMemory, holds_memory, new_call_id
 from hms_resources.integration.providers import anthropic_request, openai_messages_from_anthropic
 
 log = logging.getLogger(__name__)
@@ -87,11 +87,7 @@ def _already_injected(messages: Any, system: Any = None) -> bool:
         return True
     if isinstance(system, list) and system and isinstance(system[0], dict) and str(system[0].get("text", "")).startswith(CONTEXT_HEADER):
         return True
-    if isinstance(messages, list) and messages and isinstance(messages[0], dict) and messages[0].get("role") == "system":
-        content = messages[0].get("content")
-        text = content if isinstance(content, str) else (content[0].get("text", "") if isinstance(content, list) and content and isinstance(content[0], dict) else "")
-        return str(text).startswith(CONTEXT_HEADER)
-    return False
+    return holds_memory(messages)
 
 
 def reply_text(response: Any) -> str:

@@ -68,10 +68,20 @@ def last_user_turn(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
+def holds_memory(messages: list[dict[str, Any]]) -> bool:
+    """Whether a plugin in front has already put the memory in the system turn (the LiteLLM callback
+    or a wrapper calling `hms serve`'s chat endpoint)."""
+    first = messages[0] if isinstance(messages, list) and messages else None
+    if not isinstance(first, dict) or first.get("role") != "system" or not isinstance(first.get("content"), (str, list)):
+        return False
+    return text_of(first["content"]).startswith(CONTEXT_HEADER)
+
+
 def with_context(messages: list[dict[str, Any]], prompt: str) -> list[dict[str, Any]]:
     """The messages with the memory context in the system turn (added before any system text the
-    caller gave, or as a new first turn): the turn the adapters are trained to read."""
-    if not prompt:
+    caller gave, or as a new first turn): the turn the adapters are trained to read. Messages that
+    already hold the memory are left as they are, so chained plugins inject it once."""
+    if not prompt or holds_memory(messages):
         return [dict(m) for m in messages]
     memory = f"{CONTEXT_HEADER}\n{prompt}"
     out = [dict(m) for m in messages]

@@ -149,3 +149,51 @@ def test_the_chat_settings_come_from_the_environment(chat_service: MemoryService
         monkeypatch.setenv("HMS_CHAT_CONTEXT_SHARE", bad)
         with pytest.raises(ValueError, match="HMS_CHAT_CONTEXT_SHARE"):
             ChatService.from_env(chat_service)
+
+
+def capture_off(store: EventStore, key: str) -> None:
+    from hms_resources.store.schema import api_keys
+
+    with store.engine.begin() as conn:
+        conn.execute(api_keys.update().where(api_keys.c.key_id == key.split("_")[1]).values(capture=False))
+
+
+@pytest.mark.timeout(600)
+def test_litellm_sdk_to_hms_local_with_the_callback_injecting_once(chat_service: MemoryService, local_model, monkeypatch):
+    """LiteLLM with `model="openai/hms-local"` and `api_base` at the service: the HMS callback (over
+    `RemoteMemory`) injects and records; the service sees the memory already in the system turn and
+    adds none, and the leg's key, with capture off, records nothing more."""
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    from hms_resources.integration.litellm_callback import HmsMemoryCallback
+    from hms_resources.integration.plugin import RemoteMemory
+
+    store = chat_service.store
+    memory_key, leg_key = new_key(store, "acme", "write"), new_key(store, "acme", "write")
+    capture_off(store, leg_key)
+    with started(chat_service, local_model) as running:
+        url = f"http://127.0.0.1:{running.port}"
+        with running.client(memory_key) as api:
+            assert api.post("/v1/memories", json={"user_id": "alice", "memory_id": "tea", "content": "Alice drinks only green tea."}).status_code == 201
+        sent: list = []
+
+        class Recorded(RemoteMemory):
+            def before_call(self, *args, **kwargs):
+                sent.append(super().before_call(*args, **kwargs))
+                return sent[-1]
+
+        remote = Recorded(url, memory_key)
+        hook = HmsMemoryCallback(memory=remote, max_context_tokens=256)
+        question = [{"role": "user", "content": "What tea should I buy for Alice?"}]
+        # LiteLLM forwards `user` only for models it knows: `extra_body` takes it to the service.
+        response = hook.completion(model="openai/hms-local", api_base=f"{url}/v1", api_key=leg_key, user="alice", extra_body={"user": "alice"},
+                                   messages=question, max_tokens=12, temperature=0)
+        remote.close()
+        reply = response.choices[0].message.content
+        assert reply and [i["memory_id"] for i in sent[0].items] == ["tea"]
+        system = sent[0].messages[0]["content"]
+        assert system.count(CONTEXT_HEADER) == 1 and "Alice drinks only green tea." in system
+        assert response.usage.prompt_tokens == len(local_model._prompt(sent[0].messages))
+
+        turns = sorted((e.payload["created_by"], e.payload["content"]) for e in store.read_events(user_id="acme/alice")
+                       if e.type == "memory.created" and e.memory_id.startswith("chat-"))
+        assert turns == [("assistant", reply), ("user", question[0]["content"])]
