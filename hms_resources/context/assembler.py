@@ -169,7 +169,9 @@ class ContextAssembler(dg.ConfigurableResource):
     _snapshot: Any = PrivateAttr(default=None)
     _counter: Any = PrivateAttr(default=None)
     _lock: Any = PrivateAttr(default_factory=threading.RLock)
-    _fresh: dict = PrivateAttr(default_factory=dict)
+    _fresh: tuple = PrivateAttr(default=(None, {}))
+    """The snapshot and the overlays folded on it, replaced as one, so a reader never pairs a new
+    snapshot with overlays of the old one (or the reverse)."""
     _followed: dict = PrivateAttr(default_factory=dict)
     """The current state of the memories in the overlays, kept up to date with the log."""
     _fresh_after: int = PrivateAttr(default=0)
@@ -242,8 +244,8 @@ class ContextAssembler(dg.ConfigurableResource):
 
     def _install(self, snapshot: ContextSnapshot) -> None:
         with self._lock:
+            self._fresh = (snapshot, {})
             self._snapshot = snapshot
-            self._fresh = {}
             self._followed = {}
             self._fresh_after = snapshot.cursor
             self._folded_at = float("-inf")
@@ -289,10 +291,11 @@ class ContextAssembler(dg.ConfigurableResource):
 
         threading.Thread(target=run, name="hms-context-reload", daemon=True).start()
 
-    def _read_fresh(self, user_id: str) -> _Fresh:
-        """The user's overlay of memories whose text or visibility changed since the snapshot. One
-        thread at a time folds new events into the overlays (one query when nothing is new); the
+    def _read_fresh(self, user_id: str) -> tuple[ContextSnapshot, _Fresh]:
+        """The snapshot and the user's overlay of memories whose text or visibility changed since it.
+        One thread at a time folds new events into the overlays (one query when nothing is new); the
         others use the overlays as they are, unless they must see a write this process made."""
+        self.snapshot
         behind = self._written > self._fresh_after
         if behind or time.monotonic() - self._folded_at >= self.fresh_seconds:
             if self._lock.acquire(blocking=behind):
@@ -301,15 +304,21 @@ class ContextAssembler(dg.ConfigurableResource):
                         self._fold_fresh()
                 finally:
                     self._lock.release()
-        return self._fresh.get(user_id, _NOTHING_FRESH)
+        snapshot, overlays = self._fresh
+        return snapshot, overlays.get(user_id, _NOTHING_FRESH)
 
     def _fold_fresh(self) -> None:
-        """Copy on write: a reader holding an overlay never sees it change under it."""
-        self._fresh_after, changed = self.event_store.fold_since(self._followed, self._fresh_after, follow=_changes_text)
+        """Copy on write: a reader holding an overlay never sees it change under it. The overlays are
+        published before the sequence they reach: a reader that finds itself caught up (it does not
+        wait for the lock) must already find the overlays of that sequence."""
+        after, changed = self.event_store.fold_since(self._followed, self._fresh_after, follow=_changes_text)
+        if changed:
+            self._fresh = (self._fresh[0], self._overlaid(changed))
+        self._fresh_after = after
         self._folded_at = time.monotonic()
-        if not changed:
-            return
-        overlays = dict(self._fresh)
+
+    def _overlaid(self, changed: Any) -> dict[str, _Fresh]:
+        overlays = dict(self._fresh[1])
         copied: set[str] = set()
         for key in changed:
             memory = self._followed[key]
@@ -323,7 +332,7 @@ class ContextAssembler(dg.ConfigurableResource):
                 fresh.texts[memory.memory_id] = (memory.content, memory.created_at or "", speaker)
             else:
                 fresh.texts.pop(memory.memory_id, None)
-        self._fresh = overlays
+        return overlays
 
     # Assembly -------------------------------------------------------------------------------
 
@@ -345,12 +354,11 @@ class ContextAssembler(dg.ConfigurableResource):
             raise TypeError("user_id and query must be strings")
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        snapshot = self.snapshot
         self._refresh_in_background()
         context = Context(user_id=user_id, query=query, token_budget=token_budget, timings_ms=timings)
         as_of, text, scope, query_tokens, anchor_tokens = _read_query(query, now)
         mark = time.perf_counter()
-        fresh = self._read_fresh(user_id)
+        snapshot, fresh = self._read_fresh(user_id)
         timings["fresh"] = (time.perf_counter() - mark) * 1e3
         mark = time.perf_counter()
         vector = self.embedder.encode_query(text) if text and snapshot.model else None
@@ -403,10 +411,12 @@ class ContextAssembler(dg.ConfigurableResource):
             self._access_log().record(user_id, context.source_ids, text)
         return context
 
-    def rank(self, user_id: str, query: str, *, now: str | datetime | None = None) -> tuple[UserIndex | None, Ranking | None]:
+    def rank(
+        self, user_id: str, query: str, *, now: str | datetime | None = None, snapshot: ContextSnapshot | None = None
+    ) -> tuple[UserIndex | None, Ranking | None]:
         """The reranker's candidates for `query` among `user_id`'s indexed memories, with their features:
         what `assemble` ranks, for fitting and inspecting the reranker."""
-        snapshot = self.snapshot
+        snapshot = snapshot or self.snapshot
         index = snapshot.users.get(user_id)
         if index is None or not len(index):
             return index, None
@@ -420,8 +430,8 @@ class ContextAssembler(dg.ConfigurableResource):
     def search(self, user_id: str, query: str, limit: int = 10, *, now: str | datetime | None = None) -> list[ContextItem]:
         """`user_id`'s memories ranked for `query`, best first, with the reranker's probability of being
         evidence; memories stored since the indexes were built are scored as in `assemble`."""
-        index, ranking = self.rank(user_id, query, now=now)
-        fresh = self._read_fresh(user_id)
+        snapshot, fresh = self._read_fresh(user_id)
+        index, ranking = self.rank(user_id, query, now=now, snapshot=snapshot)
         found: list[Candidate] = []
         if ranking is not None:
             found += [
