@@ -381,8 +381,30 @@ proxy_handler_instance = HmsMemoryCallback(memory=LocalMemory(ContextAssembler.f
 """
 
 
-@pytest.mark.timeout(180)
-def test_litellm_proxy(echo: tuple[str, list], hms_home: Path, tmp_path: Path, warm_home: Path) -> None:
+@pytest.fixture
+def hms_serve(hms_home: Path, warm_home: Path) -> Iterator[tuple[str, str, Any]]:
+    """The service with the local model over the test's home, and a key whose capture is off (the
+    leg behind a LiteLLM callback that records the exchange itself)."""
+    from hms_resources.integration.local_model import LocalModel
+    from hms_resources.serving.chat import ChatService
+    from hms_resources.serving.keys import create_key
+    from hms_resources.serving.service import MemoryService
+    from tests.serving.test_api import Running
+
+    _warm(hms_home, warm_home)
+    store = EventStore(hms_home=str(hms_home))
+    assembler = ContextAssembler.from_home(hms_home)
+    service = MemoryService(store, assembler)
+    key = create_key(store, "local", "write", "litellm leg", capture=False).secret
+    local = LocalModel()
+    with Running(service, chat=ChatService(service, local_model=local)) as running:
+        yield f"http://127.0.0.1:{running.port}", key, local
+    assembler.close()
+    store.close()
+
+
+@pytest.mark.timeout(420)
+def test_litellm_proxy(echo: tuple[str, list], hms_home: Path, tmp_path: Path, warm_home: Path, hms_serve: tuple[str, str, Any]) -> None:
     pytest.importorskip("litellm.proxy.proxy_server")
     cli = shutil.which("litellm", path=str(Path(sys.executable).parent))
     if cli is None:
@@ -402,6 +424,11 @@ def test_litellm_proxy(echo: tuple[str, list], hms_home: Path, tmp_path: Path, w
               model: openai/echo
               api_base: {url}/v1
               api_key: x
+          - model_name: hms
+            litellm_params:
+              model: openai/hms-local
+              api_base: {hms_serve[0]}/v1
+              api_key: {hms_serve[1]}
         litellm_settings:
           callbacks: hms_proxy_callback.proxy_handler_instance
         general_settings:
@@ -446,6 +473,29 @@ def test_litellm_proxy(echo: tuple[str, list], hms_home: Path, tmp_path: Path, w
 
         _wait_for(lambda: len(turns()) == 2, timeout=20)
         assert turns() == {"user": QUESTION, "assistant": reply}
+
+        # Forwarded to hms serve's local model: the callback injects and records; the service finds
+        # the memory already in the system turn and adds none, and its leg (capture off) records nothing.
+        # LiteLLM forwards `user` only for models it knows, so the request repeats it in `extra_body`.
+        asked = [{"role": "user", "content": "Which tea do I like?"}]
+        expected = LocalMemory(ContextAssembler.from_home(hms_home, record_access=False), capture=False).before_call("alice", asked, max_tokens=1024)
+        response = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=300,
+                              headers={"Authorization": f"Bearer {master_key}"},
+                              json={"model": "hms", "user": "alice", "extra_body": {"user": "alice"}, "messages": asked,
+                                    "max_tokens": 8, "temperature": 0})
+        assert response.status_code == 200, response.text
+        answered = response.json()
+        local_reply = answered["choices"][0]["message"]["content"]
+        assert local_reply and not local_reply.startswith("SYSTEM:")
+        assert expected.messages[0]["content"].startswith(CONTEXT_HEADER) and FACT in expected.messages[0]["content"]
+        assert answered["usage"]["prompt_tokens"] == len(hms_serve[2]._prompt(expected.messages))
+
+        def exchanges() -> list[tuple[str, str]]:
+            return sorted((e.payload["created_by"], e.payload["content"]) for e in store.read_events()
+                          if e.memory_id.startswith("chat-") and e.type == "memory.created")
+
+        _wait_for(lambda: len(exchanges()) == 4, timeout=20)
+        assert exchanges() == sorted([("user", QUESTION), ("assistant", reply), ("user", asked[0]["content"]), ("assistant", local_reply)])
     finally:
         proxy.terminate()
         try:

@@ -13,6 +13,7 @@ from hms_resources.integration.plugin import CONTEXT_HEADER
 from hms_resources.semantic.embedder import Embedder
 from hms_resources.serving.chat import ChatService, ServiceMemory, parse_chat
 from hms_resources.serving.errors import ApiError
+from hms_resources.serving.keys import create_key
 from hms_resources.serving.service import MemoryService
 from hms_resources.store.event_store import EventStore
 from tests.serving.conftest import new_key
@@ -151,13 +152,6 @@ def test_the_chat_settings_come_from_the_environment(chat_service: MemoryService
             ChatService.from_env(chat_service)
 
 
-def capture_off(store: EventStore, key: str) -> None:
-    from hms_resources.store.schema import api_keys
-
-    with store.engine.begin() as conn:
-        conn.execute(api_keys.update().where(api_keys.c.key_id == key.split("_")[1]).values(capture=False))
-
-
 @pytest.mark.timeout(600)
 def test_litellm_sdk_to_hms_local_with_the_callback_injecting_once(chat_service: MemoryService, local_model, monkeypatch):
     """LiteLLM with `model="openai/hms-local"` and `api_base` at the service: the HMS callback (over
@@ -168,8 +162,8 @@ def test_litellm_sdk_to_hms_local_with_the_callback_injecting_once(chat_service:
     from hms_resources.integration.plugin import RemoteMemory
 
     store = chat_service.store
-    memory_key, leg_key = new_key(store, "acme", "write"), new_key(store, "acme", "write")
-    capture_off(store, leg_key)
+    memory_key = new_key(store, "acme", "write")
+    leg_key = create_key(store, "acme", "write", "litellm leg", capture=False).secret
     with started(chat_service, local_model) as running:
         url = f"http://127.0.0.1:{running.port}"
         with running.client(memory_key) as api:
