@@ -40,7 +40,7 @@ def materialize_for_context(
     then the tier partition of the last day with memories, when that day is a partition (`tier_config`:
     the migration's `TiersConfig` fields, e.g. capacities)."""
     from hms_assets import domain_assets
-    from hms_assets.tiers.partitions import daily_partitions
+    from hms_assets.tiers.partitions import all_shards_of_days, daily_partitions
 
     assets = domain_assets(("memory_store", "semantic", "tiers"))
     resources = {"event_store": store, "embedder": embedder}
@@ -68,7 +68,7 @@ def materialize_for_context(
                 selection=dg.AssetSelection.assets("memory_tiers", "tier_migrations"),
                 resources=resources,
                 instance=instance,
-                partition_key=day,
+                tags=all_shards_of_days(day),
                 run_config={**QUIET, "ops": {"memory_tier_migration": {"config": tier_config or {}}}},
                 raise_on_error=False,
             )

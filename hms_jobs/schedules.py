@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from hms_assets.tiers.partitions import USER_SHARDS, tier_partition_key
 from hms_jobs.jobs import lora_evaluation_job, tier_migration_job
 
 
@@ -12,11 +13,14 @@ from hms_jobs.jobs import lora_evaluation_job, tier_migration_job
     cron_schedule="30 0 * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Migrates tiers for the day that just ended.",
+    description="Migrates tiers for the day that just ended: one run per user shard, so the day fans out over workers.",
 )
-def daily_tier_migration(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+def daily_tier_migration(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
     day = (context.scheduled_execution_time - timedelta(days=1)).date().isoformat()
-    return dg.RunRequest(run_key=f"tiers-{day}", partition_key=day)
+    return [
+        dg.RunRequest(run_key=f"tiers-{day}-shard-{shard}", partition_key=tier_partition_key(day, shard))
+        for shard in range(USER_SHARDS)
+    ]
 
 
 @dg.schedule(

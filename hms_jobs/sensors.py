@@ -6,11 +6,13 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from hms_assets.tiers.assets import last_migration_config
+from hms_assets.tiers.partitions import shard_of, tier_partition_key
 from hms_jobs.jobs import lora_job, memories_job, tier_migration_job
 from hms_resources.lora.adapters import RETRAIN_CHANGED_SHARE, sets_due_for_training
 from hms_resources.store.event_store import EventStore
 from hms_resources.store.projection import MEMORIES_CURSOR
-from hms_resources.tiers.assignment import day_window, latest_tier_date, new_live_memories_since, tier_sizes
+from hms_resources.tiers.assignment import latest_tier_date, new_live_memories_since, tier_sizes
+from hms_resources.tiers.replay import day_window
 
 
 @dg.sensor(
@@ -32,7 +34,7 @@ def new_events_sensor(context: dg.SensorEvaluationContext, event_store: EventSto
     job=tier_migration_job,
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Migrates today's tiers early when a user's hot tier would overflow with new memories.",
+    description="Migrates today's tiers early, for the user shards where a user's hot tier would overflow with new memories.",
 )
 def hot_tier_overflow_sensor(context: dg.SensorEvaluationContext, event_store: EventStore):
     latest = latest_tier_date(event_store)
@@ -49,11 +51,17 @@ def hot_tier_overflow_sensor(context: dg.SensorEvaluationContext, event_store: E
         return dg.SkipReason(f"already requested a migration for sequence {sequence}")
     context.update_cursor(str(sequence))
     today = datetime.now(timezone.utc).date().isoformat()
-    return dg.RunRequest(
-        run_key=f"hot-overflow-{today}-{sequence}",
-        partition_key=today,
-        tags={"hms/overflowing_users": ",".join(overflowing[:20])},
-    )
+    by_shard: dict[int, list[str]] = {}
+    for user in overflowing:
+        by_shard.setdefault(shard_of(user), []).append(user)
+    return [
+        dg.RunRequest(
+            run_key=f"hot-overflow-{today}-{sequence}-shard-{shard}",
+            partition_key=tier_partition_key(today, shard),
+            tags={"hms/overflowing_users": ",".join(users[:20])},
+        )
+        for shard, users in sorted(by_shard.items())
+    ]
 
 
 @dg.sensor(

@@ -7,12 +7,12 @@ from datetime import date, timedelta
 import dagster as dg
 
 from hms_assets.plots import bar_chart_markdown
-from hms_assets.tiers.partitions import daily_partitions
+from hms_assets.tiers.partitions import DAY, USER_SHARD, daily_user_shard_partitions, users_of_shard
 from hms_resources.semantic.concepts import load_concepts
 from hms_resources.store.event_store import EventStore
 from hms_resources.tiers.access_predictor import load_predictor, save_predictor, train_and_evaluate, weekly_samples
 from hms_resources.tiers.archive import COLD_ARCHIVE_DIR, write_cold_archive
-from hms_resources.tiers.assignment import TieringConfig, compute_tiers, save_tier_partition, tier_migrations
+from hms_resources.tiers.assignment import TieringConfig, backfill_tiers, save_tier_partition
 from hms_resources.tiers.importance import ImportanceConfig, TierConfig
 
 MODELS_DIR = "models"
@@ -81,25 +81,35 @@ def last_migration_config(instance: dg.DagsterInstance) -> TiersConfig:
             description="No user holds more memories in a tier than the capacity this run was configured with.",
         )
     ],
-    partitions_def=daily_partitions,
+    partitions_def=daily_user_shard_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def memory_tier_migration(context: dg.AssetExecutionContext, config: TiersConfig, event_store: EventStore):
-    """Tiers for day D come from the events up to the end of D and the config alone, so partitions
-    can be backfilled in any order, in parallel, and twice with identical results."""
+    """Tiers for day D of a user shard come from that shard's events up to the end of D and the config
+    alone, so partitions can be backfilled in any order, in parallel, and twice with identical
+    results. A run's days of one shard are computed from one read of the log."""
     tiering = config.to_domain()
     concepts = load_concepts(event_store)
     predict = load_predictor(event_store.home / MODELS_DIR, config.use_predictor)
-    total_moves: Counter = Counter()
+    days_by_shard: dict[int, list[date]] = {}
     for key in context.partition_keys:
-        day = date.fromisoformat(key)
-        current = compute_tiers(event_store, day, concepts, tiering, predict)
-        previous = compute_tiers(event_store, day - timedelta(days=1), concepts, tiering, predict)
-        moves = tier_migrations(previous, current)
-        save_tier_partition(event_store, day, current, moves)
-        total_moves.update(f"{m.from_tier or 'new'} → {m.to_tier or 'forgotten'}" for m in moves)
-        context.log.info(f"{key}: {len(current.memory_ids)} memories placed, {len(moves)} moved")
-    sizes = current.sizes()
+        dimensions = daily_user_shard_partitions.get_partition_key_from_str(key).keys_by_dimension
+        days_by_shard.setdefault(int(dimensions[USER_SHARD]), []).append(date.fromisoformat(dimensions[DAY]))
+    total_moves: Counter = Counter()
+    sizes: dict[str, dict[str, int]] = {}
+    moves: list = []
+    placed = 0
+    as_of = None
+    for shard, days in sorted(days_by_shard.items()):
+        users = users_of_shard(shard)
+        for day, current, day_moves in backfill_tiers(event_store, days, concepts, tiering, predict, users):
+            save_tier_partition(event_store, day, current, day_moves, users)
+            total_moves.update(f"{m.from_tier or 'new'} → {m.to_tier or 'forgotten'}" for m in day_moves)
+            context.log.info(f"{day} shard {shard}: {len(current.memory_ids)} memories placed, {len(day_moves)} moved")
+        sizes.update(current.sizes())
+        moves += day_moves
+        placed += len(current.memory_ids)
+        as_of = max(as_of or current.as_of, current.as_of)
     totals = Counter()
     for counts in sizes.values():
         totals.update(counts)
@@ -108,12 +118,13 @@ def memory_tier_migration(context: dg.AssetExecutionContext, config: TiersConfig
         asset_key="memory_tiers",
         metadata={
             "partitions": len(context.partition_keys),
+            "user_shards": dg.MetadataValue.json(sorted(days_by_shard)),
             "access_predictor_used": predict is not None,
             TIERING_CONFIG: dg.MetadataValue.json(config.model_dump()),
-            "as_of": current.as_of,
+            "as_of": as_of,
             **{f"{tier}": int(totals.get(tier, 0)) for tier in ("hot", "warm", "cold", "archived")},
             "tier_sizes_per_user": dg.MetadataValue.md(_sizes_table(sizes)),
-            "dagster/row_count": len(current.memory_ids),
+            "dagster/row_count": placed,
         },
     )
     limits = tiering.tiers

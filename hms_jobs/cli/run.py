@@ -85,13 +85,15 @@ def run(data: str | None, approve: int, as_json: bool) -> None:
 
 
 def run_jobs(jobs, report: RunReport | None = None) -> bool:
-    """Run (job name, partition key) pairs in order on the instance in $DAGSTER_HOME, printing each;
+    """Run (job name, partition key) pairs in order on the instance in $DAGSTER_HOME, printing each (a
+day of a job partitioned by day and user shard runs every shard of that day in one run);
     stop at the first failure. Runs left unfinished by a killed `hms` are failed first, so that
     their pool slots do not block these; a step waiting for a slot says which run holds it."""
     import uuid
 
     import dagster as dg
 
+    from hms_assets.tiers.partitions import all_shards_of_days, daily_user_shard_partitions
     from hms_jobs.definitions import defs
     from hms_jobs.instance import prepare_dagster_home
     from hms_jobs.run_recovery import PoolWaitWatcher, process_tags, recover_dead_runs
@@ -105,14 +107,17 @@ def run_jobs(jobs, report: RunReport | None = None) -> bool:
         for job_name, partition_key in jobs:
             job = definitions.resolve_job_def(job_name)
             run_id = str(uuid.uuid4())
+            tags, key = process_tags(), partition_key
+            if partition_key and job.partitions_def == daily_user_shard_partitions:
+                tags, key = {**tags, **all_shards_of_days(partition_key)}, None
             with PoolWaitWatcher(dagster_instance, job_name, run_id, job.graph.pools, lambda line: click.echo(line, err=True)):
                 result = job.execute_in_process(
                     instance=dagster_instance,
-                    partition_key=partition_key,
+                    partition_key=key,
                     run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
                     raise_on_error=False,
                     run_id=run_id,
-                    tags=process_tags(),
+                    tags=tags,
                 )
             report.add_run(run_summary(job_name, partition_key, result))
             if not result.success:

@@ -67,14 +67,23 @@ def live_memory_columns(store: EventStore, *names: str) -> Iterator[tuple[Any, .
 
 
 def latest_tiers(store: EventStore, user_id: str | None = None) -> dict[MemoryKey, tuple[str, float]]:
-    """The tier and score of every memory (of `user_id`, or everyone's) in the latest tier partition,
-    read in one statement; empty before the first migration."""
-    latest = select(func.max(memory_tiers.c.partition_date)).scalar_subquery()
-    query = select(memory_tiers.c.user_id, memory_tiers.c.memory_id, memory_tiers.c.tier, memory_tiers.c.score).where(
-        memory_tiers.c.partition_date == latest
-    )
+    """The tier and score of every memory (of `user_id`, or everyone's) in its user's latest tier
+    partition, read in one statement; empty before the first migration. Per user, because user shards
+    migrate a day one after another: a shard not yet migrated keeps its previous day."""
     if user_id is not None:
-        query = query.where(memory_tiers.c.user_id == user_id)
+        latest = select(func.max(memory_tiers.c.partition_date)).where(memory_tiers.c.user_id == user_id).scalar_subquery()
+        query = select(memory_tiers.c.user_id, memory_tiers.c.memory_id, memory_tiers.c.tier, memory_tiers.c.score).where(
+            memory_tiers.c.user_id == user_id, memory_tiers.c.partition_date == latest
+        )
+    else:
+        latest = (
+            select(memory_tiers.c.user_id, func.max(memory_tiers.c.partition_date).label("day"))
+            .group_by(memory_tiers.c.user_id)
+            .subquery()
+        )
+        query = select(memory_tiers.c.user_id, memory_tiers.c.memory_id, memory_tiers.c.tier, memory_tiers.c.score).join(
+            latest, (memory_tiers.c.user_id == latest.c.user_id) & (memory_tiers.c.partition_date == latest.c.day)
+        )
     with store.reading() as conn:
         return {(u, m): (t, s) for u, m, t, s in conn.execute(query)}
 

@@ -145,6 +145,7 @@ memory_tiers = Table(
     Column("tier", String(8), nullable=False),
     Column("score", Float, nullable=False),
     Column("reason", Text, nullable=False),
+    Index("ix_memory_tiers_user_day", "user_id", "partition_date"),
 )
 
 # The `tier_migrations` asset: per daily partition, every move between tiers.

@@ -17,8 +17,8 @@ from hms_resources.common.files import atomic_path
 from hms_resources.semantic.concepts import Concept
 from hms_resources.store.event_store import EventStore
 from hms_resources.store.events import MEMORY_ACCESSED
-from hms_resources.tiers.assignment import TierInputs, tier_inputs
 from hms_resources.tiers.importance import ImportanceConfig, ImportanceFeatures, score_importance
+from hms_resources.tiers.replay import TierInputs, day_window, tier_inputs_by_day
 
 HORIZON_DAYS = 7
 
@@ -76,23 +76,19 @@ def weekly_samples(store: EventStore, concepts: list[Concept], config: Importanc
     for ev in store.read_events():
         if ev.type == MEMORY_ACCESSED:
             accesses.setdefault(ev.key, []).append(ev.occurred_at)
-    samples = []
+    cutoffs = []
     cutoff = first
     while cutoff + timedelta(days=HORIZON_DAYS) <= last:
-        inputs = tier_inputs(store, cutoff, concepts, config)
+        cutoffs.append(cutoff)
+        cutoff += timedelta(days=HORIZON_DAYS)
+    samples = []
+    for inputs in tier_inputs_by_day(store, cutoffs, concepts, config):
         start = inputs.as_of
-        end = tier_inputs_end(cutoff + timedelta(days=HORIZON_DAYS))
+        end = day_window(inputs.day + timedelta(days=HORIZON_DAYS))[1]
         label = np.array([any(start < t <= end for t in accesses.get(m.key, ())) for m in inputs.memories], dtype=bool)
         if len(label):
             samples.append(WeekSample(inputs, label))
-        cutoff += timedelta(days=HORIZON_DAYS)
     return samples
-
-
-def tier_inputs_end(day: date) -> str:
-    from hms_resources.tiers.assignment import day_window
-
-    return day_window(day)[1]
 
 
 def precision_at_k(user_ids: list[str], ranking: np.ndarray, label: np.ndarray, k_for: Callable[[int], int]) -> float:

@@ -5,19 +5,17 @@ computed twice, or backfilled in any order or in parallel, gives the same rows."
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
 
-from hms_resources.common.bulk import gc_paused
 from hms_resources.semantic.concepts import Concept
 from hms_resources.store.derived import latest_tiers
 from hms_resources.store.event_store import EventStore
-from hms_resources.store.events import MEMORY_ACCESSED
-from hms_resources.store.memory_state import Memory, apply_events
+from hms_resources.store.memory_state import Memory
 from hms_resources.tiers.importance import (
     ARCHIVED,
     COLD,
@@ -30,9 +28,7 @@ from hms_resources.tiers.importance import (
     assign_tiers,
     score_importance,
 )
-
-PIN_TAG = "pinned"
-SECONDS_PER_DAY = 86_400.0
+from hms_resources.tiers.replay import PIN_TAG, TierInputs, tier_inputs_by_day
 
 
 @dataclass(frozen=True)
@@ -66,94 +62,46 @@ class TierSnapshot:
         return result
 
 
-def day_window(day: date) -> tuple[str, str]:
-    """The first and last instants of a UTC day, as the store's timestamp text."""
-    start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
-    end = start + timedelta(days=1) - timedelta(microseconds=1)
-    return _text(start), _text(end)
-
-
-def _text(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _days(text: np.ndarray, as_of: datetime) -> np.ndarray:
-    stamps = np.array([np.datetime64(t[:-1]) for t in text], dtype="datetime64[us]") if len(text) else np.zeros(0, "datetime64[us]")
-    now = np.datetime64(as_of.replace(tzinfo=None), "us")
-    return (now - stamps).astype("timedelta64[us]").astype(np.float64) / 1e6 / SECONDS_PER_DAY
-
-
-@dataclass
-class TierInputs:
-    """What the score of every memory not forgotten is computed from, as of the end of a day."""
-
-    day: date
-    as_of: str
-    memories: list[Memory]
-    features: ImportanceFeatures
-    accessed_today: np.ndarray
-
-
-def tier_inputs(store: EventStore, day: date, concepts: list[Concept], config: ImportanceConfig) -> TierInputs:
-    """Replay the log to the end of `day` and derive each memory's importance features."""
-    start, end = day_window(day)
-    as_of = datetime.fromisoformat(end.replace("Z", "+00:00"))
-    state: dict[tuple[str, str], Memory] = {}
-    access_key: list[tuple[str, str]] = []
-    access_time: list[str] = []
-    with gc_paused():
-        for page in store.read_event_pages(until_time=end):
-            apply_events(state, page)
-            for ev in page:
-                if ev.type == MEMORY_ACCESSED:
-                    access_key.append(ev.key)
-                    access_time.append(ev.occurred_at)
-    memories = sorted((m for m in state.values() if not m.is_forgotten), key=lambda m: m.key)
-    position = {m.key: i for i, m in enumerate(memories)}
-    n = len(memories)
-    decayed = np.zeros(n)
-    accessed_today = np.zeros(n, dtype=bool)
-    if access_key:
-        rows = np.array([position.get(k, -1) for k in access_key])
-        ages = _days(np.array(access_time), as_of)
-        keep = rows >= 0
-        np.add.at(decayed, rows[keep], np.power(0.5, np.maximum(ages[keep], 0) / config.access_half_life_days))
-        today = np.array(access_time) >= start
-        accessed_today[rows[keep & today]] = True
-    concept_size = np.zeros(n)
-    concept_cohesion = np.zeros(n)
-    for concept in concepts:
-        present = [position[key] for key in ((concept.user_id, m) for m in concept.member_ids) if key in position]
-        concept_size[present] = len(present)
-        concept_cohesion[present] = concept.cohesion
-    features = ImportanceFeatures(
-        importance=np.array([np.nan if m.importance is None else m.importance for m in memories], dtype=float),
-        confidence=np.array([np.nan if m.confidence is None else m.confidence for m in memories], dtype=float),
-        age_days=_days(np.array([m.last_modified_at or m.created_at or end for m in memories]), as_of),
-        decayed_accesses=decayed,
-        relevant=np.array([m.relevant_count for m in memories], dtype=float),
-        irrelevant=np.array([m.irrelevant_count for m in memories], dtype=float),
-        relevance_mean=np.array(
-            [m.relevance_score_sum / m.relevance_score_count if m.relevance_score_count else np.nan for m in memories],
-            dtype=float,
-        ),
-        concept_size=concept_size,
-        concept_cohesion=concept_cohesion,
-        pinned=np.array([PIN_TAG in m.tags for m in memories], dtype=bool),
-    )
-    return TierInputs(day, end, memories, features, accessed_today)
-
-
 def compute_tiers(
     store: EventStore,
     day: date,
     concepts: list[Concept],
     config: TieringConfig = TieringConfig(),
     predict_access: Callable[[ImportanceFeatures], np.ndarray] | None = None,
+    users: Callable[[str], bool] | None = None,
 ) -> TierSnapshot:
-    """Score every memory as of the end of `day` and place it in a tier. With `predict_access`, the
-    predicted probability of an access in the next week is averaged into the score."""
-    inputs = tier_inputs(store, day, concepts, config.importance)
+    """The tiers of every memory as of the end of `day`."""
+    [inputs] = tier_inputs_by_day(store, [day], concepts, config.importance, users)
+    return place_in_tiers(inputs, config, predict_access)
+
+
+def backfill_tiers(
+    store: EventStore,
+    days: list[date],
+    concepts: list[Concept],
+    config: TieringConfig = TieringConfig(),
+    predict_access: Callable[[ImportanceFeatures], np.ndarray] | None = None,
+    users: Callable[[str], bool] | None = None,
+) -> Iterator[tuple[date, TierSnapshot, list[TierMigration]]]:
+    """Each day's tiers and its migrations from the day before, in date order, from one read of the
+    log: a backfill of D days costs one replay, not 2 x D."""
+    wanted = set(days)
+    needed = wanted | {day - timedelta(days=1) for day in wanted}
+    previous: TierSnapshot | None = None
+    for inputs in tier_inputs_by_day(store, needed, concepts, config.importance, users):
+        snapshot = place_in_tiers(inputs, config, predict_access)
+        if inputs.day in wanted:
+            yield inputs.day, snapshot, tier_migrations(previous, snapshot)
+        previous = snapshot
+
+
+def place_in_tiers(
+    inputs: TierInputs,
+    config: TieringConfig = TieringConfig(),
+    predict_access: Callable[[ImportanceFeatures], np.ndarray] | None = None,
+) -> TierSnapshot:
+    """Score every memory and place it in a tier. With `predict_access`, the predicted probability of
+    an access in the next week is averaged into the score."""
     memories = inputs.memories
     n = len(memories)
     scores = score_importance(inputs.features, config.importance)
@@ -224,8 +172,17 @@ def tier_migrations(previous: TierSnapshot, current: TierSnapshot) -> list[TierM
     return moves
 
 
-def save_tier_partition(store: EventStore, day: date, snapshot: TierSnapshot, moves: list[TierMigration]) -> None:
-    """Replace one day's tiers and migrations in one transaction: re-running a day is idempotent."""
+def save_tier_partition(
+    store: EventStore,
+    day: date,
+    snapshot: TierSnapshot,
+    moves: list[TierMigration],
+    users: Callable[[str], bool] | None = None,
+) -> None:
+    """Replace one day's tiers and migrations in one transaction: re-running a day is idempotent. With
+    `users` (a shard), only the rows of the users it accepts are replaced; other shards' rows stay."""
+    from sqlalchemy import select
+
     from hms_resources.store.schema import memory_tiers
     from hms_resources.store.schema import tier_migrations as migrations_table
 
@@ -248,8 +205,14 @@ def save_tier_partition(store: EventStore, day: date, snapshot: TierSnapshot, mo
         for mv in moves
     ]
     with store.writing() as conn:
-        conn.execute(memory_tiers.delete().where(memory_tiers.c.partition_date == key))
-        conn.execute(migrations_table.delete().where(migrations_table.c.partition_date == key))
+        for table in (memory_tiers, migrations_table):
+            of_day = table.c.partition_date == key
+            if users is None:
+                conn.execute(table.delete().where(of_day))
+                continue
+            present = [u for (u,) in conn.execute(select(table.c.user_id).where(of_day).distinct()) if users(u)]
+            for start in range(0, len(present), 500):
+                conn.execute(table.delete().where(of_day, table.c.user_id.in_(present[start : start + 500])))
         for start in range(0, len(tier_rows), 5000):
             conn.execute(memory_tiers.insert(), tier_rows[start : start + 5000])
         if move_rows:

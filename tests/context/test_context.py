@@ -258,6 +258,7 @@ def test_cold_memories_are_searched_only_when_deep(store, embedder):
     import dagster as dg
 
     from hms_assets import domain_assets
+    from hms_assets.tiers.partitions import all_shards_of_days
     from hms_resources.tiers.assignment import current_tiers
 
     materialized_store(store, embedder)
@@ -267,7 +268,7 @@ def test_cold_memories_are_searched_only_when_deep(store, embedder):
         day = store.event_time_range()[1][:10]
         for selection, partition in ((("memory_tiers", "tier_migrations"), day), (("cold_archive",), None)):
             result = dg.materialize(
-                assets, selection=dg.AssetSelection.assets(*selection), partition_key=partition, instance=instance,
+                assets, selection=dg.AssetSelection.assets(*selection), tags=all_shards_of_days(partition) if partition else None, instance=instance,
                 resources={"event_store": store, "embedder": embedder},
                 run_config={"ops": {"memory_tier_migration": {"config": small}}} if partition else None,
             )

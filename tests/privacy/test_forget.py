@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from hms_assets import domain_assets
+from hms_assets.tiers.partitions import all_shards_of_days
 from hms_jobs.cli import main
 from hms_resources.lora.adapters import load_champions, lora_dir
 from hms_resources.lora.candidates import load_candidate_sets
@@ -59,7 +60,7 @@ def run_every_job(store: EventStore, embedder: Embedder, instance: dg.DagsterIns
         (dg.AssetSelection.groups("lora"), None, LORA),
     ]
     for selection, partition, ops in steps:
-        result = dg.materialize(assets, selection=selection, partition_key=partition, resources=resources, instance=instance,
+        result = dg.materialize(assets, selection=selection, tags=all_shards_of_days(partition) if partition else None, resources=resources, instance=instance,
                                 run_config={"ops": ops})
         assert result.success
 

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hms_assets import domain_assets
+from hms_assets.tiers.partitions import all_shards_of_days
 from hms_resources.common.limits import (
     EARLIEST_TIME,
     LATEST_TIME,
@@ -297,7 +298,7 @@ def test_data_at_every_limit_goes_through_every_asset(store, embedder, hms_home)
         assert main.success
         migrated = dg.materialize(
             domain_assets(), selection=dg.AssetSelection.assets("memory_tiers", "tier_migrations"),
-            partition_key="2026-03-20", resources=resources, instance=instance,
+            tags=all_shards_of_days("2026-03-20"), resources=resources, instance=instance,
             run_config={"ops": {"memory_tier_migration": {"config": {"hot_threshold": 0.99, "warm_threshold": 0.98}}}},
         )
         assert migrated.success

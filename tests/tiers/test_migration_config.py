@@ -6,6 +6,7 @@ import dagster as dg
 
 from hms_assets import domain_assets
 from hms_assets.tiers.assets import last_migration_config
+from hms_assets.tiers.partitions import all_shards_of_days, shard_of, tier_partition_key
 from hms_jobs.definitions import defs
 from hms_jobs.sensors import hot_tier_overflow_sensor
 from hms_resources.store.ingest import ingest_records
@@ -19,7 +20,7 @@ def migrate(store, instance, day, **config):
     result = dg.materialize(
         [a for a in ASSETS if "cold_archive" not in str(a.keys)],
         selection=dg.AssetSelection.assets("memory_tiers", "tier_migrations"),
-        resources={"event_store": store}, instance=instance, partition_key=day,
+        resources={"event_store": store}, instance=instance, tags=all_shards_of_days(day),
         run_config={"ops": {"memory_tier_migration": {"config": config}}},
     )
     assert result.success
@@ -39,7 +40,7 @@ def test_the_overflow_sensor_uses_the_hot_capacity_the_migration_ran_with(store)
         tick = hot_tier_overflow_sensor.evaluate_tick(context)
     [request] = tick.run_requests
     assert request.tags["hms/overflowing_users"] == "u1"
-    assert request.partition_key == datetime.now(timezone.utc).date().isoformat()
+    assert request.partition_key == tier_partition_key(datetime.now(timezone.utc).date().isoformat(), shard_of("u1"))
 
 
 def test_the_access_predictor_ranks_at_the_hot_capacity_the_migration_ran_with(store):

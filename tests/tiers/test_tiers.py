@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from hms_assets import domain_assets
+from hms_assets.tiers.partitions import USER_SHARDS, all_shards_of_days, shard_of, tier_partition_key
 from hms_jobs.definitions import defs
 from hms_jobs.schedules import daily_tier_migration
 from hms_jobs.sensors import hot_tier_overflow_sensor
@@ -28,7 +29,7 @@ def migrate(store, instance, day, **config):
         selection=dg.AssetSelection.assets("memory_tiers", "tier_migrations"),
         resources={"event_store": store},
         instance=instance,
-        partition_key=day,
+        tags=all_shards_of_days(day),
         run_config=run_config,
     )
     assert result.success
@@ -100,8 +101,10 @@ def test_cold_archive_holds_the_latest_cold_memories_as_parquet(history):
 
 def test_the_daily_schedule_migrates_the_day_that_just_ended():
     context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 24, 0, 30, tzinfo=timezone.utc))
-    request = daily_tier_migration(context)
-    assert (request.partition_key, request.run_key) == ("2026-11-23", "tiers-2026-11-23")
+    requests = daily_tier_migration(context)
+    assert [(r.partition_key, r.run_key) for r in requests] == [
+        (tier_partition_key("2026-11-23", shard), f"tiers-2026-11-23-shard-{shard}") for shard in range(USER_SHARDS)
+    ]
 
 
 def test_the_overflow_sensor_asks_for_an_early_migration_when_a_hot_tier_would_overflow(history):
@@ -118,7 +121,7 @@ def test_the_overflow_sensor_asks_for_an_early_migration_when_a_hot_tier_would_o
         )
         tick = hot_tier_overflow_sensor.evaluate_tick(context)
         [request] = tick.run_requests
-        assert request.partition_key == datetime.now(timezone.utc).date().isoformat()
+        assert request.partition_key == tier_partition_key(datetime.now(timezone.utc).date().isoformat(), shard_of("u3"))
         assert request.tags["hms/overflowing_users"] == "u3"
         again = hot_tier_overflow_sensor.evaluate_tick(
             dg.build_sensor_context(
