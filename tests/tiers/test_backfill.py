@@ -35,7 +35,7 @@ def histories(draw):
         payload = {
             "created": lambda: {"content": f"fact {position}", "importance": draw(st.floats(0, 1))},
             "updated": lambda: {"content": f"revised {position}", "importance": draw(st.floats(0, 1))},
-            "accessed": lambda: {"was_relevant": draw(st.sampled_from([True, False, None]))},
+            "accessed": lambda: draw(st.sampled_from([{"was_relevant": True}, {"was_relevant": False}, {}])),
             "tagged": lambda: {"tags": ["pinned"]},
             "archived": lambda: {"reason": "done"},
             "forgotten": lambda: {},

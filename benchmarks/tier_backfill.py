@@ -1,0 +1,138 @@
+"""Tier backfill of D days: one read of the log (`backfill_tiers`) against a replay per day and per
+previous day (`compute_tiers` twice a day, as the migration ran before), on the same store, in one run.
+
+The log: users' memories created over the days, then accessed, updated, tagged, archived and
+forgotten; a share of events arrive late (they occurred up to three days before they were appended).
+Output is compared day by day (a digest of every tier row and migration). Prints one JSON object.
+Goal: one pass at least 20x faster, identical output."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import sys
+import time
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hms_resources.store.event_store import EventStore  # noqa: E402
+from hms_resources.store.ingest import ingest_records  # noqa: E402
+from hms_resources.tiers.assignment import backfill_tiers, compute_tiers, tier_migrations  # noqa: E402
+
+FIRST_DAY = date(2026, 1, 1)
+
+
+def history(events: int, users: int, days: int, late_share: float, seed: int):
+    """Events in arrival order, as ingest receives them."""
+    rng = random.Random(seed)
+    start = datetime(FIRST_DAY.year, FIRST_DAY.month, FIRST_DAY.day, tzinfo=timezone.utc)
+    span = days * 86_400
+    memories_per_user = max(1, events // users // 20)
+    created = sorted((rng.uniform(0, span), f"u{u:05d}", f"m{m:04d}") for u in range(users) for m in range(memories_per_user))
+    arrivals = [(t, "created", u, m, t) for t, u, m in created]
+    kinds = ["accessed"] * 75 + ["updated"] * 14 + ["tagged"] * 8 + ["archived"] * 3
+    forgotten = set(rng.sample(range(len(created)), len(created) // 100))
+    for index in forgotten:
+        t, u, m = created[index]
+        arrivals.append((span + 1, "forgotten", u, m, t))
+    live = [i for i in range(len(created)) if i not in forgotten]
+    while len(arrivals) < events:
+        t, u, m = created[rng.choice(live)]
+        arrivals.append((rng.uniform(t, span), rng.choice(kinds), u, m, t))
+    arrivals.sort()
+    for n, (t, kind, user, memory, born) in enumerate(arrivals):
+        t = min(t, span - 1)
+        occurred = max(born, t - rng.uniform(0, 3 * 86_400)) if kind != "created" and rng.random() < late_share else t
+        payload = {
+            "created": lambda: {"content": f"memory {memory} of {user}", "importance": round(rng.random(), 3)},
+            "accessed": lambda: rng.choice([{"was_relevant": True}, {"was_relevant": False}, {}]),
+            "updated": lambda: {"importance": round(rng.random(), 3)},
+            "tagged": lambda: {"tags": [rng.choice(["pinned", "work", "family"])]},
+            "archived": lambda: {"reason": "not needed"},
+            "forgotten": lambda: {},
+        }[kind]()
+        yield {
+            "event_id": f"e{n}",
+            "type": f"memory.{kind}",
+            "user_id": user,
+            "memory_id": memory,
+            "occurred_at": (start + timedelta(seconds=max(occurred, 0))).isoformat(),
+            "payload": payload,
+        }
+
+
+def build_store(path: Path, events: int, users: int, days: int, late_share: float) -> EventStore:
+    store = EventStore(database_url=f"sqlite:///{path / 'store.db'}", hms_home=str(path))
+    if store.max_sequence() == 0:
+        batch = []
+        for record in history(events, users, days, late_share, seed=7):
+            batch.append(record)
+            if len(batch) == 20_000:
+                assert ingest_records(store, batch).rejected == 0
+                batch = []
+        assert ingest_records(store, batch).rejected == 0
+    return store
+
+
+def digest(snapshot, moves) -> str:
+    rows = list(zip(snapshot.user_ids, snapshot.memory_ids, snapshot.scores.tolist(), snapshot.tiers.tolist(), snapshot.reasons))
+    return hashlib.sha256(repr((rows, moves)).encode()).hexdigest()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=1_000)
+    parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--late-share", type=float, default=0.02)
+    parser.add_argument("--baseline-days", type=int, default=0, help="per-day replay of this many days spread over the range (0: all)")
+    parser.add_argument("--cache", default="/tmp/hms-bench-tier-backfill")
+    args = parser.parse_args()
+    path = Path(args.cache) / f"{args.events}-{args.users}-{args.days}-{args.late_share}"
+    path.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    store = build_store(path, args.events, args.users, args.days, args.late_share)
+    build_seconds = time.perf_counter() - started
+    days = [FIRST_DAY + timedelta(days=i) for i in range(args.days)]
+
+    started = time.perf_counter()
+    one_pass = {day: digest(snapshot, moves) for day, snapshot, moves in backfill_tiers(store, days, [])}
+    one_pass_seconds = time.perf_counter() - started
+
+    step = max(1, len(days) // args.baseline_days) if args.baseline_days else 1
+    sampled = days[step - 1 :: step] if args.baseline_days else days
+    started = time.perf_counter()
+    per_day = {}
+    for day in sampled:
+        current = compute_tiers(store, day, [])
+        previous = compute_tiers(store, day - timedelta(days=1), [])
+        per_day[day] = digest(current, tier_migrations(previous, current))
+    sampled_seconds = time.perf_counter() - started
+    per_day_seconds = sampled_seconds * len(days) / len(sampled)
+    identical = all(per_day[day] == one_pass[day] for day in sampled)
+    stats = store.stats()
+    store.close()
+    print(json.dumps({
+        "benchmark": "tier_backfill",
+        "events": stats.get("events"),
+        "users": args.users,
+        "days": args.days,
+        "late_share": args.late_share,
+        "store_build_seconds": round(build_seconds, 1),
+        "one_pass_seconds": round(one_pass_seconds, 2),
+        "per_day_replay_seconds": round(per_day_seconds, 1),
+        "per_day_days_measured": len(sampled),
+        "per_day_extrapolated": len(sampled) < len(days),
+        "speedup": round(per_day_seconds / one_pass_seconds, 1),
+        "identical_output": identical,
+        "goal": "speedup >= 20 with identical output",
+        "goal_met": identical and per_day_seconds / one_pass_seconds >= 20,
+    }))
+
+
+if __name__ == "__main__":
+    main()
