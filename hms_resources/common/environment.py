@@ -18,7 +18,13 @@ R = TypeVar("R", bound=dg.ConfigurableResource)
 VARIABLES: dict[str, dict[str, str]] = {
     "EventStore": {"database_url": "HMS_DATABASE_URL", "hms_home": "HMS_HOME", "max_content_bytes": "HMS_MAX_CONTENT_BYTES"},
     "Embedder": {"model": "HMS_EMBEDDING_MODEL", "device": "HMS_EMBEDDING_DEVICE", "query_backend": "HMS_QUERY_BACKEND"},
-    "ContextAssembler": {"tokenizer": "HMS_TOKENIZER", "reranker": "HMS_CONTEXT_RERANKER"},
+    "ContextAssembler": {
+        "tokenizer": "HMS_TOKENIZER",
+        "reranker": "HMS_CONTEXT_RERANKER",
+        "memory_budget_mb": "HMS_CONTEXT_MEMORY_BUDGET_MB",
+        "shard": "HMS_CONTEXT_SHARD",
+        "shards": "HMS_CONTEXT_SHARDS",
+    },
     "MlflowTracking": {"tracking_uri": "MLFLOW_TRACKING_URI"},
     "GraphStore": {
         "uri": "NEO4J_URI",
@@ -31,19 +37,38 @@ VARIABLES: dict[str, dict[str, str]] = {
 }
 """Per resource class: field -> variable. An unset or empty variable leaves the field's default."""
 
+COUNTED_FROM_ZERO = {("ContextAssembler", "shard")}
+"""Integer fields whose variable may be 0 (a shard's number); every other integer is positive."""
+
 
 def environment_fields(resource_class: type, *, env_vars: bool = False) -> dict[str, Any]:
-    """The fields of `resource_class` that the environment sets. Integers are parsed now, so a bad
+    """The fields of `resource_class` that the environment sets. Numbers are parsed now, so a bad
     value fails with the variable's name on either path."""
     fields: dict[str, Any] = {}
     for field, name in VARIABLES[resource_class.__name__].items():
         if not os.environ.get(name):
             continue
-        if resource_class.model_fields[field].annotation is int:
+        annotation = resource_class.model_fields[field].annotation
+        if annotation is int and (resource_class.__name__, field) in COUNTED_FROM_ZERO:
+            fields[field] = _number(name, int, "a whole number from 0")
+        elif annotation is int:
             fields[field] = positive_int_from_env(name, 0)
+        elif annotation is float:
+            fields[field] = _number(name, float, "a positive number")
         else:
             fields[field] = dg.EnvVar(name) if env_vars else os.environ[name]
     return fields
+
+
+def _number(name: str, kind: type, expected: str) -> Any:
+    raw = os.environ[name]
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = -1
+    if value < 0 or (kind is float and not value > 0):
+        raise ValueError(f"{name} must be {expected}, got {raw!r}")
+    return value
 
 
 def from_environment(resource_class: type[R], *, env_vars: bool = False, **fields: Any) -> R:

@@ -1,10 +1,14 @@
 """Online context assembly: the memories, concept summaries and recent turns that best answer a
 user's query, within a token budget, in milliseconds.
 
-`ContextAssembler` loads its indexes once from the materialized assets (`context/index.py`), reloads
-them in the background when an asset is materialized again, and reads events stored since the last
-`memories` run straight from the event store, so a just-ingested memory is found and a just-forgotten
-one is never returned. What it returns is recorded as `memory.accessed` events off the hot path."""
+`ContextAssembler` loads a user's indexes from the materialized assets on the user's first call
+(`context/index.py`) and keeps the most recently used users within a memory budget
+(`context/residency.py`). When an asset is materialized again it moves to the new snapshot in the
+background, reloading only the users whose data changed; events stored since the last `memories` run
+are read straight from the event store, so a just-ingested memory is found and a just-forgotten one
+is never returned. A process can serve one shard of the users (`shard` of `shards`, by
+`user_shard`), so several processes split them. What it returns is recorded as `memory.accessed`
+events off the hot path."""
 
 from __future__ import annotations
 
@@ -13,33 +17,42 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
 import dagster as dg
 import numpy as np
-from pydantic import PrivateAttr
+from pydantic import PrivateAttr, model_validator
 
 from hms_resources.common.home import redact_url
+from hms_resources.common.sharding import user_shard
 from hms_resources.common.text import lexical_tokens
 from hms_resources.common.tokens import TokenCounter
 from hms_resources.context.access_log import AccessLog, utc_now
 from hms_resources.context.index import (
+    NOT_LOADED,
     ContextSnapshot,
+    LoadedUser,
     SelectedAdapter,
     UserIndex,
     day_header,
     dedup_key,
     epoch_seconds,
+    index_bytes,
     load_cold_index,
-    load_snapshot,
+    load_user,
+    open_snapshot,
     release_freed_memory,
     render_memory,
     snapshot_signature,
+    snapshot_users,
+    user_sources,
 )
+from hms_resources.context.lexical import analysed
 from hms_resources.context.reranker import Reranker
+from hms_resources.context.residency import ResidentUsers
 from hms_resources.context.retrieval import (
     Candidate,
     Packing,
@@ -145,6 +158,34 @@ class _Fresh:
 
 _NOTHING_FRESH = _Fresh()
 
+INDEXED_EVENTS = (MEMORY_CREATED, MEMORY_UPDATED, MEMORY_ARCHIVED, MEMORY_FORGOTTEN)
+"""Events that change a memory's row as a user's index reads it (accesses, tags and relations do not)."""
+
+
+class UserNotServed(LookupError):
+    """The user belongs to another shard: a process serving that shard has their indexes."""
+
+
+class ServedUsers(Mapping):
+    """`snapshot.users`: a user's index from the resource's cache, loaded on first use (None-free: a
+    user with no indexed memory is missing). Iterating reads every served user's id from the store,
+    for tools; the query path never does."""
+
+    def __init__(self, assembler: "ContextAssembler"):
+        self._assembler = assembler
+
+    def __getitem__(self, user_id: str) -> UserIndex:
+        index = self._assembler.user_index(user_id)
+        if index is None:
+            raise KeyError(user_id)
+        return index
+
+    def __iter__(self) -> Iterator[str]:
+        return (u for u in snapshot_users(self._assembler.event_store) if self._assembler.serves(u))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
 
 class ContextAssembler(dg.ConfigurableResource):
     """Assembles a user's context for a query. Works inside Dagster and as a plain object:
@@ -165,8 +206,17 @@ class ContextAssembler(dg.ConfigurableResource):
     fresh_seconds: float = 0.0
     """How often, at most, assembly reads the log for events stored since the indexes; 0 reads it on
     every call. A write announced with `note_written` is always read by the next call."""
+    memory_budget_mb: float = 1024.0
+    """Memory for the loaded users' indexes, in MiB (`index_bytes`): past it the least recently used
+    users are dropped, and loaded again on their next call."""
+    shard: int = 0
+    shards: int = 1
+    """This process serves the users whose `user_shard(user_id, shards)` is `shard` and refuses the
+    others, so `shards` processes with the same `shards` split the users between them."""
 
     _snapshot: Any = PrivateAttr(default=None)
+    _residents: Any = PrivateAttr(default=None)
+    _loading: Any = PrivateAttr(default_factory=threading.Lock)
     _counter: Any = PrivateAttr(default=None)
     _lock: Any = PrivateAttr(default_factory=threading.RLock)
     _fresh: tuple = PrivateAttr(default=(None, {}))
@@ -183,6 +233,16 @@ class ContextAssembler(dg.ConfigurableResource):
     _recorder: Any = PrivateAttr(default=None)
     _reranker: Any = PrivateAttr(default=None)
     _header_tokens: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _check_shard(self) -> "ContextAssembler":
+        if not isinstance(self.shards, int) or self.shards < 1:
+            raise ValueError(f"ContextAssembler.shards (HMS_CONTEXT_SHARDS) must be at least 1, got {self.shards!r}")
+        if not isinstance(self.shard, int) or not 0 <= self.shard < self.shards:
+            raise ValueError(f"ContextAssembler.shard (HMS_CONTEXT_SHARD) must be from 0 to {self.shards - 1}, got {self.shard!r}")
+        if not self.memory_budget_mb > 0:
+            raise ValueError(f"ContextAssembler.memory_budget_mb (HMS_CONTEXT_MEMORY_BUDGET_MB) must be positive, got {self.memory_budget_mb!r}")
+        return self
 
     @classmethod
     def from_env(cls, **config: Any) -> "ContextAssembler":
@@ -221,52 +281,148 @@ class ContextAssembler(dg.ConfigurableResource):
             self._counter = TokenCounter(self.tokenizer, cache_dir=self.event_store.home / "tokenizers")
         return self._counter
 
-    # Indexes --------------------------------------------------------------------------------
+    # Users and shards -----------------------------------------------------------------------
+
+    def serves(self, user_id: str) -> bool:
+        """Whether `user_id` is in this process's shard."""
+        return self.shards == 1 or user_shard(user_id, self.shards) == self.shard
+
+    def _check_served(self, user_id: str) -> None:
+        if not self.serves(user_id):
+            raise UserNotServed(
+                f"user {user_id!r} belongs to shard {user_shard(user_id, self.shards)} of {self.shards}; "
+                f"this context resource serves shard {self.shard}"
+            )
+
+    @property
+    def residents(self) -> ResidentUsers:
+        """The users whose indexes are loaded, within `memory_budget_mb`."""
+        if self._residents is None:
+            with self._lock:
+                if self._residents is None:
+                    self._residents = ResidentUsers(int(self.memory_budget_mb * 2**20))
+        return self._residents
+
+    def user_index(self, user_id: str) -> UserIndex | None:
+        """`user_id`'s index (None: no indexed memory), loaded now if it is not cached."""
+        self._check_served(user_id)
+        return self._loaded(user_id).index
+
+    def _loaded(self, user_id: str) -> LoadedUser:
+        """The user's cached indexes, or loaded now from the current snapshot (one load at a time)."""
+        found = self.residents.get(user_id)
+        if found is None:
+            with self._loading:
+                found = self.residents.get(user_id)
+                if found is None:
+                    snapshot = self.snapshot
+                    found = load_user(snapshot, self.event_store, user_id, self.tokens.count)
+                    dropped = self.residents.put(found, snapshot.number)
+                    if dropped:
+                        log.debug("context indexes of %d users dropped for the memory budget", len(dropped))
+        if found.user_id != user_id or (found.index is not None and found.index.user_id != user_id):
+            raise RuntimeError(f"the context cache returned {found.user_id!r}'s indexes for {user_id!r}")
+        return found
+
+    # Snapshots ------------------------------------------------------------------------------
 
     @property
     def snapshot(self) -> ContextSnapshot:
         if self._snapshot is None:
             with self._lock:
                 if self._snapshot is None:
-                    self._install(self._load())
+                    self._install(self._open(), {})
         return self._snapshot
 
     @property
     def loaded_snapshot(self) -> ContextSnapshot | None:
-        """The indexes if loaded, without loading them (for readiness checks)."""
+        """The snapshot if opened, without opening it (for readiness checks)."""
         return self._snapshot
 
-    def _load(self) -> ContextSnapshot:
-        snapshot = load_snapshot(self.event_store, self.tokens.count, model=self.embedder.identity)
+    def _open(self) -> ContextSnapshot:
+        snapshot = open_snapshot(self.event_store, model=self.embedder.identity)
+        snapshot.number = self._snapshot.number + 1 if self._snapshot is not None else 1
+        snapshot.users = ServedUsers(self)
+        if self._snapshot is None:
+            self.tokens.count(["warm up"])
+            analysed(["warm up"])
         if snapshot.model:
             self.embedder.encode_query("warm up")
         return snapshot
 
-    def _install(self, snapshot: ContextSnapshot) -> None:
+    def _install(self, snapshot: ContextSnapshot, kept: dict[str, tuple[LoadedUser, LoadedUser]]) -> None:
+        """The cache moves first, then the snapshot and its empty overlays, so a reader that finds
+        the new overlays finds no index older than the new snapshot."""
         with self._lock:
-            self._fresh = (snapshot, {})
+            dropped = self.residents.switch(snapshot.number, kept)
             self._snapshot = snapshot
+            self._fresh = (snapshot, {})
             self._followed = {}
             self._fresh_after = snapshot.cursor
             self._folded_at = float("-inf")
             self._checked_at = time.monotonic()
-        log.info("context indexes loaded: %d memories of %d users in %.2fs", snapshot.memories, len(snapshot.users), snapshot.seconds)
+        log.info(
+            "context snapshot %d opened in %.2fs: %d users kept loaded (%.1f MiB), %d to reload",
+            snapshot.number, snapshot.seconds, len(self.residents), self.residents.nbytes / 2**20, dropped,
+        )
+
+    def _unchanged(self, old: ContextSnapshot, new: ContextSnapshot) -> dict[str, tuple[LoadedUser, LoadedUser]]:
+        """The loaded users whose data is the same in `new` as when they were loaded: no event that
+        changes their rows between the two snapshots' cursors, and the same fingerprints of whatever
+        else changed (tiers, concepts, vectors, champions), read for them alone."""
+        loaded = self.residents.users()
+        if not loaded or new.cursor < old.cursor:
+            return {}
+        before, after = old.signature[0], new.signature[0]
+        parts = [
+            part
+            for part, changed in (
+                ("tiers", before.tier_partition != after.tier_partition),
+                ("concepts", before.concepts != after.concepts),
+                ("vectors", old.signature[1] != new.signature[1] or old.model != new.model),
+                ("champions", old.signature[3] != new.signature[3] or old.model != new.model),
+            )
+            if changed
+        ]
+        written = self._users_written(old.cursor, new.cursor) if new.cursor > old.cursor else set()
+        cold_changed = old.signature[2] != new.signature[2] or "vectors" in parts
+        kept: dict[str, tuple[LoadedUser, LoadedUser]] = {}
+        for user_id, entry in loaded:
+            if user_id in written:
+                continue
+            if parts and user_sources(new, self.event_store, user_id, parts) != {p: entry.sources[p] for p in parts}:
+                continue
+            same = entry
+            if cold_changed and entry.cold is not NOT_LOADED:
+                same = replace(entry, cold=NOT_LOADED, nbytes=entry.nbytes - index_bytes(entry.cold))
+            kept[user_id] = (entry, same)
+        return kept
+
+    def _users_written(self, after: int, until: int) -> set[str]:
+        """Users with an event that changes their indexed rows in (`after`, `until`]."""
+        users: set[str] = set()
+        for page in self.event_store.read_event_pages(after_sequence=after, until_sequence=until):
+            users.update(e.user_id for e in page if e.type in INDEXED_EVENTS)
+        return users
 
     def refresh(self) -> bool:
-        """Reload the indexes now if an asset was materialized since they were loaded."""
+        """Move to a new snapshot now if an asset was materialized since the current one was opened,
+        keeping the loaded users whose data did not change."""
         if self._snapshot is None:
             self.snapshot
             return True
         if snapshot_signature(self.event_store) == self._snapshot.signature:
             self._checked_at = time.monotonic()
             return False
-        self._install(self._load())
+        old = self._snapshot
+        new = self._open()
+        self._install(new, self._unchanged(old, new))
         for callback in self._on_reload:
             callback()
         return True
 
     def when_reloaded(self, callback: Callable[[], None]) -> None:
-        """Call `callback` after every background reload of the indexes (the service settles its heap)."""
+        """Call `callback` after every move to a new snapshot (the service settles its heap)."""
         self._on_reload.append(callback)
 
     def note_written(self, sequence: int | None) -> None:
@@ -284,7 +440,7 @@ class ContextAssembler(dg.ConfigurableResource):
                 if not self.refresh():
                     release_freed_memory(collect=False)
             except Exception as exc:  # noqa: BLE001 - a failed reload keeps serving the loaded indexes
-                log.warning("context index reload failed, keeping the loaded indexes: %s", redact_url(str(exc)))
+                log.warning("context snapshot refresh failed, keeping the current one: %s", redact_url(str(exc)))
             finally:
                 self._checked_at = time.monotonic()
                 self._reloading = False
@@ -311,11 +467,14 @@ class ContextAssembler(dg.ConfigurableResource):
         """Copy on write: a reader holding an overlay never sees it change under it. The overlays are
         published before the sequence they reach: a reader that finds itself caught up (it does not
         wait for the lock) must already find the overlays of that sequence."""
-        after, changed = self.event_store.fold_since(self._followed, self._fresh_after, follow=_changes_text)
+        after, changed = self.event_store.fold_since(self._followed, self._fresh_after, follow=self._follows)
         if changed:
             self._fresh = (self._fresh[0], self._overlaid(changed))
         self._fresh_after = after
         self._folded_at = time.monotonic()
+
+    def _follows(self, event: MemoryEvent) -> bool:
+        return _changes_text(event) and self.serves(event.user_id)
 
     def _overlaid(self, changed: Any) -> dict[str, _Fresh]:
         overlays = dict(self._fresh[1])
@@ -352,6 +511,7 @@ class ContextAssembler(dg.ConfigurableResource):
             raise ValueError(f"token_budget must be a positive integer, got {token_budget!r}")
         if not isinstance(user_id, str) or not isinstance(query, str):
             raise TypeError("user_id and query must be strings")
+        self._check_served(user_id)
         timings: dict[str, float] = {}
         started = time.perf_counter()
         self._refresh_in_background()
@@ -361,16 +521,19 @@ class ContextAssembler(dg.ConfigurableResource):
         snapshot, fresh = self._read_fresh(user_id)
         timings["fresh"] = (time.perf_counter() - mark) * 1e3
         mark = time.perf_counter()
+        loaded = self._loaded(user_id)
+        timings["load"] = (time.perf_counter() - mark) * 1e3
+        mark = time.perf_counter()
         vector = self.embedder.encode_query(text) if text and snapshot.model else None
         timings["embed"] = (time.perf_counter() - mark) * 1e3
-        context.adapter = self._choose_adapter(snapshot, user_id, vector)
+        context.adapter = self._choose_adapter(loaded, vector)
         config = self.retrieval_config
         reranker = self.active_reranker
         ranked: list[Candidate] = []
         recent: list[Candidate] = []
-        indexes = [snapshot.users.get(user_id)]
+        indexes = [loaded.index]
         if deep:
-            indexes.append(self._cold_index(snapshot, user_id))
+            indexes.append(self._cold_index(loaded))
         for index in indexes:
             if index is None or not len(index):
                 continue
@@ -411,13 +574,11 @@ class ContextAssembler(dg.ConfigurableResource):
             self._access_log().record(user_id, context.source_ids, text)
         return context
 
-    def rank(
-        self, user_id: str, query: str, *, now: str | datetime | None = None, snapshot: ContextSnapshot | None = None
-    ) -> tuple[UserIndex | None, Ranking | None]:
+    def rank(self, user_id: str, query: str, *, now: str | datetime | None = None) -> tuple[UserIndex | None, Ranking | None]:
         """The reranker's candidates for `query` among `user_id`'s indexed memories, with their features:
         what `assemble` ranks, for fitting and inspecting the reranker."""
-        snapshot = snapshot or self.snapshot
-        index = snapshot.users.get(user_id)
+        snapshot = self.snapshot
+        index = self.user_index(user_id)
         if index is None or not len(index):
             return index, None
         as_of, text, scope, query_tokens, anchor_tokens = _read_query(query, now)
@@ -430,8 +591,9 @@ class ContextAssembler(dg.ConfigurableResource):
     def search(self, user_id: str, query: str, limit: int = 10, *, now: str | datetime | None = None) -> list[ContextItem]:
         """`user_id`'s memories ranked for `query`, best first, with the reranker's probability of being
         evidence; memories stored since the indexes were built are scored as in `assemble`."""
-        snapshot, fresh = self._read_fresh(user_id)
-        index, ranking = self.rank(user_id, query, now=now, snapshot=snapshot)
+        self._check_served(user_id)
+        _, fresh = self._read_fresh(user_id)
+        index, ranking = self.rank(user_id, query, now=now)
         found: list[Candidate] = []
         if ranking is not None:
             found += [
@@ -468,8 +630,8 @@ class ContextAssembler(dg.ConfigurableResource):
             )
         return found
 
-    def _choose_adapter(self, snapshot: ContextSnapshot, user_id: str, vector: np.ndarray | None) -> SelectedAdapter | None:
-        found = snapshot.adapters.get(user_id)
+    def _choose_adapter(self, loaded: LoadedUser, vector: np.ndarray | None) -> SelectedAdapter | None:
+        found = loaded.adapters
         if found is None or vector is None:
             return None
         similarities = self.embedder.similarities(found.centroids, vector)
@@ -478,11 +640,15 @@ class ContextAssembler(dg.ConfigurableResource):
             return None
         return replace(found.adapters[best], similarity=round(float(similarities[best]), 4))
 
-    def _cold_index(self, snapshot: ContextSnapshot, user_id: str):
-        with self._lock:
-            if user_id not in snapshot.cold:
-                snapshot.cold[user_id] = load_cold_index(snapshot, user_id, self.tokens.count)
-            return snapshot.cold[user_id]
+    def _cold_index(self, loaded: LoadedUser) -> UserIndex | None:
+        """The user's cold archive, loaded on their first deep search and weighed with their indexes."""
+        if loaded.cold is NOT_LOADED:
+            with self._loading:
+                if loaded.cold is NOT_LOADED:
+                    cold = load_cold_index(self.snapshot, loaded.user_id, self.tokens.count)
+                    loaded.cold = cold
+                    self.residents.grow(loaded, index_bytes(cold))
+        return loaded.cold
 
     # Accesses and feedback -------------------------------------------------------------------
 

@@ -6,10 +6,12 @@ resource can read, or memory-map, without loading the model."""
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,6 +73,104 @@ class EmbeddingIndex:
             return cls(
                 str(data["model"]), data["user_ids"], data["memory_ids"], data["hashes"], data["vectors"]
             )
+
+
+class EmbeddingRows:
+    """The saved index read one user at a time, never whole: a serving process holds the vectors of the
+    users it serves, not the matrix of everyone's. Opening it reads the user column once, a chunk at a
+    time, to find where each user's rows lie (the asset writes them sorted by user, so one span each);
+    a user's ids and vectors are then read with `pread` from the open file, so they are copies the
+    caller owns and no page of the file stays mapped into the process."""
+
+    CHUNK_ROWS = 1 << 20
+
+    def __init__(self, path: Path):
+        import zipfile
+
+        self.path = path
+        self._file = path.open("rb")
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+            self.model = str(np.load(archive.open(members["model"].filename)))
+        self._columns = {name: self._column(members[name]) for name in ("user_ids", "memory_ids", "hashes", "vectors")}
+        shape = self._columns["vectors"][1]
+        self.dimension = int(shape[1]) if len(shape) == 2 else 0
+        self.rows = int(self._columns["user_ids"][1][0])
+        self.spans = self._user_spans()
+
+    @classmethod
+    def open(cls, directory: Path) -> "EmbeddingRows | None":
+        path = directory / INDEX_FILE
+        return cls(path) if path.exists() else None
+
+    def close(self) -> None:
+        self._file.close()
+
+    def _column(self, info) -> tuple[np.dtype, tuple, int]:
+        """A stored (uncompressed) member's dtype, shape and the offset of its first byte in the file."""
+        import struct
+        import zipfile
+
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise ValueError(f"{self.path}: {info.filename} is compressed; the index is saved uncompressed")
+        header = os.pread(self._file.fileno(), 30, info.header_offset)
+        name_length, extra_length = struct.unpack("<HH", header[26:30])
+        start = info.header_offset + 30 + name_length + extra_length
+        self._file.seek(start)
+        version = np.lib.format.read_magic(self._file)
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = reader(self._file)
+        if fortran:
+            raise ValueError(f"{self.path}: {info.filename} is stored in Fortran order")
+        return dtype, shape, self._file.tell()
+
+    def _read(self, name: str, start: int, stop: int) -> np.ndarray:
+        dtype, shape, offset = self._columns[name]
+        row = dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+        raw = os.pread(self._file.fileno(), (stop - start) * row, offset + start * row)
+        return np.frombuffer(raw, dtype=dtype).reshape((stop - start, *shape[1:]))
+
+    def _user_spans(self) -> dict[str, tuple[int, int] | np.ndarray]:
+        """Each user's rows: a (start, stop) span, or their row numbers should a writer not have kept
+        a user's rows together."""
+        spans: dict[str, Any] = {}
+        scattered: dict[str, list[int]] = {}
+        last = None
+        for start in range(0, self.rows, self.CHUNK_ROWS):
+            chunk = self._read("user_ids", start, min(start + self.CHUNK_ROWS, self.rows))
+            heads = np.flatnonzero(np.concatenate(([True], chunk[1:] != chunk[:-1])))
+            ends = np.append(heads[1:], len(chunk))
+            for user, head, end in zip(chunk[heads].tolist(), (heads + start).tolist(), (ends + start).tolist()):
+                if user == last and user in spans:
+                    spans[user] = (spans[user][0], end)
+                elif user in spans or user in scattered:
+                    scattered.setdefault(user, list(range(*spans.pop(user))) if user in spans else [])
+                    scattered[user] += range(head, end)
+                else:
+                    spans[user] = (head, end)
+                last = user
+        spans.update({user: np.array(rows, dtype=np.int64) for user, rows in scattered.items()})
+        return spans
+
+    def _user_rows(self, name: str, user_id: str) -> np.ndarray:
+        span = self.spans.get(user_id)
+        if span is None:
+            dtype, shape, _ = self._columns[name]
+            return np.zeros((0, *shape[1:]), dtype=dtype)
+        if isinstance(span, tuple):
+            return self._read(name, *span)
+        return np.concatenate([self._read(name, row, row + 1) for row in span.tolist()])
+
+    def for_user(self, user_id: str) -> tuple[list[str], np.ndarray]:
+        """The user's memory ids and their unit vectors (float32), in the index's order."""
+        return self._user_rows("memory_ids", user_id).tolist(), self._user_rows("vectors", user_id)
+
+    def fingerprint(self, user_id: str) -> bytes:
+        """Changes when the user's rows change (their ids or their texts' hashes), or the model does."""
+        digest = hashlib.blake2b(self.model.encode("utf-8"), digest_size=16)
+        digest.update(self._user_rows("memory_ids", user_id).tobytes())
+        digest.update(self._user_rows("hashes", user_id).tobytes())
+        return digest.digest()
 
 
 @dataclass(frozen=True)

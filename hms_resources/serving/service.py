@@ -19,7 +19,7 @@ from sqlalchemy import exc as sa_exc
 
 from hms_resources.common.home import redact_url
 from hms_resources.context.access_log import utc_now
-from hms_resources.context.assembler import Context, ContextAssembler, ContextItem
+from hms_resources.context.assembler import Context, ContextAssembler, ContextItem, UserNotServed
 from hms_resources.serving.errors import ApiError, bad_request, not_found, unavailable
 from hms_resources.serving.keys import KeyRing
 from hms_resources.serving.tenants import Principal
@@ -110,9 +110,12 @@ class MemoryService:
         return self.guard(lambda: self.keys.principal(authorization))
 
     def guard(self, call: Callable[[], T]) -> T:
-        """Run `call`, turning an unreachable store into a 503 that says so (its URL masked)."""
+        """Run `call`, turning an unreachable store into a 503 that says so (its URL masked), and a user
+        of another shard into a 421 that names the shard to ask."""
         try:
             return call()
+        except UserNotServed as exc:
+            raise ApiError(421, "wrong_shard", str(exc), "user_id") from None
         except _STORE_DOWN as exc:
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
             raise unavailable(f"the event store is unreachable: {redact_url(reason[0] if reason else type(exc).__name__)[:300]}") from None
