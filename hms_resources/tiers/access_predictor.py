@@ -85,7 +85,7 @@ def weekly_samples(store: EventStore, concepts: list[Concept], config: Importanc
     for inputs in tier_inputs_by_day(store, cutoffs, concepts, config):
         start = inputs.as_of
         end = day_window(inputs.day + timedelta(days=HORIZON_DAYS))[1]
-        label = np.array([any(start < t <= end for t in accesses.get(m.key, ())) for m in inputs.memories], dtype=bool)
+        label = np.array([any(start < t <= end for t in accesses.get(m, ())) for m in inputs.keys], dtype=bool)
         if len(label):
             samples.append(WeekSample(inputs, label))
     return samples
@@ -122,7 +122,7 @@ def train_and_evaluate(
     model = HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, random_state=0).fit(x_train, y_train)
     model_precision, heuristic_precision = [], []
     for sample in test:
-        users = [m.user_id for m in sample.inputs.memories]
+        users = sample.inputs.user_ids
         probability = model.predict_proba(feature_matrix(sample.inputs.features))[:, 1]
         heuristic = score_importance(sample.inputs.features, config)
         model_precision.append(precision_at_k(users, probability, sample.accessed_next_week, k_for))

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,6 @@ import numpy as np
 from hms_resources.semantic.concepts import Concept
 from hms_resources.store.derived import latest_tiers
 from hms_resources.store.event_store import EventStore
-from hms_resources.store.memory_state import Memory
 from hms_resources.tiers.importance import (
     ARCHIVED,
     COLD,
@@ -28,7 +28,7 @@ from hms_resources.tiers.importance import (
     assign_tiers,
     score_importance,
 )
-from hms_resources.tiers.replay import PIN_TAG, TierInputs, tier_inputs_by_day
+from hms_resources.tiers.replay import TierInputs, tier_inputs_by_day
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,10 @@ class TierSnapshot:
     tiers: np.ndarray
     reasons: list[str]
 
+    @cached_property
     def by_key(self) -> dict[tuple[str, str], tuple[int, float, str]]:
-        return {
-            (u, m): (int(t), float(s), r)
-            for u, m, t, s, r in zip(self.user_ids, self.memory_ids, self.tiers, self.scores, self.reasons)
-        }
+        """Tier, score and reason per memory, built once: a backfill compares each day with the next."""
+        return dict(zip(zip(self.user_ids, self.memory_ids), zip(self.tiers.tolist(), self.scores.tolist(), self.reasons)))
 
     def sizes(self) -> dict[str, dict[str, int]]:
         result: dict[str, dict[str, int]] = {}
@@ -102,30 +101,30 @@ def place_in_tiers(
 ) -> TierSnapshot:
     """Score every memory and place it in a tier. With `predict_access`, the predicted probability of
     an access in the next week is averaged into the score."""
-    memories = inputs.memories
-    n = len(memories)
+    n = len(inputs.keys)
     scores = score_importance(inputs.features, config.importance)
     if predict_access is not None and n:
         scores = np.where(inputs.features.pinned, 1.0, (scores + predict_access(inputs.features)) / 2)
     scores = np.round(scores, 6)
-    user_ids = [m.user_id for m in memories]
+    user_ids = inputs.user_ids
     _, user_index = np.unique(np.array(user_ids, dtype=str), return_inverse=True) if n else (None, np.zeros(0, int))
-    explicitly_archived = np.array([m.is_archived for m in memories], dtype=bool)
     # Memories the user archived stay archived; the rest compete for the tiers.
     tiers = np.full(n, ARCHIVED, dtype=np.int8)
-    active = np.flatnonzero(~explicitly_archived)
+    active = np.flatnonzero(~inputs.archived)
     tiers[active] = assign_tiers(user_index[active], scores[active], active, inputs.accessed_today[active], config.tiers)
     reasons = [
-        _reason(m, int(tier), float(score), bool(promoted), config.tiers)
-        for m, tier, score, promoted in zip(memories, tiers.tolist(), scores.tolist(), inputs.accessed_today.tolist())
+        _reason(archived, pinned, tier, score, promoted, config.tiers)
+        for archived, pinned, tier, score, promoted in zip(
+            inputs.archived.tolist(), inputs.features.pinned.tolist(), tiers.tolist(), scores.tolist(), inputs.accessed_today.tolist()
+        )
     ]
-    return TierSnapshot(inputs.as_of, user_ids, [m.memory_id for m in memories], scores, tiers, reasons)
+    return TierSnapshot(inputs.as_of, user_ids, inputs.memory_ids, scores, tiers, reasons)
 
 
-def _reason(memory: Memory, tier: int, score: float, accessed_today: bool, config: TierConfig) -> str:
-    if memory.is_archived:
+def _reason(archived: bool, pinned: bool, tier: int, score: float, accessed_today: bool, config: TierConfig) -> str:
+    if archived:
         return ARCHIVED_BY_USER
-    if PIN_TAG in memory.tags and tier == HOT:
+    if pinned and tier == HOT:
         return "pinned"
     if tier == HOT:
         return f"score {score:.3f} at or above {config.hot_threshold}"
@@ -156,19 +155,21 @@ class TierMigration:
 def tier_migrations(previous: TierSnapshot, current: TierSnapshot) -> list[TierMigration]:
     """Every memory whose tier changed between two snapshots; new memories come from None, and
     forgotten ones go to None (they leave every tier)."""
-    before = previous.by_key()
-    after = current.by_key()
+    before = previous.by_key
+    after = current.by_key
+    changed = [key for key, new in after.items() if (old := before.get(key)) is None or old[0] != new[0]]
+    changed += [key for key in before if key not in after]
     moves = []
-    for key in sorted(before.keys() | after.keys()):
+    for key in sorted(changed):
         old = before.get(key)
         new = after.get(key)
-        old_tier = TIER_NAMES[old[0]] if old else None
-        new_tier = TIER_NAMES[new[0]] if new else None
-        if old_tier == new_tier:
-            continue
         reason = new[2] if new else "forgotten: leaves every tier"
         change = new[1] - old[1] if old and new else None
-        moves.append(TierMigration(key[0], key[1], old_tier, new_tier, new[1] if new else None, change, reason))
+        moves.append(
+            TierMigration(
+                key[0], key[1], TIER_NAMES[old[0]] if old else None, TIER_NAMES[new[0]] if new else None, new[1] if new else None, change, reason
+            )
+        )
     return moves
 
 

@@ -37,7 +37,8 @@ def _text(moment: datetime) -> str:
 
 
 def _stamps(text: Iterable[str]) -> np.ndarray:
-    return np.array([np.datetime64(t[:-1]) for t in text], dtype="datetime64[us]")
+    """Store timestamps (`...Z`, always UTC) as numpy microseconds."""
+    return np.array([t[:-1] for t in text], dtype="datetime64[us]")
 
 
 def _age_days(stamps: np.ndarray, as_of: datetime) -> np.ndarray:
@@ -47,37 +48,55 @@ def _age_days(stamps: np.ndarray, as_of: datetime) -> np.ndarray:
 
 @dataclass
 class TierInputs:
-    """What the score of every memory not forgotten is computed from, as of the end of a day.
-    `memories` are the replay's own objects: read them before asking for the next day."""
+    """What the score of every memory not forgotten is computed from, as of the end of a day, in the
+    order of (user id, memory id)."""
 
     day: date
     as_of: str
-    memories: list[Memory]
+    keys: list[MemoryKey]
     features: ImportanceFeatures
     accessed_today: np.ndarray
+    archived: np.ndarray
+
+    @property
+    def user_ids(self) -> list[str]:
+        return [user_id for user_id, _ in self.keys]
+
+    @property
+    def memory_ids(self) -> list[str]:
+        return [memory_id for _, memory_id in self.keys]
 
 
-class _Accesses:
-    """Every access read, in sequence order, with the index of the day it falls in."""
+class _Columns:
+    """The feature columns of every memory the log names, by its rank in (user, memory) order, kept up
+    to date as its events are folded: a day costs the memories that changed, not all of them."""
 
-    def __init__(self) -> None:
-        self.keys: list[MemoryKey] = []
-        self.times: list[str] = []
-        self.days: list[int] = []
+    def __init__(self, keys: list[MemoryKey]) -> None:
+        n = len(keys)
+        self.live = np.zeros(n, dtype=bool)
+        self.archived = np.zeros(n, dtype=bool)
+        self.pinned = np.zeros(n, dtype=bool)
+        self.importance = np.full(n, np.nan)
+        self.confidence = np.full(n, np.nan)
+        self.relevant = np.zeros(n)
+        self.irrelevant = np.zeros(n)
+        self.relevance_mean = np.full(n, np.nan)
+        self.changed = np.zeros(n, dtype="datetime64[us]")
 
-    def add(self, event: MemoryEvent, day_index: int) -> None:
-        self.keys.append(event.key)
-        self.times.append(event.occurred_at)
-        self.days.append(day_index)
-
-    def freeze(self) -> None:
-        ids: dict[MemoryKey, int] = {}
-        self.key_ids = np.array([ids.setdefault(k, len(ids)) for k in self.keys], dtype=np.int64)
-        self.ids = ids
-        self.text = np.array(self.times, dtype=str)
-        self.stamps = _stamps(self.times)
-        self.day_index = np.array(self.days, dtype=np.int64)
-        del self.keys, self.times, self.days
+    def update(self, key_id: int, memory: Memory | None) -> None:
+        live = memory is not None and not memory.is_forgotten
+        self.live[key_id] = live
+        if not live:
+            return
+        self.archived[key_id] = memory.is_archived
+        self.pinned[key_id] = PIN_TAG in memory.tags
+        self.importance[key_id] = np.nan if memory.importance is None else memory.importance
+        self.confidence[key_id] = np.nan if memory.confidence is None else memory.confidence
+        self.relevant[key_id] = memory.relevant_count
+        self.irrelevant[key_id] = memory.irrelevant_count
+        count = memory.relevance_score_count
+        self.relevance_mean[key_id] = memory.relevance_score_sum / count if count else np.nan
+        self.changed[key_id] = _stamps([memory.last_modified_at or memory.created_at])[0]
 
 
 def tier_inputs_by_day(
@@ -95,7 +114,9 @@ def tier_inputs_by_day(
     windows = [day_window(d) for d in days]
     ends = [end for _, end in windows]
     arrived: list[list[MemoryEvent]] = [[] for _ in days]
-    accesses = _Accesses()
+    access_keys: list[MemoryKey] = []
+    access_times: list[str] = []
+    access_days: list[int] = []
     with gc_paused():
         for page in store.read_event_pages(until_time=ends[-1]):
             for event in page:
@@ -104,16 +125,33 @@ def tier_inputs_by_day(
                 index = bisect_left(ends, event.occurred_at)
                 arrived[index].append(event)
                 if event.type == MEMORY_ACCESSED:
-                    accesses.add(event, index)
-        accesses.freeze()
+                    access_keys.append(event.key)
+                    access_times.append(event.occurred_at)
+                    access_days.append(index)
+        keys = sorted({event.key for bucket in arrived for event in bucket})
+        key_ids = {key: i for i, key in enumerate(keys)}
+        access = (
+            np.array([key_ids[k] for k in access_keys], dtype=np.int64),
+            np.array(access_times, dtype=str),
+            _stamps(access_times),
+            np.array(access_days, dtype=np.int64),
+        )
+        del access_keys, access_times, access_days
+        concept_members = [
+            (concept, np.array([key_ids[k] for k in ((concept.user_id, m) for m in concept.member_ids) if k in key_ids], dtype=np.int64))
+            for concept in concepts
+        ]
+        columns = _Columns(keys)
         state: dict[MemoryKey, Memory] = {}
         folded: dict[MemoryKey, list[MemoryEvent]] = {}
         last_sequence: dict[MemoryKey, int] = {}
         for index, day in enumerate(days):
             late: set[MemoryKey] = set()
+            touched: set[MemoryKey] = set()
             for event in arrived[index]:
                 key = event.key
                 folded.setdefault(key, []).append(event)
+                touched.add(key)
                 if key in late:
                     continue
                 if event.sequence < last_sequence.get(key, 0):
@@ -127,58 +165,56 @@ def tier_inputs_by_day(
                 for event in history:
                     apply_event(state, event)
                 last_sequence[key] = history[-1].sequence
+            for key in touched:
+                columns.update(key_ids[key], state.get(key))
             arrived[index] = []
-            yield _inputs(day, windows[index], state, accesses, index, concepts, config)
+            yield _inputs(day, windows[index], keys, columns, access, index, concept_members, config)
 
 
 def _inputs(
     day: date,
     window: tuple[str, str],
-    state: dict[MemoryKey, Memory],
-    accesses: _Accesses,
+    keys: list[MemoryKey],
+    columns: _Columns,
+    access: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     index: int,
-    concepts: list[Concept],
+    concept_members: list[tuple[Concept, np.ndarray]],
     config: ImportanceConfig,
 ) -> TierInputs:
     start, end = window
     as_of = datetime.fromisoformat(end.replace("Z", "+00:00"))
-    memories = sorted((m for m in state.values() if not m.is_forgotten), key=lambda m: m.key)
-    position = {m.key: i for i, m in enumerate(memories)}
-    n = len(memories)
+    live = np.flatnonzero(columns.live)
+    n = len(live)
+    row_of_id = np.full(len(keys), -1, dtype=np.int64)
+    row_of_id[live] = np.arange(n)
     decayed = np.zeros(n)
     accessed_today = np.zeros(n, dtype=bool)
-    upto = accesses.day_index <= index
+    access_ids, access_text, access_stamps, access_days = access
+    upto = access_days <= index
     if upto.any():
-        row_of_id = np.full(len(accesses.ids), -1, dtype=np.int64)
-        for key, key_id in accesses.ids.items():
-            row = position.get(key)
-            if row is not None:
-                row_of_id[key_id] = row
-        rows = row_of_id[accesses.key_ids[upto]]
-        ages = _age_days(accesses.stamps[upto], as_of)
+        rows = row_of_id[access_ids[upto]]
+        ages = _age_days(access_stamps[upto], as_of)
         keep = rows >= 0
         np.add.at(decayed, rows[keep], np.power(0.5, np.maximum(ages[keep], 0) / config.access_half_life_days))
-        today = accesses.text[upto] >= start
+        today = access_text[upto] >= start
         accessed_today[rows[keep & today]] = True
     concept_size = np.zeros(n)
     concept_cohesion = np.zeros(n)
-    for concept in concepts:
-        present = [position[key] for key in ((concept.user_id, m) for m in concept.member_ids) if key in position]
+    for concept, member_ids in concept_members:
+        present = row_of_id[member_ids]
+        present = present[present >= 0]
         concept_size[present] = len(present)
         concept_cohesion[present] = concept.cohesion
     features = ImportanceFeatures(
-        importance=np.array([np.nan if m.importance is None else m.importance for m in memories], dtype=float),
-        confidence=np.array([np.nan if m.confidence is None else m.confidence for m in memories], dtype=float),
-        age_days=_age_days(_stamps(m.last_modified_at or m.created_at or end for m in memories), as_of),
+        importance=columns.importance[live],
+        confidence=columns.confidence[live],
+        age_days=_age_days(columns.changed[live], as_of),
         decayed_accesses=decayed,
-        relevant=np.array([m.relevant_count for m in memories], dtype=float),
-        irrelevant=np.array([m.irrelevant_count for m in memories], dtype=float),
-        relevance_mean=np.array(
-            [m.relevance_score_sum / m.relevance_score_count if m.relevance_score_count else np.nan for m in memories],
-            dtype=float,
-        ),
+        relevant=columns.relevant[live],
+        irrelevant=columns.irrelevant[live],
+        relevance_mean=columns.relevance_mean[live],
         concept_size=concept_size,
         concept_cohesion=concept_cohesion,
-        pinned=np.array([PIN_TAG in m.tags for m in memories], dtype=bool),
+        pinned=columns.pinned[live],
     )
-    return TierInputs(day, end, memories, features, accessed_today)
+    return TierInputs(day, end, [keys[i] for i in live.tolist()], features, accessed_today, columns.archived[live])

@@ -50,8 +50,8 @@ def test_the_model_predicts_next_week_s_reads_beats_the_heuristic_and_is_switche
         assert 0 < read.mean() < 0.2
         assert roc_auc_score(read, probability) >= 0.85
         assert roc_auc_score(read, probability) >= roc_auc_score(read, score_importance(week.inputs.features, config)) + 0.1
-        ids = np.array([m.memory_id for m in week.inputs.memories])
-        never_read = np.array([m.confidence >= 0.3 and m.memory_id != "weekly" for m in week.inputs.memories])
+        ids = np.array(week.inputs.memory_ids)
+        never_read = (week.inputs.features.confidence >= 0.3) & (ids != "weekly")
         assert probability[ids == "weekly"].min() >= 0.8, "a memory read every week will be read next week"
         assert probability[never_read].max() <= 0.1, "a memory never read will not be"
 
