@@ -15,13 +15,17 @@ import random
 import sys
 import time
 from datetime import date, datetime, timedelta, timezone
+from functools import cache
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hms_resources.common.sharding import user_shard  # noqa: E402
 from hms_resources.store.event_store import EventStore  # noqa: E402
 from hms_resources.store.ingest import ingest_records  # noqa: E402
 from hms_resources.tiers.assignment import backfill_tiers, compute_tiers, tier_migrations  # noqa: E402
+from hms_resources.tiers.importance import ImportanceConfig  # noqa: E402
+from hms_resources.tiers.replay import tier_inputs_by_day  # noqa: E402
 
 FIRST_DAY = date(2026, 1, 1)
 
@@ -90,6 +94,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--late-share", type=float, default=0.02)
     parser.add_argument("--baseline-days", type=int, default=0, help="per-day replay of this many days spread over the range (0: all)")
+    parser.add_argument("--shards", type=int, default=4, help="also time each shard's backfill on its own")
     parser.add_argument("--cache", default="/tmp/hms-bench-tier-backfill")
     args = parser.parse_args()
     path = Path(args.cache) / f"{args.events}-{args.users}-{args.days}-{args.late_share}"
@@ -109,8 +114,23 @@ def main() -> None:
         return text
 
     started = time.perf_counter()
-    one_pass = {day: checked(snapshot, moves) for day, snapshot, moves in backfill_tiers(store, days, [])}
+    one_pass = {}
+    for day, snapshot, moves in backfill_tiers(store, days, []):
+        one_pass[day] = checked(snapshot, moves)
+        placed = len(snapshot.memory_ids)
     one_pass_seconds = time.perf_counter() - started - checking[0]
+
+    started = time.perf_counter()
+    for _ in tier_inputs_by_day(store, days, [], ImportanceConfig()):
+        pass
+    read_and_fold_seconds = time.perf_counter() - started
+    shard_seconds = []
+    for shard in range(args.shards):
+        started = time.perf_counter()
+        users = cache(lambda user_id, shard=shard: user_shard(user_id, args.shards) == shard)
+        for _ in backfill_tiers(store, days, [], users=users):
+            pass
+        shard_seconds.append(round(time.perf_counter() - started, 2))
 
     step = max(1, len(days) // args.baseline_days) if args.baseline_days else 1
     sampled = days[step - 1 :: step] if args.baseline_days else days
@@ -138,6 +158,10 @@ def main() -> None:
         "per_day_days_measured": len(sampled),
         "per_day_extrapolated": len(sampled) < len(days),
         "speedup": round(per_day_seconds / one_pass_seconds, 1),
+        "one_pass_read_and_fold_seconds": round(read_and_fold_seconds, 2),
+        "one_pass_placement_seconds_per_day": round((one_pass_seconds - read_and_fold_seconds) / args.days, 3),
+        "memories_placed_last_day": placed,
+        f"one_pass_seconds_per_shard_of_{args.shards}": shard_seconds,
         "identical_output": identical,
         "goal": "speedup >= 20 with identical output",
         "goal_met": identical and per_day_seconds / one_pass_seconds >= 20,
