@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HMS_HOME ?= $(CURDIR)/.hms
 export DAGSTER_HOME ?= $(HMS_HOME)/dagster
 
-.PHONY: install run test ui serve bench eval clean
+.PHONY: install run test ui serve worker bench eval clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ ui: install
 serve: install
 	$(BIN)/hms serve $(if $(PORT),--port $(PORT))
 
+worker: install
+	$(BIN)/hms worker $(foreach queue,$(QUEUES),-q $(queue)) $(if $(CONCURRENCY),-c $(CONCURRENCY))
+
 bench: install
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/replay.py
@@ -38,6 +41,7 @@ bench: install
 	$(BIN)/python benchmarks/lora.py
 	$(BIN)/python benchmarks/serve.py
 	$(BIN)/python benchmarks/chat.py
+	$(BIN)/python benchmarks/celery_workers.py
 
 eval: install
 	$(BIN)/hms eval retrieval hms_resources/datasets/data/conversations.jsonl --json $(HMS_HOME)/eval-retrieval.json

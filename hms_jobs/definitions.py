@@ -3,6 +3,7 @@
 import dagster as dg
 
 from hms_assets import domain_assets
+from hms_jobs.executors import job_executor
 from hms_jobs.jobs import cold_archive_job, lora_evaluation_job, lora_job, main_job, memories_job, tier_migration_job
 from hms_jobs.resources import resources
 from hms_jobs.schedules import daily_tier_migration, weekly_registry_evaluation
@@ -18,4 +19,5 @@ def defs() -> dg.Definitions:
         schedules=[daily_tier_migration, weekly_registry_evaluation],
         sensors=[new_events_sensor, hot_tier_overflow_sensor, lora_training_sensor, hms_automation_sensor],
         resources=resources(),
+        executor=job_executor(),
     )

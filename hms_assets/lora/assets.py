@@ -46,6 +46,11 @@ from hms_resources.semantic.concepts import load_concepts
 from hms_resources.store.event_store import EventStore
 from hms_resources.tiers.assignment import current_importance
 
+TRAINING_QUEUE = "hms-training"
+"""The Celery queue of the steps that load the base model (`HMS_EXECUTOR=celery`): only workers started
+for it (`hms worker -q hms-training`) take them, so training never holds up the light steps."""
+TRAINING_STEP_TAGS = {"dagster-celery/queue": TRAINING_QUEUE}
+
 
 class CandidateSetsConfig(dg.Config):
     stable_days: float = CandidateCriteria.stable_days
@@ -217,6 +222,7 @@ class AdapterTrainingConfig(dg.Config):
     deps=["lora_training_data"],
     kinds={"pytorch", "mlflow"},
     pool="lora_training",
+    op_tags=TRAINING_STEP_TAGS,
     retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
     description="A PEFT LoRA adapter per training dataset, evaluated against the base model and logged to MLflow.",
 )
@@ -279,6 +285,7 @@ class RegistryConfig(dg.Config):
     deps=["trained_adapters"],
     kinds={"mlflow"},
     pool="lora_training",
+    op_tags=TRAINING_STEP_TAGS,
     description="Every adapter as a version of its set's registered model, with champion and challenger aliases.",
 )
 def lora_registry(
@@ -329,6 +336,7 @@ class ComparisonConfig(dg.Config):
     deps=["lora_registry"],
     kinds={"mlflow"},
     pool="lora_training",
+    op_tags=TRAINING_STEP_TAGS,
     description="The base model and every registered adapter of a set, scored on the same probes: a table, a chart and MLflow runs.",
 )
 def adapter_comparison(

@@ -1,7 +1,7 @@
 """`hms`: ingest events, look at the store, and run HMS's Dagster jobs from a terminal.
 
 One module per command group: `store` (ingest, stats, forget, generate, migrate, instance), `run`
-(run, ui), `lora` (curate, lora), `eval` (eval retrieval) and `serve` (serve, mcp, keys); each registers its commands on `main`."""
+(run, ui), `lora` (curate, lora), `eval` (eval retrieval), `serve` (serve, mcp, keys) and `worker` (a Celery worker); each registers its commands on `main`."""
 
 from __future__ import annotations
 
@@ -29,4 +29,4 @@ def main() -> None:
     or in PostgreSQL when $HMS_DATABASE_URL is set."""
 
 
-from hms_jobs.cli import chat, eval, lora, run, serve, store  # noqa: E402, F401 - each registers its commands on `main`
+from hms_jobs.cli import chat, eval, lora, run, serve, store, worker  # noqa: E402, F401 - each registers its commands on `main`
