@@ -1,6 +1,7 @@
 """The append-only event store: append (idempotent, atomic batches), read in sequence order, replay.
 
-One code path for the embedded SQLite file and for PostgreSQL (`HMS_DATABASE_URL`). Appends are
+One code path for the embedded SQLite file and for PostgreSQL (`HMS_DATABASE_URL`), with the
+driver's fast paths on PostgreSQL (`postgres.py`: COPY in, a server-side cursor out). Appends are
 serialised by the database (SQLite's `BEGIN IMMEDIATE`, a PostgreSQL advisory lock), so sequence
 numbers are dense and commit in order.
 """
@@ -17,12 +18,12 @@ from typing import Any
 import dagster as dg
 import orjson
 from pydantic import PrivateAttr
-from sqlalchemy import Connection, Engine, and_, bindparam, distinct, func, select
+from sqlalchemy import Connection, Engine, Row, Select, and_, bindparam, distinct, func, select
 from sqlalchemy.engine import make_url
 
 from hms_resources.common.bulk import gc_paused
 from hms_resources.common.home import default_database_url, hms_home, redact_error, redact_url
-from hms_resources.store import erasure
+from hms_resources.store import erasure, postgres
 from hms_resources.store.database import READ_ONLY, lock_appends, make_engine, upgrade
 from hms_resources.store.events import (
     DEFAULT_MAX_CONTENT_BYTES,
@@ -189,28 +190,14 @@ class EventStore(dg.ConfigurableResource):
                 ]
                 for key in forgotten:
                     erasure.erase_stored(conn, key)
-            insert_many(conn, events, rows)
-            insert_many(conn, memory_keys, new_keys)
-            if status_changes:
-                conn.execute(
-                    memory_keys.update()
-                    .where(
-                        and_(
-                            memory_keys.c.user_id == bindparam("key_user_id"),
-                            memory_keys.c.memory_id == bindparam("key_memory_id"),
-                        )
-                    )
-                    .values(status=bindparam("new_status")),
-                    [
-                        {"key_user_id": u, "key_memory_id": m, "new_status": status}
-                        for (u, m), status in status_changes.items()
-                    ],
-                )
+            _store_rows(conn, rows, new_keys, status_changes)
         result.accepted = len(rows)
         result.last_sequence = rows[-1][0] if rows else None
         return result
 
     def _stored_events(self, conn: Connection, event_ids: list[str]) -> dict[str, "_StoredEvent"]:
+        if conn.dialect.name == "postgresql":
+            return {event_id: _StoredEvent(*values) for event_id, *values in postgres.stored_events(conn, event_ids)}
         found: dict[str, _StoredEvent] = {}
         sql = "SELECT event_id, type, user_id, memory_id, occurred_at, payload, erased FROM events WHERE event_id IN ({})"
         for chunk in chunks(sorted(set(event_ids))):
@@ -224,6 +211,8 @@ class EventStore(dg.ConfigurableResource):
             wanted.add(ev.key)
             if ev.type == MEMORY_RELATED:
                 wanted.add((ev.user_id, ev.payload["target"]))
+        if conn.dialect.name == "postgresql":
+            return {(u, m): status for u, m, status in postgres.memory_statuses(conn, wanted)}
         statuses: dict[MemoryKey, str] = {}
         sql = "SELECT memory_id, status FROM memory_keys WHERE user_id = {} AND memory_id IN ({})"
         for user_id, memory_ids in by_user(wanted):
@@ -274,23 +263,35 @@ class EventStore(dg.ConfigurableResource):
             events.c.occurred_at,
             events.c.payload,
         )
-        last = after_sequence
-        loads = orjson.loads
         if until_time is not None:
             until_time = normalize_timestamp(until_time, "until_time")
-        while True:
-            query = select(*cols).where(events.c.sequence > last).order_by(events.c.sequence).limit(page_size)
-            if until_sequence is not None:
-                query = query.where(events.c.sequence <= until_sequence)
-            if until_time is not None:
-                query = query.where(events.c.occurred_at <= until_time)
-            if user_id is not None:
-                query = query.where(events.c.user_id == user_id)
+        query = select(*cols).order_by(events.c.sequence)
+        if until_sequence is not None:
+            query = query.where(events.c.sequence <= until_sequence)
+        if until_time is not None:
+            query = query.where(events.c.occurred_at <= until_time)
+        if user_id is not None:
+            query = query.where(events.c.user_id == user_id)
+        loads = orjson.loads
+        for rows in self._event_rows(query, after_sequence, page_size):
+            yield [MemoryEvent(e, t, u, m, o, loads(p), s) for s, e, t, u, m, o, p in rows]
+
+    def _event_rows(self, query: Select, after_sequence: int, page_size: int) -> Iterator[Sequence[Row]]:
+        """The rows of an events query ordered by sequence, a page at a time. PostgreSQL streams them
+        from one server-side cursor (one snapshot, memory bounded by the page); SQLite reads each page
+        by its own keyset query, so no read transaction stays open between pages."""
+        if self.is_postgres:
             with self.reading() as conn:
-                rows = conn.execute(query).all()
+                result = conn.execution_options(yield_per=page_size).execute(query.where(events.c.sequence > after_sequence))
+                yield from result.partitions()
+            return
+        last = after_sequence
+        while True:
+            with self.reading() as conn:
+                rows = conn.execute(query.where(events.c.sequence > last).limit(page_size)).all()
             if not rows:
                 return
-            yield [MemoryEvent(e, t, u, m, o, loads(p), s) for s, e, t, u, m, o, p in rows]
+            yield rows
             last = rows[-1][0]
             if len(rows) < page_size:
                 return
@@ -560,6 +561,32 @@ def _difference(stored: _StoredEvent, ev: MemoryEvent) -> str | None:
         return None
     payload = stored.payload if isinstance(stored.payload, dict) else orjson.loads(stored.payload)
     return None if payload == new else "payload"
+
+
+def _store_rows(
+    conn: Connection, rows: list[tuple[Any, ...]], new_keys: list[tuple[str, str, str, int]], status_changes: dict[MemoryKey, str]
+) -> None:
+    """Write what an append decided: COPY and one UPDATE on PostgreSQL, executemany on SQLite."""
+    if conn.dialect.name == "postgresql":
+        postgres.copy_rows(conn, events, rows)
+        postgres.copy_rows(conn, memory_keys, new_keys)
+        if status_changes:
+            postgres.set_statuses(conn, status_changes)
+        return
+    insert_many(conn, events, rows)
+    insert_many(conn, memory_keys, new_keys)
+    if status_changes:
+        conn.execute(
+            memory_keys.update()
+            .where(
+                and_(
+                    memory_keys.c.user_id == bindparam("key_user_id"),
+                    memory_keys.c.memory_id == bindparam("key_memory_id"),
+                )
+            )
+            .values(status=bindparam("new_status")),
+            [{"key_user_id": u, "key_memory_id": m, "new_status": status} for (u, m), status in status_changes.items()],
+        )
 
 
 def _reference_problem(ev: MemoryEvent, key: MemoryKey, statuses: dict[MemoryKey, str]) -> str | None:
