@@ -17,7 +17,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -31,28 +31,10 @@ from hms_resources.common.sharding import user_shard
 from hms_resources.common.text import lexical_tokens
 from hms_resources.common.tokens import TokenCounter
 from hms_resources.context.access_log import AccessLog, utc_now
-from hms_resources.context.index import (
-    NOT_LOADED,
-    ContextSnapshot,
-    LoadedUser,
-    SelectedAdapter,
-    UserIndex,
-    day_header,
-    dedup_key,
-    epoch_seconds,
-    index_bytes,
-    load_cold_index,
-    load_user,
-    open_snapshot,
-    release_freed_memory,
-    render_memory,
-    snapshot_signature,
-    snapshot_users,
-    user_sources,
-)
+from hms_resources.context.index import SelectedAdapter, UserIndex, day_header, dedup_key, epoch_seconds, index_bytes, render_memory
 from hms_resources.context.lexical import analysed
 from hms_resources.context.reranker import Reranker
-from hms_resources.context.residency import ResidentUsers
+from hms_resources.context.residency import ResidentUsers, ServedUsers, UserNotServed
 from hms_resources.context.retrieval import (
     Candidate,
     Packing,
@@ -62,6 +44,17 @@ from hms_resources.context.retrieval import (
     pack_context,
     rank_memories,
     summary_candidates,
+)
+from hms_resources.context.snapshot import (
+    NOT_LOADED,
+    ContextSnapshot,
+    LoadedUser,
+    load_cold_index,
+    load_user,
+    open_snapshot,
+    release_freed_memory,
+    snapshot_signature,
+    unchanged_users,
 )
 from hms_resources.context.temporal import TimeScope, parse_time_scope
 from hms_resources.semantic.embedder import Embedder
@@ -157,35 +150,6 @@ class _Fresh:
 
 
 _NOTHING_FRESH = _Fresh()
-
-INDEXED_EVENTS = (MEMORY_CREATED, MEMORY_UPDATED, MEMORY_ARCHIVED, MEMORY_FORGOTTEN)
-"""Events that change a memory's row as a user's index reads it (accesses, tags and relations do not)."""
-
-
-class UserNotServed(LookupError):
-    """The user belongs to another shard: a process serving that shard has their indexes."""
-
-
-class ServedUsers(Mapping):
-    """`snapshot.users`: a user's index from the resource's cache, loaded on first use (None-free: a
-    user with no indexed memory is missing). Iterating reads every served user's id from the store,
-    for tools; the query path never does."""
-
-    def __init__(self, assembler: "ContextAssembler"):
-        self._assembler = assembler
-
-    def __getitem__(self, user_id: str) -> UserIndex:
-        index = self._assembler.user_index(user_id)
-        if index is None:
-            raise KeyError(user_id)
-        return index
-
-    def __iter__(self) -> Iterator[str]:
-        return (u for u in snapshot_users(self._assembler.event_store) if self._assembler.serves(u))
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
 
 class ContextAssembler(dg.ConfigurableResource):
     """Assembles a user's context for a query. Works inside Dagster and as a plain object:
@@ -366,45 +330,6 @@ class ContextAssembler(dg.ConfigurableResource):
             snapshot.number, snapshot.seconds, len(self.residents), self.residents.nbytes / 2**20, dropped,
         )
 
-    def _unchanged(self, old: ContextSnapshot, new: ContextSnapshot) -> dict[str, tuple[LoadedUser, LoadedUser]]:
-        """The loaded users whose data is the same in `new` as when they were loaded: no event that
-        changes their rows between the two snapshots' cursors, and the same fingerprints of whatever
-        else changed (tiers, concepts, vectors, champions), read for them alone."""
-        loaded = self.residents.users()
-        if not loaded or new.cursor < old.cursor:
-            return {}
-        before, after = old.signature[0], new.signature[0]
-        parts = [
-            part
-            for part, changed in (
-                ("tiers", before.tier_partition != after.tier_partition),
-                ("concepts", before.concepts != after.concepts),
-                ("vectors", old.signature[1] != new.signature[1] or old.model != new.model),
-                ("champions", old.signature[3] != new.signature[3] or old.model != new.model),
-            )
-            if changed
-        ]
-        written = self._users_written(old.cursor, new.cursor) if new.cursor > old.cursor else set()
-        cold_changed = old.signature[2] != new.signature[2] or "vectors" in parts
-        kept: dict[str, tuple[LoadedUser, LoadedUser]] = {}
-        for user_id, entry in loaded:
-            if user_id in written:
-                continue
-            if parts and user_sources(new, self.event_store, user_id, parts) != {p: entry.sources[p] for p in parts}:
-                continue
-            same = entry
-            if cold_changed and entry.cold is not NOT_LOADED:
-                same = replace(entry, cold=NOT_LOADED, nbytes=entry.nbytes - index_bytes(entry.cold))
-            kept[user_id] = (entry, same)
-        return kept
-
-    def _users_written(self, after: int, until: int) -> set[str]:
-        """Users with an event that changes their indexed rows in (`after`, `until`]."""
-        users: set[str] = set()
-        for page in self.event_store.read_event_pages(after_sequence=after, until_sequence=until):
-            users.update(e.user_id for e in page if e.type in INDEXED_EVENTS)
-        return users
-
     def refresh(self) -> bool:
         """Move to a new snapshot now if an asset was materialized since the current one was opened,
         keeping the loaded users whose data did not change."""
@@ -416,7 +341,7 @@ class ContextAssembler(dg.ConfigurableResource):
             return False
         old = self._snapshot
         new = self._open()
-        self._install(new, self._unchanged(old, new))
+        self._install(new, unchanged_users(self.event_store, old, new, self.residents.users()))
         for callback in self._on_reload:
             callback()
         return True
@@ -550,12 +475,16 @@ class ContextAssembler(dg.ConfigurableResource):
             for name, ms in ranking.timings.items():
                 timings[name] = timings.get(name, 0.0) + ms
             mark = time.perf_counter()
-            ranked += summary_candidates(index, ranking.rows, ranking.scores, eligible)
-            ranked += [memory_candidate(index, r, s) for r, s in zip(ranking.rows.tolist(), ranking.scores.tolist())]
+            newest = np.zeros(0, dtype=np.int64)
             if index is indexes[0]:
                 newest = np.flatnonzero(eligible)
                 newest = newest[np.argsort(-index.created[newest], kind="stable")[: config.recent_count]]
-                recent += [memory_candidate(index, r, 0.0, kind="recent") for r in newest.tolist()]
+            chosen = np.concatenate([ranking.rows, newest])
+            index.tokens.fill(chosen)
+            index.dedup.fill(chosen)
+            ranked += summary_candidates(index, ranking.rows, ranking.scores, eligible)
+            ranked += [memory_candidate(index, r, s) for r, s in zip(ranking.rows.tolist(), ranking.scores.tolist())]
+            recent += [memory_candidate(index, r, 0.0, kind="recent") for r in newest.tolist()]
             timings["candidates"] = timings.get("candidates", 0.0) + (time.perf_counter() - mark) * 1e3
         mark = time.perf_counter()
         fresh_candidates = self._fresh_candidates(fresh, query_tokens, as_of, now is not None)

