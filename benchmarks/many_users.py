@@ -13,14 +13,14 @@ reads of tiers and concepts run and find nothing. The home is cached under `--ho
 adding users when the build would run past it (the report says how many were built).
 
 Measured in a fresh process, so its resident memory is the resource's own, with the resource
-configured as `hms serve` configures it (accesses not recorded, to leave the store unchanged):
-opening the snapshot (one pass over the index's user column), then the first call of `--cold-users`
-users in random order (cold: the user's indexes are loaded inside the call; past the budget, earlier
-users are dropped), then `--warm-queries` calls of users still loaded (warm), alternating with the
-bare baseline of `benchmarks/context.py` (query embedding plus a flat dense top-k over the same
-user's vectors).
-RSS and the resident index bytes (`index_bytes`) are read after each phase; the machine's load
-average is reported beside the figures, as other work on a shared machine slows every figure.
+configured as `hms serve` configures it and its heap settled once the snapshot is open, as the
+service settles it (accesses are not recorded, to leave the store unchanged): opening the snapshot
+(one pass over the index's user column), then the first call of `--cold-users` users in random
+order (cold: the user's indexes are loaded inside the call; past the budget, earlier users are
+dropped), then `--warm-queries` calls of users still loaded (warm), alternating with the bare
+baseline of `benchmarks/context.py` (query embedding plus a flat dense top-k over the same user's
+vectors). RSS and the resident index bytes (`index_bytes`) are read after each phase; the machine's
+load average is reported beside the figures, as other work on a shared machine slows every figure.
 Prints one JSON object.
 
 Goals: cold first call p50 <= 50 ms, warm p50 <= 15 ms, resident index bytes <= the budget."""
@@ -37,6 +37,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -110,10 +111,13 @@ def write_embedding_index(path: Path, model: str, dimension: int, pool: list[lis
     rows = sum(per_user)
     id_width = max(len(t["id"]) for turns in pool for t in turns)
     hash_width = max(len(t["hash"]) for turns in pool for t in turns)
+    def strings(field: str) -> Any:
+        return lambda u: np.array([t[field] for t in pool[u % CONVERSATIONS]])
+
     columns = {
         "user_ids": (np.dtype(f"<U{len(user_name(0))}"), (rows,), lambda u: np.array([user_name(u)] * per_user[u])),
-        "memory_ids": (np.dtype(f"<U{id_width}"), (rows,), lambda u: np.array([t["id"] for t in pool[u % CONVERSATIONS]], dtype=f"<U{id_width}")),
-        "hashes": (np.dtype(f"<U{hash_width}"), (rows,), lambda u: np.array([t["hash"] for t in pool[u % CONVERSATIONS]], dtype=f"<U{hash_width}")),
+        "memory_ids": (np.dtype(f"<U{id_width}"), (rows,), strings("id")),
+        "hashes": (np.dtype(f"<U{hash_width}"), (rows,), strings("hash")),
     }
     rng = np.random.default_rng(0)
 
@@ -211,6 +215,7 @@ def measure(home: Path, users: int, per_user: int, budget_mb: float, cold_users:
     from hms_jobs.cli.serve import SERVE_FRESH_SECONDS
     from hms_resources.context.assembler import ContextAssembler
     from hms_resources.semantic.embedder import Embedder
+    from hms_resources.serving.service import settle_heap
     from hms_resources.store.event_store import EventStore
 
     start = memory_mb()
@@ -223,6 +228,7 @@ def measure(home: Path, users: int, per_user: int, budget_mb: float, cold_users:
     started = time.perf_counter()
     snapshot = assembler.snapshot
     open_seconds = time.perf_counter() - started
+    settle_heap()
     after_open = memory_mb()
     rng = random.Random(7)
     texts = {k: conversation_texts(per_user, seed=29 + k) for k in range(CONVERSATIONS)}
@@ -285,7 +291,7 @@ def measure(home: Path, users: int, per_user: int, budget_mb: float, cold_users:
             "after_model_tokenizer_and_snapshot": after_open,
             "after_cold_calls": after_cold,
             "after_warm_calls": after_warm,
-            "rss_growth_over_resident_index": round((after_warm["rss"] - after_open["rss"]) / max(after_warm["resident_index_mb"], 1e-9), 2),
+            "rss_growth_over_resident_index": round((after_warm["rss"] - after_open["rss"]) / max(after_warm["resident_index_mb"], 0.1), 2),
         },
         "machine_load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]},
     }

@@ -151,6 +151,7 @@ class _Fresh:
 
 _NOTHING_FRESH = _Fresh()
 
+
 class ContextAssembler(dg.ConfigurableResource):
     """Assembles a user's context for a query. Works inside Dagster and as a plain object:
     `ContextAssembler.from_env()` or `ContextAssembler.from_home(path)`."""
@@ -205,7 +206,9 @@ class ContextAssembler(dg.ConfigurableResource):
         if not isinstance(self.shard, int) or not 0 <= self.shard < self.shards:
             raise ValueError(f"ContextAssembler.shard (HMS_CONTEXT_SHARD) must be from 0 to {self.shards - 1}, got {self.shard!r}")
         if not self.memory_budget_mb > 0:
-            raise ValueError(f"ContextAssembler.memory_budget_mb (HMS_CONTEXT_MEMORY_BUDGET_MB) must be positive, got {self.memory_budget_mb!r}")
+            raise ValueError(
+                f"ContextAssembler.memory_budget_mb (HMS_CONTEXT_MEMORY_BUDGET_MB) must be positive, got {self.memory_budget_mb!r}"
+            )
         return self
 
     @classmethod

@@ -109,10 +109,13 @@ class ConceptSummary:
 
 @dataclass
 class UserIndex:
+    """Per-row strings are tuples: once the collector has seen that they hold only strings it stops
+    tracking them, so the full collections of a process holding thousands of users stay short."""
+
     user_id: str
-    memory_ids: list[str]
-    texts: list[str]
-    created_at: list[str]
+    memory_ids: tuple[str, ...]
+    texts: tuple[str, ...]
+    created_at: tuple[str, ...]
     tokens: Any
     """Tokens per row with its line break (`RowsOnDemand`, int32)."""
     created: np.ndarray
@@ -132,7 +135,7 @@ class UserIndex:
     """BM25 over each memory with the turn before it in its session, as the dense index embeds it."""
     speaker_code: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int16), repr=False)
     """Index into `speakers` per row, -1 for a memory that is not a conversation turn."""
-    speakers: list[str] = field(default_factory=list)
+    speakers: Sequence[str] = ()
     is_question: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)
     mentions_time: Any = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)
     """Whether a row's text says when (`RowsOnDemand`, int8 0 or 1)."""
@@ -173,7 +176,7 @@ class UserIndex:
         return self.context_bm25.get_scores_from_ids(ids) if ids else np.zeros(len(self), dtype=np.float32)
 
 
-def _contents(texts: list[str], speaker_code: np.ndarray, speakers: list[str]) -> Callable[[list[int]], list[str]]:
+def _contents(texts: Sequence[str], speaker_code: np.ndarray, speakers: Sequence[str]) -> Callable[[list[int]], list[str]]:
     """The rows' texts without their speakers. A closure over the columns, not the index: an index
     that referred to itself would outlive its eviction until a full garbage collection."""
     cut = [len(s) + 2 for s in speakers]
@@ -273,9 +276,9 @@ def build_user_index(
         context_bm25 = bm25_index([terms[p] + terms[i] if p >= 0 else terms[i] for i, p in enumerate(prev_row.tolist())], vocab)
     index = UserIndex(
         user_id=user_id,
-        memory_ids=list(rows.memory_ids),
-        texts=texts,
-        created_at=list(rows.created_at),
+        memory_ids=tuple(rows.memory_ids),
+        texts=tuple(texts),
+        created_at=tuple(rows.created_at),
         tokens=None,
         created=created,
         prior=prior,
@@ -291,10 +294,11 @@ def build_user_index(
         row_of=row_of,
         context_bm25=context_bm25,
         speaker_code=np.array([code_of.get(s, -1) if s else -1 for s in rows.speakers], dtype=np.int16),
-        speakers=speakers,
+        speakers=tuple(speakers),
         is_question=np.array([t.endswith("?") for t in texts], dtype=bool),
     )
-    contents = _contents(texts, index.speaker_code, speakers)
+    texts = index.texts
+    contents = _contents(texts, index.speaker_code, index.speakers)
     index.tokens = RowsOnDemand(n, np.int32, lambda rows: count_tokens([texts[r] for r in rows]) + 1)
     index.dedup = RowsOnDemand(n, np.int64, lambda rows: [dedup_key(c) for c in contents(rows)])
     index.mentions_time = RowsOnDemand(n, np.int8, lambda rows: [mentions_time(c) for c in contents(rows)])

@@ -29,7 +29,8 @@ def assert_same_scores(texts: list[str], previous: list[int] | None = None) -> N
             theirs = expected.get_scores_from_ids([expected.vocab_dict[term]])
             assert mine.dtype == theirs.dtype and np.array_equal(mine, theirs), term
     query = lexical_tokens([" ".join(WORDS)])[0]
-    assert np.array_equal(built.get_scores_from_ids(built.get_tokens_ids(query)), expected.get_scores_from_ids(expected.get_tokens_ids(query)))
+    mine, theirs = built.get_scores_from_ids(built.get_tokens_ids(query)), expected.get_scores_from_ids(expected.get_tokens_ids(query))
+    assert np.array_equal(mine, theirs)
 
 
 @settings(max_examples=60, deadline=None)

@@ -135,7 +135,8 @@ def test_a_user_whose_data_changed_is_reloaded_and_the_others_are_not(tmp_path: 
         loads = assembler.residents.loads
         writer, reader, *_ = users
         ingest_records(store, [
-            created(writer, "new-1", "I adopted a grey cat called Pixel.", minutes=10**6, memory_type="conversation_turn", created_by="user"),
+            created(writer, "new-1", "I adopted a grey cat called Pixel.", minutes=10**6, memory_type="conversation_turn",
+                    created_by="user"),
             event("accessed", reader, before[reader].index.memory_ids[0], minutes=10**6),
         ])
         refresh_memories(store)
@@ -183,7 +184,8 @@ def test_a_shard_serves_its_users_and_refuses_the_others(many, embedder):
                 lambda: assembler.search(user_id, "work"),
                 lambda: assembler.user_index(user_id),
             ):
-                with pytest.raises(UserNotServed, match=f"user '{user_id}' belongs to shard {user_shard(user_id, 3)} of 3; .* serves shard {s}"):
+                refusal = f"user '{user_id}' belongs to shard {user_shard(user_id, 3)} of 3; .* serves shard {s}"
+                with pytest.raises(UserNotServed, match=refusal):
                     call()
         assert {u for u, _ in assembler.residents.users()} == set(served[s])
     ingest_records(store, [created(u, "fresh-1", "I started learning the accordion.", minutes=10**6) for u in users])
