@@ -225,13 +225,13 @@ def measure(home: Path, users: int, per_user: int, budget_mb: float, cold_users:
         event_store=EventStore(hms_home=str(home)), embedder=embedder, record_access=False, memory_budget_mb=budget_mb,
         fresh_seconds=SERVE_FRESH_SECONDS,
     )
+    texts = {k: conversation_texts(per_user, seed=29 + k) for k in range(CONVERSATIONS)}
     started = time.perf_counter()
     snapshot = assembler.snapshot
     open_seconds = time.perf_counter() - started
     settle_heap()
     after_open = memory_mb()
     rng = random.Random(7)
-    texts = {k: conversation_texts(per_user, seed=29 + k) for k in range(CONVERSATIONS)}
     order = rng.sample(range(users), min(cold_users, users))
     load_before = os.getloadavg()
 

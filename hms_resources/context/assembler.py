@@ -26,6 +26,7 @@ import dagster as dg
 import numpy as np
 from pydantic import PrivateAttr, model_validator
 
+from hms_resources.common.bulk import gc_paused
 from hms_resources.common.home import redact_url
 from hms_resources.common.sharding import user_shard
 from hms_resources.common.text import lexical_tokens
@@ -283,7 +284,8 @@ class ContextAssembler(dg.ConfigurableResource):
                 found = self.residents.get(user_id)
                 if found is None:
                     snapshot = self.snapshot
-                    found = load_user(snapshot, self.event_store, user_id, self.tokens.count)
+                    with gc_paused():
+                        found = load_user(snapshot, self.event_store, user_id, self.tokens.count)
                     dropped = self.residents.put(found, snapshot.number)
                     if dropped:
                         log.debug("context indexes of %d users dropped for the memory budget", len(dropped))
@@ -314,7 +316,8 @@ class ContextAssembler(dg.ConfigurableResource):
             self.tokens.count(["warm up"])
             analysed(["warm up"])
         if snapshot.model:
-            self.embedder.encode_query("warm up")
+            vector = self.embedder.encode_query("warm up")
+            self.embedder.similarities(np.zeros((1, snapshot.dimension), dtype=np.float16), vector)
         return snapshot
 
     def _install(self, snapshot: ContextSnapshot, kept: dict[str, tuple[LoadedUser, LoadedUser]]) -> None:

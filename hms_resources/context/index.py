@@ -65,6 +65,8 @@ class RowsOnDemand:
     like the array it stands for (an int, a list or array of rows, a mask); filling a row twice from
     two threads writes the same value."""
 
+    __slots__ = ("values", "known", "_compute")
+
     def __init__(self, length: int, dtype: Any, compute: Callable[[list[int]], Any]):
         self.values = np.zeros(length, dtype=dtype)
         self.known = np.zeros(length, dtype=bool)
@@ -145,7 +147,7 @@ class UserIndex:
 
     def content(self, row: int) -> str:
         """The memory's text without its speaker, whitespace collapsed as rendered."""
-        return _contents(self.texts, self.speaker_code, self.speakers)([row])[0]
+        return RowTexts(self.texts, self.speaker_code, self.speakers).contents([row])[0]
 
     def lexical_scores(self, query_tokens: list[str]) -> np.ndarray:
         if self.bm25 is None or not query_tokens:
@@ -176,15 +178,32 @@ class UserIndex:
         return self.context_bm25.get_scores_from_ids(ids) if ids else np.zeros(len(self), dtype=np.float32)
 
 
-def _contents(texts: Sequence[str], speaker_code: np.ndarray, speakers: Sequence[str]) -> Callable[[list[int]], list[str]]:
-    """The rows' texts without their speakers. A closure over the columns, not the index: an index
-    that referred to itself would outlive its eviction until a full garbage collection."""
-    cut = [len(s) + 2 for s in speakers]
+class RowTexts:
+    """What the `RowsOnDemand` columns of an index compute from: its texts, not the index itself (an
+    index that referred to itself would outlive its eviction until a full garbage collection), in
+    one object, so that a process holding thousands of users gives the collector little to scan."""
 
-    def contents(rows: list[int]) -> list[str]:
-        return [texts[r][cut[c]:] if c >= 0 else texts[r] for r, c in zip(rows, speaker_code[rows].tolist())]
+    __slots__ = ("texts", "speaker_code", "cut", "count_tokens")
 
-    return contents
+    def __init__(self, texts: Sequence[str], speaker_code: np.ndarray, speakers: Sequence[str], count_tokens: Any = None):
+        self.texts = texts
+        self.speaker_code = speaker_code
+        self.cut = tuple(len(s) + 2 for s in speakers)
+        self.count_tokens = count_tokens
+
+    def contents(self, rows: list[int]) -> list[str]:
+        """The rows' texts without their speakers."""
+        texts, cut = self.texts, self.cut
+        return [texts[r][cut[c]:] if c >= 0 else texts[r] for r, c in zip(rows, self.speaker_code[rows].tolist())]
+
+    def tokens(self, rows: list[int]) -> np.ndarray:
+        return self.count_tokens([self.texts[r] for r in rows]) + 1
+
+    def dedup(self, rows: list[int]) -> list[int]:
+        return [dedup_key(c) for c in self.contents(rows)]
+
+    def mentions_time(self, rows: list[int]) -> list[bool]:
+        return [mentions_time(c) for c in self.contents(rows)]
 
 
 def _strings_bytes(values: Sequence[str]) -> int:
@@ -297,11 +316,10 @@ def build_user_index(
         speakers=tuple(speakers),
         is_question=np.array([t.endswith("?") for t in texts], dtype=bool),
     )
-    texts = index.texts
-    contents = _contents(texts, index.speaker_code, index.speakers)
-    index.tokens = RowsOnDemand(n, np.int32, lambda rows: count_tokens([texts[r] for r in rows]) + 1)
-    index.dedup = RowsOnDemand(n, np.int64, lambda rows: [dedup_key(c) for c in contents(rows)])
-    index.mentions_time = RowsOnDemand(n, np.int8, lambda rows: [mentions_time(c) for c in contents(rows)])
+    row_texts = RowTexts(index.texts, index.speaker_code, index.speakers, count_tokens)
+    index.tokens = RowsOnDemand(n, np.int32, row_texts.tokens)
+    index.dedup = RowsOnDemand(n, np.int64, row_texts.dedup)
+    index.mentions_time = RowsOnDemand(n, np.int8, row_texts.mentions_time)
     return index
 
 
