@@ -257,29 +257,23 @@ def unchanged_users(
     store: EventStore, old: ContextSnapshot, new: ContextSnapshot, loaded: Sequence[tuple[str, LoadedUser]]
 ) -> dict[str, tuple[LoadedUser, LoadedUser]]:
     """Of the users `loaded` from `old`, those whose data is the same in `new`: no event that changes
-    their rows between the two snapshots' cursors, and the same fingerprints of whatever else changed
-    (tiers, concepts, vectors, champions), read for them alone. Each maps to (its entry, the entry
-    to keep: the same, less a cold archive index that may be stale)."""
+    their rows between the two snapshots' cursors, and the same fingerprints of their tiers and
+    concepts (read for them alone, whatever the signature says: its aggregates miss some writes,
+    such as a later user shard's tiers of the same day) and of their vectors and champions when
+    those files changed. Each maps to (its entry, the entry to keep: the same, less a cold archive
+    index that may be stale)."""
     if not loaded or new.cursor < old.cursor:
         return {}
-    before, after = old.signature[0], new.signature[0]
-    parts = [
-        part
-        for part, changed in (
-            ("tiers", before.tier_partition != after.tier_partition),
-            ("concepts", before.concepts != after.concepts),
-            ("vectors", old.signature[1] != new.signature[1] or old.model != new.model),
-            ("champions", old.signature[3] != new.signature[3] or old.model != new.model),
-        )
-        if changed
-    ]
+    parts = ["tiers", "concepts"]
+    if old.signature[1] != new.signature[1] or old.model != new.model:
+        parts.append("vectors")
+    if old.signature[3] != new.signature[3] or old.model != new.model:
+        parts.append("champions")
     written = users_written(store, old.cursor, new.cursor) if new.cursor > old.cursor else set()
     cold_changed = old.signature[2] != new.signature[2] or "vectors" in parts
     kept: dict[str, tuple[LoadedUser, LoadedUser]] = {}
     for user_id, entry in loaded:
-        if user_id in written:
-            continue
-        if parts and user_sources(new, store, user_id, parts) != {p: entry.sources[p] for p in parts}:
+        if user_id in written or user_sources(new, store, user_id, parts) != {p: entry.sources[p] for p in parts}:
             continue
         same = entry
         if cold_changed and entry.cold is not NOT_LOADED:

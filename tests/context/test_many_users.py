@@ -7,6 +7,7 @@ import gc
 import hashlib
 import weakref
 from collections import Counter
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +24,11 @@ from hms_resources.semantic.embeddings import EMBEDDINGS_DIR, EmbeddingIndex, Em
 from hms_resources.serving.errors import ApiError
 from hms_resources.serving.service import MemoryService
 from hms_resources.serving.tenants import Principal
+from hms_resources.store.derived import derived_state
 from hms_resources.store.event_store import EventStore
 from hms_resources.store.ingest import ingest_records
-from hms_resources.store.projection import refresh_memories
+from hms_resources.store.projection import MEMORIES_CURSOR, refresh_memories
+from hms_resources.tiers.assignment import TierSnapshot, save_tier_partition
 from tests.helpers import created, event
 
 QUERIES = ("What does my partner do for work?", "What did I say about the weekend?", "", "Which trip am I planning?")
@@ -162,6 +165,22 @@ def test_a_user_whose_data_changed_is_reloaded_and_the_others_are_not(tmp_path: 
         saved = dict(zip(index.memory_ids[rows].tolist(), index.vectors[rows].astype(np.float16)))
         assert all(np.array_equal(reloaded.vectors[row], saved[m]) for m, row in reloaded.row_of.items())
         assert assembler.refresh() is False
+
+        tiered, other = users[2], users[3]
+        day = derived_state(store, MEMORIES_CURSOR).tier_partition
+        memory_ids = list(assembler.user_index(tiered).memory_ids)
+        rescored = TierSnapshot(f"{day}T23:59:59.999999Z", [tiered] * len(memory_ids), memory_ids, np.full(len(memory_ids), 0.125),
+                                np.ones(len(memory_ids), dtype=np.int64), ["test"] * len(memory_ids))
+        save_tier_partition(store, date.fromisoformat(day), rescored, [], users=lambda u: u == tiered)
+        ingest_records(store, [created(other, "new-2", "We booked the ferry to the islands.", minutes=10**6)])
+        refresh_memories(store)
+        assert derived_state(store, MEMORIES_CURSOR).tier_partition == day, "the same day, rewritten for one user"
+        kept = dict(assembler.residents.users())
+        assert assembler.refresh() is True
+        after = dict(assembler.residents.users())
+        assert tiered not in after and other not in after
+        assert all(after[u] is kept[u] for u in users if u not in (tiered, other))
+        assert set(assembler.user_index(tiered).prior.tolist()) == {0.125}
     finally:
         assembler.close()
         store.close()
