@@ -42,6 +42,9 @@ bench: install
 	$(BIN)/python benchmarks/serve.py
 	$(BIN)/python benchmarks/chat.py
 	$(BIN)/python benchmarks/celery_workers.py
+	$(BIN)/python benchmarks/store_backends.py
+	$(BIN)/python benchmarks/tier_backfill.py
+	$(BIN)/python benchmarks/many_users.py
 
 eval: install
 	$(BIN)/hms eval retrieval hms_resources/datasets/data/conversations.jsonl --json $(HMS_HOME)/eval-retrieval.json
