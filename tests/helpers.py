@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import itertools
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 _ids = itertools.count(1)
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+
+
+def wait_for(condition, timeout: float, what: str):
+    """The first truthy value of `condition()`, polled until `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def at(minutes: float) -> str:

@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import asdict
 from pathlib import Path
@@ -29,6 +28,7 @@ from hms_resources.datasets import SAMPLE_EVENTS
 from hms_resources.store.event_store import EventStore
 from hms_resources.store.ingest import ingest_path
 from tests.conftest import unavailable
+from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKER = os.environ.get(BROKER_VARIABLE) or DEFAULT_BROKER
@@ -105,15 +105,6 @@ class Services:
 
 def tail(process: subprocess.Popen) -> str:
     return process.log.read_text()[-4000:]
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def queue_depth(queue: str) -> int:

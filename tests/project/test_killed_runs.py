@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from hms_jobs.cli import main
 from hms_jobs.instance import EMBEDDED_INSTANCE, POSTGRES_INSTANCE, prepare_dagster_home
 from hms_jobs.run_recovery import HOST_TAG, PID_TAG, PROCESS_START_TAG, process_tags, recover_dead_runs
 from hms_resources.datasets import SAMPLE_EVENTS
+from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 POOL = "hms_memory_store"
@@ -58,15 +58,6 @@ def python():
     for process in started:
         if process.poll() is None:
             kill(process)
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def holders(instance: dg.DagsterInstance) -> set[str]:
