@@ -96,7 +96,7 @@ class _Columns:
         self.irrelevant[key_id] = memory.irrelevant_count
         count = memory.relevance_score_count
         self.relevance_mean[key_id] = memory.relevance_score_sum / count if count else np.nan
-        self.changed[key_id] = _stamps([memory.last_modified_at or memory.created_at])[0]
+        self.changed[key_id] = np.datetime64((memory.last_modified_at or memory.created_at)[:-1], "us")
 
 
 def tier_inputs_by_day(

@@ -275,14 +275,19 @@ def test_steps_run_in_the_worker_and_give_what_an_in_process_run_gives(deploymen
     assert outcome(instance, finished.run_id, homes["celery"]) == in_process
 
 
-def test_a_worker_killed_mid_step_hands_the_step_to_the_next_worker_and_the_run_completes(deployment, in_process, tmp_path):
-    services, instance, homes = deployment
+def hold_a_step(services, tmp_path, run_name: str):
+    """Start a worker whose held step waits, and a run that reaches it: (worker, run, the step's pid)."""
     marker = tmp_path / "holding"
     held = services.holding_worker("hms-test-held", marker)
-    run = services.run("killed-worker")
+    run = services.run(run_name)
     wait_for(lambda: marker.exists() or held.poll() is not None or run.poll() is not None, 60, "the step to start")
     assert held.poll() is None and run.poll() is None, tail(held) + tail(run)
-    step_pid = int(marker.read_text())
+    return held, run, int(marker.read_text())
+
+
+def test_a_worker_killed_mid_step_hands_the_step_to_the_next_worker_and_the_run_completes(deployment, in_process, tmp_path):
+    services, instance, homes = deployment
+    held, run, step_pid = hold_a_step(services, tmp_path, "killed-worker")
 
     held.send_signal(signal.SIGKILL)
     held.wait()
@@ -306,13 +311,9 @@ def test_a_step_killed_in_its_worker_fails_the_run_and_reexecution_from_failure_
     the failed run's slots (the run's "Free concurrency slots" in the UI; the daemon does it
     `free_slots_after_run_end_seconds` after the run) before re-executing it."""
     services, instance, homes = deployment
-    marker = tmp_path / "holding"
-    held = services.holding_worker("hms-test-held", marker)
-    run = services.run("killed-step")
-    wait_for(lambda: marker.exists() or held.poll() is not None or run.poll() is not None, 60, "the step to start")
-    assert held.poll() is None and run.poll() is None, tail(held) + tail(run)
+    held, run, step_pid = hold_a_step(services, tmp_path, "killed-step")
 
-    os.kill(int(marker.read_text()), signal.SIGKILL)
+    os.kill(step_pid, signal.SIGKILL)
     failed = finished_run(instance, run, "killed-step")
     assert failed.status == dg.DagsterRunStatus.FAILURE
     [failure] = events(instance, failed.run_id, dg.DagsterEventType.RUN_FAILURE)
