@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -106,6 +106,20 @@ class Context:
     @property
     def source_ids(self) -> list[str]:
         return [s for item in self.items for s in item.source_ids]
+
+    def to_json(self, user_id: str | None = None) -> dict[str, Any]:
+        """The one JSON shape of a context (HTTP, MCP, the plugins); `user_id` is the name the caller
+        knows the user by (a tenant's own name), the stored id when omitted."""
+        return {
+            "user_id": self.user_id if user_id is None else user_id,
+            "query": self.query,
+            "token_budget": self.token_budget,
+            "items": [asdict(item) for item in self.items],
+            "prompt": self.to_prompt(),
+            "token_count": self.token_count,
+            "timings_ms": {name: round(ms, 3) for name, ms in self.timings_ms.items()},
+            "adapter": asdict(self.adapter) if self.adapter is not None else None,
+        }
 
     def to_prompt(self) -> str:
         """Summaries first, then memories and recent turns in time order, one per line under a line
