@@ -32,19 +32,19 @@ worker: install
 	$(BIN)/hms worker $(foreach queue,$(QUEUES),-q $(queue)) $(if $(CONCURRENCY),-c $(CONCURRENCY))
 
 bench: install
-	$(BIN)/python benchmarks/ingest.py
-	$(BIN)/python benchmarks/replay.py
-	$(BIN)/python benchmarks/embeddings.py
-	$(BIN)/python benchmarks/tiers.py
-	$(BIN)/python benchmarks/graph_sync.py
-	$(BIN)/python benchmarks/context.py
-	$(BIN)/python benchmarks/lora.py
-	$(BIN)/python benchmarks/serve.py
-	$(BIN)/python benchmarks/chat.py
-	$(BIN)/python benchmarks/celery_workers.py
-	$(BIN)/python benchmarks/store_backends.py
-	$(BIN)/python benchmarks/tier_backfill.py
-	$(BIN)/python benchmarks/many_users.py
+	$(BIN)/python -m benchmarks.ingest
+	$(BIN)/python -m benchmarks.replay
+	$(BIN)/python -m benchmarks.embeddings
+	$(BIN)/python -m benchmarks.tiers
+	$(BIN)/python -m benchmarks.graph_sync
+	$(BIN)/python -m benchmarks.context
+	$(BIN)/python -m benchmarks.lora
+	$(BIN)/python -m benchmarks.serve
+	$(BIN)/python -m benchmarks.chat
+	$(BIN)/python -m benchmarks.celery_workers
+	$(BIN)/python -m benchmarks.store_backends
+	$(BIN)/python -m benchmarks.tier_backfill
+	$(BIN)/python -m benchmarks.many_users
 
 eval: install
 	$(BIN)/hms eval retrieval hms_resources/datasets/data/conversations.jsonl --json $(HMS_HOME)/eval-retrieval.json

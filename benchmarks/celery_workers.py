@@ -13,7 +13,6 @@ larger deployment: wall ≈ run start + cold dispatch + ceil(shards / workers) x
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shutil
@@ -26,20 +25,16 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import dagster as dg
 
-import dagster as dg  # noqa: E402
-import orjson  # noqa: E402
-
-from benchmarks.common import temporary_postgres_database  # noqa: E402
-from hms_assets.tiers.partitions import USER_SHARDS, tier_partition_key  # noqa: E402
-from hms_jobs.executors import BROKER_VARIABLE, DEFAULT_BROKER, EXECUTOR_VARIABLE, QUEUE_VARIABLE  # noqa: E402
-from hms_jobs.instance import POSTGRES_INSTANCE  # noqa: E402
-from hms_resources.datasets.synthetic import generate_events  # noqa: E402
-from hms_resources.store.event_store import EventStore  # noqa: E402
-from hms_resources.store.ingest import ingest_records  # noqa: E402
-from hms_resources.store.projection import refresh_memories  # noqa: E402
+from benchmarks.common import REPO_ROOT, print_json, temporary_postgres_database
+from hms_assets.tiers.partitions import USER_SHARDS, tier_partition_key
+from hms_jobs.executors import BROKER_VARIABLE, DEFAULT_BROKER, EXECUTOR_VARIABLE, QUEUE_VARIABLE
+from hms_jobs.instance import POSTGRES_INSTANCE
+from hms_resources.datasets.synthetic import generate_events
+from hms_resources.store.event_store import EventStore
+from hms_resources.store.ingest import ingest_records
+from hms_resources.store.projection import refresh_memories
 
 JOB = "tier_migration_job"
 PHASES = ("run_start_s", "wait_for_worker_s", "dispatch_s", "dispatch_cold_s", "dispatch_warm_s", "worker_setup_s", "compute_s", "hand_back_s")
@@ -133,14 +128,14 @@ def on_celery(instance: dg.DagsterInstance, partitions: list[str], workers: int,
         for name in names:
             with open(logs / f"{name}.log", "w") as log:
                 started.append(subprocess.Popen([sys.executable, "-m", "hms_jobs.cli", "worker", "-c", "1", "-n", name, "-l", "WARNING"],
-                                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+                                                cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
         worker_ready(names)
         launched = time.time()
         start = time.perf_counter()
         runs = []
         for key in partitions:
             with open(logs / f"run-{len(runs)}.log", "w") as log:
-                runs.append(subprocess.Popen([sys.executable, "-c", RUN, str(ROOT), JOB, key], cwd=ROOT, env=env, stdout=log,
+                runs.append(subprocess.Popen([sys.executable, "-c", RUN, str(REPO_ROOT), JOB, key], cwd=REPO_ROOT, env=env, stdout=log,
                                              stderr=subprocess.STDOUT))
         codes = [run.wait() for run in runs]
         wall = time.perf_counter() - start
@@ -193,7 +188,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="hms-bench-celery-"))
     with temporary_postgres_database() as store_url, temporary_postgres_database() as dagster_url:
         if store_url is None or dagster_url is None:
-            print(json.dumps({"error": "PostgreSQL is not reachable (HMS_BENCH_DATABASE_URL)"}))
+            print_json({"error": "PostgreSQL is not reachable (HMS_BENCH_DATABASE_URL)"})
             sys.exit(1)
         dagster_home = work / "dagster"
         dagster_home.mkdir()
@@ -225,7 +220,7 @@ def main() -> None:
     overhead = phases.get("dispatch_warm_s", phases["dispatch_s"]) + phases["worker_setup_s"] + phases["hand_back_s"]
     compute = statistics.mean(celery["phases"]["compute_s"])
     rounds = math.ceil(len(partitions) / args.workers)
-    print(orjson.dumps({
+    print_json({
         "job": JOB,
         "day": day,
         "events": stored,
@@ -245,7 +240,7 @@ def main() -> None:
         "per_step_compute_s": round(compute, 3),
         "model_wall_s": round(phases["run_start_s"] + phases["dispatch_cold_s"] + rounds * (overhead + compute), 2),
         "identical_tiers": local["outcome"] == celery["outcome"],
-    }).decode())
+    })
 
 
 if __name__ == "__main__":

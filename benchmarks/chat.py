@@ -32,7 +32,6 @@ import json
 import os
 import random
 import re
-import sys
 import tempfile
 import threading
 import time
@@ -40,23 +39,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from benchmarks.common import percentile, print_json, seconds_fields, stderr_log
+from hms_resources.datasets import DATA_DIR
+
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-
-DATA = Path(__file__).resolve().parents[1] / "hms_resources" / "datasets" / "data"
 DATASETS = ("conversations.jsonl", "conversations_hard.jsonl")
 CONTEXT_TOKENS = 512
 SPEED_PROMPT = [{"role": "user", "content": "Write a few sentences about why people like walking in the countryside."}]
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+log = stderr_log("chat-bench")
 
 
 def p(values: list[float], q: float) -> float:
-    return round(float(np.percentile(values, q)), 3) if values else float("nan")
+    return percentile(values, q, digits=3)
 
 
 # -- scoring ------------------------------------------------------------------------------------
@@ -90,25 +89,15 @@ class Home:
     """A dataset ingested into a fresh home and materialized through the real assets."""
 
     def __init__(self, path: Path, data: Path):
-        from hms_jobs.retrieval_harness import materialize_for_context
+        from hms_jobs.homes import build_dataset_home
         from hms_resources.context.assembler import ContextAssembler
-        from hms_resources.datasets.retrieval_eval import load_dataset, memory_events
-        from hms_resources.semantic.embedder import Embedder
-        from hms_resources.store.event_store import EventStore
-        from hms_resources.store.ingest import ingest_records
 
         started = time.perf_counter()
-        self.dataset = load_dataset(data)
-        self.store = EventStore(hms_home=str(path))
-        embedder = Embedder.from_env()
-        report = ingest_records(self.store, memory_events(self.dataset.memories), source=str(data))
-        if report.rejected:
-            raise RuntimeError(f"{data}: {report.rejected} memories rejected")
-        seconds = materialize_for_context(self.store, embedder, log=log)
+        self.dataset, self.store, embedder, seconds = build_dataset_home(data, path, log=log)
         self.assembler = ContextAssembler(event_store=self.store, embedder=embedder, record_access=False)
         self.assembler.snapshot
         self.built = {"memories": len(self.dataset.memories), "users": self.dataset.users, "questions": len(self.dataset.questions),
-                      "build_seconds": round(time.perf_counter() - started, 1), **{f"{k}_seconds": round(v, 1) for k, v in seconds.items()}}
+                      "build_seconds": round(time.perf_counter() - started, 1), **seconds_fields(seconds)}
         self.texts = {(m["user_id"], m["id"]): m["text"] for m in self.dataset.memories}
 
     def close(self) -> None:
@@ -381,7 +370,7 @@ def main() -> None:
     for n, name in enumerate(args.datasets.split(",") if parts & {"quality", "hook"} else []):
         with tempfile.TemporaryDirectory(prefix="hms-bench-chat-") as tmp:
             log(f"building a home from {name}")
-            home = Home(Path(tmp), DATA / name)
+            home = Home(Path(tmp), DATA_DIR / name)
             try:
                 if "quality" in parts:
                     log(f"answering {args.questions or 'all'} questions of {name}")
@@ -407,7 +396,7 @@ def main() -> None:
             log("speed: base vs adapters")
             result["adapter_speed"] = speed(model, adapters, args.rounds, args.speed_tokens)
     result["seconds"] = round(time.perf_counter() - started, 1)
-    print(json.dumps(result, indent=1))
+    print_json(result)
 
 
 if __name__ == "__main__":

@@ -14,86 +14,39 @@ Goals: p50 <= 15 ms, p99 <= 50 ms, p50 ratio to the bare baseline <= 1.5x; RSS a
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from contextlib import closing
 from pathlib import Path
-from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
+from benchmarks.common import (
+    USER,
+    conversation_texts,
+    hot_and_warm,
+    percentiles,
+    print_json,
+    rss_mb,
+    run_in_fresh_process,
+    seconds_fields,
+    stderr_log,
+)
 
-USER = "bench-user"
-
-
-def conversation_texts(count: int, seed: int) -> list[dict]:
-    """`count` conversation turns of one user, from the shipped dataset generator, with many sessions."""
-    from hms_resources.datasets.conversations import generate_conversations
-
-    sessions = max(2, count // 12)
-    records = [r for r in generate_conversations(users=1, sessions_per_user=sessions, seed=seed) if r["kind"] == "memory"]
-    while len(records) < count:
-        more = [r for r in generate_conversations(users=1, sessions_per_user=sessions, seed=seed + len(records)) if r["kind"] == "memory"]
-        records += [{**r, "id": f"{r['id']}-{len(records)}", "session_id": f"{r['session_id']}-{len(records)}"} for r in more]
-    records = records[:count]
-    # Spread the turns, in order, over the year before yesterday, so the tier partition of their last
-    # day exists and hot and warm memories differ in age.
-    end = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
-    step = timedelta(days=365) / len(records)
-    return [
-        {**r, "user_id": USER, "created_at": (end - (len(records) - n) * step).isoformat().replace("+00:00", "Z")}
-        for n, r in enumerate(records)
-    ]
+log = stderr_log("context-bench")
 
 
-def save_random_embeddings(home: Path, embedder: Any, live: list) -> None:
-    """Random unit vectors for the `live` memories, saved where the `embeddings` asset saves its index:
-    an index at scale without encoding every text (retrieval quality is not measured on them)."""
-    from hms_resources.semantic.embeddings import EmbeddingIndex, content_hash, embedding_text
-
-    vectors = np.random.default_rng(0).standard_normal((len(live), embedder.dimension)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    EmbeddingIndex(
-        model=embedder.identity,
-        user_ids=np.array([m.user_id for m in live]),
-        memory_ids=np.array([m.memory_id for m in live]),
-        hashes=np.array([content_hash(embedding_text(m)) for m in live]),
-        vectors=vectors,
-    ).save(home / "embeddings")
-
-
-def build_home(home: Path, count: int, random_vectors: bool) -> dict:
-    from hms_jobs.retrieval_harness import materialize_for_context
-    from hms_resources.datasets.retrieval_eval import memory_events
+def build_one_user_home(home: Path, count: int, random_vectors: bool) -> dict:
+    """`count` turns of one user through the real assets, random unit vectors with `random_vectors`."""
+    from hms_jobs.homes import build_home
     from hms_resources.semantic.embedder import Embedder
     from hms_resources.store.event_store import EventStore
-    from hms_resources.store.ingest import ingest_records
-    from hms_resources.store.projection import refresh_memories
 
     started = time.perf_counter()
-    store = EventStore(hms_home=str(home))
-    embedder = Embedder()
     memories = conversation_texts(count, seed=29)
-    ingest_records(store, memory_events(memories))
-    if random_vectors:
-        refresh_memories(store)
-        live = sorted(store.read_memories(user_id=USER), key=lambda m: m.key)
-        save_random_embeddings(home, embedder, live)
-    tiers = {"hot_capacity": count // 10, "warm_capacity": count, "hot_threshold": 0.0, "warm_threshold": 0.0, "use_predictor": "off"}
-    seconds = materialize_for_context(store, embedder, tier_config=tiers, log=lambda m: print(m, file=sys.stderr))
-    store.close()
-    return {"memories": len(memories), "build_seconds": round(time.perf_counter() - started, 1), **{f"{k}_seconds": round(v, 1) for k, v in seconds.items()}}
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    with closing(EventStore(hms_home=str(home))) as store:
+        seconds = build_home(store, Embedder(), memories, random_vectors=random_vectors, tier_config=hot_and_warm(count), log=log)
+    return {"memories": len(memories), "build_seconds": round(time.perf_counter() - started, 1), **seconds_fields(seconds)}
 
 
 def measure(home: Path, queries: int) -> dict:
@@ -146,10 +99,7 @@ def measure(home: Path, queries: int) -> dict:
     rss_end = rss_mb()
     assembler.close()
 
-    def summary(values: list[float]) -> dict:
-        return {f"p{q}": round(float(np.percentile(values, q)), 2) for q in (50, 95, 99)}
-
-    hms, base = summary(hms_ms), summary(bare_ms)
+    hms, base = percentiles(hms_ms), percentiles(bare_ms)
     tiers = {name: int((index.tier == code).sum()) for code, name in enumerate(TIER_NAMES) if (index.tier == code).any()}
     return {
         "memories_indexed": len(index),
@@ -179,19 +129,16 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="build the homes under this folder and keep them")
     args = parser.parse_args()
     if args.measure is not None:
-        print(json.dumps(measure(args.measure, args.queries)))
+        print_json(measure(args.measure, args.queries), indent=None)
         return
     results = {}
     for size in (int(s) for s in args.sizes.split(",")):
         with tempfile.TemporaryDirectory(prefix="hms-bench-context-") as tmp:
             home = args.keep / str(size) if args.keep else Path(tmp)
-            built = build_home(home, size, random_vectors=size > 20_000)
-            out = subprocess.run(
-                [sys.executable, __file__, "--measure", str(home), "--queries", str(args.queries)],
-                check=True, capture_output=True, text=True,
-            )
-            results[str(size)] = {**built, "vectors": "random unit" if size > 20_000 else "encoded", **json.loads(out.stdout.strip().splitlines()[-1])}
-    print(json.dumps({"benchmark": "context_assembly", "budget_tokens": 1024, "sizes": results}, indent=2))
+            built = build_one_user_home(home, size, random_vectors=size > 20_000)
+            measured = run_in_fresh_process("benchmarks.context", "--measure", str(home), "--queries", str(args.queries))
+            results[str(size)] = {**built, "vectors": "random unit" if size > 20_000 else "encoded", **measured}
+    print_json({"benchmark": "context_assembly", "budget_tokens": 1024, "sizes": results})
 
 
 if __name__ == "__main__":

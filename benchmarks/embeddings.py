@@ -7,18 +7,15 @@ Prints one JSON object. Goals: ratio to plain encode at least 0.9; re-run at lea
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from hms_resources.datasets.synthetic import generate_bulk_events  # noqa: E402
-from hms_resources.semantic.embedder import Embedder  # noqa: E402
-from hms_resources.semantic.embeddings import EmbeddingIndex, refresh_embeddings  # noqa: E402
-from hms_resources.store.memory_state import Memory  # noqa: E402
+from benchmarks.common import print_json
+from hms_resources.datasets.synthetic import generate_bulk_events
+from hms_resources.semantic.embedder import Embedder
+from hms_resources.semantic.embeddings import EmbeddingIndex, refresh_embeddings
+from hms_resources.store.memory_state import Memory
 
 
 def sample_memories(count: int) -> list[Memory]:
@@ -72,7 +69,7 @@ def main() -> None:
             rerun_runs.append(time.perf_counter() - start)
             assert rerun.encoded == 0
     plain, asset, rerun_seconds = min(plain_runs), min(asset_runs), min(rerun_runs)
-    print(json.dumps({
+    print_json({
         "benchmark": "embeddings",
         "model": embedder.identity,
         "memories": len(memories),
@@ -84,7 +81,7 @@ def main() -> None:
         "rerun_speedup": round(asset / rerun_seconds, 1),
         "goals": {"ratio_asset_to_plain": 0.9, "rerun_speedup": 50},
         "meets_goals": plain / asset >= 0.9 and asset / rerun_seconds >= 50,
-    }, indent=2))
+    })
 
 
 if __name__ == "__main__":

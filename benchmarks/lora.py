@@ -22,43 +22,37 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import dagster as dg
 
-import dagster as dg  # noqa: E402
+from benchmarks.common import print_json, rss_mb
+from hms_assets.lora import assets as lora
+from hms_resources.common.files import write_json
+from hms_resources.datasets import DATA_DIR
+from hms_resources.lora.adapters import ADAPTERS_MANIFEST, REHEARSAL_TOKENS, TRAINING_DATA_MANIFEST, lora_dir, trained_adapters
+from hms_resources.lora.candidates import CandidateSet
+from hms_resources.lora.data import build_examples, save_dataset
+from hms_resources.lora.registry import PromotionGate, gate_failures
+from hms_resources.lora.rehearsal import mix_rehearsal, rehearsal_splits
+from hms_resources.lora.tracking import MlflowTracking
+from hms_resources.lora.training import TrainingConfig, device, encode_row, load_base
+from hms_resources.store.event_store import EventStore
+from hms_resources.store.memory_state import Memory
 
-from hms_assets.lora import assets as lora  # noqa: E402
-from hms_resources.common.files import write_json  # noqa: E402
-from hms_resources.lora.adapters import ADAPTERS_MANIFEST, REHEARSAL_TOKENS, TRAINING_DATA_MANIFEST, lora_dir, trained_adapters  # noqa: E402
-from hms_resources.lora.candidates import CandidateSet  # noqa: E402
-from hms_resources.lora.data import build_examples, save_dataset  # noqa: E402
-from hms_resources.lora.registry import PromotionGate, gate_failures  # noqa: E402
-from hms_resources.lora.rehearsal import mix_rehearsal, rehearsal_splits  # noqa: E402
-from hms_resources.lora.tracking import MlflowTracking  # noqa: E402
-from hms_resources.lora.training import TrainingConfig, device, encode_row, load_base  # noqa: E402
-from hms_resources.store.event_store import EventStore  # noqa: E402
-from hms_resources.store.memory_state import Memory  # noqa: E402
-
-DATA = Path(__file__).resolve().parents[1] / "hms_resources" / "datasets" / "data" / "conversations.jsonl"
+DATA = DATA_DIR / "conversations.jsonl"
 
 
 def concept_facts(path: Path, min_facts: int = 8, max_facts: int = 10) -> tuple[str, str, list[str]]:
     """(user, concept, facts): the concept whose user stated the most distinct facts (the user's own
     turns that are not questions, six words or more), as the real assets cluster the dataset."""
-    from hms_jobs.retrieval_harness import materialize_for_context
-    from hms_resources.datasets.retrieval_eval import load_dataset, memory_events
+    from hms_jobs.homes import build_dataset_home
     from hms_resources.semantic.concepts import load_concepts
-    from hms_resources.semantic.embedder import Embedder
-    from hms_resources.store.ingest import ingest_records
 
-    dataset = load_dataset(path)
-    said = {(m["user_id"], m["id"]): " ".join(m["text"].split()) for m in dataset.memories
-            if m.get("speaker") == "user" and not m["text"].rstrip().endswith("?") and len(m["text"].split()) >= 6}
     with tempfile.TemporaryDirectory() as tmp:
-        store = EventStore(hms_home=tmp)
-        ingest_records(store, memory_events(dataset.memories), source=str(path))
-        materialize_for_context(store, Embedder.from_env(), log=lambda _m: None)
+        dataset, store, _, _ = build_dataset_home(path, tmp, log=lambda _m: None)
         concepts = load_concepts(store)
         store.close()
+    said = {(m["user_id"], m["id"]): " ".join(m["text"].split()) for m in dataset.memories
+            if m.get("speaker") == "user" and not m["text"].rstrip().endswith("?") and len(m["text"].split()) >= 6}
     ranked = sorted(((list(dict.fromkeys(said[(c.user_id, m)] for m in c.member_ids if (c.user_id, m) in said)), c) for c in concepts),
                     key=lambda pair: (-len(pair[0]), pair[1].user_id, pair[1].concept_id))
     facts, concept = ranked[0]
@@ -71,23 +65,23 @@ class PeakRss:
     """The highest resident set size seen while the block runs, sampled every 20 ms."""
 
     def __init__(self) -> None:
-        self.start = self.peak = _rss_mb()
+        self.start = self.peak = rss_mb()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while not self._stop.wait(0.02):
-            self.peak = max(self.peak, _rss_mb())
+            self.peak = max(self.peak, rss_mb())
 
     def __enter__(self) -> "PeakRss":
-        self.start = self.peak = _rss_mb()
+        self.start = self.peak = rss_mb()
         self._thread.start()
         return self
 
     def __exit__(self, *_exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, _rss_mb())
+        self.peak = max(self.peak, rss_mb())
 
 
 def prepare_home(home: Path, user: str, concept: str, facts: list[str]):
@@ -197,8 +191,7 @@ def main() -> None:
                      "data": args.data.name, "set": f"{user}/{concept}", "facts": len(examples.facts), "train_examples": len(examples.train),
                      "validation_examples": len(examples.validation), "held_out_questions": len(examples.eval)}
         if args.sweep:
-            print(json.dumps({"benchmark": "lora_sweep", **described, "runs": sweep(home, store, config, [4, 8, 16], [5e-4, 1e-3, 2e-3])},
-                             indent=1))
+            print_json({"benchmark": "lora_sweep", **described, "runs": sweep(home, store, config, [4, 8, 16], [5e-4, 1e-3, 2e-3])})
             return
         with PeakRss() as asset_peak:
             entry = asset_run(home, store, config)
@@ -209,7 +202,7 @@ def main() -> None:
             tokens, seconds = bare_peft_loop(model, tokenizer, rows, replace(config, steps=entry["steps_run"]))
         store.close()
     failures = gate_failures(entry, PromotionGate())
-    print(json.dumps({
+    print_json({
         "benchmark": "lora_crystallization", **described, "facts_text": facts,
         "base_load_seconds": round(load_seconds, 1),
         "paraphrase_recall": {"base": entry["base_paraphrase_recall"], "adapter": entry["paraphrase_recall"], "goal": ">= 0.6, base <= 0.1"},
@@ -223,14 +216,7 @@ def main() -> None:
                      "ratio_asset_to_bare": round(entry["tokens_per_second"] / (tokens / seconds), 3),
                      "asset_wall_seconds": round(entry["asset_seconds"], 1), "asset_peak_rss_mb": round(asset_peak.peak),
                      "bare_peak_rss_mb": round(bare_peak.peak)},
-    }, indent=1))
-
-
-def _rss_mb() -> float:
-    import os
-
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    })
 
 
 if __name__ == "__main__":

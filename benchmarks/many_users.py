@@ -6,7 +6,7 @@ The home is built for serving, not through ingest (that is `benchmarks/ingest.py
 1,000 conversation turns are one of 100 conversations of the shipped generator (as in
 `benchmarks/context.py`), under the user's own id, written into the memories table with the
 projection's own `save_memories`; the embedding index holds a random unit vector per memory (as
-`benchmarks.context.save_random_embeddings` does), written column by column so the 15 GB matrix is
+`hms_jobs.homes.save_random_embeddings` does), written column by column so the 15 GB matrix is
 never in memory. No tier partition and no concepts are built: every memory is hot, and the per-user
 reads of tiers and concepts run and find nothing. The home is cached under `--home`
 (`/tmp/hms-bench-many-users`), rebuilt only when its parameters change; `--build-minutes` stops
@@ -32,17 +32,14 @@ import json
 import os
 import random
 import shutil
-import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
 
-import numpy as np  # noqa: E402
+from benchmarks.common import conversation_texts, memory_mb, percentiles, print_json, run_in_fresh_process, stderr_log
 
 HOME_VERSION = 1
 CONVERSATIONS = 100
@@ -51,8 +48,7 @@ INDEX_SECONDS_PER_USER = 0.02
 GOALS = {"cold_p50_ms": 50.0, "warm_p50_ms": 15.0}
 
 
-def log(message: str) -> None:
-    print(f"[many-users {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+log = stderr_log("many-users")
 
 
 def user_name(number: int) -> str:
@@ -64,7 +60,6 @@ def user_name(number: int) -> str:
 
 def conversation_pool(per_user: int) -> list[list[dict]]:
     """`CONVERSATIONS` conversations of `per_user` turns, each sorted by memory id (the index's order)."""
-    from benchmarks.context import conversation_texts
     from hms_resources.semantic.embeddings import content_hash
 
     pool = []
@@ -191,16 +186,9 @@ def cached_home(root: Path, users: int, per_user: int, minutes: float, rebuild: 
 # The measurement -------------------------------------------------------------------------------
 
 
-def memory_mb() -> dict:
-    found = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(("VmRSS:", "VmHWM:")):
-            found[line.split(":")[0]] = round(int(line.split()[1]) / 1024, 1)
-    return {"rss": found.get("VmRSS"), "peak_rss": found.get("VmHWM")}
-
-
-def summary(values: list[float]) -> dict:
-    return {f"p{q}": round(float(np.percentile(values, q)), 2) for q in (50, 95, 99)} if values else {}
+def memory_now() -> dict:
+    """This process's resident and peak resident memory, in MiB."""
+    return {k: round(v, 1) for k, v in memory_mb().items()}
 
 
 def question(pool_turns: list[dict], rng: random.Random) -> str:
@@ -211,14 +199,13 @@ def question(pool_turns: list[dict], rng: random.Random) -> str:
 
 def measure(home: Path, users: int, per_user: int, budget_mb: float, cold_users: int, warm_queries: int) -> dict:
     """Runs in its own process."""
-    from benchmarks.context import conversation_texts
     from hms_jobs.cli.serve import SERVE_FRESH_SECONDS
     from hms_resources.context.assembler import ContextAssembler
     from hms_resources.semantic.embedder import Embedder
     from hms_resources.serving.service import settle_heap
     from hms_resources.store.event_store import EventStore
 
-    start = memory_mb()
+    start = memory_now()
     embedder = Embedder()
     embedder.encode_query("warm up")
     assembler = ContextAssembler(
@@ -230,7 +217,7 @@ def measure(home: Path, users: int, per_user: int, budget_mb: float, cold_users:
     snapshot = assembler.snapshot
     open_seconds = time.perf_counter() - started
     settle_heap()
-    after_open = memory_mb()
+    after_open = memory_now()
     rng = random.Random(7)
     order = rng.sample(range(users), min(cold_users, users))
     load_before = os.getloadavg()
@@ -245,7 +232,7 @@ def measure(home: Path, users: int, per_user: int, budget_mb: float, cold_users:
         for stage, ms in context.timings_ms.items():
             stages.setdefault(stage, []).append(ms)
     residents = assembler.residents
-    after_cold = {**memory_mb(), "resident_index_mb": round(residents.nbytes / 2**20, 1), "resident_users": len(residents)}
+    after_cold = {**memory_now(), "resident_index_mb": round(residents.nbytes / 2**20, 1), "resident_users": len(residents)}
     loads_before_warm = residents.loads
 
     resident = [u for u, _ in residents.users()]
@@ -266,14 +253,14 @@ def measure(home: Path, users: int, per_user: int, budget_mb: float, cold_users:
                 top[np.argsort(-scores[top])]
             (warm_ms if which else bare_ms).append((time.perf_counter() - t) * 1e3)
     load_after = os.getloadavg()
-    after_warm = {**memory_mb(), "resident_index_mb": round(residents.nbytes / 2**20, 1), "resident_users": len(residents)}
+    after_warm = {**memory_now(), "resident_index_mb": round(residents.nbytes / 2**20, 1), "resident_users": len(residents)}
     per_user_bytes = residents.nbytes / max(len(residents), 1)
-    cold, warm, bare = summary(cold_ms), summary(warm_ms), summary(bare_ms)
+    cold, warm, bare = percentiles(cold_ms), percentiles(warm_ms), percentiles(bare_ms)
     result = {
         "snapshot_open_seconds": round(open_seconds, 2),
         "snapshot_users_in_index": len(snapshot.embeddings.spans) if snapshot.embeddings else 0,
         "cold_first_call_ms": {**cold, "calls": len(cold_ms)},
-        "cold_load_stage_ms": summary(cold_load_ms),
+        "cold_load_stage_ms": percentiles(cold_load_ms),
         "cold_stage_p50_ms": {k: round(float(np.median(v)), 2) for k, v in stages.items()},
         "warm_call_ms": {**warm, "calls": len(warm_ms)},
         "warm_stage_p50_ms": {k: round(float(np.median(v)), 2) for k, v in warm_stages.items()},
@@ -313,16 +300,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.measure is not None:
         built = json.loads((args.measure / "bench.json").read_text())
-        print(json.dumps(measure(args.measure, built["users"], args.per_user, args.budget_mb, args.cold_users, args.warm_queries)))
+        print_json(measure(args.measure, built["users"], args.per_user, args.budget_mb, args.cold_users, args.warm_queries), indent=None)
         return
     home, built = cached_home(args.home, args.users, args.per_user, args.build_minutes, args.rebuild)
     log(f"measuring {args.cold_users} cold users and {args.warm_queries} warm calls in a fresh process")
-    out = subprocess.run(
-        [sys.executable, __file__, "--measure", str(home), "--per-user", str(args.per_user), "--budget-mb", str(args.budget_mb),
-         "--cold-users", str(args.cold_users), "--warm-queries", str(args.warm_queries)],
-        check=True, capture_output=True, text=True,
+    measured = run_in_fresh_process(
+        "benchmarks.many_users", "--measure", str(home), "--per-user", str(args.per_user), "--budget-mb", str(args.budget_mb),
+        "--cold-users", str(args.cold_users), "--warm-queries", str(args.warm_queries),
     )
-    measured = json.loads(out.stdout.strip().splitlines()[-1])
     goals = {
         "cold_p50_ms": {"goal": GOALS["cold_p50_ms"], "value": measured["cold_first_call_ms"]["p50"]},
         "warm_p50_ms": {"goal": GOALS["warm_p50_ms"], "value": measured["warm_call_ms"]["p50"]},
@@ -330,14 +315,14 @@ def main() -> None:
     }
     for figure in goals.values():
         figure["met"] = figure["value"] <= figure["goal"]
-    print(json.dumps({
+    print_json({
         "benchmark": "many_users",
         "home": {**built, "path": str(home)},
         "all_requested_users_built": built["users"] == built["users_requested"],
         "goals": goals,
         **measured,
         "machine": {"cpus": os.cpu_count()},
-    }, indent=2))
+    })
 
 
 if __name__ == "__main__":

@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from hms_resources.semantic.embedder import Embedder  # noqa: E402
+from benchmarks.common import percentile, print_json
+from hms_resources.semantic.embedder import Embedder
 
 SUBJECTS = [
     "my sister's wedding", "the dentist appointment", "our trip to Lisbon", "the quarterly sales report",
@@ -70,8 +66,9 @@ def questions_and_answers() -> tuple[list[str], list[str]]:
     return questions, answers
 
 
-def percentile(values: list[float], q: float) -> float:
-    return round(float(np.percentile(values, q)) * 1e3, 3)
+def ms(values: list[float], q: float) -> float:
+    """The `q`th percentile of `values` in seconds, as milliseconds."""
+    return percentile(values, q, digits=3, scale=1e3)
 
 
 def recall(documents: np.ndarray, queries: np.ndarray, k: int) -> float:
@@ -117,15 +114,15 @@ def main() -> None:
     import torch
 
     words = [len(q.split()) for q in questions]
-    p50 = {name: percentile(values, 50) for name, values in timings.items()}
-    print(json.dumps({
+    p50 = {name: ms(values, 50) for name, values in timings.items()}
+    print_json({
         "benchmark": "query_encoder",
         "model": torch_embedder.identity,
         "questions": len(questions),
         "words": {"min": min(words), "median": statistics.median(words), "max": max(words)},
         "rounds": args.rounds,
         "torch_threads": torch.get_num_threads(),
-        "latency_ms": {name: {"p50": p50[name], "p99": percentile(values, 99)} for name, values in timings.items()},
+        "latency_ms": {name: {"p50": p50[name], "p99": ms(values, 99)} for name, values in timings.items()},
         "p50_speedup": round(p50["torch"] / p50["onnx-int8"], 2),
         "cosine_to_torch": {
             "mean": round(float(cosines.mean()), 5), "min": round(float(cosines.min()), 5),
@@ -138,7 +135,7 @@ def main() -> None:
         "first_query_with_export_seconds": round(export_seconds, 2),
         "cached_load_seconds": round(load_seconds, 2),
         "goal": {"p50_ms_at_most": 4.0, "recall_points_lost_at_most": 1.0},
-    }, indent=1))
+    })
 
 
 if __name__ == "__main__":

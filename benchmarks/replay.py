@@ -6,8 +6,6 @@ Prints one JSON object. Goal: at least 50,000 events/s replayed."""
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,13 +13,11 @@ from pathlib import Path
 import orjson
 import sqlalchemy as sa
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import write_events  # noqa: E402
-from hms_resources.store.event_store import EventStore  # noqa: E402
-from hms_resources.store.ingest import ingest_path  # noqa: E402
-from hms_resources.store.memory_state import replay_events  # noqa: E402
-from hms_resources.store.projection import refresh_memories  # noqa: E402
+from benchmarks.common import print_json, write_events
+from hms_resources.store.event_store import EventStore
+from hms_resources.store.ingest import ingest_path
+from hms_resources.store.memory_state import replay_events
+from hms_resources.store.projection import refresh_memories
 
 
 def bare_read(url: str) -> int:
@@ -67,7 +63,7 @@ def main() -> None:
         store.close()
     median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
     replay_rate = events / median(replays)
-    print(json.dumps({
+    print_json({
         "benchmark": "replay",
         "events": events,
         "memories": len(state),
@@ -79,7 +75,7 @@ def main() -> None:
         "memories_refresh_nothing_new": {"seconds": round(incremental_seconds, 3), "events_applied": incremental.events_applied},
         "goal_events_per_s": 50_000,
         "meets_goal": replay_rate >= 50_000,
-    }, indent=2))
+    })
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ by user (conversation) on a dataset in `hms eval retrieval`'s format, refitted w
 features at a time (their columns zeroed, so the model cannot use them), and with packing by
 probability alone instead of probability per token.
 
-    python benchmarks/retrieval_ablation.py DATA.jsonl [--folds 5] [--budgets 512,1024,2048]
+    python -m benchmarks.retrieval_ablation DATA.jsonl [--folds 5] [--budgets 512,1024,2048]
 
 Prints one JSON object: recall per budget (and per category at the middle budget) for each variant.
 The levers that change what is indexed (the speaker and previous turn in the embedded text, the
@@ -13,20 +13,18 @@ commits with and without them."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from hms_jobs.retrieval_harness import _prepared, training_examples  # noqa: E402
-from hms_resources.context.assembler import ContextAssembler  # noqa: E402
-from hms_resources.context.reranker import FEATURES, QUESTION_WORDS, fit_reranker  # noqa: E402
-from hms_resources.datasets.retrieval_eval import evidence_recall  # noqa: E402
+from benchmarks.common import print_json
+from hms_jobs.homes import build_dataset_home
+from hms_jobs.retrieval_harness import training_examples
+from hms_resources.context.assembler import ContextAssembler
+from hms_resources.context.reranker import FEATURES, QUESTION_WORDS, fit_reranker
+from hms_resources.datasets.retrieval_eval import evidence_recall
 
 GROUPS = {
     "lexical (both BM25 indexes)": ("lexical", "lexical_log", "lexical_rank", "context_lexical", "coverage", "fused_rank"),
@@ -49,7 +47,7 @@ def main() -> None:
     budgets = [int(b) for b in args.budgets.split(",")]
     middle = budgets[len(budgets) // 2]
     with tempfile.TemporaryDirectory(prefix="hms-ablation-") as home:
-        dataset, store, embedder, _ = _prepared(args.data, home, lambda m: print(m, file=sys.stderr))
+        dataset, store, embedder, _ = build_dataset_home(args.data, home, log=lambda m: print(m, file=sys.stderr))
         assembler = ContextAssembler(event_store=store, embedder=embedder, record_access=False)
         examples = training_examples(assembler, dataset)
         users = sorted(examples)
@@ -93,7 +91,7 @@ def main() -> None:
         )
         assembler.close()
         store.close()
-    print(json.dumps({"data": args.data, "folds": args.folds, "questions": len(dataset.questions), "variants": variants}, indent=2))
+    print_json({"data": args.data, "folds": args.folds, "questions": len(dataset.questions), "variants": variants})
 
 
 if __name__ == "__main__":

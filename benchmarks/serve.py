@@ -49,13 +49,13 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import closing
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
+import orjson
 
-import numpy as np  # noqa: E402
-import orjson  # noqa: E402
+from benchmarks.common import REPO_ROOT, conversation_texts, distribution, hot_and_warm, print_json, rss_mb, seconds_fields, stderr_log
 
 TENANT = "bench"
 HOST = "127.0.0.1"
@@ -86,8 +86,7 @@ NOTES = {
 QUOTING = ("What did we say about {}?", "Remind me what I told you about {}.", "When did I mention {}?", "Anything about {}?")
 
 
-def log(message: str) -> None:
-    print(f"[serve-bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+log = stderr_log("serve-bench")
 
 
 # The home --------------------------------------------------------------------------------------
@@ -116,48 +115,40 @@ def user_queries(texts: list[dict], own: list[str], pool: list[str], count: int,
 
 def build_home(home: Path, users: int, per_user: int) -> dict:
     """The base home: `users` x `per_user` conversation turns through the real assets, random unit
-    vectors in place of encoding (as `benchmarks/context.py` does above 20,000 memories)."""
-    from benchmarks.context import conversation_texts, save_random_embeddings
-    from hms_jobs.retrieval_harness import materialize_for_context
-    from hms_resources.datasets.retrieval_eval import memory_events
+    vectors in place of encoding (as `benchmarks.context` does above 20,000 memories)."""
+    from hms_jobs.homes import ingest_memories, materialize_for_context, save_random_embeddings
     from hms_resources.semantic.embedder import Embedder
     from hms_resources.store.event_store import EventStore
-    from hms_resources.store.ingest import ingest_records
-    from hms_resources.store.projection import refresh_memories
 
     started = time.perf_counter()
     home.mkdir(parents=True)
-    store = EventStore(hms_home=str(home))
-    embedder = Embedder()
-    rng = random.Random(5)
-    pool = [q for k in range(4) for q in generator_questions(1000 + k, sessions=20, users=6)]
-    queries: dict[str, list[str]] = {}
-    samples: list[str] = []
-    for u in range(users):
-        user = f"{TENANT}/u{u}"
-        seed = 29 + u
-        texts = [{**r, "user_id": user} for r in conversation_texts(per_user, seed=seed)]
-        ingest_records(store, memory_events(texts))
-        own = generator_questions(seed, sessions=max(2, per_user // 12))
-        queries[f"u{u}"] = user_queries(texts, own, pool, 100, rng)
-        samples += [t["text"] for t in rng.sample(texts, min(len(texts), 100))]
-        log(f"ingested {len(texts)} turns of {user}")
-    ingested = time.perf_counter() - started
-    refresh_memories(store)
-    live = store.read_memories()
-    save_random_embeddings(home, embedder, live)
-    tiers = {"hot_capacity": per_user // 10, "warm_capacity": per_user, "hot_threshold": 0.0, "warm_threshold": 0.0, "use_predictor": "off"}
-    seconds = materialize_for_context(store, embedder, tier_config=tiers, log=log)
-    store.close()
+    with closing(EventStore(hms_home=str(home))) as store:
+        embedder = Embedder()
+        rng = random.Random(5)
+        pool = [q for k in range(4) for q in generator_questions(1000 + k, sessions=20, users=6)]
+        queries: dict[str, list[str]] = {}
+        samples: list[str] = []
+        for u in range(users):
+            user = f"{TENANT}/u{u}"
+            seed = 29 + u
+            texts = [{**r, "user_id": user} for r in conversation_texts(per_user, seed=seed)]
+            ingest_memories(store, texts)
+            own = generator_questions(seed, sessions=max(2, per_user // 12))
+            queries[f"u{u}"] = user_queries(texts, own, pool, 100, rng)
+            samples += [t["text"] for t in rng.sample(texts, min(len(texts), 100))]
+            log(f"ingested {len(texts)} turns of {user}")
+        ingested = time.perf_counter() - started
+        memories = save_random_embeddings(store, embedder)
+        seconds = materialize_for_context(store, embedder, tier_config=hot_and_warm(per_user), log=log)
     built = {
         "version": HOME_VERSION,
         "users": users,
         "memories_per_user": per_user,
-        "memories": len(live),
+        "memories": memories,
         "vectors": "random unit",
         "build_seconds": round(time.perf_counter() - started, 1),
         "ingest_seconds": round(ingested, 1),
-        **{f"{k}_seconds": round(v, 1) for k, v in seconds.items()},
+        **seconds_fields(seconds),
     }
     (home / "bench.json").write_text(json.dumps({"built": built, "queries": queries, "texts": samples}))
     return built
@@ -187,7 +178,7 @@ def free_port() -> int:
 
 
 def mcp_importable() -> bool:
-    probe = subprocess.run([sys.executable, "-c", "import hms_resources.serving.mcp_server"], cwd=ROOT, capture_output=True)
+    probe = subprocess.run([sys.executable, "-c", "import hms_resources.serving.mcp_server"], cwd=REPO_ROOT, capture_output=True)
     return probe.returncode == 0
 
 
@@ -196,7 +187,7 @@ def start_server(home: Path, port: int, mcp: bool, log_path: Path) -> subprocess
     env["HMS_HOME"] = str(home)
     command = [sys.executable, "-m", "hms_jobs.cli", "serve", "--host", HOST, "--port", str(port), "--mcp" if mcp else "--no-mcp"]
     with log_path.open("ab") as out:
-        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 def http_get(port: int, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
@@ -232,11 +223,6 @@ def stop_server(server: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-
-
-def rss_mb(pid: int) -> float:
-    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmRSS:"))
-    return round(int(line.split()[1]) / 1024, 1)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -521,7 +507,8 @@ def run_loadgen(spec: dict, server_pid: int) -> dict:
     wall0, busy0, server0 = time.perf_counter(), machine_busy_seconds(), cpu_seconds(server_pid)
     load0 = os.getloadavg()[0]
     children0 = os.times()
-    done = subprocess.run([sys.executable, __file__, "--loadgen"], input=json.dumps(spec).encode(), capture_output=True, cwd=ROOT)
+    command = [sys.executable, "-m", "benchmarks.serve", "--loadgen"]
+    done = subprocess.run(command, input=json.dumps(spec).encode(), capture_output=True, cwd=REPO_ROOT)
     if done.returncode:
         raise RuntimeError(f"the load generator failed:\n{done.stderr.decode()[-3000:]}")
     wall = time.perf_counter() - wall0
@@ -538,14 +525,6 @@ def run_loadgen(spec: dict, server_pid: int) -> dict:
 
 
 # Summaries -------------------------------------------------------------------------------------
-
-
-def summary(values: list[float] | np.ndarray) -> dict:
-    values = np.asarray(values, dtype=np.float64)
-    if not len(values):
-        return {"n": 0}
-    found = {f"p{q}": round(float(np.percentile(values, q)), 2) for q in (50, 90, 99)}
-    return {**found, "max": round(float(values.max()), 2), "mean": round(float(values.mean()), 2), "n": int(len(values))}
 
 
 def open_loop_report(raw: dict) -> dict:
@@ -565,11 +544,11 @@ def open_loop_report(raw: dict) -> dict:
         "unanswered_at_cutoff": raw["unanswered"],
         "error_kinds": raw["errors"],
         "achieved_rate_per_second": round(int(ok.sum()) / raw["wall_seconds"], 1),
-        "latency_ms": summary(from_scheduled[ok]),
-        "latency_from_actual_send_ms": summary(np.array(raw["latency_from_send_ms"])[ok]),
-        "generator_schedule_lateness_ms": summary(raw["schedule_lateness_ms"]),
-        "scheduled_to_sent_ms": summary(raw["send_lag_ms"]),
-        "server_assemble_ms": {stage: summary(v) for stage, v in sorted(stages.items(), key=lambda kv: -np.median(kv[1]))},
+        "latency_ms": distribution(from_scheduled[ok]),
+        "latency_from_actual_send_ms": distribution(np.array(raw["latency_from_send_ms"])[ok]),
+        "generator_schedule_lateness_ms": distribution(raw["schedule_lateness_ms"]),
+        "scheduled_to_sent_ms": distribution(raw["send_lag_ms"]),
+        "server_assemble_ms": {stage: distribution(v) for stage, v in sorted(stages.items(), key=lambda kv: -np.median(kv[1]))},
         "cpu_cores": cpu_report(raw),
     }
 
@@ -625,14 +604,14 @@ def overhead(home: Path, port: int, key: str, queries: dict[str, list[str]], cou
                     server_total.append(orjson.loads(data)["timings_ms"]["total"])
     conn.close()
     assembler.close()
-    direct, over_http = summary(direct_ms), summary(http_ms)
+    direct, over_http = distribution(direct_ms), distribution(http_ms)
     return {
         "queries": len(http_ms),
         "http_errors": failures,
         "direct_assemble_ms": direct,
         "http_context_ms": over_http,
-        "direct_timings_total_ms": summary(direct_total),
-        "server_timings_total_ms": summary(server_total),
+        "direct_timings_total_ms": distribution(direct_total),
+        "server_timings_total_ms": distribution(server_total),
         "ratio_p50": round(over_http["p50"] / direct["p50"], 3),
         "ratio_p99": round(over_http["p99"] / direct["p99"], 3),
         "http_minus_direct_p50_ms": round(over_http["p50"] - direct["p50"], 2),
@@ -681,7 +660,7 @@ def write_report(raw: dict, per: str) -> dict:
         "statuses": raw["statuses"],
         "errors": raw["errors"],
         per: round(rate * 60 if per == "memories_per_minute" else rate, 1),
-        "request_latency_ms": summary(raw["latency_ms"]),
+        "request_latency_ms": distribution(raw["latency_ms"]),
         "cpu_cores": cpu_report(raw),
     }
 
@@ -759,7 +738,7 @@ def main() -> None:
         root.mkdir(parents=True, exist_ok=True)
         base, built = base_home(root, config["users"], config["memories_per_user"], args.reuse)
         if args.build_only:
-            print(json.dumps({"benchmark": "serve", "home": built, "path": str(base) if args.home else None}, indent=2))
+            print_json({"benchmark": "serve", "home": built, "path": str(base) if args.home else None})
             return
         bench = json.loads((base / "bench.json").read_text())
         queries, texts = bench["queries"], bench["texts"]
@@ -788,7 +767,7 @@ def main() -> None:
             ready = wait_ready(server, port, server_log)
             log(f"ready: {json.dumps(ready)}")
             results["readiness"] = ready
-            loaded_mb = rss_mb(server.pid)
+            loaded_mb = round(rss_mb(server.pid), 1)
             base_spec = {"mode": "open_loop", "port": port, "key": key, "queries": queries, "connections": config["connections"]}
 
             log(f"HTTP overhead: {config['overhead_queries']} queries, one at a time, against assemble in this process")
@@ -862,7 +841,7 @@ def main() -> None:
             metrics = scrape(port)
             results["server"] = {
                 "rss_mb_after_load": loaded_mb,
-                "rss_mb_at_end": rss_mb(server.pid),
+                "rss_mb_at_end": round(rss_mb(server.pid), 1),
                 "events_appended_metric": metrics.get(("hms_events_appended_total", ()), None),
                 "log": str(server_log) if args.home else None,
                 "log_error_lines": sum(1 for line in server_log.read_text(errors="replace").splitlines() if "ERROR" in line or "Traceback" in line),
@@ -883,21 +862,18 @@ def main() -> None:
         "http_over_direct_p50_ratio": goal(results["http_overhead"]["ratio_p50"], GOALS["http_over_direct_p50_ratio"]),
     }
     results["context_max_rate"]["note"] = "reported without a goal"
-    print(
-        json.dumps(
-            {
-                "benchmark": "serve",
-                "goals": goals,
-                "all_goals_pass": all(g["pass"] for g in goals.values()),
-                **results,
-                "notes": NOTES,
-                "home": built,
-                "config": config,
-                "machine": info,
-                "seconds_total": round(time.perf_counter() - started, 1),
-            },
-            indent=2,
-        )
+    print_json(
+        {
+            "benchmark": "serve",
+            "goals": goals,
+            "all_goals_pass": all(g["pass"] for g in goals.values()),
+            **results,
+            "notes": NOTES,
+            "home": built,
+            "config": config,
+            "machine": info,
+            "seconds_total": round(time.perf_counter() - started, 1),
+        }
     )
 
 

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import temporary_postgres_database, write_events  # noqa: E402
-from hms_resources.store.event_store import EventStore  # noqa: E402
-from hms_resources.store.ingest import ingest_path  # noqa: E402
+from benchmarks.common import print_json, temporary_postgres_database, write_events
+from hms_resources.store.event_store import EventStore
+from hms_resources.store.ingest import ingest_path
 
 GOAL_RATIO = 0.8
 GOAL_EVENTS_PER_S = 20_000
@@ -84,7 +81,7 @@ def main() -> None:
     ingest_ratio = median([p["ingest_events_per_s"] / s["ingest_events_per_s"] for s, p in zip(sqlite_runs, postgres_runs)])
     replay_ratio = median([p["replay_events_per_s"] / s["replay_events_per_s"] for s, p in zip(sqlite_runs, postgres_runs)])
     postgres = summary(postgres_runs)
-    print(json.dumps({
+    print_json({
         "benchmark": "store_backends",
         "events": count,
         "batch_size": args.batch_size,
@@ -96,7 +93,7 @@ def main() -> None:
         "goal_ratio_pg_to_sqlite_ingest": GOAL_RATIO,
         "goal_pg_ingest_events_per_s": GOAL_EVENTS_PER_S,
         "meets_goals": ingest_ratio >= GOAL_RATIO and postgres["ingest_events_per_s"] >= GOAL_EVENTS_PER_S,
-    }, indent=2))
+    })
 
 
 if __name__ == "__main__":

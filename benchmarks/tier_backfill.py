@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import random
-import sys
 import time
 from datetime import date, datetime, timedelta, timezone
 from functools import cache
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from hms_resources.common.sharding import user_shard  # noqa: E402
-from hms_resources.store.event_store import EventStore  # noqa: E402
-from hms_resources.store.ingest import ingest_records  # noqa: E402
-from hms_resources.tiers.assignment import backfill_tiers, compute_tiers, tier_migrations  # noqa: E402
-from hms_resources.tiers.importance import ImportanceConfig  # noqa: E402
-from hms_resources.tiers.replay import tier_inputs_by_day  # noqa: E402
+from benchmarks.common import print_json
+from hms_resources.common.sharding import user_shard
+from hms_resources.store.event_store import EventStore
+from hms_resources.store.ingest import ingest_records
+from hms_resources.tiers.assignment import backfill_tiers, compute_tiers, tier_migrations
+from hms_resources.tiers.importance import ImportanceConfig
+from hms_resources.tiers.replay import tier_inputs_by_day
 
 FIRST_DAY = date(2026, 1, 1)
 
@@ -146,7 +143,7 @@ def main() -> None:
     identical = all(per_day[day] == one_pass[day] for day in sampled)
     stats = store.stats()
     store.close()
-    print(json.dumps({
+    print_json({
         "benchmark": "tier_backfill",
         "events": stats.get("events"),
         "users": args.users,
@@ -165,7 +162,7 @@ def main() -> None:
         "identical_output": identical,
         "goal": "speedup >= 20 with identical output",
         "goal_met": identical and per_day_seconds / one_pass_seconds >= 20,
-    }))
+    })
 
 
 if __name__ == "__main__":

@@ -6,17 +6,13 @@ Prints one JSON object. Goal: at least 1,000,000 memories scored and assigned pe
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from hms_resources.tiers.importance import ImportanceConfig, ImportanceFeatures, assign_tiers, score_importance  # noqa: E402
+from benchmarks.common import print_json
+from hms_resources.tiers.importance import ImportanceConfig, ImportanceFeatures, assign_tiers, score_importance
 
 
 def random_features(n: int, rng: np.random.Generator) -> ImportanceFeatures:
@@ -77,7 +73,7 @@ def main() -> None:
     loop_seconds = time.perf_counter() - start
     assert np.allclose(looped, scores[:sample])
     per_minute = args.memories / seconds * 60
-    print(json.dumps({
+    print_json({
         "benchmark": "tiers",
         "memories": args.memories,
         "users": args.users,
@@ -88,7 +84,7 @@ def main() -> None:
         "ratio_to_python_loop": round(per_minute / (sample / loop_seconds * 60), 1),
         "goal_memories_per_minute": 1_000_000,
         "meets_goal": per_minute >= 1_000_000,
-    }, indent=2))
+    })
 
 
 if __name__ == "__main__":

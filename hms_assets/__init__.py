@@ -33,6 +33,9 @@ def domain_modules(domains: Sequence[str] = DOMAINS, *, graph_sync: bool = False
 
 
 def domain_assets(domains: Sequence[str] = DOMAINS, *, graph_sync: bool = False) -> list[dg.AssetsDefinition]:
-    """The assets and asset checks of `domains`, ready for `Definitions(assets=...)` or `materialize`."""
+    """The assets and asset checks of `domains`, ready for `Definitions(assets=...)` or `materialize`: a
+    module's asset definitions, and those its `build_assets()` builds now (assets whose partitions the
+    environment sets, read when the definitions are built rather than when the module is imported)."""
     modules = domain_modules(domains, graph_sync=graph_sync)
-    return [*dg.load_assets_from_modules(modules), *dg.load_asset_checks_from_modules(modules)]
+    built = [asset for module in modules if hasattr(module, "build_assets") for asset in module.build_assets()]
+    return [*dg.load_assets_from_modules(modules), *built, *dg.load_asset_checks_from_modules(modules)]

@@ -6,19 +6,18 @@ never written to run config, a file or a log."""
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
+
+from hms_resources.common.environment import SETTINGS, is_set, setting
 
 EXECUTOR_VARIABLE = "HMS_EXECUTOR"
 BROKER_VARIABLE = "HMS_CELERY_BROKER"
 BACKEND_VARIABLE = "HMS_CELERY_BACKEND"
 QUEUE_VARIABLE = "HMS_CELERY_QUEUE"
 
-DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
-DEFAULT_BACKEND = "rpc://"
-DEFAULT_QUEUE = "hms"
-EXECUTORS = ("multiprocess", "celery")
+DEFAULT_BROKER = SETTINGS[BROKER_VARIABLE].default
+DEFAULT_BACKEND = SETTINGS[BACKEND_VARIABLE].default
+DEFAULT_QUEUE = SETTINGS[QUEUE_VARIABLE].default
 
 CELERY_SETTINGS = {
     "task_acks_late": True,
@@ -33,20 +32,17 @@ message at a time per process, so a long step never holds a queued one back."""
 
 
 def executor_kind() -> str:
-    kind = os.environ.get(EXECUTOR_VARIABLE, "").strip().lower() or "multiprocess"
-    if kind not in EXECUTORS:
-        raise ValueError(f"{EXECUTOR_VARIABLE}={kind!r}: expected one of {', '.join(EXECUTORS)}")
-    return kind
+    return setting(EXECUTOR_VARIABLE)
 
 
 def default_queue() -> str:
-    return os.environ.get(QUEUE_VARIABLE, "").strip() or DEFAULT_QUEUE
+    return setting(QUEUE_VARIABLE)
 
 
 def _source(variable: str, default: str) -> str | dict[str, str]:
     """The environment variable by name, so that its value is resolved where the step runs and never
     stored with the run; the default where it is unset."""
-    return {"env": variable} if os.environ.get(variable) else default
+    return {"env": variable} if is_set(variable) else default
 
 
 def celery_settings() -> dict:
@@ -78,8 +74,8 @@ def celery_app():
     from dagster_celery.tasks import create_task
 
     executor = CeleryExecutor.for_cli(
-        broker=os.environ.get(BROKER_VARIABLE) or DEFAULT_BROKER,
-        backend=os.environ.get(BACKEND_VARIABLE) or DEFAULT_BACKEND,
+        broker=setting(BROKER_VARIABLE),
+        backend=setting(BACKEND_VARIABLE),
         config_source=celery_settings(),
     )
     app = make_app(executor.app_args())

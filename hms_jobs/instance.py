@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+from hms_resources.common.environment import setting
 from hms_resources.common.home import hms_home
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -16,7 +17,7 @@ WORKSPACE = PROJECT_ROOT / "workspace.yaml"
 
 def prepare_dagster_home(*, postgres: bool = False, replace: bool = False) -> Path:
     """Point `DAGSTER_HOME` at a folder holding the instance config, creating it if missing."""
-    home = Path(os.environ.get("DAGSTER_HOME") or hms_home() / "dagster").resolve()
+    home = Path(setting("DAGSTER_HOME") or hms_home() / "dagster").resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if replace or not config.exists():

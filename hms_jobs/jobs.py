@@ -7,8 +7,8 @@ LORA_ASSETS = dg.AssetSelection.groups("lora")
 
 memories_job = dg.define_asset_job(
     "memories_job",
-    selection=dg.AssetSelection.assets("memories"),
-    description="Apply new memory events to the memories table.",
+    selection=dg.AssetSelection.assets("memories", "forget_purge"),
+    description="Apply new memory events to the memories table, and purge what a forget removes beyond it.",
 )
 
 main_job = dg.define_asset_job(

@@ -1,10 +1,11 @@
 """The retrieval-quality harness behind `hms eval retrieval`.
 
-It builds a fresh HMS home, ingests a dataset's memories as events, materializes every asset the
-context resource reads through Dagster in-process, then asks each question through the same
-`ContextAssembler` an application uses, and through BM25-only, dense-only and BM25+dense (reciprocal
-rank fusion) baselines over the same indexed text, packed by rank to the same budgets with the same
-tokenizer and date lines. With folds, the reranker is cross-validated by user (conversation)."""
+It builds a fresh HMS home from a dataset (`hms_jobs.homes`: its memories ingested as events, every
+asset the context resource reads materialized through Dagster in-process), then asks each question
+through the same `ContextAssembler` an application uses, and through BM25-only, dense-only and
+BM25+dense (reciprocal rank fusion) baselines over the same indexed text, packed by rank to the same
+budgets with the same tokenizer and date lines. With folds, the reranker is cross-validated by user
+(conversation)."""
 
 from __future__ import annotations
 
@@ -14,71 +15,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import numpy as np
 
+from hms_jobs.homes import build_dataset_home
 from hms_resources.common.text import lexical_tokens
 from hms_resources.context.assembler import ContextAssembler
 from hms_resources.context.reranker import Reranker, fit_reranker
 from hms_resources.context.retrieval import pack_ranked, rank_dense, rank_hybrid, rank_lexical
-from hms_resources.datasets.retrieval_eval import Dataset, evidence_recall, latency_summary, load_dataset, memory_events
-from hms_resources.semantic.embedder import Embedder
-from hms_resources.store.event_store import EventStore
-from hms_resources.store.ingest import ingest_records
+from hms_resources.datasets.retrieval_eval import Dataset, evidence_recall, latency_summary
 
 DEFAULT_BUDGETS = (256, 512, 1024, 2048)
-SEMANTIC_ASSETS = ("memories", "embeddings", "concept_clusters", "graph_edges")
 METHODS = ("hms", "bm25", "dense", "hybrid")
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-"""Run config that keeps Dagster's per-step debug lines out of the harness's output; failures still show."""
-
-
-def materialize_for_context(
-    store: EventStore, embedder: Embedder, *, tier_config: dict[str, Any] | None = None, log: Callable[[str], None] = print
-) -> dict[str, float]:
-    """Run the assets the context resource reads, with their blocking checks, on a temporary instance;
-    then the tier partition of the last day with memories, when that day is a partition (`tier_config`:
-    the migration's `TiersConfig` fields, e.g. capacities)."""
-    from hms_assets import domain_assets
-    from hms_assets.tiers.partitions import all_shards_of_days, daily_partitions
-
-    assets = domain_assets(("memory_store", "semantic", "tiers"))
-    resources = {"event_store": store, "embedder": embedder}
-    seconds: dict[str, float] = {}
-    with dg.DagsterInstance.ephemeral() as instance:
-        started = time.perf_counter()
-        result = dg.materialize(
-            assets,
-            selection=dg.AssetSelection.assets(*SEMANTIC_ASSETS),
-            resources=resources,
-            instance=instance,
-            run_config=QUIET,
-            raise_on_error=False,
-        )
-        if not result.success:
-            raise RuntimeError("materializing the semantic assets failed; see the Dagster log above")
-        seconds["semantic_assets"] = time.perf_counter() - started
-        log(f"materialized {', '.join(SEMANTIC_ASSETS)} in {seconds['semantic_assets']:.1f}s")
-        _, last = store.event_time_range()
-        day = (last or "")[:10]
-        if day and day in daily_partitions.get_partition_keys(dynamic_partitions_store=instance):
-            started = time.perf_counter()
-            result = dg.materialize(
-                assets,
-                selection=dg.AssetSelection.assets("memory_tiers", "tier_migrations"),
-                resources=resources,
-                instance=instance,
-                tags=all_shards_of_days(day),
-                run_config={**QUIET, "ops": {"memory_tier_migration": {"config": tier_config or {}}}},
-                raise_on_error=False,
-            )
-            if not result.success:
-                raise RuntimeError(f"materializing the memory tiers for {day} failed; see the Dagster log above")
-            seconds["memory_tiers"] = time.perf_counter() - started
-            log(f"materialized memory_tiers for {day} in {seconds['memory_tiers']:.1f}s")
-        else:
-            log(f"no tier partition for {day or 'an empty dataset'}: every memory counts as hot")
-    return seconds
 
 
 def _timed(call: Callable[[], Any]) -> tuple[Any, float]:
@@ -189,18 +136,6 @@ def evaluate(
     }
 
 
-def _prepared(path: str | Path, home: str, log: Callable[[str], None]) -> tuple[Dataset, EventStore, Embedder, dict[str, float]]:
-    dataset = load_dataset(path)
-    log(f"{path}: {len(dataset.memories)} memories of {dataset.users} users, {len(dataset.questions)} questions")
-    store = EventStore(hms_home=home)
-    embedder = Embedder.from_env()
-    report = ingest_records(store, memory_events(dataset.memories), source=str(path))
-    if report.rejected:
-        store.close()
-        raise RuntimeError(f"{path}: {report.rejected} memories were rejected by the event store")
-    return dataset, store, embedder, materialize_for_context(store, embedder, log=log)
-
-
 def evaluate_retrieval(
     path: str | Path,
     budgets: Sequence[int] = DEFAULT_BUDGETS,
@@ -215,7 +150,7 @@ def evaluate_retrieval(
     if not budgets or any(b < 1 for b in budgets):
         raise ValueError(f"budgets must be positive integers, got {list(budgets)}")
     with tempfile.TemporaryDirectory(prefix="hms-eval-") as home:
-        dataset, store, embedder, seconds = _prepared(path, home, log)
+        dataset, store, embedder, seconds = build_dataset_home(path, home, log=log)
         assembler = ContextAssembler(event_store=store, embedder=embedder, tokenizer=tokenizer, record_access=False)
         started = time.perf_counter()
         assembler.snapshot
@@ -236,7 +171,7 @@ def evaluate_retrieval(
 def fit_reranker_file(path: str | Path, out: str | Path, *, tokenizer: str = "", progress: bool = False, log: Callable[[str], None] = print) -> Reranker:
     """Fit the reranker on every question of a dataset and write it to `out`."""
     with tempfile.TemporaryDirectory(prefix="hms-fit-") as home:
-        dataset, store, embedder, _ = _prepared(path, home, log)
+        dataset, store, embedder, _ = build_dataset_home(path, home, log=log)
         assembler = ContextAssembler(event_store=store, embedder=embedder, tokenizer=tokenizer, record_access=False)
         try:
             examples = training_examples(assembler, dataset, progress=progress)

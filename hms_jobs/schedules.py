@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from hms_assets.tiers.partitions import USER_SHARDS, tier_partition_key
+from hms_assets.tiers.partitions import tier_partition_key, user_shard_count
 from hms_jobs.jobs import lora_evaluation_job, tier_migration_job
 
 
@@ -19,7 +19,7 @@ def daily_tier_migration(context: dg.ScheduleEvaluationContext) -> list[dg.RunRe
     day = (context.scheduled_execution_time - timedelta(days=1)).date().isoformat()
     return [
         dg.RunRequest(run_key=f"tiers-{day}-shard-{shard}", partition_key=tier_partition_key(day, shard))
-        for shard in range(USER_SHARDS)
+        for shard in range(user_shard_count())
     ]
 
 

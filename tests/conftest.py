@@ -1,11 +1,14 @@
-"""Fixtures: a temporary HMS home, and the real PostgreSQL server (a fresh database per test).
+"""Fixtures: a temporary HMS home, the real PostgreSQL server (a fresh database per test), and a real
+Bolt server (FalkorDB, one per session; tests may stop, kill and restart it) with a `graph_store` on
+an emptied graph per test.
 
-Tests that need PostgreSQL or a browser skip with the reason when it is not reachable, and fail
-instead when HMS_REQUIRE_SERVICES=1 (as in CI)."""
+Tests that need PostgreSQL, the Bolt server or a browser skip with the reason when it is not
+reachable, and fail instead when HMS_REQUIRE_SERVICES=1 (as in CI)."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +17,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from hms_resources.semantic.bolt_server import BoltServer, ServerUnavailable, start_bolt_server
+from hms_resources.semantic.graph_store import GraphStore
 from hms_resources.store.event_store import EventStore
-
-pytest_plugins = ["tests.bolt_server"]
 
 PG_SERVER_URL = os.environ.get("HMS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -75,3 +78,36 @@ def store(store_url: str, tmp_path: Path) -> Iterator[EventStore]:
     event_store = EventStore(database_url=store_url, hms_home=str(tmp_path / "home"))
     yield event_store
     event_store.close()
+
+
+@pytest.fixture(scope="session")
+def bolt_server() -> Iterator[BoltServer]:
+    with tempfile.TemporaryDirectory(prefix="hms-falkordb-") as tmp:
+        try:
+            server = start_bolt_server(Path(tmp))
+        except ServerUnavailable as exc:
+            unavailable(f"no Bolt server for the graph tests: {exc}")
+        try:
+            yield server
+        finally:
+            server.kill()
+
+
+@pytest.fixture
+def graph_store(bolt_server: BoltServer) -> Iterator[GraphStore]:
+    store = GraphStore(
+        uri=bolt_server.uri,
+        user="falkordb",
+        password="",
+        database=f"hms_test_{uuid.uuid4().hex[:12]}",
+        dialect="falkordb",
+        retry_delay_s=0.1,
+    )
+    # FalkorDB's Bolt listener ignores the database a transaction names and always uses the graph
+    # "falkordb", so the unique name above does not separate tests: the graph is emptied instead.
+    store.driver.execute_query("MATCH (n) DETACH DELETE n", database_=store.database)
+    yield store
+    store.close()
+    if not bolt_server.running:
+        bolt_server.start()
+    bolt_server.settle()

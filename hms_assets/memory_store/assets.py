@@ -1,9 +1,10 @@
-"""The `memories` asset: the current state of every memory, replayed incrementally from the event store."""
+"""The `memories` asset: the current state of every memory, replayed incrementally from the event store.
+What a forget must remove beyond the log is purged downstream, by `forget_purge`."""
 
 import dagster as dg
 
 from hms_assets.plots import bar_chart_markdown
-from hms_resources.privacy.forget import purge_forgotten
+from hms_resources.store.erasure import unerased_events_of_forgotten
 from hms_resources.store.event_store import EventStore
 from hms_resources.store.projection import MEMORIES_CURSOR, refresh_memories
 
@@ -31,7 +32,6 @@ def memories(context: dg.AssetExecutionContext, config: MemoriesConfig, event_st
         context.log.info(f"replayed {applied:,} of {total:,} new events")
 
     report = refresh_memories(event_store, full_replay=config.full_replay, on_page=progress)
-    purged = purge_forgotten(event_store, log=context.log.info).counts() if report.memories_forgotten else {}
     summary = event_store.memory_summary()
     context.log.info(
         f"memories at sequence {report.to_sequence}: {summary['live']} live, {summary['archived']} archived, "
@@ -44,7 +44,6 @@ def memories(context: dg.AssetExecutionContext, config: MemoriesConfig, event_st
             "events_applied": report.events_applied,
             "memories_changed": report.memories_changed,
             "memories_forgotten": report.memories_forgotten,
-            **{f"purged_{name}": count for name, count in purged.items()},
             "users": summary["users"],
             "live": summary["live"],
             "archived": summary["archived"],
@@ -73,7 +72,7 @@ def live_memories_have_content(event_store: EventStore) -> dg.AssetCheckResult:
 )
 def forgotten_memories_keep_no_content(event_store: EventStore) -> dg.AssetCheckResult:
     in_table = event_store.memory_summary()["forgotten_with_content"]
-    in_log = event_store.unerased_events_of_forgotten()
+    in_log = unerased_events_of_forgotten(event_store)
     return dg.AssetCheckResult(
         passed=in_table == 0 and in_log == 0,
         metadata={"forgotten_with_content": in_table, "unerased_events": in_log},

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import dagster as dg
 
 from hms_assets.plots import bar_chart_markdown
-from hms_assets.tiers.partitions import DAY, USER_SHARD, daily_user_shard_partitions, users_of_shard
+from hms_assets.tiers.partitions import DAY, USER_SHARD, build_daily_user_shard_partitions, users_of_shard
 from hms_resources.semantic.concepts import load_concepts
 from hms_resources.store.event_store import EventStore
 from hms_resources.tiers.access_predictor import load_predictor, save_predictor, train_and_evaluate, weekly_samples
@@ -56,44 +56,57 @@ def last_migration_config(instance: dg.DagsterInstance) -> TiersConfig:
     return TiersConfig(**recorded.value) if recorded is not None else TiersConfig()
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            "memory_tiers",
-            deps=["memories", "concept_clusters", "access_predictor"],
-            group_name="tiers",
-            kinds={"sql"},
-            description="Per day, the hot, warm, cold or archived tier and the dynamic importance of every memory.",
-        ),
-        dg.AssetSpec(
-            "tier_migrations",
-            deps=["memories", "concept_clusters"],
-            group_name="tiers",
-            kinds={"sql"},
-            description="Per day, every memory that moved between tiers: from, to, score, reason.",
-        ),
-    ],
-    check_specs=[
-        dg.AssetCheckSpec(
-            "tiers_within_capacity",
-            asset="memory_tiers",
-            blocking=True,
-            description="No user holds more memories in a tier than the capacity this run was configured with.",
-        )
-    ],
-    partitions_def=daily_user_shard_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-)
-def memory_tier_migration(context: dg.AssetExecutionContext, config: TiersConfig, event_store: EventStore):
-    """Tiers for day D of a user shard come from that shard's events up to the end of D and the config
-    alone, so partitions can be backfilled in any order, in parallel, and twice with identical
-    results. A run's days of one shard are computed from one read of the log."""
+def build_assets() -> list[dg.AssetsDefinition]:
+    """The assets partitioned by the environment (`HMS_TIERS_START_DATE`, `HMS_USER_SHARDS`), built when
+    the definitions are built (`hms_assets.domain_assets`)."""
+    partitions = build_daily_user_shard_partitions()
+
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(
+                "memory_tiers",
+                deps=["memories", "concept_clusters", "access_predictor"],
+                group_name="tiers",
+                kinds={"sql"},
+                description="Per day, the hot, warm, cold or archived tier and the dynamic importance of every memory.",
+            ),
+            dg.AssetSpec(
+                "tier_migrations",
+                deps=["memories", "concept_clusters"],
+                group_name="tiers",
+                kinds={"sql"},
+                description="Per day, every memory that moved between tiers: from, to, score, reason.",
+            ),
+        ],
+        check_specs=[
+            dg.AssetCheckSpec(
+                "tiers_within_capacity",
+                asset="memory_tiers",
+                blocking=True,
+                description="No user holds more memories in a tier than the capacity this run was configured with.",
+            )
+        ],
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+    )
+    def memory_tier_migration(context: dg.AssetExecutionContext, config: TiersConfig, event_store: EventStore):
+        """Tiers for day D of a user shard come from that shard's events up to the end of D and the config
+        alone, so partitions can be backfilled in any order, in parallel, and twice with identical
+        results. A run's days of one shard are computed from one read of the log."""
+        yield from _migrate_tiers(context, config, event_store, partitions)
+
+    return [memory_tier_migration]
+
+
+def _migrate_tiers(
+    context: dg.AssetExecutionContext, config: TiersConfig, event_store: EventStore, partitions: dg.MultiPartitionsDefinition
+):
     tiering = config.to_domain()
     concepts = load_concepts(event_store)
     predict = load_predictor(event_store.home / MODELS_DIR, config.use_predictor)
     days_by_shard: dict[int, list[date]] = {}
     for key in context.partition_keys:
-        dimensions = daily_user_shard_partitions.get_partition_key_from_str(key).keys_by_dimension
+        dimensions = partitions.get_partition_key_from_str(key).keys_by_dimension
         days_by_shard.setdefault(int(dimensions[USER_SHARD]), []).append(date.fromisoformat(dimensions[DAY]))
     total_moves: Counter = Counter()
     sizes: dict[str, dict[str, int]] = {}

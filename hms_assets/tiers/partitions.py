@@ -1,34 +1,56 @@
-"""Every PartitionsDefinition of HMS, named once."""
+"""Every PartitionsDefinition of HMS, named once, built from the environment when the definitions are
+built (`HMS_TIERS_START_DATE`, `HMS_USER_SHARDS`), never at import time."""
 
-import os
 from collections.abc import Callable
 from functools import cache
+from typing import Any
 
 import dagster as dg
 
+from hms_resources.common.environment import setting
 from hms_resources.common.sharding import user_shard
-
-TIERS_START_DATE = os.environ.get("HMS_TIERS_START_DATE", "2026-01-01")
-
-
-def _user_shards() -> int:
-    text = os.environ.get("HMS_USER_SHARDS", "4")
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"HMS_USER_SHARDS: a whole number of shards, at least 1, was expected; got {text!r}")
-    return int(text)
-
-
-USER_SHARDS = _user_shards()
-"""Users are split into this many shards by a stable hash of their id. Changing it moves users between
-shards: backfill every day that should stay consistent afterwards."""
 
 DAY = "day"
 USER_SHARD = "user_shard"
 
-# Daily tier migrations; end_offset=1 makes today a partition too, for early migrations.
-daily_partitions = dg.DailyPartitionsDefinition(start_date=TIERS_START_DATE, end_offset=1)
-user_shard_partitions = dg.StaticPartitionsDefinition([str(shard) for shard in range(USER_SHARDS)])
-daily_user_shard_partitions = dg.MultiPartitionsDefinition({DAY: daily_partitions, USER_SHARD: user_shard_partitions})
+
+def tiers_start_date() -> str:
+    return setting("HMS_TIERS_START_DATE")
+
+
+def user_shard_count() -> int:
+    """Users are split into this many shards by a stable hash of their id. Changing it moves users between
+    shards: backfill every day that should stay consistent afterwards."""
+    return setting("HMS_USER_SHARDS")
+
+
+def build_daily_partitions() -> dg.DailyPartitionsDefinition:
+    """Daily tier migrations; end_offset=1 makes today a partition too, for early migrations."""
+    return dg.DailyPartitionsDefinition(start_date=tiers_start_date(), end_offset=1)
+
+
+def build_user_shard_partitions() -> dg.StaticPartitionsDefinition:
+    return dg.StaticPartitionsDefinition([str(shard) for shard in range(user_shard_count())])
+
+
+def build_daily_user_shard_partitions() -> dg.MultiPartitionsDefinition:
+    return dg.MultiPartitionsDefinition({DAY: build_daily_partitions(), USER_SHARD: build_user_shard_partitions()})
+
+
+_BUILT_ON_ACCESS: dict[str, Callable[[], Any]] = {
+    "TIERS_START_DATE": tiers_start_date,
+    "USER_SHARDS": user_shard_count,
+    "daily_partitions": build_daily_partitions,
+    "user_shard_partitions": build_user_shard_partitions,
+    "daily_user_shard_partitions": build_daily_user_shard_partitions,
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The former module constants, read from the environment when a caller asks for them."""
+    if name in _BUILT_ON_ACCESS:
+        return _BUILT_ON_ACCESS[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def tier_partition_key(day: str, shard: int) -> str:
@@ -39,19 +61,20 @@ def all_shards_of_days(first_day: str, last_day: str | None = None) -> dict[str,
     """Run tags that make one run cover every shard of the days from `first_day` to `last_day`."""
     return {
         "dagster/asset_partition_range_start": tier_partition_key(first_day, 0),
-        "dagster/asset_partition_range_end": tier_partition_key(last_day or first_day, USER_SHARDS - 1),
+        "dagster/asset_partition_range_end": tier_partition_key(last_day or first_day, user_shard_count() - 1),
     }
 
 
 def shard_of(user_id: str) -> int:
-    return user_shard(user_id, USER_SHARDS)
+    return user_shard(user_id, user_shard_count())
 
 
 def users_of_shard(shard: int) -> Callable[[str], bool]:
     """Whether a user belongs to `shard`, remembered per user: a replay asks once per event."""
+    shards = user_shard_count()
 
     @cache
     def holds(user_id: str) -> bool:
-        return user_shard(user_id, USER_SHARDS) == shard
+        return user_shard(user_id, shards) == shard
 
     return holds

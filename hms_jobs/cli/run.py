@@ -93,7 +93,7 @@ day of a job partitioned by day and user shard runs every shard of that day in o
 
     import dagster as dg
 
-    from hms_assets.tiers.partitions import all_shards_of_days, daily_user_shard_partitions
+    from hms_assets.tiers.partitions import all_shards_of_days, build_daily_user_shard_partitions
     from hms_jobs.definitions import defs
     from hms_jobs.instance import prepare_dagster_home
     from hms_jobs.run_recovery import PoolWaitWatcher, process_tags, recover_dead_runs
@@ -108,7 +108,7 @@ day of a job partitioned by day and user shard runs every shard of that day in o
             job = definitions.resolve_job_def(job_name)
             run_id = str(uuid.uuid4())
             tags, key = process_tags(), partition_key
-            if partition_key and job.partitions_def == daily_user_shard_partitions:
+            if partition_key and job.partitions_def == build_daily_user_shard_partitions():
                 tags, key = {**tags, **all_shards_of_days(partition_key)}, None
             with PoolWaitWatcher(dagster_instance, job_name, run_id, job.graph.pools, lambda line: click.echo(line, err=True)):
                 result = job.execute_in_process(
@@ -183,6 +183,7 @@ def print_comparison(report: RunReport) -> None:
 def show_sample_context(report: RunReport) -> None:
     """End a run the way an assistant would use HMS: one assembled context for a sample query."""
     from hms_resources.context.assembler import ContextAssembler
+    from hms_resources.memory.writes import MemoryWriter
 
     assembler = ContextAssembler.from_env()
     users = sorted(assembler.snapshot.users)
@@ -199,7 +200,9 @@ def show_sample_context(report: RunReport) -> None:
     for item in context.items:
         report.say(f"  {item.kind:<15} {item.tier:<4} {item.score:6.3f}  {item.text}")
     show_adapter_choice(assembler, report)
-    assembler.flush_accesses()
+    writer = MemoryWriter(assembler.event_store)
+    writer.record_accesses(users[0], context.source_ids, SAMPLE_QUERY)
+    writer.close()
     assembler.close()
     report.say("")
 

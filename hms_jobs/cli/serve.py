@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from hms_jobs.cli import main
-from hms_resources.common.home import positive_int_from_env
+from hms_resources.common.environment import setting
 from hms_resources.serving.tenants import SCOPES
 
 LOCAL_TENANT = "local"
@@ -43,7 +43,7 @@ def serve(host: str, port: int, mcp: bool, access_log: bool) -> None:
     On a store without any key, creates one for the tenant `local` and prints it once."""
     import uvicorn
 
-    from hms_resources.serving.http import DEFAULT_MAX_BODY_BYTES, create_app
+    from hms_resources.serving.http import create_app
 
     service = build_service()
     key = first_key(service.store)
@@ -58,7 +58,7 @@ def serve(host: str, port: int, mcp: bool, access_log: bool) -> None:
     from hms_resources.serving.chat import ChatService
 
     app = create_app(
-        service, max_body_bytes=positive_int_from_env("HMS_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES), mcp_app=mcp_app, chat=ChatService.from_env(service)
+        service, max_body_bytes=setting("HMS_MAX_BODY_BYTES"), mcp_app=mcp_app, chat=ChatService.from_env(service)
     )
     click.echo(f"hms: serving {service.store.display_url} on http://{host}:{port} (OpenAPI at /docs)", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log, lifespan="on")

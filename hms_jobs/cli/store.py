@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -16,7 +14,7 @@ from hms_resources.common.home import hms_home
 from hms_resources.store.database import migrate
 from hms_resources.store.event_store import EventStore
 from hms_resources.store.events import DEFAULT_MAX_CONTENT_BYTES
-from hms_resources.store.ingest import DEFAULT_BATCH_SIZE, IngestReport, default_rejects_path, ingest_path
+from hms_resources.store.ingest import DEFAULT_BATCH_SIZE, IngestReport, default_rejects_path
 
 
 def open_store(max_content_bytes: int | None = None) -> EventStore:
@@ -33,12 +31,13 @@ def ingest_file(path: str, *, rejects: str | None, batch_size: int, max_content_
     """Ingest as `hms ingest` and `hms run` both do: a progress bar, and every rejected line on stderr."""
     from tqdm import tqdm
 
+    from hms_resources.memory.writes import MemoryWriter
+
     store = open_store(max_content_bytes)
     rejects_path = Path(rejects) if rejects else default_rejects_path(hms_home(), path)
     total = None if path == "-" else os.path.getsize(path)
     with tqdm(total=total, unit="B", unit_scale=True, desc="ingest", disable=not progress if progress is not None else None, file=sys.stderr) as bar:
-        report = ingest_path(
-            store,
+        report = MemoryWriter(store).ingest_file(
             path,
             rejects_path=rejects_path,
             batch_size=batch_size,
@@ -124,8 +123,8 @@ def forget_command(user_id: str, memory_id: str, reason: str, verify: bool, as_j
     images; the other assets drop it at their next run. Then report every place checked. Exit 0: clean
     everywhere; 2: something remains (the report says which run clears it)."""
     from hms_resources.lora.tracking import MlflowTracking
+    from hms_resources.memory.writes import MemoryWriter
     from hms_resources.privacy.forget import purge_forgotten, verify_forgotten
-    from hms_resources.store.events import MEMORY_FORGOTTEN, parse_event
     from hms_resources.store.projection import refresh_memories
 
     store = open_store()
@@ -136,10 +135,7 @@ def forget_command(user_id: str, memory_id: str, reason: str, verify: bool, as_j
         raise click.ClickException(f"no memory {memory_id!r} of user {user_id!r} in the store at {store.display_url}")
     if not verify:
         if status != "forgotten":
-            store.append([parse_event({
-                "event_id": f"forget-{uuid.uuid4().hex}", "type": MEMORY_FORGOTTEN, "user_id": user_id, "memory_id": memory_id,
-                "occurred_at": datetime.now(timezone.utc).isoformat(), "payload": {"reason": reason} if reason else {},
-            })], strict=True)
+            MemoryWriter(store).forget(user_id, memory_id, reason, stem="forget")
         refresh_memories(store)
         purged = purge_forgotten(store, tracking if tracking.in_use(store.home) else None, log=lambda m: click.echo(m, err=True))
         click.echo(f"forgot {memory_id!r} of {user_id!r}; purged {orjson.dumps(purged.counts()).decode()}", err=True)

@@ -6,9 +6,13 @@ import os
 import re
 from pathlib import Path
 
+from hms_resources.common.environment import setting
+
+__all__ = ["default_database_url", "hms_home", "redact_error", "redact_url"]
+
 
 def hms_home(configured: str | os.PathLike[str] | None = None) -> Path:
-    raw = configured or os.environ.get("HMS_HOME") or ".hms"
+    raw = configured or setting("HMS_HOME")
     return Path(raw).expanduser().resolve()
 
 
@@ -64,17 +68,3 @@ def redact_error(error: BaseException) -> BaseException:
             pass
         pending += [current.__cause__, current.__context__]
     return error
-
-
-def positive_int_from_env(name: str, default: int) -> int:
-    """A positive integer setting from the environment, or a clear error naming the variable."""
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {raw!r}")
-    return value

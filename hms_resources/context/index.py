@@ -1,7 +1,7 @@
 """The context resource's in-memory index of one user: what `assemble` needs and nothing more.
 
-A `UserIndex` holds rendered texts, unit vectors from the `embeddings` asset (float16), two BM25
-indexes, dynamic importance from the latest tier partition, session order, speakers and concept
+A `UserIndex` holds texts rendered as a prompt shows them (`prompt.py`), unit vectors from the
+`embeddings` asset (float16), two BM25 indexes, dynamic importance from the latest tier partition, session order, speakers and concept
 summaries; it is built in milliseconds (`snapshot.load_user` reads the rows), so a process builds a
 user's on first use. Token counts and the cheap per-memory features are computed for a memory the
 first time a query ranks it."""
@@ -18,6 +18,7 @@ import numpy as np
 
 from hms_resources.context.lexical import analysed, bm25_index
 from hms_resources.context.lexical import index_bytes as lexical_bytes
+from hms_resources.context.prompt import render_memory, render_summary
 from hms_resources.context.temporal import mentions_time
 
 TIER_CODES = {"hot": 0, "warm": 1, "cold": 2}
@@ -29,30 +30,6 @@ def epoch_seconds(timestamp: str | None) -> float:
     if not timestamp:
         return 0.0
     return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
-
-
-MONTH_ABBREVIATIONS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-def render_memory(speaker: str | None, content: str) -> str:
-    """How a memory is indexed and appears in a prompt: who said it and the text. Its date is shown once
-    per day above the memories of that day (`day_header`), not on every line."""
-    who = f"{speaker}: " if speaker else ""
-    return f"{who}{' '.join(content.split())}"
-
-
-def day_header(created_at: str | None) -> str:
-    """The line above a day's memories in a prompt, "[8 May 2023]": temporal questions need the date,
-    and the base LLM's tokenizer spends a token per digit, so the month is a word."""
-    day = (created_at or "")[:10]
-    if not day:
-        return ""
-    moment = datetime.fromisoformat(day)
-    return f"[{moment.day} {MONTH_ABBREVIATIONS[moment.month - 1]} {moment.year}]"
-
-
-def render_summary(label: Sequence[str], summary: str) -> str:
-    return f"[summary: {', '.join(label[:3])}] {' '.join(summary.split())}"
 
 
 def dedup_key(content: str) -> int:

@@ -22,21 +22,21 @@ class UserNotServed(LookupError):
 
 
 class ServedUsers(Mapping):
-    """`snapshot.users`: a user's index from the resource's cache, loaded on first use (a user with
-    no indexed memory is missing). Iterating reads every served user's id from the store, for tools;
+    """`snapshot.users`: a user's index from the snapshot cache, loaded on first use (a user with no
+    indexed memory is missing). Iterating reads every served user's id from the store, for tools;
     the query path never does."""
 
-    def __init__(self, assembler: Any):
-        self._assembler = assembler
+    def __init__(self, cache: Any):
+        self._cache = cache
 
     def __getitem__(self, user_id: str) -> UserIndex:
-        index = self._assembler.user_index(user_id)
+        index = self._cache.user_index(user_id)
         if index is None:
             raise KeyError(user_id)
         return index
 
     def __iter__(self) -> Iterator[str]:
-        return (u for u in snapshot_users(self._assembler.event_store) if self._assembler.serves(u))
+        return (u for u in snapshot_users(self._cache.event_store) if self._cache.serves(u))
 
     def __len__(self) -> int:
         return sum(1 for _ in self)

@@ -148,15 +148,25 @@ def _concepts_fingerprint(concepts: Sequence[Any]) -> int:
     ))
 
 
-def user_sources(snapshot: ContextSnapshot, store: EventStore, user_id: str, parts: Sequence[str] = SOURCES) -> dict[str, Any]:
-    """The fingerprints of `parts` of what `user_id`'s index is built from, read as `load_user` reads them."""
+def user_sources(
+    snapshot: ContextSnapshot,
+    store: EventStore,
+    user_id: str,
+    parts: Sequence[str] = SOURCES,
+    *,
+    tiers: Mapping[tuple[str, str], Any] | None = None,
+    concepts: Sequence[Any] | None = None,
+) -> dict[str, Any]:
+    """The fingerprints of `parts` of what `user_id`'s index is built from: the one definition, which
+    `load_user` records (passing the `tiers` and `concepts` it read) and `unchanged_users` compares
+    (reading them again for the user alone)."""
     from hms_resources.semantic.concepts import load_concepts
 
     found: dict[str, Any] = {}
     if "tiers" in parts:
-        found["tiers"] = hash(tuple(sorted(latest_tiers(store, user_id).items())))
+        found["tiers"] = hash(tuple(sorted((latest_tiers(store, user_id) if tiers is None else tiers).items())))
     if "concepts" in parts:
-        found["concepts"] = _concepts_fingerprint(load_concepts(store, user_id))
+        found["concepts"] = _concepts_fingerprint(load_concepts(store, user_id) if concepts is None else concepts)
     if "vectors" in parts:
         found["vectors"] = snapshot.embeddings.fingerprint(user_id) if snapshot.embeddings is not None else None
     if "champions" in parts:
@@ -211,12 +221,7 @@ def load_user(snapshot: ContextSnapshot, store: EventStore, user_id: str, count_
     adapters = None
     if snapshot.model:
         adapters = champion_index(_user_champions(snapshot, user_id), {user_id: concepts}, snapshot.dimension).get(user_id)
-    sources = {
-        "tiers": hash(tuple(sorted(tiers.items()))),
-        "concepts": _concepts_fingerprint(concepts),
-        "vectors": snapshot.embeddings.fingerprint(user_id) if snapshot.embeddings is not None else None,
-        "champions": repr(_user_champions(snapshot, user_id)),
-    }
+    sources = user_sources(snapshot, store, user_id, tiers=tiers, concepts=concepts)
     nbytes = index_bytes(index) + (adapters.centroids.nbytes + 400 * len(adapters.adapters) if adapters else 0) + 1_000
     return LoadedUser(user_id, index, adapters, sources, nbytes, NOT_LOADED)
 

@@ -65,25 +65,10 @@ def generate_events(
 def _user_events(
     rng: random.Random, persona: dict[str, Any], user_id: str, sessions: int, start: datetime, days: int
 ) -> Iterator[dict[str, Any]]:
-    counter = 0
-    memories: list[dict[str, Any]] = []
-    forgotten: set[str] = set()
-    archived: set[str] = set()
-    home_memory: str | None = None
+    """One persona's sessions, phase by phase; the phases draw from `rng` in a fixed order, so a seed
+    gives the same events."""
     session_starts = sorted(start + timedelta(minutes=rng.randrange(days * 24 * 60)) for _ in range(sessions))
-
-    def event(kind: str, memory_id: str, at: datetime, payload: dict[str, Any]) -> dict[str, Any]:
-        nonlocal counter
-        counter += 1
-        return {
-            "event_id": f"{user_id}-e{counter:06d}",
-            "type": kind,
-            "user_id": user_id,
-            "memory_id": memory_id,
-            "occurred_at": _timestamp(at),
-            "payload": payload,
-        }
-
+    history = _UserHistory(rng, persona, user_id, start)
     pool: list[tuple[str, str, str]] = (
         list(persona["facts"])
         + list(persona["preferences"])
@@ -91,20 +76,55 @@ def _user_events(
         + [("insight", "self", text) for text in persona["insights"]]
     )
     rng.shuffle(pool)
-    at = start
     for session_number, moment in enumerate(session_starts, start=1):
         session_id = f"{user_id}-s{session_number:03d}"
-        at = max(moment, at + timedelta(minutes=30))
+        history.at = max(moment, history.at + timedelta(minutes=30))
+        yield from history.created(pool, session_id)
+        yield from history.home(session_id, moved=session_number == sessions - 2)
+        usable = [m["memory_id"] for m in history.memories if m["memory_id"] not in history.forgotten]
+        yield from history.recalled(usable)
+        if session_number % 5 == 0:
+            yield from history.archived_one(usable)
+        if session_number == sessions - 1:
+            yield from history.forgotten_one(usable)
+
+
+class _UserHistory:
+    """What one user's generator remembers between sessions: its memories, what was archived or
+    forgotten, where the home fact is, and the clock."""
+
+    def __init__(self, rng: random.Random, persona: dict[str, Any], user_id: str, start: datetime) -> None:
+        self.rng, self.persona, self.user_id, self.at = rng, persona, user_id, start
+        self.counter = 0
+        self.memories: list[dict[str, Any]] = []
+        self.forgotten: set[str] = set()
+        self.archived: set[str] = set()
+        self.home_memory: str | None = None
+
+    def event(self, kind: str, memory_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+        self.counter += 1
+        return {
+            "event_id": f"{self.user_id}-e{self.counter:06d}",
+            "type": kind,
+            "user_id": self.user_id,
+            "memory_id": memory_id,
+            "occurred_at": _timestamp(self.at),
+            "payload": payload,
+        }
+
+    def created(self, pool: list[tuple[str, str, str]], session_id: str) -> Iterator[dict[str, Any]]:
+        """The session's new memories: from the persona's pool first, then mentions of its topics."""
+        rng, persona = self.rng, self.persona
         created_here: list[str] = []
         for _ in range(rng.randint(2, 5)):
-            at += timedelta(minutes=rng.randint(1, 9))
+            self.at += timedelta(minutes=rng.randint(1, 9))
             if pool:
                 memory_type, category, content = pool.pop()
             else:
                 topic = rng.choice(persona["topics"])
                 memory_type, category = rng.choice([("pattern", "habit"), ("insight", "self"), ("event", "life")])
                 content = rng.choice(TOPIC_MENTIONS).format(topic=topic)
-            memory_id = f"{user_id}-m{len(memories) + 1:05d}"
+            memory_id = f"{self.user_id}-m{len(self.memories) + 1:05d}"
             payload: dict[str, Any] = {
                 "content": content,
                 "session_id": session_id,
@@ -119,22 +139,24 @@ def _user_events(
             }
             if rng.random() < 0.4:
                 kind = rng.choice(CONTEXT_KINDS)
-                payload["context"] = {kind: {"session_hour": at.hour, "weekday": at.strftime("%A")}}
+                payload["context"] = {kind: {"session_hour": self.at.hour, "weekday": self.at.strftime("%A")}}
             if created_here and rng.random() < 0.25:
                 payload["parent_memory_id"] = created_here[-1]
-            memories.append({"memory_id": memory_id, "created_at": at})
+            self.memories.append({"memory_id": memory_id, "created_at": self.at})
             created_here.append(memory_id)
-            yield event("memory.created", memory_id, at, payload)
-        if home_memory is None:
-            at += timedelta(minutes=2)
-            home_memory = f"{user_id}-m{len(memories) + 1:05d}"
-            memories.append({"memory_id": home_memory, "created_at": at})
-            yield event(
+            yield self.event("memory.created", memory_id, payload)
+
+    def home(self, session_id: str, *, moved: bool) -> Iterator[dict[str, Any]]:
+        """The home fact in the first session, restated as a move near the end (unless forgotten)."""
+        if self.home_memory is None:
+            self.at += timedelta(minutes=2)
+            self.home_memory = f"{self.user_id}-m{len(self.memories) + 1:05d}"
+            self.memories.append({"memory_id": self.home_memory, "created_at": self.at})
+            yield self.event(
                 "memory.created",
-                home_memory,
-                at,
+                self.home_memory,
                 {
-                    "content": HOME.format(**persona),
+                    "content": HOME.format(**self.persona),
                     "session_id": session_id,
                     "memory_type": "fact",
                     "category": "personal",
@@ -145,53 +167,45 @@ def _user_events(
                     "created_by": "assistant",
                 },
             )
-        elif session_number == sessions - 2 and home_memory not in forgotten:
-            at += timedelta(minutes=3)
-            yield event(
-                "memory.updated",
-                home_memory,
-                at,
-                {"content": MOVED.format(**persona), "confidence": 0.9},
-            )
-        usable = [m["memory_id"] for m in memories if m["memory_id"] not in forgotten]
+        elif moved and self.home_memory not in self.forgotten:
+            self.at += timedelta(minutes=3)
+            yield self.event("memory.updated", self.home_memory, {"content": MOVED.format(**self.persona), "confidence": 0.9})
+
+    def recalled(self, usable: list[str]) -> Iterator[dict[str, Any]]:
+        """Accesses (some with feedback), now and then a relation between two memories and a tag."""
+        rng, topics = self.rng, self.persona["topics"]
         for _ in range(rng.randint(1, 4)):
-            at += timedelta(minutes=rng.randint(1, 5))
+            self.at += timedelta(minutes=rng.randint(1, 5))
             target = rng.choice(usable)
-            payload = {"access_method": rng.choice(ACCESS_METHODS), "query": rng.choice(persona["topics"])}
+            payload = {"access_method": rng.choice(ACCESS_METHODS), "query": rng.choice(topics)}
             if rng.random() < 0.6:
                 payload["was_relevant"] = rng.random() < 0.75
                 payload["relevance_score"] = round(rng.uniform(0.2, 1.0), 2)
-            yield event("memory.accessed", target, at, payload)
+            yield self.event("memory.accessed", target, payload)
         if len(usable) >= 2 and rng.random() < 0.5:
-            at += timedelta(minutes=1)
+            self.at += timedelta(minutes=1)
             source, target = rng.sample(usable, 2)
-            yield event(
-                "memory.related",
-                source,
-                at,
-                {
-                    "target": target,
-                    "relationship_type": rng.choice(["supports", "elaborates", "contradicts", "same_topic"]),
-                    "strength": round(rng.uniform(0.4, 1.0), 2),
-                },
-            )
+            relationship = rng.choice(["supports", "elaborates", "contradicts", "same_topic"])
+            strength = round(rng.uniform(0.4, 1.0), 2)
+            yield self.event("memory.related", source, {"target": target, "relationship_type": relationship, "strength": strength})
         if rng.random() < 0.3:
-            at += timedelta(minutes=1)
-            yield event("memory.tagged", rng.choice(usable), at, {"tags": [rng.choice(persona["topics"])]})
-        if session_number % 5 == 0:
-            stale = [m for m in usable if m not in archived and m != home_memory]
-            if stale:
-                at += timedelta(minutes=1)
-                memory_id = stale[0]
-                archived.add(memory_id)
-                yield event("memory.archived", memory_id, at, {"reason": "superseded by newer memories"})
-        if session_number == sessions - 1:
-            candidates = [m for m in usable if m != home_memory]
-            if candidates:
-                at += timedelta(minutes=1)
-                memory_id = rng.choice(candidates)
-                forgotten.add(memory_id)
-                yield event("memory.forgotten", memory_id, at, {"reason": "user asked to forget it"})
+            self.at += timedelta(minutes=1)
+            yield self.event("memory.tagged", rng.choice(usable), {"tags": [rng.choice(topics)]})
+
+    def archived_one(self, usable: list[str]) -> Iterator[dict[str, Any]]:
+        stale = [m for m in usable if m not in self.archived and m != self.home_memory]
+        if stale:
+            self.at += timedelta(minutes=1)
+            self.archived.add(stale[0])
+            yield self.event("memory.archived", stale[0], {"reason": "superseded by newer memories"})
+
+    def forgotten_one(self, usable: list[str]) -> Iterator[dict[str, Any]]:
+        candidates = [m for m in usable if m != self.home_memory]
+        if candidates:
+            self.at += timedelta(minutes=1)
+            memory_id = self.rng.choice(candidates)
+            self.forgotten.add(memory_id)
+            yield self.event("memory.forgotten", memory_id, {"reason": "user asked to forget it"})
 
 
 def generate_bulk_events(count: int, *, users: int = 50, seed: int = 0) -> Iterator[dict[str, Any]]:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import uuid
 from collections import OrderedDict
@@ -41,6 +40,7 @@ from typing import Any
 import litellm
 from litellm.integrations.custom_logger import CustomLogger
 
+from hms_resources.common.environment import setting
 from hms_resources.integration.plugin import CONTEXT_HEADER, MemoryCall, MemoryPlugin, RemoteMemory, holds_memory, new_call_id
 from hms_resources.integration.providers import anthropic_request, openai_messages_from_anthropic
 
@@ -112,7 +112,7 @@ class HmsMemoryCallback(CustomLogger):
     def __init__(self, memory: MemoryPlugin | None = None, max_context_tokens: int = 1024, **kwargs: Any):
         super().__init__(**kwargs)
         if memory is None:
-            memory = RemoteMemory(os.environ.get("HMS_URL") or "http://127.0.0.1:8000", os.environ.get("HMS_API_KEY"))
+            memory = RemoteMemory(setting("HMS_URL"), setting("HMS_API_KEY") or None)
         self.memory = memory
         self.max_context_tokens = max_context_tokens
         self._pending: OrderedDict[str, MemoryCall] = OrderedDict()

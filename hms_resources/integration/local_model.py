@@ -17,7 +17,6 @@ once would want it, and that is what a vLLM-style server is for."""
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -97,9 +96,9 @@ class LocalModel:
     def from_env(cls) -> "LocalModel":
         """`HMS_LOCAL_MODEL` (a local directory or hub id; unset for the shipped SmolLM2) and
         `HMS_LOCAL_MAX_ADAPTERS` (how many adapters stay loaded, default 4)."""
-        from hms_resources.common.home import positive_int_from_env
+        from hms_resources.common.environment import setting
 
-        return cls(os.environ.get("HMS_LOCAL_MODEL", ""), positive_int_from_env("HMS_LOCAL_MAX_ADAPTERS", 4))
+        return cls(setting("HMS_LOCAL_MODEL"), setting("HMS_LOCAL_MAX_ADAPTERS"))
 
     @property
     def model_name(self) -> str:

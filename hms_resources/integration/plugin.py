@@ -2,8 +2,9 @@
 the `openai` and `anthropic` wrappers, `hms chat`): before a model call, the messages with the user's
 memory in the system turn and the adapter to apply; after it, the exchange recorded as events.
 
-Two implementations: `LocalMemory` over the store and context resource in this process, and
-`RemoteMemory` over a running `hms serve` (for code that calls providers itself)."""
+Two implementations: `LocalMemory` over the door for writes and the context resource in this process
+(`hms chat`, and `hms serve`'s own chat endpoint, as the key's tenant), and `RemoteMemory` over a
+running `hms serve` (for code that calls providers itself)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from hms_resources.context.access_log import utc_now
-from hms_resources.store.events import MEMORY_ACCESSED, MEMORY_CREATED
-from hms_resources.store.memory_state import CONVERSATION_TURN
+from hms_resources.memory.exchange import Exchange, exchange_records
+from hms_resources.memory.writes import AS_STORED, MemoryWriter, Names
 
 CONTEXT_HEADER = "What you remember about this user (use it when it helps; never invent beyond it):"
 DEFAULT_CONTEXT_SHARE = 0.5
@@ -100,31 +100,9 @@ def new_call_id(messages: list[dict[str, Any]] | None = None, given: str | None 
     return uuid.uuid4().hex
 
 
-def exchange_events(call: MemoryCall, reply: str, *, user_id: str | None = None, at: str | None = None) -> list[dict[str, Any]]:
-    """The events one exchange becomes: the user's turn and the reply as conversation turns of the
-    session, and an access of every memory the context used. Ids derive from the call id, so
-    recording a retried call again stores nothing twice (its own earlier turns, which a retry's
-    context may hold, are not counted as accessed)."""
-    at = at or utc_now()
-    user = user_id or call.user_id
-    base = {"user_id": user, "occurred_at": at}
-    turn = {"memory_type": CONVERSATION_TURN, "source_type": "chat", "source_id": call.call_id}
-    if call.session_id:
-        turn["session_id"] = call.session_id
-    found: list[dict[str, Any]] = []
-    if call.query.strip():
-        found.append({**base, "event_id": f"chat-{call.call_id}-user", "type": MEMORY_CREATED, "memory_id": f"chat-{call.call_id}-user",
-                      "payload": {**turn, "content": call.query, "created_by": "user"}})
-    if reply.strip():
-        found.append({**base, "event_id": f"chat-{call.call_id}-assistant", "type": MEMORY_CREATED, "memory_id": f"chat-{call.call_id}-assistant",
-                      "payload": {**turn, "content": reply, "created_by": "assistant"}})
-    own = f"chat-{call.call_id}-"
-    for memory_id in call.memory_ids:
-        if memory_id.startswith(own):
-            continue
-        found.append({**base, "event_id": f"chat-{call.call_id}-access-{hashlib.sha256(memory_id.encode()).hexdigest()[:16]}",
-                      "type": MEMORY_ACCESSED, "memory_id": memory_id, "payload": {"access_method": "chat", "query": call.query[:2048]}})
-    return found
+def exchange_of(call: MemoryCall, reply: str) -> Exchange:
+    """What the door records of a call (`memory/exchange.py`): the turns, and the memories its context used."""
+    return Exchange(call.user_id, call.call_id, call.query, reply, call.session_id, call.memory_ids)
 
 
 def call_from_context(
@@ -146,37 +124,36 @@ def call_from_context(
 
 
 class LocalMemory:
-    """The plugin over this process's context resource and event store (`hms chat`, tests)."""
+    """The plugin over this process's context resource and door for writes. `names` maps the caller's
+    user names to stored ones (a tenant's `Principal`); `writer` is the door to share (the service's),
+    else one over the resource's store that tells the resource of each write."""
 
-    def __init__(self, assembler: Any, *, capture: bool = True, context_share: float = DEFAULT_CONTEXT_SHARE):
+    def __init__(
+        self,
+        assembler: Any,
+        *,
+        writer: MemoryWriter | None = None,
+        capture: bool = True,
+        context_share: float = DEFAULT_CONTEXT_SHARE,
+        names: Names = AS_STORED,
+    ):
         self.assembler = assembler
+        self.writer = writer if writer is not None else MemoryWriter(assembler.event_store, on_written=lambda r: assembler.note_written(r.last_sequence))
         self.capture = capture
         self.context_share = context_share
+        self.names = names
 
     def before_call(
         self, user_id: str, messages: list[dict[str, Any]], *, max_tokens: int, session_id: str | None = None, call_id: str | None = None
     ) -> MemoryCall:
-        from dataclasses import asdict
-
-        context = self.assembler.assemble(user_id, last_user_turn(messages), max(1, max_tokens), record_access=False)
-        found = {
-            "items": [asdict(item) for item in context.items],
-            "prompt": context.to_prompt(),
-            "adapter": asdict(context.adapter) if context.adapter is not None else None,
-            "timings_ms": dict(context.timings_ms),
-        }
-        return call_from_context(user_id, messages, found, session_id=session_id, call_id=call_id)
+        """The context for the last user turn; its accesses are recorded with the exchange, after the call."""
+        stored = self.names.stored_user(user_id)
+        context = self.assembler.assemble(stored, last_user_turn(messages), max(1, max_tokens))
+        return call_from_context(user_id, messages, context.to_json(user_id=user_id), session_id=session_id, call_id=call_id)
 
     def after_call(self, call: MemoryCall, reply: str) -> None:
-        if not self.capture:
-            return
-        from hms_resources.store.events import parse_event
-        from hms_resources.store.ingest import append_salvaging
-
-        store = self.assembler.event_store
-        events = [parse_event(e, max_content_bytes=store.max_content_bytes) for e in exchange_events(call, reply)]
-        result = append_salvaging(store, events)
-        self.assembler.note_written(result.last_sequence)
+        if self.capture:
+            self.writer.capture_exchange(exchange_of(call, reply), names=self.names)
 
 
 class RemoteMemory:
@@ -184,11 +161,11 @@ class RemoteMemory:
     The key comes from the argument or `HMS_API_KEY`, and is never logged or shown."""
 
     def __init__(self, base_url: str = "http://127.0.0.1:8000", api_key: str | None = None, *, capture: bool = True, timeout: float = 10.0):
-        import os
-
         import httpx
 
-        key = api_key or os.environ.get("HMS_API_KEY", "")
+        from hms_resources.common.environment import setting
+
+        key = api_key or setting("HMS_API_KEY")
         self.capture = capture
         self._http = httpx.Client(base_url=base_url.rstrip("/"), headers={"Authorization": f"Bearer {key}"}, timeout=timeout)
 
@@ -204,7 +181,7 @@ class RemoteMemory:
 
     def after_call(self, call: MemoryCall, reply: str) -> None:
         if self.capture:
-            self._http.post("/v1/events", json={"events": exchange_events(call, reply)}).raise_for_status()
+            self._http.post("/v1/events", json={"events": exchange_records(exchange_of(call, reply))}).raise_for_status()
 
     def close(self) -> None:
         self._http.close()

@@ -21,6 +21,7 @@ from hms_resources.lora.purge import (
     registered_on,
     retire_adapters,
 )
+from hms_resources.store import erasure
 from hms_resources.store.event_store import EventStore
 from hms_resources.store.rejects import rejected_lines_naming, scrub_rejects
 
@@ -47,7 +48,7 @@ def purge_forgotten(store: EventStore, tracking: Any | None = None, log: Log = l
 
     report = PurgeReport()
     home = store.home
-    forgotten = store.forgotten_memories()
+    forgotten = erasure.forgotten_memories(store)
     if not forgotten:
         return report
     report.dataset_versions = purge_datasets(home, forgotten, log)
@@ -56,7 +57,7 @@ def purge_forgotten(store: EventStore, tracking: Any | None = None, log: Log = l
         report.retired_runs = retire_adapters(home, purged, tracking, log)
     report.rejected_lines = scrub_rejects(home, forgotten)
     report.tier_reasons = erase_tier_reasons(store, forgotten)
-    store.drop_erased_pages()
+    erasure.drop_erased_pages(store)
     return report
 
 
@@ -86,7 +87,7 @@ def verify_forgotten(store: EventStore, user_id: str, memory_id: str, tracking: 
 
     status = store.memory_statuses([key]).get(key)
     check("event log: status", status == "forgotten", "forgotten", f"the memory is {status or 'not in the store'}")
-    unerased = store.unerased_events(user_id, memory_id)
+    unerased = erasure.unerased_events(store, user_id, memory_id)
     check("event log: payloads", unerased == 0, "every event of the memory is erased", f"{unerased} event(s) still hold what the user said")
     [memory] = store.load_memories([key]).values() or [None]
     held = memory is not None and (memory.content is not None or memory.metadata or memory.context or memory.archive_reason)
@@ -121,7 +122,7 @@ def verify_forgotten(store: EventStore, user_id: str, memory_id: str, tracking: 
         check("MLflow registry", not registered, "no version trained on a purged dataset", f"{', '.join(registered)} still registered")
     naming = rejected_lines_naming(home, key)
     check("rejected lines", naming == 0, "no raw line names it", f"{naming} raw line(s) name it")
-    clean, detail = store.erased_pages_state()
+    clean, detail = erasure.erased_pages_state(store)
     checks.append(Check("database files", clean, detail))
     return checks
 

@@ -5,7 +5,8 @@ A sync reads what the server holds for the users concerned, diffs it against the
 writes only the difference, in batched MERGE statements of one transaction each. Because every batch
 is idempotent and the diff is recomputed from the server, re-running an interrupted sync completes it
 exactly. Statements come from `cypher` (labels and types from the whitelist, every value a
-parameter); what only FalkorDB needs is in `falkordb`.
+parameter); what only FalkorDB needs is in `falkordb`; the sync's steps are in `graph_sync` and the
+running of one statement in `graph_statements`.
 
 Retries are the driver's alone: each statement is a managed transaction (`execute_write`,
 `execute_read`) that the driver retries while the server is unavailable or the error is transient,
@@ -15,19 +16,15 @@ run completes it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import dagster as dg
 import neo4j
-from neo4j.exceptions import DriverError, Neo4jError, ServiceUnavailable, SessionExpired
 from pydantic import Field, PrivateAttr
 
-from hms_resources.common.home import redact_url
 from hms_resources.semantic import cypher, falkordb
-from hms_resources.semantic.cypher import EdgeId, NodeId
 from hms_resources.semantic.graph_model import (
     EDGE_TYPES,
     NODE_LABELS,
@@ -37,43 +34,10 @@ from hms_resources.semantic.graph_model import (
     local_id,
     memory_node_key,
 )
+from hms_resources.semantic.graph_statements import DIALECTS, FALKORDB, NEO4J, GraphStatements, GraphSyncError, checked_dialect
+from hms_resources.semantic.graph_sync import Progress, SyncReport, held_edges, held_nodes, plan_sync, write_steps
 
-NEO4J = "neo4j"
-FALKORDB = "falkordb"
-DIALECTS = (NEO4J, FALKORDB)
-
-Progress = Callable[[str, int, int], None]
-
-
-class GraphSyncError(RuntimeError):
-    """The graph server could not do what was asked (unreachable, refused, failed mid-sync)."""
-
-
-@dataclass
-class SyncReport:
-    nodes_upserted: int = 0
-    nodes_deleted: int = 0
-    edges_upserted: int = 0
-    edges_deleted: int = 0
-    nodes_unchanged: int = 0
-    edges_unchanged: int = 0
-    batches: int = 0
-
-
-@dataclass(frozen=True)
-class _Step:
-    """The rows of one statement, written in batches: e.g. upsert edges SIMILAR_TO."""
-
-    action: str
-    kind: str
-    name: str
-    query: str
-    rows: list[dict[str, Any]]
-
-    @property
-    def title(self) -> str:
-        return f"{self.action} {self.kind} {self.name}"
-
+__all__ = ["DIALECTS", "FALKORDB", "NEO4J", "GraphStore", "GraphSyncError", "Progress", "SyncReport"]
 
 class GraphStore(dg.ConfigurableResource):
     """The memory graph on a Bolt server: Neo4j 5, or FalkorDB with `dialect="falkordb"`.
@@ -196,90 +160,10 @@ class GraphStore(dg.ConfigurableResource):
         wanted_nodes = cypher.desired_nodes(nodes, users, allow_nul=allow_nul)
         wanted_edges = cypher.desired_edges(edges, wanted_nodes, users, allow_nul=allow_nul)
         self.ensure_schema()
-        held_nodes = self._held_nodes(users)
-        held_edges = self._held_edges(users)
-
-        changed_nodes = {nid: row for nid, (fp, row) in wanted_nodes.items() if held_nodes.get(nid) != fp}
-        changed_edges = {eid: row for eid, (fp, row) in wanted_edges.items() if held_edges.get(eid) != fp}
-        stale_edges = sorted(eid for eid in held_edges if eid not in wanted_edges)
-        stale_nodes = sorted(nid for nid in held_nodes if nid not in wanted_nodes)
-        report = SyncReport(
-            nodes_upserted=len(changed_nodes),
-            nodes_deleted=len(stale_nodes),
-            edges_upserted=len(changed_edges),
-            edges_deleted=len(stale_edges),
-            nodes_unchanged=len(wanted_nodes) - len(changed_nodes),
-            edges_unchanged=len(wanted_edges) - len(changed_edges),
-        )
-        steps: list[_Step] = []
-        for label in NODE_LABELS:
-            rows = [row for nid, row in changed_nodes.items() if nid[0] == label]
-            steps.append(_Step("upsert", "nodes", label, cypher.upsert_nodes_query(label), rows))
-        for edge_type in EDGE_TYPES:
-            rows = [row for eid, row in changed_edges.items() if eid[0] == edge_type]
-            steps.append(_Step("upsert", "edges", edge_type, cypher.upsert_edges_query(edge_type), rows))
-        for edge_type in EDGE_TYPES:
-            rows = [
-                {"user_id": u, "source": s, "target": t, "qualifier": q}
-                for (et, u, s, t, q) in stale_edges
-                if et == edge_type
-            ]
-            steps.append(_Step("delete", "edges", edge_type, cypher.delete_edges_query(edge_type), rows))
-        for label in NODE_LABELS:
-            rows = [{"user_id": u, "key": k} for (lb, u, k) in stale_nodes if lb == label]
-            steps.append(_Step("delete", "nodes", label, cypher.delete_nodes_query(label), rows))
-
-        planned = [(step, list(self._batches(step.title, step.query, "rows", step.rows, self.batch_size))) for step in steps]
-        for step, batches in planned:
-            done = 0
-            for number, batch in enumerate(batches, 1):
-                self._write(f"{step.title} batch {number} of {len(batches)}", step.query, {"rows": batch}, sized=True)
-                report.batches += 1
-                done += len(batch)
-                if progress is not None:
-                    progress(step.title, done, len(step.rows))
+        statements = self._statements()
+        report, steps = plan_sync(wanted_nodes, wanted_edges, held_nodes(statements, users), held_edges(statements, users))
+        write_steps(statements, steps, self.batch_size, report, progress)
         return report
-
-    def _batches(
-        self, what: str, query: str, name: str, values: Sequence[Any], max_rows: int | None
-    ) -> Iterator[list[Any]]:
-        """`values` cut into lists to pass as the parameter `name` of `query`: at most `max_rows`
-        each, and on FalkorDB small enough for its Bolt listener."""
-        limit = max(1, max_rows) if max_rows else max(1, len(values))
-        if self._check_dialect() == FALKORDB:
-            try:
-                yield from falkordb.batches(query, name, values, limit)
-            except falkordb.StatementTooLong as exc:
-                raise GraphSyncError(f"{what}: {exc}") from None
-            return
-        for start in range(0, len(values), limit):
-            yield list(values[start : start + limit])
-
-    def _held_nodes(self, users: list[str] | None) -> dict[NodeId, str | None]:
-        held: dict[NodeId, str | None] = {}
-        for label in NODE_LABELS:
-            query = cypher.held_nodes_query(label, of_users=users is not None)
-            for chunk in self._user_chunks(f"read nodes {label}", query, users):
-                for user_id, key, fingerprint in self._read(f"read nodes {label}", query, {"user_ids": chunk}, sized=True):
-                    held[(label, user_id, key)] = fingerprint
-        return held
-
-    def _user_chunks(self, what: str, query: str, users: list[str] | None) -> Iterator[list[str] | None]:
-        if users is None:
-            yield None
-        elif users:
-            yield from self._batches(what, query, "user_ids", users, None)
-
-    def _held_edges(self, users: list[str] | None) -> dict[EdgeId, str | None]:
-        held: dict[EdgeId, str | None] = {}
-        for edge_type in EDGE_TYPES:
-            query = cypher.held_edges_query(edge_type, of_users=users is not None)
-            for chunk in self._user_chunks(f"read edges {edge_type}", query, users):
-                for user_id, source, target, qualifier, fingerprint in self._read(
-                    f"read edges {edge_type}", query, {"user_ids": chunk}, sized=True
-                ):
-                    held[(edge_type, user_id, source, target, qualifier)] = fingerprint
-        return held
 
     # Queries --------------------------------------------------------------------------------
 
@@ -359,51 +243,21 @@ class GraphStore(dg.ConfigurableResource):
 
     # Running statements ---------------------------------------------------------------------
 
-    def _write(self, what: str, query: str, params: Mapping[str, Any] | None = None, *, sized: bool = False) -> None:
-        encoded = self._encode(what, query, params or {}, sized=sized)
-        self._run(what, lambda session: session.execute_write(_consume, query, encoded))
+    def _statements(self) -> GraphStatements:
+        return GraphStatements(
+            lambda: self.driver,
+            database=self.database,
+            server=self.server,
+            password=self.password,
+            retry_time_s=self.retry_time_s,
+            dialect=self._check_dialect(),
+        )
 
-    def _read(self, what: str, query: str, params: Mapping[str, Any] | None = None, *, sized: bool = False) -> list[list[Any]]:
-        encoded = self._encode(what, query, params or {}, sized=sized)
-        return self._run(what, lambda session: session.execute_read(_values, query, encoded))
+    def _write(self, what: str, query: str, params: Mapping[str, Any] | None = None) -> None:
+        self._statements().write(what, query, params)
 
-    def _run(self, what: str, work: Callable[[neo4j.Session], Any]) -> Any:
-        """`work` in a fresh session; the driver has already retried it when an error reaches here."""
-        try:
-            with self.driver.session(database=self.database) as session:
-                return work(session)
-        except (Neo4jError, DriverError) as exc:
-            where = f"the graph server {self.server} (database {self.database!r})"
-            if isinstance(exc, (ServiceUnavailable, SessionExpired)):
-                problem = f"{what} failed: {where} is unavailable after retrying for {self.retry_time_s:g} s"
-            elif exc.is_retryable():
-                problem = f"{what} failed on {where} after retrying for {self.retry_time_s:g} s"
-            else:
-                problem = f"{what} failed on {where}"
-            raise GraphSyncError(f"{problem}: {self._describe(exc)}") from exc
-
-    def _describe(self, exc: BaseException) -> str:
-        text = redact_url(f"{type(exc).__name__}: {exc}")
-        return text.replace(self.password, "***") if self.password else text
-
-    def _encode(self, what: str, query: str, params: Mapping[str, Any], *, sized: bool = False) -> dict[str, Any]:
-        """Parameters as the server must receive them: FalkorDB's escaped and size-checked."""
-        if self._check_dialect() != FALKORDB:
-            return dict(params)
-        try:
-            return falkordb.encode_parameters(query, params, sized=sized)
-        except falkordb.StatementTooLong as exc:
-            raise GraphSyncError(f"{what}: {exc}") from None
+    def _read(self, what: str, query: str, params: Mapping[str, Any] | None = None) -> list[list[Any]]:
+        return self._statements().read(what, query, params)
 
     def _check_dialect(self) -> str:
-        if self.dialect not in DIALECTS:
-            raise ValueError(f"dialect must be one of {', '.join(DIALECTS)}, got {self.dialect!r}")
-        return self.dialect
-
-
-def _consume(tx: neo4j.ManagedTransaction, query: str, params: dict[str, Any]) -> None:
-    tx.run(query, params).consume()
-
-
-def _values(tx: neo4j.ManagedTransaction, query: str, params: dict[str, Any]) -> list[list[Any]]:
-    return tx.run(query, params).values()
+        return checked_dialect(self.dialect)

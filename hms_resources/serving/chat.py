@@ -9,7 +9,6 @@ the key turns capture off. The response says which memories and which adapter we
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,18 +17,11 @@ from urllib.parse import quote
 
 import orjson
 
-from hms_resources.common.home import positive_int_from_env
+from hms_resources.common.environment import setting
 from hms_resources.context.index import SelectedAdapter
-from hms_resources.integration.plugin import (
-    DEFAULT_CONTEXT_SHARE,
-    MemoryCall,
-    call_from_context,
-    exchange_events,
-    last_user_turn,
-    new_call_id,
-)
+from hms_resources.integration.plugin import DEFAULT_CONTEXT_SHARE, LocalMemory, MemoryCall, new_call_id
 from hms_resources.serving.errors import ApiError, bad_request
-from hms_resources.serving.service import MemoryService
+from hms_resources.serving.service import MAX_CONTEXT_TOKENS, MemoryService, positive_at_most
 from hms_resources.serving.tenants import Principal
 
 log = logging.getLogger("hms.chat")
@@ -93,26 +85,6 @@ def parse_chat(body: dict[str, Any], *, session_header: str | None, request_id: 
     )
 
 
-class ServiceMemory:
-    """The plugin over the service itself, as one tenant's key: the context in that tenant's names,
-    the exchange appended as that tenant's events."""
-
-    def __init__(self, service: MemoryService, principal: Principal, context_share: float = DEFAULT_CONTEXT_SHARE):
-        self.service = service
-        self.principal = principal
-        self.context_share = context_share
-
-    def before_call(
-        self, user_id: str, messages: list[dict[str, Any]], *, max_tokens: int, session_id: str | None = None, call_id: str | None = None
-    ) -> MemoryCall:
-        found = self.service.context(self.principal, user_id, last_user_turn(messages), max(1, max_tokens), record_access=False)
-        return call_from_context(user_id, messages, found, session_id=session_id, call_id=call_id)
-
-    def after_call(self, call: MemoryCall, reply: str) -> None:
-        if self.principal.capture:
-            self.service.append_events(self.principal, exchange_events(call, reply))
-
-
 class ChatService:
     """Routes a chat request: the local model (with the user's adapter) or a provider via LiteLLM."""
 
@@ -129,14 +101,7 @@ class ChatService:
     def from_env(cls, service: MemoryService) -> "ChatService":
         """`HMS_CHAT_WINDOW` (tokens a call is planned in) and `HMS_CHAT_CONTEXT_SHARE` (the share of
         them the memory may take); the local model's own settings are read by `LocalModel.from_env`."""
-        raw = os.environ.get("HMS_CHAT_CONTEXT_SHARE")
-        try:
-            share = float(raw) if raw else DEFAULT_CONTEXT_SHARE
-        except ValueError:
-            raise ValueError(f"HMS_CHAT_CONTEXT_SHARE must be a number in (0, 1], got {raw!r}") from None
-        if not 0 < share <= 1:
-            raise ValueError(f"HMS_CHAT_CONTEXT_SHARE must be a number in (0, 1], got {raw!r}")
-        return cls(service, window=positive_int_from_env("HMS_CHAT_WINDOW", LOCAL_WINDOW), context_share=share)
+        return cls(service, window=setting("HMS_CHAT_WINDOW"), context_share=setting("HMS_CHAT_CONTEXT_SHARE"))
 
     @property
     def local(self) -> Any:
@@ -149,18 +114,25 @@ class ChatService:
     def models(self) -> dict[str, Any]:
         return {"object": "list", "data": [{"id": LOCAL_MODEL, "object": "model", "created": 0, "owned_by": "hms"}]}
 
-    def prepare(self, principal: Principal, request: ChatRequest) -> tuple[ServiceMemory, MemoryCall]:
+    def prepare(self, principal: Principal, request: ChatRequest) -> tuple[LocalMemory, MemoryCall]:
+        """The plugin over the service's own door and context resource, as the key's tenant (its
+        names, its capture switch), and the call with the user's memory."""
         principal.require("read")
         if principal.capture:
             principal.require("write")
         user = request.user or principal.default_user
         if not user:
             raise bad_request("user is required (or create the key with a default user: hms keys create --user U)", "user")
-        memory = ServiceMemory(self.service, principal, self.context_share)
+        memory = LocalMemory(self.service.assembler, writer=self.service.writer, capture=principal.capture, context_share=self.context_share, names=principal)
         budget = max(1, int(self.window * memory.context_share))
         call_id = new_call_id(given=f"{principal.tenant}/{request.request_id}" if request.request_id else None)
-        call = memory.before_call(user, request.messages, max_tokens=budget, session_id=request.session_id, call_id=call_id)
+        principal.stored_user(user)
+        positive_at_most(budget, "max_tokens", MAX_CONTEXT_TOKENS)
+        call = self.service.guard(lambda: memory.before_call(user, request.messages, max_tokens=budget, session_id=request.session_id, call_id=call_id))
         return memory, call
+
+    def _record(self, memory: LocalMemory, call: MemoryCall, reply: str) -> None:
+        self.service.guard(lambda: memory.after_call(call, reply))
 
     def _adapter(self, request: ChatRequest, call: MemoryCall) -> SelectedAdapter | None:
         return self.local.adapter_for(call.adapter) if request.model == LOCAL_MODEL else None
@@ -173,7 +145,7 @@ class ChatService:
             text, finish, usage = reply.text, reply.finish_reason, (reply.prompt_tokens, reply.completion_tokens)
         else:
             text, finish, usage = self._provider(request, call)
-        memory.after_call(call, text)
+        self._record(memory, call, text)
         body = {
             "id": f"chatcmpl-{call.call_id}",
             "object": "chat.completion",
@@ -209,7 +181,7 @@ class ChatService:
                 pieces.append(text)
                 yield chunk({"content": text})
             yield chunk({}, "stop")
-            memory.after_call(call, "".join(pieces))
+            self._record(memory, call, "".join(pieces))
             yield b"data: [DONE]\n\n"
 
         return events(), self._headers(call, request)

@@ -26,3 +26,12 @@ def not_found(message: str, field: str | None = None) -> ApiError:
 
 def unavailable(message: str) -> ApiError:
     return ApiError(503, "store_unavailable", message)
+
+
+ITEM_STATUS = {"forbidden": 403, "conflict": 409}
+"""The status of a single-memory add whose one item is refused with this code (otherwise 422)."""
+
+
+def item_error(error: dict) -> ApiError:
+    """A batch item's refusal (`{"code", "message", "field"}`) as the error of a call that added only it."""
+    return ApiError(ITEM_STATUS.get(error["code"], 422), error["code"], error["message"], error.get("field"))

@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hms_resources.serving.errors import ApiError
+from hms_resources.serving.errors import ApiError, item_error
 from hms_resources.serving.service import MemoryService
 from hms_resources.serving.tenants import Principal
 
@@ -41,6 +41,7 @@ UserId = Annotated[str, Field(description="The user whose memories these are (th
 MemoryId = Annotated[str, Field(description="The memory's id, as `remember`, `recall` or a search returned it")]
 READS = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
+DESTROYS = ToolAnnotations(read_only_hint=False, destructive_hint=True, open_world_hint=False)
 
 
 def _json(value: Any) -> str:
@@ -69,8 +70,17 @@ def build_server(service: MemoryService, principal_of: PrincipalOf) -> MCPServer
     resource may block. The SDK configures the root logger at `log_level`: WARNING leaves `hms serve`
     as quiet as it was."""
     server: MCPServer = MCPServer(name="hms", title="HMS memory", instructions=INSTRUCTIONS, log_level="WARNING")
+    for tool, annotations in TOOLS:
+        server.add_tool(tool(service, principal_of), annotations=annotations)
+    add_memory_resource(server, service, principal_of)
+    return server
 
-    @server.tool(annotations=WRITES)
+
+# The tools: each factory returns one tool over the service; its name, docstring and parameters are
+# what the assistant sees. ------------------------------------------------------------------------
+
+
+def remember_tool(service: MemoryService, principal_of: PrincipalOf) -> Callable[..., CallToolResult]:
     def remember(
         ctx: Context,
         user_id: UserId,
@@ -84,20 +94,22 @@ def build_server(service: MemoryService, principal_of: PrincipalOf) -> MCPServer
     ) -> CallToolResult:
         """Store one memory about the user, to be recalled in later conversations. Returns its memory_id;
         status `duplicate` means the same event_id was stored before."""
+        item: dict[str, Any] = {"user_id": user_id, "content": content}
+        optional = {"memory_type": memory_type, "category": category, "tags": tags, "importance": importance, "memory_id": memory_id, "event_id": event_id}
+        item.update({name: value for name, value in optional.items() if value is not None})
+        return _calling(lambda: _result(_added(service.add_memories(principal_of(ctx), [item]))))
 
-        def call() -> CallToolResult:
-            item: dict[str, Any] = {"user_id": user_id, "content": content}
-            optional = {"memory_type": memory_type, "category": category, "tags": tags, "importance": importance, "memory_id": memory_id, "event_id": event_id}
-            item.update({name: value for name, value in optional.items() if value is not None})
-            (found,) = service.add_memories(principal_of(ctx), [item])
-            if found["status"] == "rejected":
-                error = found["error"]
-                return error_result(ApiError(422, error["code"], error["message"], error.get("field")))
-            return _result(found)
+    return remember
 
-        return _calling(call)
 
-    @server.tool(annotations=READS)
+def _added(results: list[dict[str, Any]]) -> dict[str, Any]:
+    (found,) = results
+    if found["status"] == "rejected":
+        raise item_error(found["error"])
+    return found
+
+
+def recall_tool(service: MemoryService, principal_of: PrincipalOf) -> Callable[..., CallToolResult]:
     def recall(
         ctx: Context,
         user_id: UserId,
@@ -107,18 +119,20 @@ def build_server(service: MemoryService, principal_of: PrincipalOf) -> MCPServer
     ) -> CallToolResult:
         """The user's memories relevant to `query`, as prompt text to put in your context (first content
         block) and as items with their memory_ids (second block and structured content)."""
+        return _calling(lambda: _recalled(service.context(principal_of(ctx), user_id, query, max_tokens, deep=deep)))
 
-        def call() -> CallToolResult:
-            found = service.context(principal_of(ctx), user_id, query, max_tokens, deep=deep)
-            summary = {name: found[name] for name in ("user_id", "query", "token_count", "items")}
-            return CallToolResult(
-                content=[TextContent(type="text", text=found["prompt"]), TextContent(type="text", text=_json(summary))],
-                structured_content={**summary, "prompt": found["prompt"]},
-            )
+    return recall
 
-        return _calling(call)
 
-    @server.tool(annotations=READS)
+def _recalled(found: dict[str, Any]) -> CallToolResult:
+    summary = {name: found[name] for name in ("user_id", "query", "token_count", "items")}
+    return CallToolResult(
+        content=[TextContent(type="text", text=found["prompt"]), TextContent(type="text", text=_json(summary))],
+        structured_content={**summary, "prompt": found["prompt"]},
+    )
+
+
+def search_tool(service: MemoryService, principal_of: PrincipalOf) -> Callable[..., CallToolResult]:
     def search_memories(
         ctx: Context,
         user_id: UserId,
@@ -129,12 +143,18 @@ def build_server(service: MemoryService, principal_of: PrincipalOf) -> MCPServer
         memory_id to update, forget or give feedback on."""
         return _calling(lambda: _result({"results": service.search(principal_of(ctx), user_id, query, limit)}))
 
-    @server.tool(annotations=READS)
+    return search_memories
+
+
+def get_tool(service: MemoryService, principal_of: PrincipalOf) -> Callable[..., CallToolResult]:
     def get_memory(ctx: Context, user_id: UserId, memory_id: MemoryId) -> CallToolResult:
         """One memory in full: content, type, tags, importance, status and tier."""
         return _calling(lambda: _result(service.get_memory(principal_of(ctx), user_id, memory_id)))
 
-    @server.tool(annotations=READS)
+    return get_memory
+
+
+def list_tool(service: MemoryService, principal_of: PrincipalOf) -> Callable[..., CallToolResult]:
     def list_memories(
         ctx: Context,
         user_id: UserId,
@@ -147,19 +167,22 @@ def build_server(service: MemoryService, principal_of: PrincipalOf) -> MCPServer
     ) -> CallToolResult:
         """A page of the user's memories in id order, optionally filtered; pass `next_cursor` back as
         `cursor` for the next page (null on the last)."""
-        return _calling(
-            lambda: _result(
-                service.list_memories(principal_of(ctx), user_id, memory_type=memory_type, category=category, tag=tag, status=status, cursor=cursor, limit=limit)
-            )
-        )
+        filters = {"memory_type": memory_type, "category": category, "tag": tag, "status": status, "cursor": cursor, "limit": limit}
+        return _calling(lambda: _result(service.list_memories(principal_of(ctx), user_id, **filters)))
 
-    @server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, open_world_hint=False))
+    return list_memories
+
+
+def forget_tool(service: MemoryService, principal_of: PrincipalOf) -> Callable[..., CallToolResult]:
     def forget(ctx: Context, user_id: UserId, memory_id: MemoryId, reason: str | None = None) -> CallToolResult:
         """Erase a memory for good (its content is removed from the store), e.g. when the user asks you
         to forget it or it is wrong. This cannot be undone."""
         return _calling(lambda: _result(service.forget_memory(principal_of(ctx), user_id, memory_id, reason)))
 
-    @server.tool(annotations=WRITES)
+    return forget
+
+
+def feedback_tool(service: MemoryService, principal_of: PrincipalOf) -> Callable[..., CallToolResult]:
     def feedback(
         ctx: Context,
         user_id: UserId,
@@ -169,6 +192,24 @@ def build_server(service: MemoryService, principal_of: PrincipalOf) -> MCPServer
     ) -> CallToolResult:
         """Say whether a recalled memory was relevant, so later recalls rank it higher or lower."""
         return _calling(lambda: _result(service.feedback(principal_of(ctx), user_id, memory_id, was_relevant, relevance_score)))
+
+    return feedback
+
+
+TOOLS: tuple[tuple[Callable[[MemoryService, PrincipalOf], Callable[..., CallToolResult]], ToolAnnotations], ...] = (
+    (remember_tool, WRITES),
+    (recall_tool, READS),
+    (search_tool, READS),
+    (get_tool, READS),
+    (list_tool, READS),
+    (forget_tool, DESTROYS),
+    (feedback_tool, WRITES),
+)
+"""The tools in the order `tools/list` shows them, each with its hints."""
+
+
+def add_memory_resource(server: MCPServer, service: MemoryService, principal_of: PrincipalOf) -> None:
+    """Each memory as the resource `memory://{user_id}/{memory_id}` (what `get_memory` returns)."""
 
     @server.resource(
         "memory://{user_id}/{memory_id}",
@@ -185,8 +226,6 @@ def build_server(service: MemoryService, principal_of: PrincipalOf) -> MCPServer
             kind = ResourceNotFoundError if error.status == 404 else ResourceError
             raise kind(f"{error.code}: {error.message}") from None
 
-    return server
-
 
 def run_stdio(service: MemoryService, key: str) -> None:
     """Serve over stdin/stdout as the tenant of `key` until the client closes the pipe (`hms mcp`).
@@ -196,7 +235,7 @@ def run_stdio(service: MemoryService, key: str) -> None:
     try:
         anyio.run(server.run_stdio_async)
     finally:
-        service.assembler.close()
+        service.close()
 
 
 def request_principal(ctx: Context) -> Principal:

@@ -3,7 +3,6 @@ Labels are route templates, methods, statuses, stages and reasons: never a user 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -38,7 +37,3 @@ class ServiceMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-def monotonic() -> float:
-    return time.perf_counter()

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import select, update
 
-from hms_resources.store.event_store import EventStore, _now
+from hms_resources.common.clock import utc_now
+from hms_resources.store.event_store import EventStore
 from hms_resources.store.schema import api_keys
 
 
@@ -39,7 +40,7 @@ def insert_key(
     capture: bool = True,
     default_user: str | None = None,
 ) -> StoredKey:
-    key = StoredKey(key_id, tenant, scope, salt, digest, label, _now(), None, capture, default_user)
+    key = StoredKey(key_id, tenant, scope, salt, digest, label, utc_now(), None, capture, default_user)
     with store.engine.begin() as conn:
         conn.execute(api_keys.insert().values(**key.__dict__))
     return key
@@ -63,6 +64,6 @@ def revoke_key(store: EventStore, key_id: str) -> bool:
     """Mark a key revoked; False when no unrevoked key has that id."""
     with store.engine.begin() as conn:
         changed = conn.execute(
-            update(api_keys).where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None)).values(revoked_at=_now())
+            update(api_keys).where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None)).values(revoked_at=utc_now())
         ).rowcount
     return bool(changed)

@@ -20,6 +20,10 @@ READ_ONLY = "hms_read_only"
 """Execution option of a read transaction: on SQLite it begins deferred instead of taking the write lock."""
 
 
+class StoreError(RuntimeError):
+    """The store cannot do what was asked (unreachable, wrong schema, ...)."""
+
+
 PG_CONNECT_ARGS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
 """A PostgreSQL server that is gone or silent fails a connection within seconds instead of hanging it
 (what the URL sets itself wins)."""

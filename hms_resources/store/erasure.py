@@ -1,43 +1,29 @@
-"""Forgetting in the log: a forgotten memory's stored events lose what the user said, and the checks
-that nothing of it is left, in the events or in the database files' free pages."""
+"""Forgetting in the log, checked: a forgotten memory's stored events must have lost what the user said
+(the append that forgets erases them, `append.erase_stored`), and the database files' free pages must
+not keep it either. Each check takes the store it reads."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import orjson
-from sqlalchemy import ColumnElement, Connection, and_, func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.engine import make_url
 
+from hms_resources.store.append import unerased_of
 from hms_resources.store.database import sqlite_pragma
-from hms_resources.store.events import erase_payload
+from hms_resources.store.event_store import EventStore
 from hms_resources.store.memory_state import MemoryKey
 from hms_resources.store.schema import concepts, events, memories, memory_keys
 
-if TYPE_CHECKING:
-    from hms_resources.store.event_store import EventStore
-
-
-def unerased_of(user_id: str, memory_id: str) -> ColumnElement[bool]:
-    """The events of one memory whose payload still holds what the user said."""
-    return and_(events.c.user_id == user_id, events.c.memory_id == memory_id, events.c.erased.is_(False))
-
-
-def erase_stored(conn: Connection, key: MemoryKey) -> None:
-    """Erase the payloads of a memory's stored events, inside the append that forgets it."""
-    rows = conn.execute(select(events.c.sequence, events.c.payload).where(unerased_of(*key))).all()
-    for sequence, payload in rows:
-        erased = orjson.dumps(erase_payload(orjson.loads(payload))).decode()
-        conn.execute(events.update().where(events.c.sequence == sequence).values(payload=erased, erased=True))
-
 
 def unerased_events(store: EventStore, user_id: str, memory_id: str) -> int:
+    """Events of one memory whose payload still holds what the user said."""
     with store.reading() as conn:
         return conn.execute(select(func.count()).select_from(events).where(unerased_of(user_id, memory_id))).scalar() or 0
 
 
 def unerased_events_of_forgotten(store: EventStore) -> int:
+    """Events of forgotten memories whose payload still holds what the user said (must be 0)."""
     joined = events.join(
         memory_keys,
         and_(events.c.user_id == memory_keys.c.user_id, events.c.memory_id == memory_keys.c.memory_id),
@@ -54,7 +40,9 @@ def forgotten_memories(store: EventStore) -> set[MemoryKey]:
 
 
 def drop_erased_pages(store: EventStore) -> None:
-    """SQLite (always `secure_delete`, which zeroes freed space) copies the WAL into the database and
+    """Make erased text unrecoverable from the database files (as far as the backend allows).
+
+    SQLite (always `secure_delete`, which zeroes freed space) copies the WAL into the database and
     truncates it, so no old page image is left. PostgreSQL: VACUUM makes the dead row versions
     reclaimable; their bytes stay on disk (and in WAL archives and backups) until overwritten, which
     only VACUUM FULL and encrypted storage bound."""
@@ -67,6 +55,7 @@ def drop_erased_pages(store: EventStore) -> None:
 
 
 def erased_pages_state(store: EventStore) -> tuple[bool, str]:
+    """Whether old page images could still hold erased text, read back from the database."""
     if store.is_postgres:
         return True, "PostgreSQL: dead row versions are reclaimable after VACUUM, not zeroed"
     secure = sqlite_pragma(store.engine, "secure_delete")[0]

@@ -9,17 +9,17 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
-from sqlalchemy import exc as sa_exc
 
 from hms_resources.common.bulk import gc_paused
+from hms_resources.common.clock import utc_now
 from hms_resources.common.limits import MAX_ID_LENGTH
 from hms_resources.store.event_store import AppendResult, EventStore
 from hms_resources.store.events import EventError, MemoryEvent, parse_event
+from hms_resources.store.salvage import append_salvaging
 
 DEFAULT_BATCH_SIZE = 5_000
 
@@ -84,8 +84,12 @@ class RejectsFile:
             self._handle.close()
 
 
+_STAMP_PUNCTUATION = str.maketrans("", "", "-:.")
+"""The clock's stamp without its punctuation (`20260102T030405123456Z`): a file name."""
+
+
 def default_rejects_path(home: Path, source: str) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = utc_now().translate(_STAMP_PUNCTUATION)
     name = "stdin" if source == "-" else Path(source).name
     return home / "rejects" / f"{name}.{stamp}.rejects.jsonl"
 
@@ -226,35 +230,6 @@ def ingest_stream(
         finally:
             rejects.close()
     return report
-
-
-# What a store raises for what an event holds, as opposed to being unreachable or locked.
-_UNSTORABLE = (sa_exc.DataError, sa_exc.IntegrityError, sa_exc.ProgrammingError, orjson.JSONEncodeError, ValueError, TypeError, OverflowError)
-
-
-def append_salvaging(store: EventStore, batch: list[MemoryEvent]) -> AppendResult:
-    """`store.append`, and if the store refuses the batch for what one of its events holds, the batch
-    bisected until that event is alone and rejected with the store's reason: the rest is stored."""
-    try:
-        return store.append(batch)
-    except _UNSTORABLE as exc:
-        if len(batch) == 1:
-            return AppendResult(rejected=[(0, f"the store cannot hold this event: {_short_reason(exc)}")])
-    middle = len(batch) // 2
-    first, second = append_salvaging(store, batch[:middle]), append_salvaging(store, batch[middle:])
-    return AppendResult(
-        accepted=first.accepted + second.accepted,
-        duplicates=first.duplicates + second.duplicates,
-        rejected=first.rejected + [(i + middle, r) for i, r in second.rejected],
-        conflicts=first.conflicts + [(i + middle, r) for i, r in second.conflicts],
-        last_sequence=second.last_sequence or first.last_sequence,
-    )
-
-
-def _short_reason(exc: Exception) -> str:
-    """The driver's own words, first line only: SQLAlchemy's text would repeat the parameters."""
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
 
 
 def ingest_records(store: EventStore, records: Iterable[dict[str, Any]], *, source: str = "<records>", **kwargs: Any) -> IngestReport:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
 from sqlalchemy import select
 
-from hms_jobs.retrieval_harness import materialize_for_context
-from hms_resources.context.access_log import AccessLog
+from hms_jobs.homes import materialize_for_context
+from hms_resources.common.sharding import user_shard
 from hms_resources.context.assembler import MAX_QUERY_CHARS, ContextAssembler
+from hms_resources.context.cache import SnapshotCache
+from hms_resources.context.residency import UserNotServed
+from hms_resources.memory.writes import MemoryWriter
+from hms_resources.context.snapshot import SOURCES, load_user, user_sources
 from hms_resources.semantic.embedder import Embedder
 from hms_resources.store.event_store import EventStore
 from hms_resources.store.events import MEMORY_ACCESSED
@@ -72,7 +75,7 @@ def shared(tmp_path_factory, embedder):
     """One materialized home for the tests that only read."""
     store = EventStore(hms_home=str(tmp_path_factory.mktemp("context-home")))
     materialized_store(store, embedder)
-    resource = ContextAssembler(event_store=store, embedder=embedder, record_access=False)
+    resource = ContextAssembler(event_store=store, embedder=embedder)
     yield resource
     resource.close()
     store.close()
@@ -202,10 +205,14 @@ def test_a_memory_archived_after_the_last_materialization_is_not_returned_even_o
         assert "m8" not in assembler.assemble("ana", query, 2048).source_ids
 
 
-def test_returned_memories_are_recorded_as_accessed_off_the_call(assembler):
+def test_the_resource_only_reads_and_what_it_returned_counts_as_accessed_through_the_door(assembler):
     store = assembler.event_store
+    before = store.max_sequence()
     context = assembler.assemble("ana", "What is my dog called?", 128)
-    assembler.flush_accesses()
+    assert store.max_sequence() == before, "assembling a context appends nothing"
+    writer = MemoryWriter(store)
+    writer.record_accesses("ana", context.source_ids, context.query)
+    writer.close()
     with store.reading() as conn:
         accessed = conn.execute(
             select(events.c.user_id, events.c.memory_id).where(events.c.type == MEMORY_ACCESSED)
@@ -217,28 +224,27 @@ def test_returned_memories_are_recorded_as_accessed_off_the_call(assembler):
     assert all(counts[m] == 1 for m in context.source_ids)
 
 
-def test_a_failure_to_record_accesses_never_fails_the_call(caplog):
-    unreachable = EventStore(database_url="postgresql://postgres@127.0.0.1:1/nowhere")
-    log = AccessLog(unreachable, interval=0.01)
-    with caplog.at_level(logging.WARNING, logger="hms.context"):
-        log.record("ana", ["m1", "m2"], "query")
-        log.flush()
-    log.close()
-    assert any("could not record 2 memory accesses" in r.message for r in caplog.records)
+def test_the_snapshot_cache_opens_once_loads_a_user_once_and_refuses_another_shards_users(shared):
+    shards = next(n for n in range(2, 50) if user_shard("ana", n) != user_shard("ben", n))
+    cache = SnapshotCache(shared.event_store, shared.embedder, lambda: shared.tokens, budget_bytes=2**30,
+                          shard=user_shard("ana", shards), shards=shards)
+    installed = []
+    cache.when_installed(installed.append)
+    assert cache.loaded_snapshot is None
+    index = cache.user_index("ana")
+    assert installed == [cache.snapshot] and cache.residents.loads == 1 and index.user_id == "ana"
+    assert cache.user_index("ana") is index and cache.residents.loads == 1
+    with pytest.raises(UserNotServed, match=f"user 'ben' belongs to shard {user_shard('ben', shards)} of {shards}"):
+        cache.user_index("ben")
+    assert cache.refresh() is False and installed == [cache.snapshot]
 
 
-def test_feedback_is_stored_and_bad_feedback_is_refused(assembler):
-    store = assembler.event_store
-    assembler.feedback("m4", True, 0.9, user_id="ana")
-    assembler.feedback("m1", False, user_id="ben")
-    refresh_memories(store)
-    ana = {m.memory_id: m for m in store.read_memories(user_id="ana")}
-    assert ana["m4"].relevant_count == 1 and ana["m4"].relevance_score_sum == pytest.approx(0.9)
-    assert {m.memory_id: m for m in store.read_memories(user_id="ben")}["m1"].irrelevant_count == 1
-    with pytest.raises(ValueError, match="ana/m404"):
-        assembler.feedback("m404", True, user_id="ana")
-    with pytest.raises(ValueError, match="relevance_score"):
-        assembler.feedback("m4", True, 1.5, user_id="ana")
+def test_a_user_is_loaded_with_the_fingerprints_a_new_snapshot_judges_it_by(shared):
+    snapshot = shared.snapshot
+    for user_id in FACTS:
+        loaded = load_user(snapshot, shared.event_store, user_id, shared.tokens.count)
+        assert set(loaded.sources) == set(SOURCES)
+        assert loaded.sources == user_sources(snapshot, shared.event_store, user_id), "an unchanged user judged changed"
 
 
 def test_a_new_materialization_is_picked_up_without_a_restart(assembler, embedder):
@@ -275,7 +281,7 @@ def test_cold_memories_are_searched_only_when_deep(store, embedder):
             assert result.success
     cold = sorted(m for (u, m), t in current_tiers(store, "ana").items() if t == "cold")
     assert 0 < len(cold) < len(FACTS["ana"])
-    assembler = ContextAssembler(event_store=store, embedder=embedder, record_access=False)
+    assembler = ContextAssembler(event_store=store, embedder=embedder)
     texts = dict(FACTS["ana"])
     try:
         for memory_id in cold:
@@ -306,7 +312,7 @@ def test_a_question_about_a_time_gets_the_memories_from_then(tmp_path, embedder)
         for memory_id, text, minutes in told + fillers
     ])
     materialize_for_context(store, embedder, log=lambda _m: None)
-    assembler = ContextAssembler(event_store=store, embedder=embedder, record_access=False)
+    assembler = ContextAssembler(event_store=store, embedder=embedder)
     asked = "2026-05-01T12:00:00Z"
 
     def best(question: str, budget: int = 40) -> str:

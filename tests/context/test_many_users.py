@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hms_jobs.retrieval_harness import materialize_for_context
+from hms_jobs.homes import materialize_for_context
 from hms_resources.common.sharding import user_shard
 from hms_resources.context.assembler import ContextAssembler, UserNotServed
 from hms_resources.context.index import index_bytes
@@ -77,10 +77,10 @@ def test_user_shard_is_a_stable_hash_that_spreads_users():
 
 def test_resident_index_bytes_stay_within_the_budget_as_users_are_evicted_and_reloaded(many, embedder):
     store, users = many
-    one_user = ContextAssembler(event_store=store, embedder=embedder, record_access=False)
+    one_user = ContextAssembler(event_store=store, embedder=embedder)
     sizes = [index_bytes(one_user.user_index(u)) for u in users]
     budget = 4 * max(sizes)
-    assembler = ContextAssembler(event_store=store, embedder=embedder, record_access=False, memory_budget_mb=budget / 2**20)
+    assembler = ContextAssembler(event_store=store, embedder=embedder, memory_budget_mb=budget / 2**20)
     residents = assembler.residents
     for user_id in users + users[::-1] + users[::3]:
         assembler.assemble(user_id, "What does my partner do for work?", 200)
@@ -95,7 +95,7 @@ def test_resident_index_bytes_stay_within_the_budget_as_users_are_evicted_and_re
 
 def test_an_evicted_users_index_is_freed_at_once_without_the_garbage_collector(many, embedder):
     store, users = many
-    assembler = ContextAssembler(event_store=store, embedder=embedder, record_access=False, memory_budget_mb=1e-6)
+    assembler = ContextAssembler(event_store=store, embedder=embedder, memory_budget_mb=1e-6)
     assembler.assemble(users[0], "work", 200)
     gone = [weakref.ref(assembler.user_index(users[0])), weakref.ref(assembler.user_index(users[0]).bm25)]
     gc.disable()
@@ -110,10 +110,10 @@ def test_an_evicted_users_index_is_freed_at_once_without_the_garbage_collector(m
 
 def test_answers_after_eviction_and_reload_are_identical_to_before(many, embedder):
     store, users = many
-    roomy = ContextAssembler(event_store=store, embedder=embedder, record_access=False)
+    roomy = ContextAssembler(event_store=store, embedder=embedder)
     before = {u: answers(roomy, u) for u in users}
     assert roomy.residents.evictions == 0 and len(roomy.residents) == len(users)
-    tight = ContextAssembler(event_store=store, embedder=embedder, record_access=False, memory_budget_mb=0.3)
+    tight = ContextAssembler(event_store=store, embedder=embedder, memory_budget_mb=0.3)
     for round_ in range(2):
         for user_id in users:
             assert answers(tight, user_id) == before[user_id], (round_, user_id)
@@ -130,7 +130,7 @@ def test_a_user_whose_data_changed_is_reloaded_and_the_others_are_not(tmp_path: 
     records, users = conversations(6, seed=11)
     ingest_records(store, memory_events(records))
     materialize_for_context(store, embedder, log=lambda _m: None)
-    assembler = ContextAssembler(event_store=store, embedder=embedder, record_access=False)
+    assembler = ContextAssembler(event_store=store, embedder=embedder)
     try:
         for user_id in users:
             assembler.assemble(user_id, "weekend plans", 200)
@@ -188,8 +188,8 @@ def test_a_user_whose_data_changed_is_reloaded_and_the_others_are_not(tmp_path: 
 
 def test_a_shard_serves_its_users_and_refuses_the_others(many, embedder):
     store, users = many
-    whole = ContextAssembler(event_store=store, embedder=embedder, record_access=False)
-    shards = [ContextAssembler(event_store=store, embedder=embedder, record_access=False, shard=s, shards=3) for s in range(3)]
+    whole = ContextAssembler(event_store=store, embedder=embedder)
+    shards = [ContextAssembler(event_store=store, embedder=embedder, shard=s, shards=3) for s in range(3)]
     served = {s: [u for u in users if user_shard(u, 3) == s] for s in range(3)}
     assert all(served.values()), "twenty users reach every one of three shards"
     for s, assembler in enumerate(shards):
@@ -211,8 +211,8 @@ def test_a_shard_serves_its_users_and_refuses_the_others(many, embedder):
     for s, assembler in enumerate(shards):
         for user_id in served[s]:
             assert "fresh-1" in assembler.assemble(user_id, "accordion", 200).source_ids
-        assert {u for u, _ in assembler._followed} == set(served[s]), "a shard follows the log of its own users only"
-    service = MemoryService(store, shards[0])
+        assert {u for u, _ in assembler.overlay.followed} == set(served[s]), "a shard follows the log of its own users only"
+    service = MemoryService(store, shards[0], record_access=False)
     name = next(f"u{i}" for i in range(100) if user_shard(f"acme/u{i}", 3) != 0)
     with pytest.raises(ApiError) as refused:
         service.context(Principal("acme", "read", "key-1"), name, "work")

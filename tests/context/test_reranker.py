@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from hms_jobs.retrieval_harness import materialize_for_context
+from hms_jobs.homes import materialize_for_context
 from hms_resources.context.assembler import ContextAssembler
 from hms_resources.context.reranker import FEATURES, Reranker, fit_reranker
 from hms_resources.semantic.embedder import Embedder
@@ -67,7 +67,7 @@ def two_speakers(tmp_path_factory):
     ])
     embedder = Embedder()
     materialize_for_context(store, embedder, log=lambda _m: None)
-    assembler = ContextAssembler(event_store=store, embedder=embedder, record_access=False)
+    assembler = ContextAssembler(event_store=store, embedder=embedder)
     yield assembler
     assembler.close()
     store.close()

@@ -112,7 +112,7 @@ def warm_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("warm") / "hms"
     store = EventStore(hms_home=str(home))
     ingest_records(store, [created("warm", "m-warm", FACT)])
-    assembler = ContextAssembler.from_home(home, record_access=False)
+    assembler = ContextAssembler.from_home(home)
     LocalMemory(assembler).before_call("warm", [{"role": "user", "content": QUESTION}], max_tokens=256)
     assembler.close()
     return home
@@ -128,7 +128,7 @@ def _warm(home: Path, warm_home: Path) -> None:
 def memory(hms_home: Path, warm_home: Path) -> Iterator[LocalMemory]:
     _warm(hms_home, warm_home)
     ingest_records(EventStore(hms_home=str(hms_home)), [created("alice", "m-tea", FACT)])
-    assembler = ContextAssembler.from_home(hms_home, record_access=False)
+    assembler = ContextAssembler.from_home(hms_home)
     yield LocalMemory(assembler)
     assembler.close()
 
@@ -377,7 +377,7 @@ from hms_resources.context.assembler import ContextAssembler
 from hms_resources.integration.litellm_callback import HmsMemoryCallback
 from hms_resources.integration.plugin import LocalMemory
 
-proxy_handler_instance = HmsMemoryCallback(memory=LocalMemory(ContextAssembler.from_home(os.environ["HMS_HOME"], record_access=False)))
+proxy_handler_instance = HmsMemoryCallback(memory=LocalMemory(ContextAssembler.from_home(os.environ["HMS_HOME"])))
 """
 
 
@@ -394,7 +394,7 @@ def hms_serve(hms_home: Path, warm_home: Path) -> Iterator[tuple[str, str, Any]]
     _warm(hms_home, warm_home)
     store = EventStore(hms_home=str(hms_home))
     assembler = ContextAssembler.from_home(hms_home)
-    service = MemoryService(store, assembler)
+    service = MemoryService(store, assembler, record_access=False)
     key = create_key(store, "local", "write", "litellm leg", capture=False).secret
     local = LocalModel()
     with Running(service, chat=ChatService(service, local_model=local)) as running:
@@ -478,7 +478,7 @@ def test_litellm_proxy(echo: tuple[str, list], hms_home: Path, tmp_path: Path, w
         # the memory already in the system turn and adds none, and its leg (capture off) records nothing.
         # LiteLLM forwards `user` only for models it knows, so the request repeats it in `extra_body`.
         asked = [{"role": "user", "content": "Which tea do I like?"}]
-        expected = LocalMemory(ContextAssembler.from_home(hms_home, record_access=False), capture=False).before_call("alice", asked, max_tokens=1024)
+        expected = LocalMemory(ContextAssembler.from_home(hms_home), capture=False).before_call("alice", asked, max_tokens=1024)
         response = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=300,
                               headers={"Authorization": f"Bearer {master_key}"},
                               json={"model": "hms", "user": "alice", "extra_body": {"user": "alice"}, "messages": asked,

@@ -25,7 +25,7 @@ class Home:
     """One HMS home shared by this module's tests: the store, its embedder and the runs made on it."""
 
     def __init__(self, path):
-        from hms_jobs.retrieval_harness import materialize_for_context
+        from hms_jobs.homes import materialize_for_context
         from hms_resources.semantic.embedder import Embedder
         from hms_resources.store.event_store import EventStore
         from hms_resources.store.ingest import ingest_records
@@ -136,7 +136,7 @@ def test_an_approved_set_is_trained_logged_with_lineage_and_a_failing_adapter_is
     assert "fails the gate" in version.tags["hms.decision"] and version.aliases == ["challenger"]
     assert alias_version(home.client(), ana_set.set_id, CHAMPION) is None
     assert json.loads((home.path / "lora" / "champions.json").read_text()) == []
-    assembler = ContextAssembler(event_store=home.store, embedder=home.embedder, record_access=False)
+    assembler = ContextAssembler(event_store=home.store, embedder=home.embedder)
     assert assembler.assemble("ana", "When are my cello lessons?", 256).adapter is None
     assert "fails the gate" in metadata(trained, "lora_registry")["registry"]
 
@@ -169,7 +169,7 @@ def test_a_champion_promoted_before_the_gate_is_demoted_and_leaves_context(home,
     promote(client, ana_set.set_id, 1, "fact recall 1.0 beats the base's 0.0")
     publish_champions(client, home.path)
     assert [c["version"] for c in json.loads((home.path / "lora" / "champions.json").read_text())] == ["1"]
-    assembler = ContextAssembler(event_store=home.store, embedder=home.embedder, record_access=False)
+    assembler = ContextAssembler(event_store=home.store, embedder=home.embedder)
     context = assembler.assemble("ana", "When are my cello lessons?", 256)
     assert context.adapter is not None and context.adapter.set_id == ana_set.set_id and context.adapter.version == "1"
     assert assembler.assemble("ben", "When are my cello lessons?", 256).adapter is None, "ben's set was never approved"
@@ -179,7 +179,7 @@ def test_a_champion_promoted_before_the_gate_is_demoted_and_leaves_context(home,
     assert alias_version(client, ana_set.set_id, CHAMPION) is None
     assert "fails the gate" in client.get_model_version(model_name(ana_set.set_id), "1").tags["hms.demoted_because"]
     assert json.loads((home.path / "lora" / "champions.json").read_text()) == []
-    assembler = ContextAssembler(event_store=home.store, embedder=home.embedder, record_access=False)
+    assembler = ContextAssembler(event_store=home.store, embedder=home.embedder)
     assert assembler.assemble("ana", "When are my cello lessons?", 256).adapter is None
 
 
@@ -210,7 +210,7 @@ def test_rollback_refuses_a_version_that_fails_the_gate_unless_forced(home, ana_
     forced = runner.invoke(main, ["lora", "rollback", ana_set.set_id, "--version", "1", "--force"])
     assert forced.exit_code == 0, forced.output
     assert f"{ana_set.set_id}: champion is version 1 (was none)" in forced.output
-    assembler = ContextAssembler(event_store=home.store, embedder=home.embedder, record_access=False)
+    assembler = ContextAssembler(event_store=home.store, embedder=home.embedder)
     assert assembler.assemble("ana", "When are my cello lessons?", 256).adapter.version == "1"
     retrained = home.run(steps=4)
     assert metadata(retrained, "trained_adapters")["trained"] == 1

@@ -11,6 +11,7 @@ import pytest
 
 from hms_jobs.definitions import defs
 from hms_jobs.resources import resources
+from hms_resources.common.environment import SETTINGS as SETTINGS_MAP
 from hms_resources.common.environment import VARIABLES
 from hms_resources.context.assembler import ContextAssembler
 from hms_resources.lora.tracking import MlflowTracking
@@ -18,7 +19,13 @@ from hms_resources.semantic.embedder import Embedder
 from hms_resources.semantic.graph_store import GraphStore
 from hms_resources.store.event_store import EventStore
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+ALLOWED_READERS = {
+    "hms_resources/common/environment.py",
+    "hms_jobs/instance.py",
+}
+"""The map; `instance.py` writes DAGSTER_HOME for Dagster."""
+
 SETTINGS = {
     "HMS_DATABASE_URL": "postgresql://hms@127.0.0.1:5432/hms",
     "HMS_MAX_CONTENT_BYTES": "1234",
@@ -39,14 +46,25 @@ def resolved(resource: dg.ConfigurableResource) -> dict:
     return {k: (v.get_value() if isinstance(v, dg.EnvVar) else v) for k, v in resource._get_non_default_public_field_values().items()}
 
 
-def test_every_configuration_variable_in_the_readme_is_read():
-    table = README.read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
-    documented = set(re.findall(r"`((?:HMS|NEO4J|MLFLOW|DAGSTER)_[A-Z0-9_]+)`", table))
-    mapped = {name for fields in VARIABLES.values() for name in fields.values()}
-    source = "\n".join(p.read_text() for pattern in ("hms_*/**/*.py", "hms_*/**/*.yaml") for p in README.parent.glob(pattern))
-    unread = sorted(name for name in documented - mapped if not re.search(rf"[\"' ]{name}[\"'\n]", source))
-    assert unread == [], f"documented but never read: {unread}"
-    assert mapped <= documented, f"read but undocumented: {sorted(mapped - documented)}"
+def configuration_tables() -> str:
+    """The configuration table (a `Configuration` section up to the next `##` heading), in the README or
+    the docs pages, wherever it now lives."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    sections = [re.split(r"^#{1,2} Configuration\n", p.read_text(), maxsplit=1, flags=re.M) for p in pages if p.exists()]
+    return "\n".join(parts[1].split("\n## ", 1)[0] for parts in sections if len(parts) == 2)
+
+
+def test_every_configuration_variable_in_the_docs_is_in_the_one_map_and_the_map_is_documented():
+    documented = set(re.findall(r"`((?:HMS|NEO4J|MLFLOW|DAGSTER)_[A-Z0-9_]+)`", configuration_tables()))
+    mapped = {name for fields in VARIABLES.values() for name in fields.values()} | set(SETTINGS_MAP)
+    assert sorted(documented - mapped) == [], "documented but not in hms_resources/common/environment.py"
+    assert sorted(mapped - documented) == [], "read but undocumented"
+
+
+def test_the_environment_is_read_in_the_one_map_only():
+    source = {p: p.read_text() for pkg in ("hms_resources", "hms_assets", "hms_jobs") for p in (ROOT / pkg).rglob("*.py")}
+    readers = sorted(str(p.relative_to(ROOT)) for p, text in source.items() if re.search(r"os\.environ\.get|os\.getenv|environ\[\"", text))
+    assert [r for r in readers if r not in ALLOWED_READERS] == []
 
 
 def test_from_env_and_the_definitions_configure_the_same_resources(monkeypatch, tmp_path):

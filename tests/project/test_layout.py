@@ -13,9 +13,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME = ("hms_resources", "hms_assets", "hms_jobs")
 MAX_LINES = 700
-LAYERS = {"common": 0, "store": 1, "semantic": 2, "tiers": 3, "context": 4, "lora": 4, "datasets": 5, "privacy": 5, "integration": 6, "serving": 7}
+LAYERS = {"common": 0, "store": 1, "semantic": 2, "tiers": 3, "context": 4, "lora": 4, "datasets": 5, "privacy": 5, "memory": 6, "integration": 7, "serving": 8}
 """A domain of `hms_resources` imports only domains of a lower layer (and itself): events -> store ->
-semantic -> tiers -> context / lora; datasets and privacy sit on top, and serving above them."""
+semantic -> tiers -> context / lora; datasets and privacy sit on top, the door for writes (memory) above
+them, then the transports: integration, and serving above it."""
 ALLOWED = {("context", "lora.paths")}
 """The context resource names the champion adapter: it reads the champions file, never the trainer."""
 

@@ -26,7 +26,7 @@ from hms_resources.semantic.graph_model import (
     memory_node_key,
 )
 from hms_resources.semantic.graph_store import GraphStore, GraphSyncError
-from tests.bolt_server import BoltServer
+from hms_resources.semantic.bolt_server import BoltServer
 
 # Ids that would break or rewrite a query if any of them reached its text.
 EVIL = [

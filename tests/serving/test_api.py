@@ -23,6 +23,7 @@ from hms_resources.semantic.embedder import Embedder
 from hms_resources.serving.http import create_app
 from hms_resources.serving.service import MemoryService
 from hms_resources.store.api_keys import list_keys
+from hms_resources.store.erasure import unerased_events
 from hms_resources.store.event_store import EventStore
 from tests.serving.conftest import free_port, new_key, server_env
 
@@ -135,7 +136,7 @@ def test_every_route_of_the_api_over_real_http(service: MemoryService):
         assert gone["status"] == "forgotten" and gone["content"] is None
         assert all("content" not in e["payload"] for e in api.get("/v1/memories/chess/history", params={"user_id": "alice"}).json()["events"])
         assert error_of(api.patch("/v1/memories/chess", params={"user_id": "alice"}, json={"content": "back"}))["code"] == "forgotten"
-        assert store.unerased_events("acme/alice", "chess") == 0
+        assert unerased_events(store, "acme/alice", "chess") == 0
 
         # Context and search find what was just written (the fresh-events path); the forgotten never.
         context = api.post("/v1/context", json={"user_id": "alice", "query": "Where is Alice travelling?", "max_tokens": 256})

@@ -9,9 +9,9 @@ import openai
 import pytest
 
 from hms_resources.context.assembler import ContextAssembler
-from hms_resources.integration.plugin import CONTEXT_HEADER
+from hms_resources.integration.plugin import CONTEXT_HEADER, LocalMemory
 from hms_resources.semantic.embedder import Embedder
-from hms_resources.serving.chat import ChatService, ServiceMemory, parse_chat
+from hms_resources.serving.chat import ChatService, parse_chat
 from hms_resources.serving.errors import ApiError
 from hms_resources.serving.keys import create_key
 from hms_resources.serving.service import MemoryService
@@ -107,16 +107,21 @@ def test_chat_completions_with_memory_through_the_openai_client(chat_service: Me
         assert unreachable.value.status_code == 502 and "ollama" in str(unreachable.value)
 
 
-def test_the_context_goes_into_the_system_turn(chat_service: MemoryService):
+def test_the_context_goes_into_the_system_turn_in_the_tenants_names(chat_service: MemoryService):
     principal = chat_service.authenticate(new_key(chat_service.store, "acme", "write"))
     chat_service.add_memories(principal, [{"user_id": "bob", "content": "Bob's sister is called Ines."}])
-    call = ServiceMemory(chat_service, principal).before_call(
+    memory = LocalMemory(chat_service.assembler, writer=chat_service.writer, names=principal)
+    call = memory.before_call(
         "bob", [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is my sister called?"}], max_tokens=256
     )
     system = call.messages[0]
     assert system["role"] == "system" and system["content"].startswith(CONTEXT_HEADER)
     assert "Bob's sister is called Ines." in system["content"] and system["content"].endswith("Be brief.")
     assert call.messages[1] == {"role": "user", "content": "What is my sister called?"}
+    assert call.user_id == "bob"
+    memory.after_call(call, "Ines.")
+    turns = {e.payload["created_by"]: e for e in chat_service.store.read_events(user_id="acme/bob") if e.payload.get("source_type") == "chat"}
+    assert set(turns) == {"user", "assistant"} and all(e.event_id.startswith("acme/chat-") for e in turns.values())
 
 
 @pytest.mark.parametrize(

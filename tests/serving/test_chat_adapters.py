@@ -19,7 +19,7 @@ import openai
 import pytest
 
 from hms_assets import domain_assets
-from hms_jobs.retrieval_harness import materialize_for_context
+from hms_jobs.homes import materialize_for_context
 from hms_resources.context.assembler import ContextAssembler
 from hms_resources.lora.adapters import (
     ADAPTERS_DIR,

@@ -693,8 +693,7 @@ def served_tenants(monkeypatch: pytest.MonkeyPatch, database_url: str | None) ->
     try:
         yield service, app, keys
     finally:
-        service.assembler.flush_accesses()
-        service.assembler.close()
+        service.close()
         service.store.close()
 
 

@@ -7,9 +7,10 @@ import pytest
 import sqlalchemy as sa
 
 from hms_resources.datasets.synthetic import generate_events
+from hms_resources.store.erasure import unerased_events
 from hms_resources.store.event_store import EventStore, StoreError
 from hms_resources.store.events import MemoryEvent, parse_event
-from hms_resources.store.ingest import append_salvaging
+from hms_resources.store.salvage import append_salvaging
 from hms_resources.store.memory_state import replay_events
 from tests.helpers import created, event
 
@@ -97,13 +98,13 @@ def test_an_event_the_store_cannot_hold_fails_its_batch_whole_and_is_rejected_al
         store.append(batch)
     assert store.stats()["events"] == 10
     assert store.memory_statuses([("u1", "m3"), ("u2", "m0")]) == {("u1", "m3"): "live"}
-    assert store.unerased_events("u1", "m3") == 1
+    assert unerased_events(store, "u1", "m3") == 1
     result = append_salvaging(store, batch)
     assert result.accepted == 2001
     [(index, reason)] = result.rejected
     assert index == 2000 and reason.startswith("the store cannot hold this event: ")
     assert store.memory_statuses([("u1", "m3")]) == {("u1", "m3"): "forgotten"}
-    assert store.unerased_events("u1", "m3") == 0
+    assert unerased_events(store, "u1", "m3") == 0
     assert_consistent(store)
 
 

@@ -12,6 +12,7 @@ from hms_resources.semantic.concepts import Concept, save_concepts
 from hms_resources.semantic.graph import save_edges
 from hms_resources.semantic.graph_model import NEXT_IN_SESSION, SIMILAR_TO, GraphEdge, memory_node_key
 from hms_resources.store.derived import derived_state, edges_of_type, latest_tiers, live_memory_columns
+from hms_resources.store.erasure import forgotten_memories, unerased_events, unerased_events_of_forgotten
 from hms_resources.store.event_store import EventStore, StoreError
 from hms_resources.store.events import MEMORY_ACCESSED, EventError, parse_event
 from hms_resources.store.memory_state import replay_events
@@ -125,7 +126,7 @@ def test_forgetting_erases_the_content_from_every_stored_event(store):
                            created("u1", "m2", "unrelated", 4)))
     everything = str([e.to_dict() for e in store.read_events()])
     assert "PIN" not in everything
-    assert store.unerased_events_of_forgotten() == 0
+    assert unerased_events_of_forgotten(store) == 0
     assert store.append(events_of(event("updated", "u1", "m1", 5, content="PIN back"))).rejected == [
         (0, "memory 'm1' was forgotten")
     ]
@@ -302,7 +303,7 @@ def test_edges_of_type_stream_one_edge_type_only(store):
 def test_unerased_events_count_a_memory_until_it_is_forgotten(store):
     store.append(events_of(created("u1", "m1", "my PIN"), event("updated", "u1", "m1", 1, content="new PIN"),
                            created("u1", "m2", minutes=2)))
-    assert store.unerased_events("u1", "m1") == 2
+    assert unerased_events(store, "u1", "m1") == 2
     store.append(events_of(event("forgotten", "u1", "m1", 3)))
-    assert (store.unerased_events("u1", "m1"), store.unerased_events("u1", "m2")) == (0, 1)
-    assert store.forgotten_memories() == {("u1", "m1")}
+    assert (unerased_events(store, "u1", "m1"), unerased_events(store, "u1", "m2")) == (0, 1)
+    assert forgotten_memories(store) == {("u1", "m1")}

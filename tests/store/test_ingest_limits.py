@@ -28,8 +28,9 @@ from hms_resources.lora.tracking import MlflowTracking
 from hms_resources.semantic.embedder import Embedder
 from hms_resources.store.event_store import EventStore
 from hms_resources.store.events import ENVELOPE_FIELDS, MemoryEvent
-from hms_resources.store.ingest import append_salvaging, ingest_records, ingest_stream
+from hms_resources.store.ingest import ingest_records, ingest_stream
 from hms_resources.store.projection import refresh_memories
+from hms_resources.store.salvage import append_salvaging
 from hms_resources.store.schema import memories as memories_table
 from hms_resources.tiers.archive import read_cold_archive
 from tests.helpers import created, event

@@ -146,3 +146,32 @@ def test_a_memories_run_makes_the_semantic_layer_due_through_automation(store):
     assert result.get_num_requested(dg.AssetKey("memories")) == 0
     sensors = {s.name: s.default_status for s in defs().get_repository_def().sensor_defs}
     assert sensors["hms_automation_sensor"] == dg.DefaultSensorStatus.RUNNING
+
+
+
+def purge_metadata(instance: dg.DagsterInstance) -> dict:
+    record = instance.get_latest_materialization_event(dg.AssetKey("forget_purge"))
+    return {k: v.value for k, v in record.asset_materialization.metadata.items()}
+
+
+def test_a_forget_is_purged_in_the_same_run_by_the_forget_purge_asset(store):
+    ingest_records(store, [created("u1", "m1", "secret"), event("forgotten", "u1", "m1", 1)])
+    with dg.instance_for_test() as instance:
+        assert materialize(store, instance).success
+        purged = purge_metadata(instance)
+    assert purged["memories_forgotten"] == 1 and "purged_tier_reasons" in purged
+
+
+def test_a_failing_purge_fails_forget_purge_and_leaves_memories_materialized(store, monkeypatch):
+    import hms_assets.memory_store.forget_purge as forget_purge
+
+    def fail(*_args, **_kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(forget_purge, "purge_forgotten", fail)
+    ingest_records(store, [created("u1", "m1", "secret"), event("forgotten", "u1", "m1", 1)])
+    with dg.instance_for_test() as instance:
+        result = materialize(store, instance)
+        assert latest_metadata(instance)["memories_forgotten"] == 1
+    assert not result.success
+    assert [e.asset_key for e in result.get_asset_materialization_events()] == [dg.AssetKey("memories")]

@@ -7,7 +7,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from hms_assets import domain_assets
-from hms_assets.tiers.partitions import USER_SHARDS, all_shards_of_days, shard_of, tier_partition_key
+from hms_assets.tiers.partitions import all_shards_of_days, shard_of, tier_partition_key, user_shard_count
 from hms_resources.store.ingest import ingest_records
 from hms_resources.tiers.assignment import TieringConfig, compute_tiers
 from hms_resources.tiers.importance import TIER_NAMES, TierConfig
@@ -48,7 +48,7 @@ def test_each_shard_equals_its_users_slice_of_the_unsharded_tiers(store):
     assert len({shard_of(user) for user in USERS}) > 1, "the users fall in more than one shard"
     history(store)
     with dg.instance_for_test() as instance:
-        for shard in range(USER_SHARDS):
+        for shard in range(user_shard_count()):
             materialize(store, instance, partition_key=tier_partition_key("2026-03-03", shard))
     config = TieringConfig(tiers=TierConfig(**{k: v for k, v in SMALL.items() if k != "use_predictor"}))
     whole = compute_tiers(store, date(2026, 3, 3), [], config)
@@ -64,7 +64,7 @@ def test_a_backfill_of_every_shard_twice_gives_identical_rows_and_equals_runs_pe
         first = {day: (table(store, "memory_tiers", day), table(store, "tier_migrations", day)) for day in days}
         materialize(store, instance, tags=all_shards_of_days(days[0], days[-1]))
         assert {day: (table(store, "memory_tiers", day), table(store, "tier_migrations", day)) for day in days} == first
-        for shard in reversed(range(USER_SHARDS)):
+        for shard in reversed(range(user_shard_count())):
             materialize(store, instance, partition_key=tier_partition_key(days[1], shard))
         assert (table(store, "memory_tiers", days[1]), table(store, "tier_migrations", days[1])) == first[days[1]]
     assert all(first[day][0] for day in days)
@@ -85,11 +85,11 @@ def test_new_users_in_one_shard_leave_the_other_shards_untouched(store):
             key: instance.fetch_materializations(
                 dg.AssetRecordsFilter(asset_key=dg.AssetKey("memory_tiers"), asset_partitions=[key]), limit=10
             ).records
-            for key in (tier_partition_key(day, s) for s in range(USER_SHARDS))
+            for key in (tier_partition_key(day, s) for s in range(user_shard_count()))
         }
     assert [r for r in after if shard_of(r[1]) != shard] == [r for r in before if shard_of(r[1]) != shard]
     assert [r for r in after if r[1] == newcomer] and not [r for r in before if r[1] == newcomer]
     assert [r for r in after if shard_of(r[1]) == shard and r[1] != newcomer] == [r for r in before if shard_of(r[1]) == shard]
     assert {key: len(records) for key, records in materializations.items()} == {
-        tier_partition_key(day, s): 2 if s == shard else 1 for s in range(USER_SHARDS)
+        tier_partition_key(day, s): 2 if s == shard else 1 for s in range(user_shard_count())
     }

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from hms_assets import domain_assets
-from hms_assets.tiers.partitions import USER_SHARDS, all_shards_of_days, shard_of, tier_partition_key
+from hms_assets.tiers.partitions import all_shards_of_days, shard_of, tier_partition_key, user_shard_count
 from hms_jobs.definitions import defs
 from hms_jobs.schedules import daily_tier_migration
 from hms_jobs.sensors import hot_tier_overflow_sensor
@@ -103,7 +103,7 @@ def test_the_daily_schedule_migrates_the_day_that_just_ended():
     context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 24, 0, 30, tzinfo=timezone.utc))
     requests = daily_tier_migration(context)
     assert [(r.partition_key, r.run_key) for r in requests] == [
-        (tier_partition_key("2026-11-23", shard), f"tiers-2026-11-23-shard-{shard}") for shard in range(USER_SHARDS)
+        (tier_partition_key("2026-11-23", shard), f"tiers-2026-11-23-shard-{shard}") for shard in range(user_shard_count())
     ]
 
 

@@ -1,5 +1,5 @@
-"""Recording what the context resource returned, as `memory.accessed` events, off the query path:
-the tier assets count accesses, so every returned memory is recorded, but never at a query's expense."""
+"""Recording what a context returned, as `memory.accessed` events, off the query path: the tier
+assets count accesses, so every returned memory is recorded, but never at a query's expense."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import queue
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
 
+from hms_resources.common.clock import utc_now
 from hms_resources.common.home import redact_url
 from hms_resources.store.event_store import EventStore
 from hms_resources.store.events import MEMORY_ACCESSED, MemoryEvent
@@ -20,16 +20,27 @@ log = logging.getLogger("hms.context")
 ACCESS_METHOD = "context"
 
 
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
 def _lower_thread_priority() -> None:
     """Let the scheduler prefer the threads answering queries (Linux schedules threads one by one)."""
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
     except (AttributeError, OSError):
         pass
+
+
+def access_events(user_id: str, memory_ids: list[str], query: str, at: str) -> list[MemoryEvent]:
+    """One `memory.accessed` event per memory a context returned."""
+    return [
+        MemoryEvent(
+            event_id=f"access-{uuid.uuid4().hex}",
+            type=MEMORY_ACCESSED,
+            user_id=user_id,
+            memory_id=memory_id,
+            occurred_at=at,
+            payload={"access_method": ACCESS_METHOD, "query": query},
+        )
+        for memory_id in memory_ids
+    ]
 
 
 class AccessLog:
@@ -48,22 +59,8 @@ class AccessLog:
         self._thread.start()
 
     def record(self, user_id: str, memory_ids: list[str], query: str) -> None:
-        """One queue entry per call; the writer thread turns it into events."""
+        """One queue entry per call, stamped now; the writer thread turns it into events."""
         self._queue.put((user_id, list(dict.fromkeys(memory_ids)), query[:256], utc_now()))
-
-    @staticmethod
-    def _events(user_id: str, memory_ids: list[str], query: str, at: str) -> list[MemoryEvent]:
-        return [
-            MemoryEvent(
-                event_id=f"access-{uuid.uuid4().hex}",
-                type=MEMORY_ACCESSED,
-                user_id=user_id,
-                memory_id=memory_id,
-                occurred_at=at,
-                payload={"access_method": ACCESS_METHOD, "query": query},
-            )
-            for memory_id in memory_ids
-        ]
 
     def flush(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -83,7 +80,7 @@ class AccessLog:
                     calls.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            events = [event for call in calls for event in self._events(*call)]
+            events = [event for call in calls for event in access_events(*call)]
             try:
                 for start in range(0, len(events), self._slice):
                     self._store.append(events[start : start + self._slice])

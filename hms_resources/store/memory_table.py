@@ -1,0 +1,105 @@
+"""The memories table (the replayed state of every memory) and its projection cursors, read and written
+over a connection the store opens: the table's rows, the statuses of memory keys, the operator's summary."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Connection, and_, distinct, func, select
+
+from hms_resources.common.clock import utc_now
+from hms_resources.store.memory_state import Memory, MemoryKey, MemoryState
+from hms_resources.store.rows import by_user, insert_many, memory_from_row, memory_to_row
+from hms_resources.store.schema import memories, memory_keys, projection_cursors
+
+
+def projection_cursor(conn: Connection, name: str) -> int:
+    value = conn.execute(select(projection_cursors.c.sequence).where(projection_cursors.c.name == name)).scalar()
+    return value or 0
+
+
+def load_memories(conn: Connection, keys: Iterable[MemoryKey]) -> MemoryState:
+    state: MemoryState = {}
+    for user_id, memory_ids in by_user(keys):
+        query = select(memories).where(memories.c.user_id == user_id, memories.c.memory_id.in_(memory_ids))
+        for row in conn.execute(query).mappings():
+            memory = memory_from_row(row)
+            state[memory.key] = memory
+    return state
+
+
+def memory_statuses(conn: Connection, keys: Iterable[MemoryKey]) -> dict[MemoryKey, str]:
+    found: dict[MemoryKey, str] = {}
+    for user_id, memory_ids in by_user(keys):
+        query = select(memory_keys.c.memory_id, memory_keys.c.status).where(
+            memory_keys.c.user_id == user_id, memory_keys.c.memory_id.in_(memory_ids)
+        )
+        found.update({(user_id, memory_id): status for memory_id, status in conn.execute(query)})
+    return found
+
+
+def read_memories(conn: Connection, *, user_id: str | None = None, include_forgotten: bool = False) -> list[Memory]:
+    query = select(memories).order_by(memories.c.user_id, memories.c.memory_id)
+    if user_id is not None:
+        query = query.where(memories.c.user_id == user_id)
+    if not include_forgotten:
+        query = query.where(memories.c.is_forgotten.is_(False))
+    return [memory_from_row(row) for row in conn.execute(query).mappings()]
+
+
+def memory_rows(changed: Iterable[Memory]) -> list[tuple[Any, ...]]:
+    """Memories as rows of the table, built before the write transaction so it holds the lock briefly."""
+    return [memory_to_row(m) for m in changed]
+
+
+def save_memories(conn: Connection, rows: list[tuple[Any, ...]], *, cursor_name: str, cursor: int) -> int:
+    """Upsert rows of changed memories (`memory_rows`) and move the projection's cursor, inside `conn`'s transaction."""
+    insert_many(conn, memories, rows, upsert_on=("user_id", "memory_id"))
+    insert_many(conn, projection_cursors, [(cursor_name, cursor, utc_now())], upsert_on=("name",))
+    return len(rows)
+
+
+def clear_memories(conn: Connection, *, cursor_name: str) -> None:
+    conn.execute(memories.delete())
+    conn.execute(projection_cursors.delete().where(projection_cursors.c.name == cursor_name))
+
+
+def memory_summary(conn: Connection) -> dict[str, Any]:
+    """What an operator wants to see of the memories projection."""
+    live = and_(memories.c.is_forgotten.is_(False), memories.c.is_archived.is_(False))
+    by_type = conn.execute(
+        select(func.coalesce(memories.c.memory_type, "(none)"), func.count())
+        .where(live)
+        .group_by(memories.c.memory_type)
+        .order_by(func.count().desc())
+    ).all()
+    by_category = conn.execute(
+        select(func.coalesce(memories.c.category, "(none)"), func.count())
+        .where(live)
+        .group_by(memories.c.category)
+        .order_by(func.count().desc(), memories.c.category)
+        .limit(10)
+    ).all()
+    users = conn.execute(select(func.count(distinct(memories.c.user_id)))).scalar() or 0
+    flags = conn.execute(
+        select(memories.c.is_archived, memories.c.is_forgotten, func.count()).group_by(memories.c.is_archived, memories.c.is_forgotten)
+    ).all()
+    empty_live = conn.execute(
+        select(func.count()).select_from(memories).where(
+            live, (memories.c.content.is_(None)) | (func.length(func.trim(memories.c.content)) == 0)
+        )
+    ).scalar()
+    forgotten_with_content = conn.execute(
+        select(func.count()).select_from(memories).where(memories.c.is_forgotten.is_(True), memories.c.content.is_not(None))
+    ).scalar()
+    return {
+        "users": users,
+        "live": sum(n for is_archived, is_forgotten, n in flags if not is_archived and not is_forgotten),
+        "archived": sum(n for is_archived, is_forgotten, n in flags if is_archived and not is_forgotten),
+        "forgotten": sum(n for _, is_forgotten, n in flags if is_forgotten),
+        "by_type": [(str(k), int(v)) for k, v in by_type],
+        "by_category": [(str(k), int(v)) for k, v in by_category],
+        "live_without_content": int(empty_live or 0),
+        "forgotten_with_content": int(forgotten_with_content or 0),
+    }
