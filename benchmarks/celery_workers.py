@@ -28,7 +28,7 @@ from pathlib import Path
 import dagster as dg
 
 from benchmarks.common import REPO_ROOT, print_json, temporary_postgres_database
-from hms_assets.tiers.partitions import USER_SHARDS, tier_partition_key
+from hms_assets.tiers.partitions import tier_partition_key, user_shard_count
 from hms_jobs.executors import BROKER_VARIABLE, DEFAULT_BROKER, EXECUTOR_VARIABLE, QUEUE_VARIABLE
 from hms_jobs.instance import POSTGRES_INSTANCE
 from hms_resources.datasets.synthetic import generate_events
@@ -202,7 +202,7 @@ def main() -> None:
         memories, stored = store.memory_summary(), store.max_sequence()
         store.close()
         built = time.perf_counter() - built
-        partitions = [str(tier_partition_key(day, shard)) for shard in range(USER_SHARDS)]
+        partitions = [str(tier_partition_key(day, shard)) for shard in range(user_shard_count())]
         env = {**os.environ, EXECUTOR_VARIABLE: "celery", QUEUE_VARIABLE: queue, BROKER_VARIABLE: broker}
         try:
             with dg.DagsterInstance.get() as instance:

@@ -94,7 +94,7 @@ class Home:
 
         started = time.perf_counter()
         self.dataset, self.store, embedder, seconds = build_dataset_home(data, path, log=log)
-        self.assembler = ContextAssembler(event_store=self.store, embedder=embedder, record_access=False)
+        self.assembler = ContextAssembler(event_store=self.store, embedder=embedder)
         self.assembler.snapshot
         self.built = {"memories": len(self.dataset.memories), "users": self.dataset.users, "questions": len(self.dataset.questions),
                       "build_seconds": round(time.perf_counter() - started, 1), **seconds_fields(seconds)}

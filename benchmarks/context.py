@@ -95,7 +95,6 @@ def measure(home: Path, queries: int) -> dict:
                 if which:
                     for stage, ms in context.timings_ms.items():
                         stages.setdefault(stage, []).append(ms)
-    assembler.flush_accesses()
     rss_end = rss_mb()
     assembler.close()
 

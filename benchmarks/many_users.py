@@ -209,7 +209,7 @@ def measure(home: Path, users: int, per_user: int, budget_mb: float, cold_users:
     embedder = Embedder()
     embedder.encode_query("warm up")
     assembler = ContextAssembler(
-        event_store=EventStore(hms_home=str(home)), embedder=embedder, record_access=False, memory_budget_mb=budget_mb,
+        event_store=EventStore(hms_home=str(home)), embedder=embedder, memory_budget_mb=budget_mb,
         fresh_seconds=SERVE_FRESH_SECONDS,
     )
     texts = {k: conversation_texts(per_user, seed=29 + k) for k in range(CONVERSATIONS)}

@@ -48,7 +48,7 @@ def main() -> None:
     middle = budgets[len(budgets) // 2]
     with tempfile.TemporaryDirectory(prefix="hms-ablation-") as home:
         dataset, store, embedder, _ = build_dataset_home(args.data, home, log=lambda m: print(m, file=sys.stderr))
-        assembler = ContextAssembler(event_store=store, embedder=embedder, record_access=False)
+        assembler = ContextAssembler(event_store=store, embedder=embedder)
         examples = training_examples(assembler, dataset)
         users = sorted(examples)
         folds = [users[k :: args.folds] for k in range(args.folds)]

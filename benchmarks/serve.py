@@ -15,7 +15,7 @@ Measured, in one run against one server:
    then looked up in the store: none may be missing, none stored twice, and the retries must store
    nothing.
 3. HTTP overhead: `/v1/context` one request at a time against `ContextAssembler.assemble` called in
-   this process on the same home (`record_access` off), same queries, alternating query by query.
+   this process on the same home (the context resource only reads), same queries, alternating query by query.
 
 The home is built through the real assets as in `benchmarks/context.py` (its conversation texts, one
 generator seed per user, users `bench/u0`..`bench/u9`, i.e. `u0`..`u9` of the tenant `bench`), with
@@ -574,7 +574,7 @@ def overhead(home: Path, port: int, key: str, queries: dict[str, list[str]], cou
     """`/v1/context` one request at a time against `assemble` in this process, alternating."""
     from hms_resources.context.assembler import ContextAssembler
 
-    assembler = ContextAssembler.from_home(home, record_access=False)
+    assembler = ContextAssembler.from_home(home)
     assembler.snapshot
     pairs = [(user, q) for user, asked in queries.items() for q in asked]
     random.Random(11).shuffle(pairs)

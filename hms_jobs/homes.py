@@ -56,7 +56,7 @@ def materialize_for_context(
     then the tier partition of the last day with memories, when that day is a partition (`tier_config`:
     the migration's `TiersConfig` fields, e.g. capacities). Returns the seconds of each step."""
     from hms_assets import domain_assets
-    from hms_assets.tiers.partitions import all_shards_of_days, daily_partitions
+    from hms_assets.tiers.partitions import all_shards_of_days, build_daily_partitions
 
     assets = domain_assets(("memory_store", "semantic", "tiers"))
     resources = {"event_store": store, "embedder": embedder}
@@ -77,7 +77,7 @@ def materialize_for_context(
         log(f"materialized {', '.join(SEMANTIC_ASSETS)} in {seconds['semantic_assets']:.1f}s")
         _, last = store.event_time_range()
         day = (last or "")[:10]
-        if day and day in daily_partitions.get_partition_keys(dynamic_partitions_store=instance):
+        if day and day in build_daily_partitions().get_partition_keys(dynamic_partitions_store=instance):
             started = time.perf_counter()
             result = dg.materialize(
                 assets,

@@ -151,7 +151,7 @@ def evaluate_retrieval(
         raise ValueError(f"budgets must be positive integers, got {list(budgets)}")
     with tempfile.TemporaryDirectory(prefix="hms-eval-") as home:
         dataset, store, embedder, seconds = build_dataset_home(path, home, log=log)
-        assembler = ContextAssembler(event_store=store, embedder=embedder, tokenizer=tokenizer, record_access=False)
+        assembler = ContextAssembler(event_store=store, embedder=embedder, tokenizer=tokenizer)
         started = time.perf_counter()
         assembler.snapshot
         seconds["index_load"] = time.perf_counter() - started
@@ -172,7 +172,7 @@ def fit_reranker_file(path: str | Path, out: str | Path, *, tokenizer: str = "",
     """Fit the reranker on every question of a dataset and write it to `out`."""
     with tempfile.TemporaryDirectory(prefix="hms-fit-") as home:
         dataset, store, embedder, _ = build_dataset_home(path, home, log=log)
-        assembler = ContextAssembler(event_store=store, embedder=embedder, tokenizer=tokenizer, record_access=False)
+        assembler = ContextAssembler(event_store=store, embedder=embedder, tokenizer=tokenizer)
         try:
             examples = training_examples(assembler, dataset, progress=progress)
             reranker = fit_on(examples, sorted(examples), fitted_on=f"{Path(path).name}: {len(dataset.questions)} questions of {len(examples)} users")

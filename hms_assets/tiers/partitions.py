@@ -3,7 +3,6 @@ built (`HMS_TIERS_START_DATE`, `HMS_USER_SHARDS`), never at import time."""
 
 from collections.abc import Callable
 from functools import cache
-from typing import Any
 
 import dagster as dg
 
@@ -35,22 +34,6 @@ def build_user_shard_partitions() -> dg.StaticPartitionsDefinition:
 
 def build_daily_user_shard_partitions() -> dg.MultiPartitionsDefinition:
     return dg.MultiPartitionsDefinition({DAY: build_daily_partitions(), USER_SHARD: build_user_shard_partitions()})
-
-
-_BUILT_ON_ACCESS: dict[str, Callable[[], Any]] = {
-    "TIERS_START_DATE": tiers_start_date,
-    "USER_SHARDS": user_shard_count,
-    "daily_partitions": build_daily_partitions,
-    "user_shard_partitions": build_user_shard_partitions,
-    "daily_user_shard_partitions": build_daily_user_shard_partitions,
-}
-
-
-def __getattr__(name: str) -> Any:
-    """The former module constants, read from the environment when a caller asks for them."""
-    if name in _BUILT_ON_ACCESS:
-        return _BUILT_ON_ACCESS[name]()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def tier_partition_key(day: str, shard: int) -> str:

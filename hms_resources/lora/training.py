@@ -34,7 +34,7 @@ class TrainingConfig:
     dropout: float = 0.05
     target_modules: tuple[str, ...] = ("gate_proj", "up_proj", "down_proj")
     """The MLP: on the same data it learned the facts about twice as fast as q/k/v/o and recalled more of
-    them on held-out questions (see the README's sweep)."""
+    them on held-out questions (see the sweep in docs/figures.md)."""
     learning_rate: float = 1e-3
     steps: int = 160
     """The most steps; training usually stops earlier, on the held-out paraphrase loss."""

@@ -261,7 +261,7 @@ def test_steps_run_in_the_worker_and_give_what_an_in_process_run_gives(deploymen
     assert finished.status == dg.DagsterRunStatus.SUCCESS, tail(run) + tail(worker)
 
     started = step_pids(instance, finished.run_id)
-    assert {key for key, _ in started} == {"memories", "memories_live_memories_have_content",
+    assert {key for key, _ in started} == {"memories", "memories_live_memories_have_content", "forget_purge",
                                             "memories_forgotten_memories_keep_no_content", "memories_memory_counts_match_store"}
     [pool] = pool_processes(worker)
     assert {pid for _, pid in started} == {pool}, "every step ran in the worker's pool process"
@@ -270,7 +270,7 @@ def test_steps_run_in_the_worker_and_give_what_an_in_process_run_gives(deploymen
     assert {e.dagster_event.engine_event_data.metadata["Celery worker"].value.split("@")[0] for e in handed} == {"hms-test-worker"}
     submitted = [e.dagster_event.message for e in events(instance, finished.run_id, dg.DagsterEventType.ENGINE_EVENT)
                  if e.dagster_event.message.startswith("Submitting celery task")]
-    assert len(submitted) == 4 and all(f'to queue "{services.queue}"' in line for line in submitted)
+    assert len(submitted) == 5 and all(f'to queue "{services.queue}"' in line for line in submitted)
 
     assert outcome(instance, finished.run_id, homes["celery"]) == in_process
 

@@ -1,4 +1,4 @@
-"""GraphStore against a real Bolt server (FalkorDB, from tests/bolt_server.py)."""
+"""GraphStore against a real Bolt server (FalkorDB, from hms_resources/semantic/bolt_server.py)."""
 
 from __future__ import annotations
 
