@@ -21,6 +21,10 @@ class ContextItem:
     source_ids: list[str]
     created_at: str = ""
 
+    def to_json(self) -> dict[str, Any]:
+        """An item's one JSON shape, in a context and in search results alike."""
+        return asdict(self)
+
 
 @dataclass
 class Context:
@@ -47,7 +51,7 @@ class Context:
             "user_id": self.user_id if user_id is None else user_id,
             "query": self.query,
             "token_budget": self.token_budget,
-            "items": [asdict(item) for item in self.items],
+            "items": [item.to_json() for item in self.items],
             "prompt": self.to_prompt(),
             "token_count": self.token_count,
             "timings_ms": {name: round(ms, 3) for name, ms in self.timings_ms.items()},

@@ -9,7 +9,6 @@ import base64
 import gc
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -350,7 +349,7 @@ class MemoryService:
             raise bad_request("query must be a string", "query")
         limit = positive_at_most(limit, "limit", MAX_SEARCH)
         items = self.guard(lambda: self._with_time(lambda at: self.assembler.search(user, query, limit, now=at), now))
-        return [{k: v for k, v in asdict(i).items() if k not in ("source_ids",)} for i in items]
+        return [{k: v for k, v in i.to_json().items() if k != "source_ids"} for i in items]
 
     def context(
         self,
