@@ -19,7 +19,7 @@ from hms_resources.store.event_store import EventStore
 from hms_resources.store.ingest import ingest_records
 from hms_resources.store.projection import refresh_memories
 
-SEMANTIC_ASSETS = ("memories", "embeddings", "concept_clusters", "graph_edges")
+SEMANTIC_ASSETS = ("memories", "forget_purge", "embeddings", "concept_clusters", "graph_edges")
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 """Run config that keeps Dagster's per-step debug lines out of the caller's output; failures still show."""
 

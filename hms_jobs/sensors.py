@@ -6,8 +6,9 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from hms_assets.tiers.assets import last_migration_config
-from hms_assets.tiers.partitions import shard_of, tier_partition_key
+from hms_assets.tiers.partitions import tier_partition_key, user_shard_count
 from hms_jobs.jobs import lora_job, memories_job, tier_migration_job
+from hms_resources.common.sharding import user_shard
 from hms_resources.lora.adapters import RETRAIN_CHANGED_SHARE, sets_due_for_training
 from hms_resources.store.event_store import EventStore
 from hms_resources.store.projection import MEMORIES_CURSOR
@@ -52,8 +53,9 @@ def hot_tier_overflow_sensor(context: dg.SensorEvaluationContext, event_store: E
     context.update_cursor(str(sequence))
     today = datetime.now(timezone.utc).date().isoformat()
     by_shard: dict[int, list[str]] = {}
+    shards = user_shard_count()
     for user in overflowing:
-        by_shard.setdefault(shard_of(user), []).append(user)
+        by_shard.setdefault(user_shard(user, shards), []).append(user)
     return [
         dg.RunRequest(
             run_key=f"hot-overflow-{today}-{sequence}-shard-{shard}",

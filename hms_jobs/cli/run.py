@@ -101,6 +101,7 @@ day of a job partitioned by day and user shard runs every shard of that day in o
     report = report or RunReport()
     prepare_dagster_home()
     definitions = defs()
+    sharded_by_day = build_daily_user_shard_partitions()
     with dg.DagsterInstance.get() as dagster_instance:
         for recovered in recover_dead_runs(dagster_instance):
             click.echo(recovered.describe(), err=True)
@@ -108,7 +109,7 @@ day of a job partitioned by day and user shard runs every shard of that day in o
             job = definitions.resolve_job_def(job_name)
             run_id = str(uuid.uuid4())
             tags, key = process_tags(), partition_key
-            if partition_key and job.partitions_def == build_daily_user_shard_partitions():
+            if partition_key and job.partitions_def == sharded_by_day:
                 tags, key = {**tags, **all_shards_of_days(partition_key)}, None
             with PoolWaitWatcher(dagster_instance, job_name, run_id, job.graph.pools, lambda line: click.echo(line, err=True)):
                 result = job.execute_in_process(

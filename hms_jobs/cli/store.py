@@ -123,7 +123,7 @@ def forget_command(user_id: str, memory_id: str, reason: str, verify: bool, as_j
     images; the other assets drop it at their next run. Then report every place checked. Exit 0: clean
     everywhere; 2: something remains (the report says which run clears it)."""
     from hms_resources.lora.tracking import MlflowTracking
-    from hms_resources.memory.writes import MemoryWriter
+    from hms_resources.memory.writes import MemoryWriter, WriteRefused
     from hms_resources.privacy.forget import purge_forgotten, verify_forgotten
     from hms_resources.store.projection import refresh_memories
 
@@ -135,7 +135,10 @@ def forget_command(user_id: str, memory_id: str, reason: str, verify: bool, as_j
         raise click.ClickException(f"no memory {memory_id!r} of user {user_id!r} in the store at {store.display_url}")
     if not verify:
         if status != "forgotten":
-            MemoryWriter(store).forget(user_id, memory_id, reason, stem="forget")
+            try:
+                MemoryWriter(store).forget(user_id, memory_id, reason, stem="forget")
+            except WriteRefused as refused:
+                raise click.ClickException(f"{user_id}/{memory_id}: {refused.message}") from None
         refresh_memories(store)
         purged = purge_forgotten(store, tracking if tracking.in_use(store.home) else None, log=lambda m: click.echo(m, err=True))
         click.echo(f"forgot {memory_id!r} of {user_id!r}; purged {orjson.dumps(purged.counts()).decode()}", err=True)

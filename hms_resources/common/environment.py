@@ -142,12 +142,6 @@ def setting(name: str) -> Any:
     return spec.parse(name, value) if value else spec.default
 
 
-def positive_int_from_env(name: str, default: int) -> int:
-    """A positive integer setting from the environment, or a clear error naming the variable."""
-    value = raw(name)
-    return positive_int(name, value) if value else default
-
-
 def environment_fields(resource_class: type, *, env_vars: bool = False) -> dict[str, Any]:
     """The fields of `resource_class` that the environment sets. Numbers are parsed now, so a bad
     value fails with the variable's name on either path."""

@@ -226,6 +226,3 @@ class ContextAssembler(dg.ConfigurableResource):
         """Let go of the snapshot and the loaded users' indexes; a later call opens them again."""
         with self._lock:
             self._parts = None
-
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        self.close()

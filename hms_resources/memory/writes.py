@@ -153,7 +153,7 @@ class MemoryWriter:
             record = {"event_id": memory.event_id, "type": MEMORY_CREATED, "user_id": memory.user_id,
                       "memory_id": memory.memory_id, "occurred_at": occurred_at, "payload": memory.fields}
             try:
-                batch.append((i, parse_event(record, max_content_bytes=self.store.max_content_bytes)))
+                batch.append((i, self.read_event(record)))
             except EventError as exc:
                 outcomes[i] = Outcome(INVALID, reason=str(exc))
         return self._store_batch(batch, set(stored), outcomes)
@@ -214,7 +214,7 @@ class MemoryWriter:
             raise WriteRefused(FORGOTTEN, f"memory {memory_id!r} was forgotten", "memory_id")
         record = {"event_id": event_id, "type": event_type, "user_id": user_id, "memory_id": memory_id, "occurred_at": utc_now(), "payload": payload}
         try:
-            event = parse_event(record, max_content_bytes=self.store.max_content_bytes)
+            event = self.read_event(record)
         except EventError as exc:
             raise WriteRefused(INVALID, str(exc).replace("payload.", "", 1), field_of(str(exc))) from None
         result = self._append([event])
@@ -239,7 +239,7 @@ class MemoryWriter:
         record = {"event_id": new_event_id("feedback"), "type": MEMORY_ACCESSED, "user_id": user_id, "memory_id": memory_id,
                   "occurred_at": utc_now(), "payload": payload}
         try:
-            event = parse_event(record, max_content_bytes=self.store.max_content_bytes)
+            event = self.read_event(record)
         except EventError as exc:
             raise WriteRefused(MISSING, f"feedback on {user_id}/{memory_id}: {exc}", "memory_id") from None
         result = self.store.append([event])

@@ -17,6 +17,7 @@ import anyio
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from hms_resources.common.environment import SETTINGS
 from hms_resources.serving.api.deps import RETRIEVAL_THREADS
 from hms_resources.serving.api.handlers import add_exception_handlers
 from hms_resources.serving.api.middleware import Served, wrapped
@@ -27,7 +28,7 @@ from hms_resources.serving.service import MemoryService, settle_heap
 
 log = logging.getLogger("hms.serve")
 
-DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_BODY_BYTES = SETTINGS["HMS_MAX_BODY_BYTES"].default
 ROUTERS = (health.router, memories.router, events.router, retrieval.router, feedback.router)
 """In the order of the OpenAPI schema's paths."""
 

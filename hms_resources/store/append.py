@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Connection, and_, bindparam, func, select
+from sqlalchemy import ColumnElement, Connection, and_, bindparam, select
 
 from hms_resources.common.clock import utc_now
 from hms_resources.store import postgres
@@ -22,6 +22,7 @@ from hms_resources.store.events import (
     MemoryEvent,
     erase_payload,
 )
+from hms_resources.store.log_reads import max_sequence
 from hms_resources.store.memory_state import MemoryKey
 from hms_resources.store.rows import by_user, chunks, driver_select, insert_many
 from hms_resources.store.schema import events, memory_keys
@@ -90,7 +91,7 @@ def _decide(conn: Connection, batch: Sequence[MemoryEvent], result: AppendResult
     """Sort every event of the batch into duplicate, conflict, rejected or a new row, in batch order."""
     known_ids = _stored_events(conn, [e.event_id for e in batch])
     statuses = _memory_statuses(conn, batch)
-    next_sequence = (conn.execute(select(func.max(events.c.sequence))).scalar() or 0) + 1
+    next_sequence = max_sequence(conn) + 1
     recorded_at = utc_now()
     dumps = orjson.dumps
     decision = _Decision()
