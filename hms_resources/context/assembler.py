@@ -7,6 +7,8 @@ user's query, within a token budget, in milliseconds.
   whose data changed are reloaded); the loaded users within a memory budget; the shard it serves;
 - `FreshOverlay` (`context/fresh.py`): the memories stored, changed or forgotten since the snapshot,
   read from the event store, so a just-ingested memory is found and a just-forgotten one never returned;
+- `OnlineIndexer` (`context/online.py`): embeds those memories and merges them into their users'
+  indexes in the background, so they rank exactly like the rest without waiting for a Dagster run;
 - `Assembly` (`context/assembly.py`): ranking and packing over the two, into a `Context`
   (`context/contexts.py`), whose prompt `context/prompt.py` renders."""
 
@@ -28,6 +30,7 @@ from hms_resources.context.cache import SnapshotCache
 from hms_resources.context.contexts import Context, ContextItem
 from hms_resources.context.fresh import FreshOverlay
 from hms_resources.context.index import UserIndex
+from hms_resources.context.online import OnlineIndexer
 from hms_resources.context.prompt import day_header_tokens
 from hms_resources.context.reranker import Reranker
 from hms_resources.context.residency import ResidentUsers, UserNotServed
@@ -43,6 +46,7 @@ __all__ = ["MAX_QUERY_CHARS", "Context", "ContextAssembler", "ContextItem", "Use
 class _Parts:
     cache: SnapshotCache
     overlay: FreshOverlay
+    indexer: OnlineIndexer | None
     assembly: Assembly
 
 
@@ -61,6 +65,9 @@ class ContextAssembler(dg.ConfigurableResource):
     """A reranker JSON file (`hms eval fit-reranker`); empty for the one shipped with HMS."""
     adapter_min_similarity: float = 0.3
     """How close a query's embedding must be to a champion adapter's concept centroid to name it."""
+    online_index: bool = True
+    """Embed the memories stored since the indexes were built and merge them in, in the background, so
+    they rank like every other; false leaves them ranked apart (by their words) until the next run."""
     fresh_seconds: float = 0.0
     """How often, at most, assembly reads the log for events stored since the indexes; 0 reads it on
     every call. A write announced with `note_written` is always read by the next call."""
@@ -114,12 +121,15 @@ class ContextAssembler(dg.ConfigurableResource):
                     )
                     overlay = FreshOverlay(self.event_store, serves=cache.serves, fresh_seconds=self.fresh_seconds, lock=self._lock)
                     cache.when_installed(overlay.restart)
+                    indexer = OnlineIndexer(cache, overlay, self.embedder) if self.online_index else None
+                    if indexer is not None:
+                        cache.when_installed(lambda _snapshot: indexer.vectors.restart())
                     assembly = Assembly(
-                        cache, overlay, reranker=lambda: self.active_reranker, tokens=lambda: self.tokens,
+                        cache, overlay, indexer=indexer, reranker=lambda: self.active_reranker, tokens=lambda: self.tokens,
                         header_tokens=lambda: self.header_tokens, config=self.retrieval_config,
                         adapter_min_similarity=self.adapter_min_similarity,
                     )
-                    self._parts = _Parts(cache, overlay, assembly)
+                    self._parts = _Parts(cache, overlay, indexer, assembly)
         return self._parts
 
     @property
@@ -193,8 +203,23 @@ class ContextAssembler(dg.ConfigurableResource):
         self.cache.when_reloaded(callback)
 
     def note_written(self, sequence: int | None) -> None:
-        """This process stored events up to `sequence`: the next assembly reads them, whatever `fresh_seconds`."""
-        self.overlay.note_written(sequence)
+        """This process stored events up to `sequence`: the next assembly reads them, whatever
+        `fresh_seconds`, and the online indexer merges them now."""
+        parts = self._composed()
+        parts.overlay.note_written(sequence)
+        if parts.indexer is not None:
+            parts.indexer.wake()
+
+    def watch(self) -> None:
+        """Move to each new snapshot in the background within `refresh_seconds` of its materialization,
+        whether or not calls arrive (`hms serve`)."""
+        self.cache.watch()
+
+    def settle(self, timeout: float = 10.0) -> bool:
+        """Wait until the memories written so far are merged into their users' indexes (tests and
+        benchmarks); False on timeout."""
+        indexer = self._composed().indexer
+        return indexer.settle(timeout) if indexer is not None else True
 
     # Assembly -------------------------------------------------------------------------------
 
@@ -225,4 +250,8 @@ class ContextAssembler(dg.ConfigurableResource):
     def close(self) -> None:
         """Let go of the snapshot and the loaded users' indexes; a later call opens them again."""
         with self._lock:
-            self._parts = None
+            parts, self._parts = self._parts, None
+        if parts is not None:
+            parts.cache.stop()
+            if parts.indexer is not None:
+                parts.indexer.close()

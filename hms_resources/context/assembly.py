@@ -1,11 +1,13 @@
 """Assembly: ranking and packing a user's memories for a query, over the snapshot cache's indexes
-and the fresh overlay's memories stored since (`retrieval.py` holds the pure ranking and packing)."""
+(into which the online indexer merges the memories stored since the snapshot) and the few memories
+changed too recently to be merged yet (`retrieval.py` holds the pure ranking and packing)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 from datetime import datetime, timezone
 
 import numpy as np
@@ -14,7 +16,7 @@ from hms_resources.common.text import lexical_tokens
 from hms_resources.common.tokens import TokenCounter
 from hms_resources.context.cache import SnapshotCache
 from hms_resources.context.contexts import Context, ContextItem
-from hms_resources.context.fresh import FreshMemories, FreshOverlay
+from hms_resources.context.fresh import NOTHING_FRESH, FreshMemories, FreshOverlay
 from hms_resources.context.index import SelectedAdapter, UserIndex, dedup_key, epoch_seconds
 from hms_resources.context.prompt import render_memory
 from hms_resources.context.reranker import Reranker
@@ -31,6 +33,7 @@ from hms_resources.context.retrieval import (
 from hms_resources.context.snapshot import ContextSnapshot, LoadedUser
 from hms_resources.context.temporal import TimeScope, parse_time_scope
 from hms_resources.store.events import normalize_timestamp
+from hms_resources.store.memory_state import CONVERSATION_TURN, Memory
 
 MAX_QUERY_CHARS = 2048
 """Longer queries are cut before embedding and lexical analysis; the encoder truncates further."""
@@ -67,6 +70,10 @@ def _item(c: Candidate, kind: str) -> ContextItem:
     return ContextItem(c.memory_id, c.text, c.tokens, round(c.score, 6), c.tier, kind, list(c.source_ids), c.created_at)
 
 
+def _speaker(memory: Memory) -> str | None:
+    return memory.created_by if memory.memory_type == CONVERSATION_TURN else None
+
+
 def _add_ms(timings: dict[str, float], name: str, since: float) -> None:
     timings[name] = timings.get(name, 0.0) + (time.perf_counter() - since) * 1e3
 
@@ -80,6 +87,7 @@ class Assembly:
         cache: SnapshotCache,
         overlay: FreshOverlay,
         *,
+        indexer: Any = None,
         reranker: Callable[[], Reranker],
         tokens: Callable[[], TokenCounter],
         header_tokens: Callable[[], int],
@@ -88,6 +96,8 @@ class Assembly:
     ):
         self.cache = cache
         self.overlay = overlay
+        self.indexer = indexer
+        """The online indexer (`online.py`), asked to merge a user whose index is behind; None: never merged."""
         self.embedder = cache.embedder
         self.reranker = reranker
         self.tokens = tokens
@@ -100,72 +110,86 @@ class Assembly:
         self.cache.snapshot
         return self.overlay.read(user_id)
 
+    def current(self, user_id: str) -> tuple[ContextSnapshot, LoadedUser, FreshMemories]:
+        """The snapshot, the user's loaded indexes, and the memories changed since those were built:
+        none once the online indexer merged them, else the few it has not merged yet (asked to now)."""
+        self.cache.check_served(user_id)
+        self.cache.refresh_in_background()
+        snapshot, fresh = self.read_fresh(user_id)
+        loaded = self.cache.loaded(user_id)
+        stale = fresh.stale_since(loaded.through)
+        if not stale:
+            return snapshot, loaded, NOTHING_FRESH
+        if self.indexer is not None:
+            self.indexer.want([user_id])
+        return snapshot, loaded, FreshMemories({m: fresh.live[m] for m in stale if m in fresh.live}, {m: fresh.changed[m] for m in stale})
+
+    def query_vector(self, snapshot: ContextSnapshot, loaded: LoadedUser, q: Query) -> np.ndarray | None:
+        """The query's embedding when there are vectors to compare it with (the snapshot's, or those the
+        online indexer embedded before any `embeddings` run)."""
+        if not q.text:
+            return None
+        if snapshot.model or (loaded.index is not None and bool(loaded.index.has_vector.any())):
+            return self.embedder.encode_query(q.text)
+        return None
+
     def assemble(self, user_id: str, query: str, token_budget: int = 1024, *, now: str | datetime | None = None, deep: bool = False) -> Context:
-        """The context for `query`: at most `token_budget` tokens of `user_id`'s memories only."""
+        """The context for `query`: at most `token_budget` tokens of `user_id`'s memories only, whatever
+        their tier; `deep` searches a larger pool of candidates."""
         if not isinstance(token_budget, int) or isinstance(token_budget, bool) or token_budget < 1:
             raise ValueError(f"token_budget must be a positive integer, got {token_budget!r}")
         if not isinstance(user_id, str) or not isinstance(query, str):
             raise TypeError("user_id and query must be strings")
-        self.cache.check_served(user_id)
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        self.cache.refresh_in_background()
         context = Context(user_id=user_id, query=query, token_budget=token_budget, timings_ms=timings)
         q = read_query(query, now)
         mark = time.perf_counter()
-        snapshot, fresh = self.read_fresh(user_id)
-        timings["fresh"] = (time.perf_counter() - mark) * 1e3
-        mark = time.perf_counter()
-        loaded = self.cache.loaded(user_id)
+        snapshot, loaded, fresh = self.current(user_id)
         timings["load"] = (time.perf_counter() - mark) * 1e3
         mark = time.perf_counter()
-        vector = self.embedder.encode_query(q.text) if q.text and snapshot.model else None
+        vector = self.query_vector(snapshot, loaded, q)
         timings["embed"] = (time.perf_counter() - mark) * 1e3
         context.adapter = self.choose_adapter(loaded, vector)
         reranker = self.reranker()
+        config = self.deep_config if deep else self.config
         ranked: list[Candidate] = []
         recent: list[Candidate] = []
-        indexes = [loaded.index, self.cache.cold_index(loaded)] if deep else [loaded.index]
-        for index in indexes:
-            if index is not None and len(index):
-                found, newest = self._index_candidates(index, index is indexes[0], q, vector, fresh, reranker, timings)
-                ranked += found
-                recent += newest
+        if loaded.index is not None and len(loaded.index):
+            ranked, recent = self._index_candidates(loaded.index, q, vector, fresh, reranker, config, timings)
         mark = time.perf_counter()
-        fresh_candidates = self.fresh_candidates(fresh, q.tokens, q.as_of, q.bounded)
-        recent = sorted(recent + fresh_candidates, key=lambda c: c.created_at, reverse=True)[: self.config.recent_count]
+        fresh_candidates = self.fresh_candidates(fresh, q.tokens, q.as_of, q.bounded, ceiling=max((c.score for c in ranked), default=0.5))
+        recent = sorted(recent + fresh_candidates, key=lambda c: c.created_at, reverse=True)[: config.recent_count]
         ranked += [c for c in fresh_candidates if c.score > 0]
         wants_recent = q.scope.order == "latest" or not (q.tokens or vector is not None)
         packing = Packing(self.header_tokens(), reranker.cost_exponent)
-        share = self.config.recent_share if wants_recent else 0.0
+        share = config.recent_share if wants_recent else 0.0
         context.items = [_item(c, c.kind) for c in pack_context(ranked, recent, token_budget, share, packing)]
         timings["pack"] = (time.perf_counter() - mark) * 1e3
         timings["total"] = (time.perf_counter() - started) * 1e3
         return context
 
+    @property
+    def deep_config(self) -> RetrievalConfig:
+        """A deep search: three times the candidates from each ranking, and the neighbours of twice as many."""
+        return replace(self.config, candidates=self.config.candidates * 3, neighbours_of=self.config.neighbours_of * 2)
+
     def _index_candidates(
-        self, index: UserIndex, first: bool, q: Query, vector: np.ndarray | None, fresh: FreshMemories, reranker: Reranker,
-        timings: dict[str, float],
+        self, index: UserIndex, q: Query, vector: np.ndarray | None, fresh: FreshMemories, reranker: Reranker,
+        config: RetrievalConfig, timings: dict[str, float],
     ) -> tuple[list[Candidate], list[Candidate]]:
-        """One index's ranked candidates (memories and the concept summaries that carry them) and, for
-        the user's main index (`first`), its newest memories; rows changed since the snapshot are out."""
-        eligible = index.created <= q.as_of if q.bounded else np.ones(len(index), dtype=bool)
-        if fresh.removed:
-            for memory_id in fresh.removed:
-                row = index.row_of.get(memory_id)
-                if row is not None:
-                    eligible[row] = False
+        """The index's ranked candidates (memories and the concept summaries that carry them) and its
+        newest memories; rows changed since the index was built are out."""
+        eligible = self._eligible(index, q, fresh)
         mark = time.perf_counter()
         similarities = self.embedder.similarities(index.vectors, vector) if vector is not None else None
         _add_ms(timings, "dense", mark)
-        ranking = rank_memories(index, similarities, q.text, q.tokens, eligible, q.as_of, reranker, self.config, q.scope, q.anchor_tokens)
+        ranking = rank_memories(index, similarities, q.text, q.tokens, eligible, q.as_of, reranker, config, q.scope, q.anchor_tokens)
         for name, ms in ranking.timings.items():
             timings[name] = timings.get(name, 0.0) + ms
         mark = time.perf_counter()
-        newest = np.zeros(0, dtype=np.int64)
-        if first:
-            newest = np.flatnonzero(eligible)
-            newest = newest[np.argsort(-index.created[newest], kind="stable")[: self.config.recent_count]]
+        newest = np.flatnonzero(eligible)
+        newest = newest[np.argsort(-index.created[newest], kind="stable")[: config.recent_count]]
         chosen = np.concatenate([ranking.rows, newest])
         index.tokens.fill(chosen)
         index.dedup.fill(chosen)
@@ -175,54 +199,65 @@ class Assembly:
         _add_ms(timings, "candidates", mark)
         return ranked, recent
 
+    @staticmethod
+    def _eligible(index: UserIndex, q: Query, fresh: FreshMemories) -> np.ndarray:
+        eligible = index.created <= q.as_of if q.bounded else np.ones(len(index), dtype=bool)
+        for memory_id in fresh.changed:
+            row = index.row_of.get(memory_id)
+            if row is not None:
+                eligible[row] = False
+        return eligible
+
     def rank(self, user_id: str, query: str, *, now: str | datetime | None = None) -> tuple[UserIndex | None, Ranking | None]:
         """The reranker's candidates for `query` among `user_id`'s indexed memories, with their features:
         what `assemble` ranks, for fitting and inspecting the reranker."""
-        snapshot = self.cache.snapshot
-        index = self.cache.user_index(user_id)
+        snapshot, loaded, fresh = self.current(user_id)
+        return self._ranked(snapshot, loaded, fresh, read_query(query, now))
+
+    def _ranked(self, snapshot: ContextSnapshot, loaded: LoadedUser, fresh: FreshMemories, q: Query) -> tuple[UserIndex | None, Ranking | None]:
+        index = loaded.index
         if index is None or not len(index):
             return index, None
-        q = read_query(query, now)
-        vector = self.embedder.encode_query(q.text) if q.text and snapshot.model else None
+        vector = self.query_vector(snapshot, loaded, q)
         similarities = self.embedder.similarities(index.vectors, vector) if vector is not None else None
-        eligible = index.created <= q.as_of if q.bounded else np.ones(len(index), dtype=bool)
+        eligible = self._eligible(index, q, fresh)
         ranking = rank_memories(index, similarities, q.text, q.tokens, eligible, q.as_of, self.reranker(), self.config, q.scope, q.anchor_tokens)
         return index, ranking
 
     def search(self, user_id: str, query: str, limit: int = 10, *, now: str | datetime | None = None) -> list[ContextItem]:
         """`user_id`'s memories ranked for `query`, best first, with the reranker's probability of being
-        evidence; memories stored since the indexes were built are scored as in `assemble`."""
-        self.cache.check_served(user_id)
-        _, fresh = self.read_fresh(user_id)
-        index, ranking = self.rank(user_id, query, now=now)
+        evidence; the few stored too recently to be merged yet are scored as in `assemble`."""
+        snapshot, loaded, fresh = self.current(user_id)
+        q = read_query(query, now)
+        index, ranking = self._ranked(snapshot, loaded, fresh, q)
         found: list[Candidate] = []
         if ranking is not None:
-            found += [
-                memory_candidate(index, row, score)
-                for row, score in zip(ranking.rows.tolist(), ranking.scores.tolist())
-                if index.memory_ids[row] not in fresh.removed
-            ]
-        q = read_query(query, now)
-        found += [c for c in self.fresh_candidates(fresh, q.tokens, q.as_of, q.bounded) if c.score > 0]
+            found += [memory_candidate(index, row, score) for row, score in zip(ranking.rows.tolist(), ranking.scores.tolist())]
+        ceiling = max((c.score for c in found), default=0.5)
+        found += [c for c in self.fresh_candidates(fresh, q.tokens, q.as_of, q.bounded, ceiling=ceiling) if c.score > 0]
         found.sort(key=lambda c: (-c.score, c.memory_id))
         return [_item(c, "memory") for c in found[:limit]]
 
-    def fresh_candidates(self, fresh: FreshMemories, query_tokens: list[str], as_of: float, bounded: bool) -> list[Candidate]:
-        """Memories stored since the indexes were built: no vector or features yet, so scored by the
-        share of the query's terms they contain, at most an even chance of being evidence."""
-        if not fresh.texts:
+    def fresh_candidates(
+        self, fresh: FreshMemories, query_tokens: list[str], as_of: float, bounded: bool, *, ceiling: float = 0.5
+    ) -> list[Candidate]:
+        """Memories changed too recently to be merged into the index (a fraction of a second after a
+        write): no vector or features yet, so scored by the share of the query's terms they contain,
+        at most an even chance and never above the best indexed memory (`ceiling`)."""
+        if not fresh.live:
             return []
         wanted = set(query_tokens)
-        items = list(fresh.texts.items())
-        texts = [render_memory(speaker, content) for _, (content, _, speaker) in items]
+        items = [(m, memory.content or "", memory.created_at or "", _speaker(memory)) for m, memory in fresh.live.items()]
+        texts = [render_memory(speaker, content) for _, content, _, speaker in items]
         counts = self.tokens().count(texts) + 1
         words = lexical_tokens(texts) if wanted else [[] for _ in items]
-        created = np.array([epoch_seconds(created) for _, (_, created, _) in items], dtype=np.float64)
+        created = np.array([epoch_seconds(created) for _, _, created, _ in items], dtype=np.float64)
+        top = min(0.5, ceiling)
         found = []
-        for (memory_id, (content, created_at, _)), text, count, terms, at in zip(items, texts, counts, words, created):
+        for (memory_id, content, created_at, _), text, count, terms, at in zip(items, texts, counts, words, created):
             if bounded and at > as_of:
                 continue
-            score = 0.5 * len(wanted & set(terms)) / len(wanted) if wanted else 0.0
+            score = top * len(wanted & set(terms)) / len(wanted) if wanted else 0.0
             found.append(
                 Candidate("recent", memory_id, text, int(count), score, "hot", [memory_id], created_at, dedup_key(content))
             )

@@ -20,14 +20,12 @@ from hms_resources.common.bulk import gc_paused
 from hms_resources.common.home import redact_url
 from hms_resources.common.sharding import user_shard
 from hms_resources.common.tokens import TokenCounter
-from hms_resources.context.index import UserIndex, index_bytes
+from hms_resources.context.index import UserIndex
 from hms_resources.context.lexical import analysed
 from hms_resources.context.residency import ResidentUsers, ServedUsers, UserNotServed
 from hms_resources.context.snapshot import (
-    NOT_LOADED,
     ContextSnapshot,
     LoadedUser,
-    load_cold_index,
     load_user,
     open_snapshot,
     release_freed_memory,
@@ -71,6 +69,10 @@ class SnapshotCache:
         self._on_reload: list[Callable[[], None]] = []
         self._checked_at = 0.0
         self._reloading = False
+        self._watcher: threading.Thread | None = None
+        self._refreshing = threading.Lock()
+        """One move to a new snapshot at a time (the watcher, a call's background check, `refresh`)."""
+        self._stop = threading.Event()
 
     # Users and shards -----------------------------------------------------------------------
 
@@ -107,15 +109,50 @@ class SnapshotCache:
             raise RuntimeError(f"the context cache returned {found.user_id!r}'s indexes for {user_id!r}")
         return found
 
-    def cold_index(self, loaded: LoadedUser) -> UserIndex | None:
-        """The user's cold archive, loaded on their first deep search and weighed with their indexes."""
-        if loaded.cold is NOT_LOADED:
-            with self._loading:
-                if loaded.cold is NOT_LOADED:
-                    cold = load_cold_index(self.snapshot, loaded.user_id, self._tokens().count)
-                    loaded.cold = cold
-                    self.residents.grow(loaded, index_bytes(cold))
-        return loaded.cold
+    def merged(self, user_id: str, fresh: Any, online: Any, snapshot: ContextSnapshot) -> LoadedUser | None:
+        """Load `user_id`'s indexes again with `fresh` merged in (the online indexer) and cache them in
+        place of the older entry, unless the cache moved to another snapshot meanwhile (returns None)."""
+        with gc_paused():
+            found = load_user(snapshot, self.event_store, user_id, self._tokens().count, fresh=fresh, online=online)
+        with self._loading:
+            current = self.residents.get(user_id)
+            if current is not None and current.through >= found.through:
+                return current
+            if snapshot is not self._snapshot:
+                return None
+            self.residents.put(found, snapshot.number)
+        return found
+
+    # Watching for new snapshots ----------------------------------------------------------------
+
+    def watch(self) -> None:
+        """Move to each new snapshot within `refresh_seconds` of its materialization, on a thread of
+        its own, whether or not calls arrive (the service): no call waits for a reload, and none
+        answers from a snapshot older than the newest by more than the interval and the reload."""
+        if self._watcher is not None:
+            return
+        self._stop.clear()
+
+        def run() -> None:
+            while not self._stop.wait(self.refresh_seconds):
+                self._refresh_logged()
+
+        self._watcher = threading.Thread(target=run, name="hms-context-watch", daemon=True)
+        self._watcher.start()
+
+    def stop(self) -> None:
+        """Stop watching (the resource's `close`)."""
+        self._stop.set()
+        self._watcher = None
+
+    def _refresh_logged(self) -> None:
+        try:
+            if not self.refresh():
+                release_freed_memory(collect=False)
+        except Exception as exc:  # noqa: BLE001 - a failed reload keeps serving the loaded indexes
+            log.warning("context snapshot refresh failed, keeping the current one: %s", redact_url(str(exc)))
+        finally:
+            self._checked_at = time.monotonic()
 
     # Snapshots ------------------------------------------------------------------------------
 
@@ -173,12 +210,13 @@ class SnapshotCache:
         if self._snapshot is None:
             self.snapshot
             return True
-        if snapshot_signature(self.event_store) == self._snapshot.signature:
-            self._checked_at = time.monotonic()
-            return False
-        old = self._snapshot
-        new = self._open()
-        self._install(new, unchanged_users(self.event_store, old, new, self.residents.users()))
+        with self._refreshing:
+            if snapshot_signature(self.event_store) == self._snapshot.signature:
+                self._checked_at = time.monotonic()
+                return False
+            old = self._snapshot
+            new = self._open()
+            self._install(new, unchanged_users(self.event_store, old, new, self.residents.users()))
         for callback in self._on_reload:
             callback()
         return True
@@ -192,12 +230,8 @@ class SnapshotCache:
 
         def run() -> None:
             try:
-                if not self.refresh():
-                    release_freed_memory(collect=False)
-            except Exception as exc:  # noqa: BLE001 - a failed reload keeps serving the loaded indexes
-                log.warning("context snapshot refresh failed, keeping the current one: %s", redact_url(str(exc)))
+                self._refresh_logged()
             finally:
-                self._checked_at = time.monotonic()
                 self._reloading = False
 
         threading.Thread(target=run, name="hms-context-reload", daemon=True).start()

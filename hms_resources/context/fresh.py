@@ -1,12 +1,14 @@
 """The memories changed since the snapshot, followed from the log: a just-ingested memory is found
 and a just-forgotten one is never returned before the next `memories` run.
 
-`FreshOverlay` keeps, per user, the latest text of each memory whose text or visibility changed
+`FreshOverlay` keeps, per user, the latest state of each memory whose text or visibility changed
 after the snapshot's cursor (`FreshMemories`), folding the log's new events at most every
-`fresh_seconds`, and at once after a write this process announced with `note_written`."""
+`fresh_seconds`, and at once after a write this process announced with `note_written`. The online
+indexer (`online.py`) merges them into the user's index; until it has, assembly ranks them apart."""
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Callable
@@ -15,7 +17,7 @@ from typing import Any
 
 from hms_resources.store.event_store import EventStore
 from hms_resources.store.events import MEMORY_ARCHIVED, MEMORY_CREATED, MEMORY_FORGOTTEN, MEMORY_UPDATED, MemoryEvent
-from hms_resources.store.memory_state import CONVERSATION_TURN
+from hms_resources.store.memory_state import Memory
 
 
 def changes_text(event: MemoryEvent) -> bool:
@@ -27,14 +29,24 @@ def changes_text(event: MemoryEvent) -> bool:
 
 @dataclass
 class FreshMemories:
-    """A user's memories changed since the snapshot: their latest (text, created_at, speaker), and
-    every changed id in `removed` (its indexed row, if any, is stale)."""
+    """A user's memories changed since the snapshot: the latest state of each live one (`live`, a copy
+    no later fold changes), and for every changed id the log's sequence its change was folded at
+    (`changed`: its indexed row, in an index built through an earlier sequence, is stale)."""
 
-    texts: dict[str, tuple[str, str, str | None]] = field(default_factory=dict)
-    removed: set[str] = field(default_factory=set)
+    live: dict[str, Memory] = field(default_factory=dict)
+    changed: dict[str, int] = field(default_factory=dict)
 
     def copy(self) -> "FreshMemories":
-        return FreshMemories(dict(self.texts), set(self.removed))
+        return FreshMemories(dict(self.live), dict(self.changed))
+
+    @property
+    def through(self) -> int:
+        """The sequence an index must reflect to hold every change here (0: nothing changed)."""
+        return max(self.changed.values(), default=0)
+
+    def stale_since(self, through: int) -> list[str]:
+        """The ids changed after an index built through `through` was read."""
+        return [m for m, at in self.changed.items() if at > through]
 
 
 NOTHING_FRESH = FreshMemories()
@@ -64,6 +76,16 @@ class FreshOverlay:
         self._after = 0
         self._folded_at = float("-inf")
         self._written = 0
+        self._on_changed: list[Callable[[set[str]], None]] = []
+
+    def when_changed(self, callback: Callable[[set[str]], None]) -> None:
+        """Call `callback(user_ids)` after a fold changed those users' overlays (the online indexer)."""
+        self._on_changed.append(callback)
+
+    def fold_now(self) -> None:
+        """Fold the log's new events now (the online indexer, after a write)."""
+        with self.lock:
+            self._fold()
 
     def restart(self, snapshot: Any) -> None:
         """Follow the log from `snapshot`'s cursor with empty overlays (called under `lock`)."""
@@ -97,15 +119,21 @@ class FreshOverlay:
         published before the sequence they reach: a reader that finds itself caught up (it does not
         wait for the lock) must already find the overlays of that sequence."""
         after, changed = self.store.fold_since(self.followed, self._after, follow=self._follows)
+        users: set[str] = set()
         if changed:
-            self._fresh = (self._fresh[0], self._overlaid(changed))
+            overlays = self._overlaid(changed, after)
+            users = {self.followed[key].user_id for key in changed}
+            self._fresh = (self._fresh[0], overlays)
         self._after = after
         self._folded_at = time.monotonic()
+        if users:
+            for callback in self._on_changed:
+                callback(users)
 
     def _follows(self, event: MemoryEvent) -> bool:
         return changes_text(event) and self.serves(event.user_id)
 
-    def _overlaid(self, changed: Any) -> dict[str, FreshMemories]:
+    def _overlaid(self, changed: Any, sequence: int) -> dict[str, FreshMemories]:
         overlays = dict(self._fresh[1])
         copied: set[str] = set()
         for key in changed:
@@ -114,10 +142,9 @@ class FreshOverlay:
                 overlays[memory.user_id] = overlays[memory.user_id].copy() if memory.user_id in overlays else FreshMemories()
                 copied.add(memory.user_id)
             fresh = overlays[memory.user_id]
-            fresh.removed.add(memory.memory_id)
+            fresh.changed[memory.memory_id] = sequence
             if memory.status == "live" and memory.content:
-                speaker = memory.created_by if memory.memory_type == CONVERSATION_TURN else None
-                fresh.texts[memory.memory_id] = (memory.content, memory.created_at or "", speaker)
+                fresh.live[memory.memory_id] = copy.copy(memory)
             else:
-                fresh.texts.pop(memory.memory_id, None)
+                fresh.live.pop(memory.memory_id, None)
         return overlays

@@ -90,15 +90,6 @@ class ResidentUsers:
             self.loads += 1
             return self._evict()
 
-    def grow(self, loaded: LoadedUser, nbytes: int) -> list[str]:
-        """`loaded` now holds `nbytes` more (a deep search loaded its cold archive)."""
-        with self._lock:
-            loaded.nbytes += nbytes
-            if self._users.get(loaded.user_id) is not loaded:
-                return []
-            self._bytes += nbytes
-            return self._evict()
-
     def _evict(self) -> list[str]:
         dropped = []
         while self._bytes > self.budget_bytes and len(self._users) > 1:

@@ -4,13 +4,16 @@ A `ContextSnapshot` is the materialized assets as of one signature: the embeddin
 reading a user at a time, the champions, the memories table's sequence. `load_user` builds one
 user's `UserIndex` from that user's rows alone (memories, tier partition, concepts, vectors), in
 milliseconds, with fingerprints of what it read so a later snapshot can tell whether the user
-changed. Cold memories stay on disk until a deep search asks for them (`load_cold_index`)."""
+changed. Every live memory is loaded, whatever its tier: a tier is what a memory costs to keep, never
+whether a question can find it, so a cold row ranks with the same features and session neighbours as
+a hot one. Memories stored since the snapshot join the index when the online indexer merges them
+(`load_user(..., fresh=...)`), ranked exactly as the next materialization will rank them."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +32,8 @@ from hms_resources.semantic.embeddings import EMBEDDINGS_DIR, INDEX_FILE, Embedd
 from hms_resources.store.derived import derived_state, latest_tiers, live_memory_columns
 from hms_resources.store.event_store import EventStore
 from hms_resources.store.events import MEMORY_ARCHIVED, MEMORY_CREATED, MEMORY_FORGOTTEN, MEMORY_UPDATED
-from hms_resources.store.memory_state import CONVERSATION_TURN
+from hms_resources.store.memory_state import CONVERSATION_TURN, Memory
 from hms_resources.store.projection import MEMORIES_CURSOR
-from hms_resources.tiers.archive import COLD_ARCHIVE_DIR, read_cold_archive
 
 
 @dataclass
@@ -76,12 +78,10 @@ def snapshot_signature(store: EventStore) -> tuple:
     store's `DerivedState`, whose `sequence` is where the memories table stands."""
     index_file = store.home / EMBEDDINGS_DIR / INDEX_FILE
     stat = index_file.stat() if index_file.exists() else None
-    archive = store.home / COLD_ARCHIVE_DIR
     champions = lora_dir(store.home) / CHAMPIONS_FILE
     return (
         derived_state(store, MEMORIES_CURSOR),
         (stat.st_mtime_ns, stat.st_size) if stat else None,
-        archive.stat().st_mtime_ns if archive.exists() else None,
         champions.stat().st_mtime_ns if champions.exists() else None,
     )
 
@@ -127,11 +127,11 @@ class LoadedUser:
     adapters: UserAdapters | None
     sources: dict[str, Any]
     nbytes: int
-    cold: Any = None
-    """The cold archive's index once a deep search loaded it (None: none; `NOT_LOADED` before)."""
+    through: int = 0
+    """The log's sequence the index reflects: the snapshot's cursor, or the fold the online indexer
+    merged; a memory changed after it is ranked apart until merged."""
 
 
-NOT_LOADED = object()
 SOURCES = ("tiers", "concepts", "vectors", "champions")
 """What a user's index is built from besides its rows of the memories table (whose changes the
 resource reads from the log): each has a fingerprint per user, compared when its asset changes."""
@@ -174,36 +174,63 @@ def user_sources(
     return found
 
 
-def user_vectors(snapshot: ContextSnapshot, user_id: str) -> Callable[[list[str]], tuple[np.ndarray, np.ndarray]]:
+def user_vectors(
+    snapshot: ContextSnapshot, user_id: str, online: Mapping[str, np.ndarray] | None = None, changed: Mapping[str, int] | None = None
+) -> Callable[[list[str]], tuple[np.ndarray, np.ndarray]]:
     """The user's rows of the embedding index for given memory ids, as float16: half the memory and
-    half the bytes a query scans, for cosines within 1e-3. Only this user's rows are read."""
+    half the bytes a query scans, for cosines within 1e-3. Only this user's rows are read. A memory
+    changed since the snapshot (`changed`) takes its vector from `online` (the service embedded its
+    current text), never the index's stale one."""
+    online = online or {}
+    changed = changed or {}
+    dimension = snapshot.dimension or next((len(v) for v in online.values()), 0)
 
     def lookup(memory_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        vectors = np.zeros((len(memory_ids), max(snapshot.dimension, 1)), dtype=np.float16)
+        vectors = np.zeros((len(memory_ids), max(dimension, 1)), dtype=np.float16)
         found = np.zeros(len(memory_ids), dtype=bool)
-        if snapshot.embeddings is None or not memory_ids:
+        if not memory_ids:
             return vectors, found
-        ids, rows = snapshot.embeddings.for_user(user_id)
-        position = {m: r for r, m in enumerate(ids)}
-        source = np.array([position.get(m, -1) for m in memory_ids], dtype=np.int64)
-        found = source >= 0
-        vectors[found] = rows[source[found]]
+        if snapshot.embeddings is not None:
+            ids, rows = snapshot.embeddings.for_user(user_id)
+            position = {m: r for r, m in enumerate(ids)}
+            source = np.array([-1 if m in changed else position.get(m, -1) for m in memory_ids], dtype=np.int64)
+            found = source >= 0
+            vectors[found] = rows[source[found]]
+        for i, memory_id in enumerate(memory_ids):
+            vector = online.get(memory_id)
+            if vector is not None and len(vector) == vectors.shape[1]:
+                vectors[i] = vector
+                found[i] = True
         return vectors, found
 
     return lookup
 
 
-def load_user(snapshot: ContextSnapshot, store: EventStore, user_id: str, count_tokens: Callable[[list[str]], np.ndarray]) -> LoadedUser:
+def load_user(
+    snapshot: ContextSnapshot,
+    store: EventStore,
+    user_id: str,
+    count_tokens: Callable[[list[str]], np.ndarray],
+    *,
+    fresh: Any = None,
+    online: Mapping[str, np.ndarray] | None = None,
+) -> LoadedUser:
     """One user's indexes from that user's rows only (memories, tiers, concepts, vectors, champions):
-    nothing another user wrote is read, so nothing of theirs can reach this index."""
+    nothing another user wrote is read, so nothing of theirs can reach this index. With `fresh` (the
+    user's `FreshMemories`) and `online` (their vectors), the memories changed since the snapshot are
+    merged in at their current state: the index the next materialization will build."""
     from hms_resources.semantic.concepts import load_concepts
 
     tiers = latest_tiers(store, user_id)
     concepts = load_concepts(store, user_id)
+    changed = fresh.changed if fresh is not None else {}
+    memories: list[Memory] = [m for m in store.read_memories(user_id=user_id) if m.memory_id not in changed]
+    if fresh is not None and fresh.live:
+        memories = sorted(memories + list(fresh.live.values()), key=lambda m: m.memory_id)
     rows = MemoryRows([], [], [], [], [], [], [], [])
-    for memory in store.read_memories(user_id=user_id):
+    for memory in memories:
         tier, score = tiers.get((user_id, memory.memory_id), ("hot", None))
-        if memory.user_id != user_id or memory.is_archived or tier == "cold" or not memory.content:
+        if memory.user_id != user_id or memory.is_archived or not memory.content:
             continue
         rows.memory_ids.append(memory.memory_id)
         rows.contents.append(memory.content)
@@ -215,35 +242,15 @@ def load_user(snapshot: ContextSnapshot, store: EventStore, user_id: str, count_
         rows.tier_scores.append(score)
     index = None
     if rows.memory_ids:
-        index = build_user_index(
-            user_id, rows, count_tokens=count_tokens, vector_of=user_vectors(snapshot, user_id), concepts=concepts
-        )
+        vectors = user_vectors(snapshot, user_id, online, changed)
+        index = build_user_index(user_id, rows, count_tokens=count_tokens, vector_of=vectors, concepts=concepts)
     adapters = None
     if snapshot.model:
         adapters = champion_index(_user_champions(snapshot, user_id), {user_id: concepts}, snapshot.dimension).get(user_id)
     sources = user_sources(snapshot, store, user_id, tiers=tiers, concepts=concepts)
     nbytes = index_bytes(index) + (adapters.centroids.nbytes + 400 * len(adapters.adapters) if adapters else 0) + 1_000
-    return LoadedUser(user_id, index, adapters, sources, nbytes, NOT_LOADED)
-
-
-def load_cold_index(snapshot: ContextSnapshot, user_id: str, count_tokens: Callable[[list[str]], np.ndarray]) -> UserIndex | None:
-    """A user's cold archive (Parquet from the `cold_archive` asset) as an index, for deep searches."""
-
-    records = read_cold_archive(snapshot.home / COLD_ARCHIVE_DIR, user_id)
-    records = [r for r in records if r.get("content")]
-    if not records:
-        return None
-    rows = MemoryRows(
-        memory_ids=[r["memory_id"] for r in records],
-        contents=[r["content"] for r in records],
-        session_ids=[None] * len(records),
-        created_at=[r.get("created_at") or "" for r in records],
-        speakers=[None] * len(records),
-        importance=[r.get("importance") for r in records],
-        tiers=["cold"] * len(records),
-        tier_scores=[r.get("score") for r in records],
-    )
-    return build_user_index(user_id, rows, count_tokens=count_tokens, vector_of=user_vectors(snapshot, user_id))
+    through = max(snapshot.cursor, fresh.through if fresh is not None else 0)
+    return LoadedUser(user_id, index, adapters, sources, nbytes, through)
 
 
 INDEXED_EVENTS = (MEMORY_CREATED, MEMORY_UPDATED, MEMORY_ARCHIVED, MEMORY_FORGOTTEN)
@@ -265,23 +272,20 @@ def unchanged_users(
     their rows between the two snapshots' cursors, and the same fingerprints of their tiers and
     concepts (read for them alone, whatever the signature says: its aggregates miss some writes,
     such as a later user shard's tiers of the same day) and of their vectors and champions when
-    those files changed. Each maps to (its entry, the entry to keep: the same, less a cold archive
-    index that may be stale)."""
+    those files changed. Each maps to (its entry, the entry to keep)."""
     if not loaded or new.cursor < old.cursor:
         return {}
     parts = ["tiers", "concepts"]
     if old.signature[1] != new.signature[1] or old.model != new.model:
         parts.append("vectors")
-    if old.signature[3] != new.signature[3] or old.model != new.model:
+    if old.signature[2] != new.signature[2] or old.model != new.model:
         parts.append("champions")
     written = users_written(store, old.cursor, new.cursor) if new.cursor > old.cursor else set()
-    cold_changed = old.signature[2] != new.signature[2] or "vectors" in parts
     kept: dict[str, tuple[LoadedUser, LoadedUser]] = {}
     for user_id, entry in loaded:
-        if user_id in written or user_sources(new, store, user_id, parts) != {p: entry.sources[p] for p in parts}:
+        if user_id in written or entry.through > old.cursor:
             continue
-        same = entry
-        if cold_changed and entry.cold is not NOT_LOADED:
-            same = replace(entry, cold=NOT_LOADED, nbytes=entry.nbytes - index_bytes(entry.cold))
-        kept[user_id] = (entry, same)
+        if user_sources(new, store, user_id, parts) != {p: entry.sources[p] for p in parts}:
+            continue
+        kept[user_id] = (entry, entry)
     return kept

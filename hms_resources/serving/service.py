@@ -172,6 +172,7 @@ class MemoryService:
         self.keys = KeyRing(store)
         self.on_append = on_append
         self.writer = MemoryWriter(store, on_written=self._written)
+        assembler.watch()
 
     def _written(self, result: AppendResult) -> None:
         """The next context call reads what was just stored, whatever its refresh interval."""

@@ -182,6 +182,30 @@ def test_memories_ingested_after_the_last_materialization_are_found(assembler):
     assert "ben" not in {s for i in context.items for s in i.source_ids}
 
 
+def test_a_memory_written_since_the_materialization_ranks_as_it_will_after_it(assembler, embedder):
+    """The online indexer embeds a fresh memory and merges it into the index with no Dagster run: a
+    paraphrase finds it first, with the reranker's score, and the next materialization changes neither
+    the order nor the scores."""
+    store = assembler.event_store
+    assembler.assemble("ana", "warm up", 64)
+    report = ingest_records(store, [created("ana", "m9", "My sister Lena moved to Lisbon for a job at a bakery.", minutes=9 * 60,
+                                            memory_type="conversation_turn", created_by="user")])
+    assembler.note_written(report.last_sequence)
+    assert assembler.settle(30.0), "the online indexer merged the write"
+    query = "Which city does my sibling live in now?"
+    fresh = assembler.search("ana", query, 5)
+    assert fresh[0].memory_id == "m9" and fresh[0].kind == "memory", "found by meaning, ranked by the reranker"
+    assert assembler.user_index("ana").has_vector[assembler.user_index("ana").row_of["m9"]]
+    context = assembler.assemble("ana", query, 256)
+    assert context.items[0].source_ids == ["m9"] and context.items[0].kind == "memory"
+    materialize_for_context(store, embedder, log=lambda _m: None)
+    assert assembler.refresh() is True
+    after = assembler.search("ana", query, 5)
+    assert [i.memory_id for i in after] == [i.memory_id for i in fresh]
+    assert [i.score for i in after] == pytest.approx([i.score for i in fresh], abs=1e-4)
+    assert [i.source_ids for i in assembler.assemble("ana", query, 256).items] == [i.source_ids for i in context.items]
+
+
 def test_a_memory_forgotten_after_the_last_materialization_is_never_returned(assembler):
     store = assembler.event_store
     assert "m7" in assembler.assemble("ana", "peanut allergy satay", 256).source_ids
@@ -260,7 +284,9 @@ def test_a_new_materialization_is_picked_up_without_a_restart(assembler, embedde
     assert pixel and pixel[0].kind in ("memory", "recent") and "m5" in assembler.snapshot.users["ben"].row_of
 
 
-def test_cold_memories_are_searched_only_when_deep(store, embedder):
+def test_a_cold_memory_is_found_by_default_and_ranks_as_it_did_when_hot(store, embedder):
+    """A tier is a cost, never a wall: the cold evidence turn is found without `deep`, at the rank and
+    score it had before the tier job moved it."""
     import dagster as dg
 
     from hms_assets import domain_assets
@@ -268,29 +294,35 @@ def test_cold_memories_are_searched_only_when_deep(store, embedder):
     from hms_resources.tiers.assignment import current_tiers
 
     materialized_store(store, embedder)
+    texts = dict(FACTS["ana"])
+    assembler = ContextAssembler(event_store=store, embedder=embedder)
+    try:
+        before = {m: assembler.search("ana", texts[m], 5) for m in texts}
+    finally:
+        assembler.close()
     assets = domain_assets(["memory_store", "semantic", "tiers"])
     small = {"hot_capacity": 2, "warm_capacity": 2, "use_predictor": "off"}
     with dg.DagsterInstance.ephemeral() as instance:
         day = store.event_time_range()[1][:10]
-        for selection, partition in ((("memory_tiers", "tier_migrations"), day), (("cold_archive",), None)):
-            result = dg.materialize(
-                assets, selection=dg.AssetSelection.assets(*selection), tags=all_shards_of_days(partition) if partition else None, instance=instance,
-                resources={"event_store": store, "embedder": embedder},
-                run_config={"ops": {"memory_tier_migration": {"config": small}}} if partition else None,
-            )
-            assert result.success
+        result = dg.materialize(
+            assets, selection=dg.AssetSelection.assets("memory_tiers", "tier_migrations"), tags=all_shards_of_days(day), instance=instance,
+            resources={"event_store": store, "embedder": embedder},
+            run_config={"ops": {"memory_tier_migration": {"config": small}}},
+        )
+        assert result.success
     cold = sorted(m for (u, m), t in current_tiers(store, "ana").items() if t == "cold")
     assert 0 < len(cold) < len(FACTS["ana"])
     assembler = ContextAssembler(event_store=store, embedder=embedder)
-    texts = dict(FACTS["ana"])
     try:
         for memory_id in cold:
-            shallow = assembler.assemble("ana", texts[memory_id], 4096)
-            assert memory_id not in shallow.source_ids
+            context = assembler.assemble("ana", texts[memory_id], 4096)
+            found = [i for i in context.items if memory_id in i.source_ids]
+            assert found and found[0].tier == "cold", "a cold memory is in the default context"
+            after = assembler.search("ana", texts[memory_id], 5)
+            assert [(i.memory_id, i.score) for i in after] == [(i.memory_id, i.score) for i in before[memory_id]]
+            assert after[0].memory_id == memory_id and after[0].tier == "cold"
             deep = assembler.assemble("ana", texts[memory_id], 4096, deep=True)
-            found = [i for i in deep.items if memory_id in i.source_ids]
-            assert found and found[0].tier == "cold"
-        assert {i.tier for i in shallow.items} <= {"hot", "warm"}
+            assert memory_id in deep.source_ids
     finally:
         assembler.close()
 

@@ -67,13 +67,15 @@ def test_the_fresh_overlay_follows_the_log_of_its_users_from_the_snapshot_and_ne
         created("ben", "m1", "Ben's own memory.", minutes=5),
     ])
     held_snapshot, held = overlay.read("ana")
-    assert held_snapshot is snapshot and held.removed == {"m1"}
-    assert held.texts == {"m1": ("I adopted a grey cat.", held.texts["m1"][1], "user")}
+    assert held_snapshot is snapshot and set(held.changed) == {"m1"} and held.through > snapshot.cursor
+    assert (held.live["m1"].content, held.live["m1"].created_by) == ("I adopted a grey cat.", "user")
     assert overlay.read("ben")[1] is NOTHING_FRESH and {u for u, _ in overlay.followed} == {"ana"}, "ben is another shard's"
     ingest_records(store, [event("forgotten", "ana", "m1", minutes=6), created("ana", "m2", "A second memory.", minutes=7)])
     _, now = overlay.read("ana")
-    assert now.removed == {"m1", "m2"} and set(now.texts) == {"m2"}
-    assert held.removed == {"m1"} and set(held.texts) == {"m1"}, "a reader's overlay never changes under it"
+    assert set(now.changed) == {"m1", "m2"} and set(now.live) == {"m2"}
+    assert set(held.changed) == {"m1"} and set(held.live) == {"m1"}, "a reader's overlay never changes under it"
+    assert held.live["m1"].status == "live", "a held memory is a copy the next fold does not change"
+    assert now.stale_since(held.through) == ["m2"] or set(now.stale_since(held.through)) == {"m1", "m2"}
 
 
 def test_the_fresh_overlay_reads_the_log_at_most_every_fresh_seconds_unless_a_write_was_noted(store):
@@ -83,4 +85,4 @@ def test_the_fresh_overlay_reads_the_log_at_most_every_fresh_seconds_unless_a_wr
     report = ingest_records(store, [created("ana", "m1", "Noted later.")])
     assert overlay.read("ana")[1] is NOTHING_FRESH, "read within fresh_seconds of the last fold"
     overlay.note_written(report.last_sequence)
-    assert set(overlay.read("ana")[1].texts) == {"m1"}
+    assert set(overlay.read("ana")[1].live) == {"m1"}
