@@ -218,7 +218,8 @@ def load_user(
     """One user's indexes from that user's rows only (memories, tiers, concepts, vectors, champions):
     nothing another user wrote is read, so nothing of theirs can reach this index. With `fresh` (the
     user's `FreshMemories`) and `online` (their vectors), the memories changed since the snapshot are
-    merged in at their current state: the index the next materialization will build."""
+    merged in at their current state: the index the next materialization will build, less the
+    concept summaries of a changed member (their text may be stale until `concepts` runs again)."""
     from hms_resources.semantic.concepts import load_concepts
 
     tiers = latest_tiers(store, user_id)
@@ -243,7 +244,8 @@ def load_user(
     index = None
     if rows.memory_ids:
         vectors = user_vectors(snapshot, user_id, online, changed)
-        index = build_user_index(user_id, rows, count_tokens=count_tokens, vector_of=vectors, concepts=concepts)
+        summarized = [c for c in concepts if not any(m in changed for m in c.member_ids)] if changed else concepts
+        index = build_user_index(user_id, rows, count_tokens=count_tokens, vector_of=vectors, concepts=summarized)
     adapters = None
     if snapshot.model:
         adapters = champion_index(_user_champions(snapshot, user_id), {user_id: concepts}, snapshot.dimension).get(user_id)
