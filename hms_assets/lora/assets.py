@@ -42,7 +42,7 @@ from hms_resources.lora.registry import PromotionGate, demote_ungated, update_re
 from hms_resources.lora.tracking import MlflowTracking
 from hms_resources.lora.training import TrainingConfig, TrainingFailed, load_base
 from hms_resources.privacy.forget import purge_forgotten
-from hms_resources.semantic.concepts import load_concepts
+from hms_resources.semantic.concepts import assistant_replies_included, load_concepts
 from hms_resources.store.event_store import EventStore
 from hms_resources.tiers.assignment import current_importance
 
@@ -60,9 +60,13 @@ class CandidateSetsConfig(dg.Config):
     min_concept_size: int = CandidateCriteria.min_concept_size
     min_concept_cohesion: float = CandidateCriteria.min_concept_cohesion
     min_set_size: int = CandidateCriteria.min_set_size
+    include_assistant_replies: bool | None = None
+    """Let the assistant's captured replies be candidates; None: the `HMS_INCLUDE_ASSISTANT_REPLIES` setting."""
 
     def to_domain(self) -> CandidateCriteria:
-        return CandidateCriteria(**self.model_dump())
+        chosen = self.model_dump()
+        chosen["include_assistant_replies"] = assistant_replies_included(self.include_assistant_replies)
+        return CandidateCriteria(**chosen)
 
 
 @dg.asset(
@@ -77,8 +81,9 @@ def lora_candidate_sets(context: dg.AssetExecutionContext, config: CandidateSets
     _, last = event_store.event_time_range()
     as_of = datetime.fromisoformat(last.replace("Z", "+00:00")) if last else datetime.now(timezone.utc)
     curation = load_curation(event_store.home)
+    criteria = config.to_domain()
     sets = select_candidate_sets(
-        event_store.read_memories(), load_concepts(event_store), current_importance(event_store), config.to_domain(), as_of, curation
+        event_store.read_memories(), load_concepts(event_store), current_importance(event_store), criteria, as_of, curation
     )
     path = save_candidate_sets(lora_dir(event_store.home), sets)
     by_status = {status: sum(1 for s in sets if s.status == status) for status in (APPROVED, PENDING, REJECTED)}
@@ -88,7 +93,7 @@ def lora_candidate_sets(context: dg.AssetExecutionContext, config: CandidateSets
             "sets": len(sets),
             **by_status,
             "memories": sum(len(s.memory_ids) for s in sets),
-            "criteria": dg.MetadataValue.json(config.model_dump()),
+            "criteria": dg.MetadataValue.json(asdict(criteria)),
             "candidate_sets": dg.MetadataValue.md(_sets_table(sets)),
             "path": dg.MetadataValue.path(str(path)),
             "dagster/row_count": len(sets),

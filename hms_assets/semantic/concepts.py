@@ -4,7 +4,14 @@ import dagster as dg
 
 from hms_assets.plots import histogram_markdown
 from hms_assets.semantic.embeddings import require_index
-from hms_resources.semantic.concepts import Concept, ConceptConfig, build_concepts, load_concepts, save_concepts
+from hms_resources.semantic.concepts import (
+    Concept,
+    ConceptConfig,
+    assistant_replies_included,
+    build_concepts,
+    load_concepts,
+    save_concepts,
+)
 from hms_resources.semantic.embedder import Embedder
 from hms_resources.store.event_store import EventStore
 
@@ -13,12 +20,15 @@ class ConceptsConfig(dg.Config):
     distance_threshold: float = ConceptConfig.distance_threshold
     min_size: int = ConceptConfig.min_size
     summary_token_budget: int = ConceptConfig.summary_token_budget
+    include_assistant_replies: bool | None = None
+    """Cluster the assistant's captured replies too; None: the `HMS_INCLUDE_ASSISTANT_REPLIES` setting."""
 
     def to_domain(self) -> ConceptConfig:
         return ConceptConfig(
             distance_threshold=self.distance_threshold,
             min_size=self.min_size,
             summary_token_budget=self.summary_token_budget,
+            include_assistant_replies=assistant_replies_included(self.include_assistant_replies),
         )
 
 
@@ -54,7 +64,8 @@ def concept_clusters(
     context: dg.AssetExecutionContext, config: ConceptsConfig, event_store: EventStore, embedder: Embedder
 ) -> dg.MaterializeResult:
     previous = load_concepts(event_store)
-    concepts = compute_concepts(event_store, embedder, config.to_domain(), previous)
+    domain = config.to_domain()
+    concepts = compute_concepts(event_store, embedder, domain, previous)
     save_concepts(event_store, concepts)
     everything = [c for user_concepts in concepts.values() for c in user_concepts]
     kept = {c.concept_id for c in previous} & {c.concept_id for c in everything}
@@ -74,6 +85,7 @@ def concept_clusters(
             "distance_threshold": config.distance_threshold,
             "min_size": config.min_size,
             "summary_token_budget": config.summary_token_budget,
+            "include_assistant_replies": domain.include_assistant_replies,
             "size_histogram": dg.MetadataValue.md(
                 histogram_markdown([c.size for c in everything], title="Concept sizes", xlabel="members")
             ),
@@ -104,6 +116,9 @@ def _config_used(context: dg.AssetCheckExecutionContext) -> ConceptConfig:
         summary_token_budget=int(metadata["summary_token_budget"].value)
         if "summary_token_budget" in metadata
         else defaults.summary_token_budget,
+        include_assistant_replies=bool(metadata["include_assistant_replies"].value)
+        if "include_assistant_replies" in metadata
+        else defaults.include_assistant_replies,
     )
 
 

@@ -29,6 +29,7 @@ VARIABLES: dict[str, dict[str, str]] = {
         "memory_budget_mb": "HMS_CONTEXT_MEMORY_BUDGET_MB",
         "shard": "HMS_CONTEXT_SHARD",
         "shards": "HMS_CONTEXT_SHARDS",
+        "online_index": "HMS_CONTEXT_ONLINE_INDEX",
     },
     "MlflowTracking": {"tracking_uri": "MLFLOW_TRACKING_URI"},
     "GraphStore": {
@@ -103,6 +104,13 @@ def _executor(name: str, value: str) -> str:
     return kind
 
 
+def _flag(name: str, value: str) -> bool:
+    word = value.strip().lower()
+    if word not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ValueError(f"{name} must be true or false (1/0, yes/no, on/off), got {value!r}")
+    return word in ("1", "true", "yes", "on")
+
+
 def _stripped(default: str) -> Callable[[str, str], str]:
     return lambda _name, value: value.strip() or default
 
@@ -131,6 +139,7 @@ SETTINGS: dict[str, Setting] = {
     "HMS_CHAT_CONTEXT_SHARE": Setting(0.5, _share, "share of HMS_CHAT_WINDOW the memory context may take"),
     "HMS_URL": Setting("http://127.0.0.1:8000", text, "the hms serve a RemoteMemory calls by default"),
     "HMS_API_KEY": Setting("", text, "the key hms mcp runs as, and RemoteMemory calls hms serve with"),
+    "HMS_INCLUDE_ASSISTANT_REPLIES": Setting(False, _flag, "concepts and LoRA candidate sets take the assistant's replies too"),
 }
 """Per process setting: its default (when unset or empty), its parser and what it means."""
 

@@ -3,7 +3,8 @@ and the curation a person applies to them.
 
 A memory is a candidate when it is stable (not changed for a while), important (its dynamic
 importance from the latest tier partition, or its stated importance before any), confident,
-accessed, and in a well-supported concept. The criteria are recorded with every set, and every
+accessed, and in a well-supported concept; it is the user's words, not the assistant's reply, and a
+statement, not a question asked in a conversation. The criteria are recorded with every set, and every
 memory left out is counted by its first failing criterion, so an operator sees why a set is small.
 
 Curation lives in one JSON file under the HMS home (`curation.json`): sets and memories a person
@@ -20,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from hms_resources.common.files import read_json, write_json
-from hms_resources.semantic.concepts import Concept
-from hms_resources.store.memory_state import Memory
+from hms_resources.semantic.concepts import Concept, is_assistant_reply
+from hms_resources.store.memory_state import CONVERSATION_TURN, Memory
 
 CURATION_FILE = "curation.json"
 CANDIDATE_SETS_FILE = "candidate_sets.json"
@@ -39,6 +40,8 @@ class CandidateCriteria:
     min_concept_size: int = 3
     min_concept_cohesion: float = 0.5
     min_set_size: int = 3
+    include_assistant_replies: bool = False
+    """Let the assistant's captured replies be candidates; off, an adapter learns the user's words only."""
 
 
 @dataclass
@@ -125,6 +128,10 @@ def why_left_out(memory: Memory, importance: float | None, criteria: CandidateCr
     """The first criterion a memory fails, or None when it is a candidate."""
     if not memory.content or memory.is_forgotten or memory.is_archived:
         return "not live"
+    if is_assistant_reply(memory) and not criteria.include_assistant_replies:
+        return "the assistant's words"
+    if is_question(memory):
+        return "a question"
     changed = _parse(memory.last_modified_at or memory.created_at)
     if changed is None or changed > as_of - timedelta(days=criteria.stable_days):
         return "not stable"
@@ -135,6 +142,12 @@ def why_left_out(memory: Memory, importance: float | None, criteria: CandidateCr
     if memory.access_count < criteria.min_accesses:
         return "not accessed"
     return None
+
+
+def is_question(memory: Memory) -> bool:
+    """A conversation turn that asks: training would restate it as something the user told ("You told
+    me: What should I cook?"), which teaches no fact."""
+    return memory.memory_type == CONVERSATION_TURN and (memory.content or "").rstrip().endswith("?")
 
 
 def select_candidate_sets(

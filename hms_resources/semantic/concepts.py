@@ -13,12 +13,27 @@ from typing import TYPE_CHECKING
 import numpy as np
 import orjson
 
-from hms_resources.store.memory_state import Memory
+from hms_resources.common.environment import setting
+from hms_resources.store.memory_state import CONVERSATION_TURN, Memory
 
 if TYPE_CHECKING:
     from hms_resources.store.event_store import EventStore
 
 NOISE = -1
+ASSISTANT = "assistant"
+"""The `created_by` of a conversation turn the assistant spoke (chat capture records every turn's
+speaker); any other speaker, e.g. a named person in an imported conversation, is the user's side."""
+
+
+def is_assistant_reply(memory: Memory) -> bool:
+    """A conversation turn the assistant spoke: the conversation's record, not something the user stated."""
+    return memory.memory_type == CONVERSATION_TURN and (memory.created_by or "").casefold() == ASSISTANT
+
+
+def assistant_replies_included(configured: bool | None = None) -> bool:
+    """Whether concepts and LoRA candidate sets take the assistant's replies: the run config's choice,
+    else the `HMS_INCLUDE_ASSISTANT_REPLIES` setting (off)."""
+    return configured if configured is not None else setting("HMS_INCLUDE_ASSISTANT_REPLIES")
 
 
 @dataclass(frozen=True)
@@ -32,6 +47,8 @@ class ConceptConfig:
     match_min_centroid_similarity: float = 0.8
     large_user_threshold: int = 4000
     """Above this many memories a user is clustered with MiniBatchKMeans (memory stays linear)."""
+    include_assistant_replies: bool = False
+    """Cluster the assistant's captured replies too; off, concepts hold the user's words only."""
 
 
 @dataclass
@@ -174,7 +191,13 @@ def build_concepts(
     config: ConceptConfig,
     count_tokens: Callable[[list[str]], list[int]],
 ) -> list[Concept]:
-    """The user's concepts from their live memories (rows of `vectors` in the same order)."""
+    """The user's concepts from their live memories (rows of `vectors` in the same order). The
+    assistant's replies are left out unless `config.include_assistant_replies`: its refusals and
+    filler would otherwise become the user's largest concepts."""
+    if not config.include_assistant_replies:
+        kept = [row for row, memory in enumerate(memories) if not is_assistant_reply(memory)]
+        if len(kept) < len(memories):
+            memories, vectors = [memories[row] for row in kept], vectors[kept]
     labels = cluster_vectors(vectors, config)
     groups: dict[int, list[int]] = {}
     for row, label in enumerate(labels.tolist()):

@@ -5,7 +5,7 @@ import pytest
 
 from hms_resources.semantic.concepts import ConceptConfig, build_concepts, cluster_vectors, label_clusters, summarize
 from hms_resources.semantic.embedder import Embedder
-from hms_resources.semantic.embeddings import EmbeddingIndex, refresh_embeddings
+from hms_resources.semantic.embeddings import EmbeddingIndex, embedding_text, refresh_embeddings
 from hms_resources.semantic.graph import build_edges, build_nodes, similar_pairs
 from hms_resources.semantic.graph_model import EDGE_TYPES, memory_node_key
 from hms_resources.store.memory_state import Memory
@@ -107,6 +107,26 @@ def test_concepts_group_related_memories_label_and_summarise_them_within_budget(
         assert c.compaction_ratio >= 1
     labels = {c.member_ids[0].split("-")[0]: c.label for c in concepts}
     assert "tea" in labels["tea"] and "python" in labels["code"]
+
+
+FILLER = ["I'm not sure what you're looking for, but I'm happy to help.",
+          "I'm not sure what you're looking for. Tell me a bit more and I'll help.",
+          "Sorry, I'm not sure what you're looking for; I'm happy to help though."]
+"""Three captured replies of a small model that knew nothing: the filler that became a user's largest concept."""
+
+
+def test_concepts_take_the_users_words_and_leave_the_assistants_replies_out_unless_configured(embedder):
+    turn = {"memory_type": "conversation_turn"}
+    replies = [memory("u1", f"reply-{n}", text, created_by="assistant", **turn) for n, text in enumerate(FILLER)]
+    spoken = [memory("u1", f"said-{n}", text, created_by="Maya", **turn) for n, text in enumerate(TOPICS["dog"])]
+    memories = topic_memories() + spoken + replies
+    vectors = embedder.encode([embedding_text(m) for m in memories])
+    users_only = build_concepts("u1", memories, vectors, [], ConceptConfig(), embedder.count_tokens)
+    members = {m for c in users_only for m in c.member_ids}
+    assert not members & {m.memory_id for m in replies}
+    assert {m.memory_id for m in spoken} <= members, "a named speaker of an imported conversation is the user's side"
+    everything = build_concepts("u1", memories, vectors, [], ConceptConfig(include_assistant_replies=True), embedder.count_tokens)
+    assert any({m.memory_id for m in replies} <= set(c.member_ids) for c in everything)
 
 
 def test_a_growing_concept_keeps_its_id_and_unchanged_data_keeps_every_id(embedder):
