@@ -1,13 +1,16 @@
 """What the benchmarks share: event files and throw-away PostgreSQL databases, homes of conversation
-turns, percentile summaries, a process's resident memory, and the one JSON object each prints.
+turns, percentile summaries, a process's resident memory, a `hms serve` of their own, and the one JSON
+object each prints.
 
 The benchmarks run as modules from the repository root (`python -m benchmarks.serve`); a measurement
 that needs a process of its own runs the same way (`run_in_fresh_process`)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -91,6 +94,46 @@ def hot_and_warm(per_user: int) -> dict[str, Any]:
     return {"hot_capacity": per_user // 10, "warm_capacity": per_user, "hot_threshold": 0.0, "warm_threshold": 0.0, "use_predictor": "off"}
 
 
+def with_cold_share(per_user: int, cold_share: float) -> dict[str, Any]:
+    """The tier migration's config that puts the lowest-scored `cold_share` of each user's memories in
+    the cold tier (the oldest, as the turns are spread over the past year), the newest 10% hot, the
+    rest warm: the thresholds are 0, so the capacities alone decide."""
+    cold = round(per_user * cold_share)
+    hot = per_user // 10
+    return {"hot_capacity": hot, "warm_capacity": max(per_user - hot - cold, 0), "hot_threshold": 0.0, "warm_threshold": 0.0, "use_predictor": "off"}
+
+
+def materialize_cold_archive(store: Any, embedder: Any) -> None:
+    """The `cold_archive` asset over the latest tiers, as the daemon materializes it after a migration."""
+    import dagster as dg
+
+    from hms_assets import domain_assets
+    from hms_jobs.homes import QUIET
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize(
+            domain_assets(("memory_store", "semantic", "tiers")),
+            selection=dg.AssetSelection.assets("cold_archive"),
+            resources={"event_store": store, "embedder": embedder},
+            instance=instance,
+            run_config=QUIET,
+            raise_on_error=False,
+        )
+    if not result.success:
+        raise RuntimeError("materializing the cold archive failed; see the Dagster log above")
+
+
+def tier_counts(store: Any) -> dict[str, dict[str, int]]:
+    """Memories per tier of each user in their latest tier partition, as the store holds them."""
+    from hms_resources.store.derived import latest_tiers
+
+    counts: dict[str, dict[str, int]] = {}
+    for (user_id, _), (tier, _) in latest_tiers(store).items():
+        per_user = counts.setdefault(user_id, {})
+        per_user[tier] = per_user.get(tier, 0) + 1
+    return counts
+
+
 def seconds_fields(seconds: dict[str, float]) -> dict[str, float]:
     """A home's build seconds per step as report fields (`semantic_assets_seconds`, ...)."""
     return {f"{k}_seconds": round(v, 1) for k, v in seconds.items()}
@@ -157,3 +200,86 @@ def run_in_fresh_process(module: str, *args: str) -> dict[str, Any]:
     own), from this process's directory; returns the JSON object its last line of output holds."""
     out = subprocess.run([sys.executable, "-m", module, *args], check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# A `hms serve` of the benchmark's own ----------------------------------------------------------
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def start_server(home: Path, port: int, mcp: bool, log_path: Path) -> subprocess.Popen:
+    """`hms serve` on `home` with its defaults (no `HMS_` setting of the caller's leaks in) and no
+    Dagster daemon: what a user who runs only the service gets."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HMS_")}
+    env["HMS_HOME"] = str(home)
+    command = [sys.executable, "-m", "hms_jobs.cli", "serve", "--host", HOST, "--port", str(port), "--mcp" if mcp else "--no-mcp"]
+    with log_path.open("ab") as out:
+        return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def http_get(port: int, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def wait_ready(server: subprocess.Popen, port: int, log_path: Path, limit: float = 600.0) -> dict:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"hms serve exited with {server.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            status, body = http_get(port, "/readyz", timeout=5)
+            if status == 200:
+                return orjson.loads(body)
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"hms serve was not ready within {limit:.0f}s")
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    """SIGTERM, so the service shuts down as it does in production (queued accesses stored)."""
+    if server.poll() is None:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def last_sequence(home: Path) -> int:
+    """The store's last sequence, read in this process while the service runs."""
+    from hms_resources.store.event_store import EventStore
+
+    store = EventStore(hms_home=str(home))
+    try:
+        return store.max_sequence()
+    finally:
+        store.close()
+
+
+def settled_sequence(home: Path, *, quiet: float = 2.0, limit: float = 60.0) -> int:
+    """The store's last sequence once it has not moved for `quiet` seconds: the service's background
+    writers (the access log) have stored what they had queued."""
+    last, since = last_sequence(home), time.monotonic()
+    deadline = since + limit
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = last_sequence(home)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+    return last

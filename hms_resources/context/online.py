@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -66,13 +67,16 @@ class OnlineIndexer:
     """Merges a user's fresh memories into their index on a thread of its own, started on first use:
     after each fold that changed the user (`FreshOverlay.when_changed`), after a write of this process
     (`wake`), and when a call finds the user's index behind (`want`). One merge at a time; writes that
-    arrive during a merge are merged by the next one."""
+    arrive during a merge are merged by the next one. After each round of merges the thread rests as
+    long as the round took (`pace`), so merging a large user's index again and again under a stream of
+    writes takes at most half a core from the calls, and the writes of the rest gather into one merge."""
 
-    def __init__(self, cache: SnapshotCache, overlay: FreshOverlay, embedder: Embedder):
+    def __init__(self, cache: SnapshotCache, overlay: FreshOverlay, embedder: Embedder, *, pace: float = 1.0):
         self.cache = cache
         self.overlay = overlay
         self.vectors = OnlineVectors(embedder)
         self.merges = 0
+        self.pace = pace
         self._wanted: set[str] = set()
         self._fold = False
         self._closed = False
@@ -118,6 +122,7 @@ class OnlineIndexer:
                     return
                 fold, self._fold = self._fold, False
                 self._busy = True
+            started = time.monotonic()
             try:
                 if fold:
                     self.overlay.fold_now()
@@ -128,9 +133,12 @@ class OnlineIndexer:
             except Exception as exc:  # noqa: BLE001 - a failed merge leaves the fresh memories ranked apart
                 log.warning("online indexing failed, fresh memories stay ranked apart: %s", redact_url(str(exc)))
             finally:
+                rest = self.pace * (time.monotonic() - started)
                 with self._signal:
                     self._busy = False
                     self._signal.notify_all()
+                    if rest > 0.005 and not self._closed:
+                        self._signal.wait_for(lambda: self._closed, timeout=rest)
 
     def _merge(self, user_id: str) -> None:
         if not self.cache.serves(user_id):

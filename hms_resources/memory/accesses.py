@@ -1,5 +1,6 @@
-"""Recording what a context returned, as `memory.accessed` events, off the query path: the tier
-assets count accesses, so every returned memory is recorded, but never at a query's expense."""
+"""Recording what a context returned, as one `memory.accessed` event per call listing the memories
+(`payload.memory_ids`), off the query path: the tier assets count an access of every returned memory,
+but the log grows by one event a call, never at a query's expense."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import uuid
 from hms_resources.common.clock import utc_now
 from hms_resources.common.home import redact_url
 from hms_resources.store.event_store import EventStore
-from hms_resources.store.events import MEMORY_ACCESSED, MemoryEvent
+from hms_resources.store.events import MemoryEvent, read_records
 
 log = logging.getLogger("hms.context")
 
@@ -29,22 +30,13 @@ def _lower_thread_priority() -> None:
 
 
 def access_events(user_id: str, memory_ids: list[str], query: str, at: str) -> list[MemoryEvent]:
-    """One `memory.accessed` event per memory a context returned."""
-    return [
-        MemoryEvent(
-            event_id=f"access-{uuid.uuid4().hex}",
-            type=MEMORY_ACCESSED,
-            user_id=user_id,
-            memory_id=memory_id,
-            occurred_at=at,
-            payload={"access_method": ACCESS_METHOD, "query": query},
-        )
-        for memory_id in memory_ids
-    ]
+    """One `memory.accessed` event for what one context returned (`read_records`)."""
+    records = read_records(f"access-{uuid.uuid4().hex}", user_id, memory_ids, at, {"access_method": ACCESS_METHOD, "query": query})
+    return [MemoryEvent(**record) for record in records]
 
 
 class AccessLog:
-    """Stores `memory.accessed` events from a background thread at a lower CPU priority, in short
+    """Stores the reads as `memory.accessed` events from a background thread at a lower CPU priority, in short
     transactions with a pause between, so it never holds the interpreter long while queries are
     answered; a failure is logged and the batch dropped, never raised into the caller."""
 
@@ -81,12 +73,13 @@ class AccessLog:
                 except queue.Empty:
                     break
             events = [event for call in calls for event in access_events(*call)]
+            accesses = sum(len(event.payload.get("memory_ids", ())) or 1 for event in events)
             try:
                 for start in range(0, len(events), self._slice):
                     self._store.append(events[start : start + self._slice])
                     time.sleep(0.002)
             except Exception as exc:  # noqa: BLE001 - recording accesses must never fail a context call
-                log.warning("could not record %d memory accesses: %s", len(events), redact_url(str(exc)))
+                log.warning("could not record %d memory accesses: %s", accesses, redact_url(str(exc)))
             finally:
                 for _ in calls:
                     self._queue.task_done()

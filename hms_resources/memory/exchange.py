@@ -1,15 +1,14 @@
 """What one model call with memory becomes in the log: the user's turn and the reply as conversation
-turns of the session, and an access of every memory the context used. Plain records, so the remote
+turns of the session, and one read of the memories the context used. Plain records, so the remote
 plugin can send them to `/v1/events` and the door can store them, with the same ids either way."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from hms_resources.common.clock import utc_now
-from hms_resources.store.events import MEMORY_ACCESSED, MEMORY_CREATED
+from hms_resources.store.events import MEMORY_CREATED, read_records
 from hms_resources.store.memory_state import CONVERSATION_TURN
 
 
@@ -43,9 +42,8 @@ def exchange_records(exchange: Exchange, at: str | None = None) -> list[dict[str
         found.append({**base, "event_id": f"chat-{call_id}-assistant", "type": MEMORY_CREATED, "memory_id": f"chat-{call_id}-assistant",
                       "payload": {**turn, "content": exchange.reply, "created_by": "assistant"}})
     own = f"chat-{call_id}-"
-    for memory_id in exchange.memory_ids:
-        if memory_id.startswith(own):
-            continue
-        found.append({**base, "event_id": f"chat-{call_id}-access-{hashlib.sha256(memory_id.encode()).hexdigest()[:16]}",
-                      "type": MEMORY_ACCESSED, "memory_id": memory_id, "payload": {"access_method": "chat", "query": exchange.query[:2048]}})
+    used = [memory_id for memory_id in exchange.memory_ids if not memory_id.startswith(own)]
+    if used:
+        found += read_records(f"chat-{call_id}-accessed", exchange.user_id, used, base["occurred_at"],
+                              {"access_method": "chat", "query": exchange.query[:2048]})
     return found

@@ -15,12 +15,16 @@ from hms_resources.common.clock import utc_now
 from hms_resources.store import postgres
 from hms_resources.store.database import StoreError
 from hms_resources.store.events import (
+    MEMORY_ACCESSED,
     MEMORY_ARCHIVED,
     MEMORY_CREATED,
     MEMORY_FORGOTTEN,
     MEMORY_RELATED,
+    READ_MEMORY_IDS,
     MemoryEvent,
     erase_payload,
+    is_read_of_many,
+    without_reads_of,
 )
 from hms_resources.store.log_reads import max_sequence
 from hms_resources.store.memory_state import MemoryKey
@@ -104,6 +108,8 @@ def _decide(conn: Connection, batch: Sequence[MemoryEvent], result: AppendResult
             else:
                 result.duplicates += 1
             continue
+        if is_read_of_many(ev):
+            ev = _readable_part(ev, statuses)
         key = (ev.user_id, ev.memory_id)
         problem = _reference_problem(ev, key, statuses)
         if problem:
@@ -125,13 +131,41 @@ def _decide(conn: Connection, batch: Sequence[MemoryEvent], result: AppendResult
     return decision
 
 
+def _readable_part(ev: MemoryEvent, statuses: dict[MemoryKey, str]) -> MemoryEvent:
+    """A read of several memories without those that do not exist or were forgotten (a forget can land
+    between a context and the record of its read), anchored on the first left; unchanged when none is."""
+    gone = {m for m in ev.payload[READ_MEMORY_IDS] if statuses.get((ev.user_id, m)) in (None, "forgotten")}
+    kept = without_reads_of(ev.payload, gone)
+    if not gone or not kept:
+        return ev
+    return MemoryEvent(ev.event_id, ev.type, ev.user_id, kept[0], ev.occurred_at, {**ev.payload, READ_MEMORY_IDS: kept}, ev.sequence)
+
+
 def _erase_forgotten_rows(rows: list[tuple[Any, ...]], erased_keys: set[MemoryKey]) -> list[tuple[Any, ...]]:
-    """The batch's own rows of memories it forgets, stored already erased."""
+    """The batch's own rows of memories it forgets, stored already erased; its reads of several memories
+    without them."""
     dumps = orjson.dumps
-    return [
-        (*row[:7], dumps(erase_payload(orjson.loads(row[7]))).decode(), True) if (row[3], row[4]) in erased_keys else row
-        for row in rows
-    ]
+    found = []
+    for row in rows:
+        if row[2] == MEMORY_ACCESSED and READ_MEMORY_IDS in row[7]:
+            payload = orjson.loads(row[7])
+            reread = _without_forgotten(payload, {m for u, m in erased_keys if u == row[3]})
+            if reread is not None:
+                found.append((*row[:4], reread[0], row[5], row[6], dumps(reread[1]).decode(), row[8]))
+                continue
+        found.append((*row[:7], dumps(erase_payload(orjson.loads(row[7]))).decode(), True) if (row[3], row[4]) in erased_keys else row)
+    return found
+
+
+def _without_forgotten(payload: dict[str, Any], forgotten: set[str]) -> tuple[str, dict[str, Any]] | None:
+    """A read of several memories with the forgotten ones taken out: (its anchor, its payload), or None
+    when it names none of them, or names nothing else (then it is the forgotten memory's own event)."""
+    if READ_MEMORY_IDS not in payload or not forgotten.intersection(payload[READ_MEMORY_IDS]):
+        return None
+    kept = without_reads_of(payload, forgotten)
+    if not kept:
+        return None
+    return kept[0], {**payload, READ_MEMORY_IDS: kept}
 
 
 def unerased_of(user_id: str, memory_id: str) -> ColumnElement[bool]:
@@ -140,11 +174,28 @@ def unerased_of(user_id: str, memory_id: str) -> ColumnElement[bool]:
 
 
 def erase_stored(conn: Connection, key: MemoryKey) -> None:
-    """Erase the payloads of a memory's stored events, inside the append that forgets it."""
+    """Erase the payloads of a memory's stored events, inside the append that forgets it. A stored read
+    of several memories loses the memory's id and stays the others' read (anchored on the first left),
+    so nothing names the memory but its own, erased events."""
+    _unread_stored(conn, key)
     rows = conn.execute(select(events.c.sequence, events.c.payload).where(unerased_of(*key))).all()
     for sequence, payload in rows:
         erased = orjson.dumps(erase_payload(orjson.loads(payload))).decode()
         conn.execute(events.update().where(events.c.sequence == sequence).values(payload=erased, erased=True))
+
+
+def _unread_stored(conn: Connection, key: MemoryKey) -> None:
+    user_id, memory_id = key
+    naming = and_(
+        events.c.user_id == user_id,
+        events.c.type == MEMORY_ACCESSED,
+        events.c.payload.contains(f'"{READ_MEMORY_IDS}"', autoescape=True),
+        events.c.payload.contains(orjson.dumps(memory_id).decode(), autoescape=True),
+    )
+    for sequence, payload in conn.execute(select(events.c.sequence, events.c.payload).where(naming)).all():
+        reread = _without_forgotten(orjson.loads(payload), {memory_id})
+        if reread is not None:
+            conn.execute(events.update().where(events.c.sequence == sequence).values(memory_id=reread[0], payload=orjson.dumps(reread[1]).decode()))
 
 
 def _stored_events(conn: Connection, event_ids: list[str]) -> dict[str, _StoredEvent]:
@@ -162,6 +213,8 @@ def _memory_statuses(conn: Connection, batch: Sequence[MemoryEvent]) -> dict[Mem
     wanted: set[MemoryKey] = set()
     for ev in batch:
         wanted.add(ev.key)
+        if is_read_of_many(ev):
+            wanted.update((ev.user_id, m) for m in ev.payload[READ_MEMORY_IDS])
         if ev.type == MEMORY_RELATED:
             wanted.add((ev.user_id, ev.payload["target"]))
     if conn.dialect.name == "postgresql":
@@ -176,7 +229,10 @@ def _memory_statuses(conn: Connection, batch: Sequence[MemoryEvent]) -> dict[Mem
 
 def _difference(stored: _StoredEvent, ev: MemoryEvent) -> str | None:
     """Which part of an event differs from the stored event of the same id (None: a true duplicate).
-    A forgotten memory's stored events lost what the user said, so only the rest is compared."""
+    A forgotten memory's stored events lost what the user said, so only the rest is compared; a stored
+    read of several memories may have lost some of them (forgotten), so it matches a read naming more."""
+    if is_read_of_many(ev):
+        return _read_difference(stored, ev)
     for name in ("type", "user_id", "memory_id", "occurred_at"):
         if getattr(stored, name) != getattr(ev, name):
             return name
@@ -185,6 +241,20 @@ def _difference(stored: _StoredEvent, ev: MemoryEvent) -> str | None:
         return None
     payload = stored.payload if isinstance(stored.payload, dict) else orjson.loads(stored.payload)
     return None if payload == new else "payload"
+
+
+def _read_difference(stored: _StoredEvent, ev: MemoryEvent) -> str | None:
+    for name in ("type", "user_id", "occurred_at"):
+        if getattr(stored, name) != getattr(ev, name):
+            return name
+    payload = stored.payload if isinstance(stored.payload, dict) else orjson.loads(stored.payload)
+    named = ev.payload[READ_MEMORY_IDS]
+    if stored.memory_id not in named or not set(payload.get(READ_MEMORY_IDS, [stored.memory_id])) <= set(named):
+        return "memory_id"
+    new = {k: v for k, v in ev.payload.items() if k != READ_MEMORY_IDS}
+    if stored.erased:
+        new = erase_payload(new)
+    return None if {k: v for k, v in payload.items() if k != READ_MEMORY_IDS} == new else "payload"
 
 
 def _store_rows(

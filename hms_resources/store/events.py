@@ -50,6 +50,12 @@ EVENT_TYPES = (
 
 CONTEXT_KINDS = ("temporal", "spatial", "social", "environmental", "emotional", "technical", "custom")
 
+# A read of several memories at once (what one context returned) is one `memory.accessed` whose
+# `payload.memory_ids` lists them all, the envelope's `memory_id` first: the log keeps one event per
+# read, the fold counts one access per memory listed (`accesses_of`).
+READ_MEMORY_IDS = "memory_ids"
+_FEEDBACK_FIELDS = ("was_relevant", "relevance_score")
+
 # Payload fields that carry what the user said; `memory.forgotten` erases them from every stored event.
 ERASABLE_FIELDS = ("content", "context", "metadata", "query", "access_context", "reason")
 
@@ -221,6 +227,7 @@ PAYLOAD_FIELDS: dict[str, dict[str, Callable[[Any], str | None]]] = {
         "query": _string,
         "was_relevant": _boolean,
         "relevance_score": _unit_interval,
+        "memory_ids": _names(MAX_ID_LENGTH),
     },
     MEMORY_TAGGED: {"tags": _names(MAX_NAME_LENGTH), "remove": _names(MAX_NAME_LENGTH)},
     MEMORY_RELATED: {"target": _ID, "relationship_type": _NAME, "strength": _unit_interval},
@@ -329,7 +336,60 @@ def parse_event(record: Any, *, max_content_bytes: int = DEFAULT_MAX_CONTENT_BYT
     if not isinstance(payload, dict):
         raise EventError(f"payload must be an object, not {type(payload).__name__}")
     _check_payload(event_type, payload, max_content_bytes)
+    if READ_MEMORY_IDS in payload:
+        _check_read(event_type, memory_id, payload)
     return MemoryEvent(event_id, event_type, user_id, memory_id, occurred_at, payload)
+
+
+def _check_read(event_type: str, memory_id: str, payload: dict[str, Any]) -> None:
+    """A read of several memories names each once, its anchor first, and carries no feedback (which is
+    about one memory)."""
+    memory_ids = payload[READ_MEMORY_IDS]
+    if not memory_ids:
+        raise EventError(f"payload.{READ_MEMORY_IDS} must name at least one memory")
+    if memory_ids[0] != memory_id:
+        raise EventError(f"payload.{READ_MEMORY_IDS}[0] must be the event's memory_id {_show(memory_id)}, got {_show(memory_ids[0])}")
+    if len(set(memory_ids)) != len(memory_ids):
+        repeated = next(m for i, m in enumerate(memory_ids) if m in memory_ids[:i])
+        raise EventError(f"payload.{READ_MEMORY_IDS} names {_show(repeated)} twice")
+    feedback = next((name for name in _FEEDBACK_FIELDS if name in payload), None)
+    if feedback is not None:
+        raise EventError(f"payload.{feedback} is about one memory and cannot go with payload.{READ_MEMORY_IDS} in {event_type}")
+
+
+def is_read_of_many(event: MemoryEvent) -> bool:
+    return event.type == MEMORY_ACCESSED and READ_MEMORY_IDS in event.payload
+
+
+def accesses_of(event: MemoryEvent) -> list[MemoryEvent]:
+    """The event as the per-memory accesses it stands for: a read of several memories becomes one
+    `memory.accessed` per memory (same id, time and sequence), any other event itself. Every reader
+    that counts accesses folds these, so a batched read counts exactly as single accesses would."""
+    if not is_read_of_many(event):
+        return [event]
+    payload = {k: v for k, v in event.payload.items() if k != READ_MEMORY_IDS}
+    return [
+        MemoryEvent(event.event_id, event.type, event.user_id, memory_id, event.occurred_at, payload, event.sequence)
+        for memory_id in event.payload[READ_MEMORY_IDS]
+    ]
+
+
+def read_records(event_id: str, user_id: str, memory_ids: list[str], occurred_at: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """One read of `memory_ids` (each counted once) as `memory.accessed` records: one record, or one per
+    `MAX_LIST_ITEMS` memories (`<event_id>-2`, ...); a read of one memory is a plain access."""
+    unique = list(dict.fromkeys(memory_ids))
+    found = []
+    for part, start in enumerate(range(0, len(unique), MAX_LIST_ITEMS)):
+        named = unique[start : start + MAX_LIST_ITEMS]
+        found.append({"event_id": event_id if part == 0 else f"{event_id}-{part + 1}", "type": MEMORY_ACCESSED, "user_id": user_id,
+                      "memory_id": named[0], "occurred_at": occurred_at,
+                      "payload": {**payload, READ_MEMORY_IDS: named} if len(named) > 1 else dict(payload)})
+    return found
+
+
+def without_reads_of(event_payload: dict[str, Any], dropped: set[str]) -> list[str]:
+    """The memories a read still names once `dropped` (forgotten or missing ones) are taken out."""
+    return [m for m in event_payload.get(READ_MEMORY_IDS, ()) if m not in dropped]
 
 
 def _check_payload(event_type: str, payload: dict[str, Any], max_content_bytes: int) -> None:

@@ -9,9 +9,18 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Row, Select, distinct, func, select
+from sqlalchemy import Connection, Row, Select, and_, distinct, func, or_, select
 
-from hms_resources.store.events import MEMORY_ARCHIVED, MEMORY_CREATED, MEMORY_FORGOTTEN, MemoryEvent, normalize_timestamp
+from hms_resources.store.events import (
+    MEMORY_ACCESSED,
+    MEMORY_ARCHIVED,
+    MEMORY_CREATED,
+    MEMORY_FORGOTTEN,
+    READ_MEMORY_IDS,
+    MemoryEvent,
+    accesses_of,
+    normalize_timestamp,
+)
 from hms_resources.store.rows import chunks
 from hms_resources.store.schema import concepts, events, memory_keys
 
@@ -69,12 +78,22 @@ def max_sequence(conn: Connection) -> int:
 
 
 def memory_events(conn: Connection, user_id: str, memory_id: str) -> list[MemoryEvent]:
+    """One memory's events, its accesses in reads of several memories (anchored on another) included,
+    each as this memory's own access."""
+    named_in_read = and_(
+        events.c.type == MEMORY_ACCESSED,
+        events.c.payload.contains(f'"{READ_MEMORY_IDS}"', autoescape=True),
+        events.c.payload.contains(orjson.dumps(memory_id).decode(), autoescape=True),
+    )
     query = (
         select(events.c.event_id, events.c.type, events.c.user_id, events.c.memory_id, events.c.occurred_at, events.c.payload, events.c.sequence)
-        .where(events.c.user_id == user_id, events.c.memory_id == memory_id)
+        .where(events.c.user_id == user_id, or_(events.c.memory_id == memory_id, named_in_read))
         .order_by(events.c.sequence)
     )
-    return [MemoryEvent(e, t, u, m, o, orjson.loads(p), s) for e, t, u, m, o, p, s in conn.execute(query)]
+    found = []
+    for e, t, u, m, o, p, s in conn.execute(query):
+        found += [a for a in accesses_of(MemoryEvent(e, t, u, m, o, orjson.loads(p), s)) if a.memory_id == memory_id]
+    return found
 
 
 def stored_times(conn: Connection, event_ids: Sequence[str]) -> dict[str, str]:

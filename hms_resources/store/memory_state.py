@@ -21,6 +21,8 @@ from hms_resources.store.events import (
     MEMORY_TAGGED,
     MEMORY_UPDATED,
     MemoryEvent,
+    accesses_of,
+    is_read_of_many,
 )
 
 MemoryKey = tuple[str, str]
@@ -105,7 +107,19 @@ def _later(a: str | None, b: str) -> str:
 
 
 def apply_event(state: MemoryState, event: MemoryEvent) -> None:
-    """Apply one event in place. Events on a forgotten memory change nothing: its content stays gone."""
+    """Apply one event in place. Events on a forgotten memory change nothing: its content stays gone.
+    A read of several memories counts as one access of each (`accesses_of`); a memory whose state is
+    already past the read's sequence has counted it."""
+    if is_read_of_many(event):
+        for access in accesses_of(event):
+            memory = state.get(access.key)
+            if memory is None or access.sequence is None or memory.last_sequence is None or memory.last_sequence < access.sequence:
+                _apply_one(state, access)
+        return
+    _apply_one(state, event)
+
+
+def _apply_one(state: MemoryState, event: MemoryEvent) -> None:
     key = event.key
     memory = state.get(key)
     if event.type == MEMORY_CREATED:

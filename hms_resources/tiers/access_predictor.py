@@ -16,7 +16,7 @@ import numpy as np
 from hms_resources.common.files import atomic_path
 from hms_resources.semantic.concepts import Concept
 from hms_resources.store.event_store import EventStore
-from hms_resources.store.events import MEMORY_ACCESSED
+from hms_resources.store.events import MEMORY_ACCESSED, accesses_of
 from hms_resources.tiers.importance import ImportanceConfig, ImportanceFeatures, score_importance
 from hms_resources.tiers.replay import TierInputs, day_window, tier_inputs_by_day
 
@@ -73,9 +73,10 @@ class PredictorEvaluation:
 
 def weekly_samples(store: EventStore, concepts: list[Concept], config: ImportanceConfig, first: date, last: date) -> list[WeekSample]:
     accesses: dict[tuple[str, str], list[str]] = {}
-    for ev in store.read_events():
-        if ev.type == MEMORY_ACCESSED:
-            accesses.setdefault(ev.key, []).append(ev.occurred_at)
+    for stored in store.read_events():
+        if stored.type == MEMORY_ACCESSED:
+            for ev in accesses_of(stored):
+                accesses.setdefault(ev.key, []).append(ev.occurred_at)
     cutoffs = []
     cutoff = first
     while cutoff + timedelta(days=HORIZON_DAYS) <= last:

@@ -3,7 +3,8 @@
 The state at the end of day D is the state at the end of the day before plus the events that occurred
 in between. Events are folded in sequence order, so an event that arrives late (it occurred on a day
 whose events were already folded after it) makes its memory be folded again from that memory's own
-events: the result equals a replay of everything that occurred up to the end of D, for any log."""
+events: the result equals a replay of everything that occurred up to the end of D, for any log. A read
+of several memories counts as one access of each (`accesses_of`)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import numpy as np
 from hms_resources.common.bulk import gc_paused
 from hms_resources.semantic.concepts import Concept
 from hms_resources.store.event_store import EventStore
-from hms_resources.store.events import MEMORY_ACCESSED, MemoryEvent
+from hms_resources.store.events import MEMORY_ACCESSED, MemoryEvent, accesses_of
 from hms_resources.store.memory_state import Memory, MemoryKey, apply_event
 from hms_resources.tiers.importance import ImportanceConfig, ImportanceFeatures
 
@@ -119,15 +120,16 @@ def tier_inputs_by_day(
     access_days: list[int] = []
     with gc_paused():
         for page in store.read_event_pages(until_time=ends[-1]):
-            for event in page:
-                if users is not None and not users(event.user_id):
+            for stored in page:
+                if users is not None and not users(stored.user_id):
                     continue
-                index = bisect_left(ends, event.occurred_at)
-                arrived[index].append(event)
-                if event.type == MEMORY_ACCESSED:
-                    access_keys.append(event.key)
-                    access_times.append(event.occurred_at)
-                    access_days.append(index)
+                index = bisect_left(ends, stored.occurred_at)
+                for event in accesses_of(stored) if stored.type == MEMORY_ACCESSED else (stored,):
+                    arrived[index].append(event)
+                    if event.type == MEMORY_ACCESSED:
+                        access_keys.append(event.key)
+                        access_times.append(event.occurred_at)
+                        access_days.append(index)
         keys = sorted({event.key for bucket in arrived for event in bucket})
         key_ids = {key: i for i, key in enumerate(keys)}
         access = (

@@ -5,21 +5,19 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import select
 
 from hms_jobs.homes import materialize_for_context
 from hms_resources.common.sharding import user_shard
 from hms_resources.context.assembler import MAX_QUERY_CHARS, ContextAssembler
 from hms_resources.context.cache import SnapshotCache
 from hms_resources.context.residency import UserNotServed
-from hms_resources.memory.writes import MemoryWriter
+from hms_resources.memory.writes import MemoryWriter, NewMemory
 from hms_resources.context.snapshot import SOURCES, load_user, user_sources
 from hms_resources.semantic.embedder import Embedder
 from hms_resources.store.event_store import EventStore
-from hms_resources.store.events import MEMORY_ACCESSED
+from hms_resources.store.events import MEMORY_ACCESSED, accesses_of
 from hms_resources.store.ingest import ingest_records
 from hms_resources.store.projection import refresh_memories
-from hms_resources.store.schema import events
 from tests.helpers import created, event
 
 FACTS = {
@@ -191,7 +189,7 @@ def test_a_memory_written_since_the_materialization_ranks_as_it_will_after_it(as
     report = ingest_records(store, [created("ana", "m9", "My sister Lena moved to Lisbon for a job at a bakery.", minutes=9 * 60,
                                             memory_type="conversation_turn", created_by="user")])
     assembler.note_written(report.last_sequence)
-    assert assembler.settle(30.0), "the online indexer merged the write"
+    assert assembler.settle(120.0), "the online indexer merged the write"
     query = "What job did my sibling take?"
     fresh = assembler.search("ana", query, 5)
     assert fresh[0].memory_id == "m9" and fresh[0].kind == "memory", "found by meaning, ranked by the reranker"
@@ -204,6 +202,30 @@ def test_a_memory_written_since_the_materialization_ranks_as_it_will_after_it(as
     assert [i.memory_id for i in after] == [i.memory_id for i in fresh]
     assert [i.score for i in after] == pytest.approx([i.score for i in fresh], abs=1e-4)
     assert [i.source_ids for i in assembler.assemble("ana", query, 256).items] == [i.source_ids for i in context.items]
+
+
+def test_captured_assistant_replies_never_outrank_the_fact_a_user_stated(assembler):
+    """Three captured exchanges of assistant filler, stored after a stated fact: merged online and ranked
+    by the reranker, the fact ranks above every reply (and below nothing but the user's own questions,
+    their words too), for a user no run has indexed yet: their whole index is the online one."""
+    from hms_resources.memory.exchange import Exchange
+
+    assembler.assemble("cleo", "warm up", 64)
+    writer = MemoryWriter(assembler.event_store, on_written=lambda result: assembler.note_written(result.last_sequence))
+    try:
+        writer.add_memories([NewMemory("e-fact", "cleo", "m-fact", {"content": "Maya is allergic to peanuts."})])
+        for n, question in enumerate(("Can you remind me about the allergy thing?", "What did I say about allergies?", "Allergy?")):
+            writer.capture_exchange(Exchange("cleo", f"call-{n}", question, "I'm not sure what you're looking for; could you tell me more?"))
+    finally:
+        writer.close()
+    assert assembler.settle(120.0)
+    for query in ("What is Maya allergic to?", "Is Maya allergic to anything?"):
+        found = assembler.search("cleo", query, 10)
+        replies = [i for i in found if i.memory_id.endswith("-assistant")]
+        ranked = [i.memory_id for i in found if not i.memory_id.endswith("-user")]
+        assert ranked[0] == "m-fact", [(i.memory_id, i.score) for i in found]
+        fact = next(i for i in found if i.memory_id == "m-fact")
+        assert all(fact.score > r.score for r in replies), [(i.memory_id, i.score) for i in found]
 
 
 def test_a_memory_forgotten_after_the_last_materialization_is_never_returned(assembler):
@@ -237,11 +259,10 @@ def test_the_resource_only_reads_and_what_it_returned_counts_as_accessed_through
     writer = MemoryWriter(store)
     writer.record_accesses("ana", context.source_ids, context.query)
     writer.close()
-    with store.reading() as conn:
-        accessed = conn.execute(
-            select(events.c.user_id, events.c.memory_id).where(events.c.type == MEMORY_ACCESSED)
-        ).all()
-    assert sorted(m for _, m in accessed) == sorted(context.source_ids)
+    stored = [e for e in store.read_events() if e.type == MEMORY_ACCESSED]
+    assert len(stored) == 1, "one event for the whole context"
+    accessed = [(a.user_id, a.memory_id) for a in accesses_of(stored[0])]
+    assert sorted(m for _, m in accessed) == sorted(set(context.source_ids))
     assert {u for u, _ in accessed} == {"ana"}
     refresh_memories(store)
     counts = {m.memory_id: m.access_count for m in store.read_memories(user_id="ana")}

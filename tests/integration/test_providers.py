@@ -30,6 +30,7 @@ from hms_resources.context.assembler import ContextAssembler  # noqa: E402
 from hms_resources.integration.plugin import CONTEXT_HEADER, LocalMemory, MemoryCall, new_call_id  # noqa: E402
 from hms_resources.integration.providers import anthropic_request, openai_messages_from_anthropic, with_memory  # noqa: E402
 from hms_resources.store.event_store import EventStore  # noqa: E402
+from hms_resources.store.events import accesses_of  # noqa: E402
 from hms_resources.store.ingest import ingest_records  # noqa: E402
 from tests.helpers import created  # noqa: E402
 
@@ -243,7 +244,7 @@ def test_openai_wrapper_injects_and_records_once(echo: tuple[str, list], memory:
     assert by_id[f"chat-{call_id}-user"].payload["content"] == QUESTION
     assert by_id[f"chat-{call_id}-assistant"].payload["content"] == f"SYSTEM:{system}"
     assert by_id[f"chat-{call_id}-user"].payload["session_id"] == "s1"
-    assert any(e.type == "memory.accessed" and e.memory_id == "m-tea" for e in events)
+    assert any(a.type == "memory.accessed" and a.memory_id == "m-tea" for e in events for a in accesses_of(e))
 
     client.chat.completions.create(model="echo", messages=messages, hms_call_id="request-1")  # a retry
     assert len(_events(memory)) == len(events)

@@ -3,7 +3,6 @@ clock, its one read of stored ids per batch, and whom it tells."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hms_resources.memory.accesses import AccessLog
-from hms_resources.memory.exchange import Exchange
+from hms_resources.memory.exchange import Exchange, exchange_records
 from hms_resources.memory.writes import CONFLICT, FORGOTTEN, INVALID, MISSING, REJECTED, MemoryWriter, NewMemory, WriteRefused
 from hms_resources.store.event_store import EventStore
 from hms_resources.store.events import MEMORY_ACCESSED
@@ -112,13 +111,27 @@ def test_feedback_is_stored_without_announcing_a_write(writer, store, written):
     assert memory.relevant_count == 1 and memory.relevance_score_sum == pytest.approx(0.9)
 
 
-def test_accesses_are_recorded_off_the_call_with_the_query_as_the_resource_read_it(writer, store, written):
+def test_accesses_are_recorded_off_the_call_as_one_event_with_the_query_as_the_resource_read_it(writer, store, written):
     writer.add_memories([NewMemory("e1", "ana", "m1", {"content": "likes tea"}), NewMemory("e2", "ana", "m2", {"content": "a dog"})])
     writer.record_accesses("ana", ["m1", "m2", "m1"], "  what   do I\nlike? ")
     writer.flush()
-    accessed = [e for e in store.read_events(user_id="ana") if e.type == MEMORY_ACCESSED]
-    assert sorted(e.memory_id for e in accessed) == ["m1", "m2"]
-    assert {e.payload["query"] for e in accessed} == {"what do I like?"} and len(written) == 1
+    [accessed] = [e for e in store.read_events(user_id="ana") if e.type == MEMORY_ACCESSED]
+    assert (accessed.memory_id, accessed.payload["memory_ids"], accessed.payload["query"]) == ("m1", ["m1", "m2"], "what do I like?")
+    assert len(written) == 1
+    refresh_memories(store)
+    assert {m.memory_id: (m.access_count, m.last_accessed_at) for m in store.read_memories(user_id="ana")} == {
+        "m1": (1, accessed.occurred_at), "m2": (1, accessed.occurred_at)
+    }
+
+
+def test_a_read_of_a_memory_forgotten_meanwhile_is_stored_for_the_others(writer, store):
+    writer.add_memories([NewMemory(f"e{i}", "ana", f"m{i}", {"content": f"fact {i}"}) for i in (1, 2, 3)])
+    writer.forget("ana", "m1")
+    writer.record_accesses("ana", ["m1", "m2", "m404", "m3"], "facts")
+    writer.record_accesses("ana", ["m1", "m404"], "gone")
+    writer.flush()
+    [accessed] = [e for e in store.read_events(user_id="ana") if e.type == MEMORY_ACCESSED]
+    assert (accessed.memory_id, accessed.payload["memory_ids"]) == ("m2", ["m2", "m3"])
 
 
 def test_a_failure_to_record_accesses_never_fails_the_call(caplog):
@@ -144,9 +157,21 @@ def test_a_captured_exchange_is_stored_under_the_callers_names_once(writer, stor
     exchange = Exchange("ana", "c1", "what do I like?", "tea" * 30_000, "s1", ["m1", "chat-c1-user"])
     writer.capture_exchange(exchange, names=Tenant())
     stored = {e.event_id: e for e in store.read_events(user_id="acme/ana") if e.event_id != "acme/e1"}
-    assert sorted(stored) == sorted(["acme/chat-c1-user", f"acme/chat-c1-access-{hashlib.sha256(b'm1').hexdigest()[:16]}"])
+    assert sorted(stored) == sorted(["acme/chat-c1-user", "acme/chat-c1-accessed"])
+    assert stored["acme/chat-c1-accessed"].memory_id == "m1" and "memory_ids" not in stored["acme/chat-c1-accessed"].payload
     assert stored["acme/chat-c1-user"].memory_id == "chat-c1-user" and stored["acme/chat-c1-user"].payload["session_id"] == "s1"
     assert writer.capture_exchange(exchange, names=Tenant()).accepted == 0 and len(written) == 3
+
+
+def test_a_captured_exchange_reads_its_memories_in_one_event_and_a_retry_stores_it_once(writer, store):
+    writer.add_memories([NewMemory(f"e{i}", "ana", f"m{i}", {"content": f"fact {i}"}) for i in (1, 2, 3)])
+    exchange = Exchange("ana", "c2", "what do I like?", "tea", None, ["m1", "m2", "chat-c2-user", "m3"])
+    records = exchange_records(exchange, at=NOW)
+    assert [o.status for o in writer.append_events([writer.read_event(r) for r in records])] == ["created"] * 3
+    writer.forget("ana", "m2")
+    assert writer.append_events([writer.read_event(r) for r in records])[-1].status == "duplicate"
+    [accessed] = [e for e in store.read_events(user_id="ana") if e.type == MEMORY_ACCESSED]
+    assert (accessed.event_id, accessed.payload["memory_ids"]) == ("chat-c2-accessed", ["m1", "m3"])
 
 
 def test_ingesting_a_file_goes_through_the_door(writer, store, written, tmp_path):

@@ -268,3 +268,24 @@ def test_hms_ingest_loads_a_file_for_one_tenant(service: MemoryService, hms_home
     assert [m["content"] for m in service.list_memories(acme, "alice")["memories"]] == ["Alice keeps bees."]
     assert service.list_memories(globex, "alice")["memories"] == []
     assert service.store.memory_statuses([("acme/alice", "m1")]) == {("acme/alice", "m1"): "live"}
+
+
+@pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
+def test_a_context_call_appends_at_most_one_event_and_counts_an_access_of_each_memory_it_returned(service: MemoryService):
+    store = service.store
+    facts = ["Alice is allergic to peanuts.", "Alice plays chess every Sunday.", "Alice is planning a trip to Lisbon.",
+             "Alice's sister Mira bakes sourdough.", "Alice drinks green tea in the morning."]
+    with Running(service) as running, running.client(new_key(store, "acme", "write")) as api:
+        for n, fact in enumerate(facts):
+            assert api.post("/v1/memories", json={"user_id": "alice", "memory_id": f"m{n}", "content": fact}).status_code == 201
+        before = store.stats()["events"]
+        returned: list[list[str]] = []
+        for query in ["What is Alice allergic to?", "What does Alice do on Sundays?", "Where is Alice travelling?", "Alice's family"] * 3:
+            context = api.post("/v1/context", json={"user_id": "alice", "query": query, "max_tokens": 1024}).json()
+            returned.append(list(dict.fromkeys(m for item in context["items"] for m in item["source_ids"])))
+        service.writer.flush()
+    appended = store.stats()["events"] - before
+    assert 0 < appended <= len(returned), f"{appended} events for {len(returned)} context calls"
+    counts = {memory_id: m.access_count for (_, memory_id), m in store.replay(user_id="acme/alice").items()}
+    assert counts == {f"m{n}": sum(f"m{n}" in ids for ids in returned) for n in range(len(facts))}
+    assert sum(counts.values()) > appended, "a call returning several memories counts each of them"

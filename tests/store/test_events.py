@@ -70,6 +70,12 @@ def test_content_over_the_size_limit_is_rejected_with_sizes():
         (event("accessed", "u1", "m1", was_relevant="yes"), "payload.was_relevant must be true or false"),
         (event("tagged", "u1", "m1", tags=[]), "payload.tags or payload.remove must name at least one tag"),
         ({**event("accessed", "u1", "m1"), "memory_id": None}, "memory_id is required for memory.accessed"),
+        (event("accessed", "u1", "m1", memory_ids="m1"), "payload.memory_ids must be a list of non-empty strings"),
+        (event("accessed", "u1", "m1", memory_ids=[]), "payload.memory_ids must name at least one memory"),
+        (event("accessed", "u1", "m1", memory_ids=["m2", "m1"]), "must be the event's memory_id \"m1\", got \"m2\""),
+        (event("accessed", "u1", "m1", memory_ids=["m1", "m2", "m1"]), "payload.memory_ids names \"m1\" twice"),
+        (event("accessed", "u1", "m1", memory_ids=["m1", ""]), "1] must be a non-empty string"),
+        (event("accessed", "u1", "m1", memory_ids=["m1", "m2"], was_relevant=True), "payload.was_relevant is about one memory"),
     ],
 )
 def test_invalid_payloads_of_other_types_are_rejected(record, message):
