@@ -168,6 +168,8 @@ def environment_fields(resource_class: type, *, env_vars: bool = False) -> dict[
             fields[field] = positive_int(name, value)
         elif annotation is float:
             fields[field] = _number(name, value, float, "a positive number")
+        elif annotation is bool:
+            fields[field] = _flag(name, value)
         else:
             fields[field] = dg.EnvVar(name) if env_vars else value
     return fields
