@@ -35,6 +35,9 @@ GROUPS = {
     "time (mentions, when-questions, window)": ("mentions_time", "time_question", "time_question_mentions_time", "in_window", "has_window"),
     "question word": tuple(f"starts_{w}" for w in QUESTION_WORDS),
     "turn shape (length, is a question)": ("tokens_log", "is_question"),
+    "session (its terms across turns, its best match)": ("session_coverage", "session_dense_gap", "session_lexical"),
+    "closeness to the first hits": ("seed_dense",),
+    "assistant reply": ("assistant_reply",),
 }
 
 

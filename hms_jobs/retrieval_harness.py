@@ -22,7 +22,7 @@ from hms_resources.common.text import lexical_tokens
 from hms_resources.context.assembler import ContextAssembler
 from hms_resources.context.reranker import Reranker, fit_reranker
 from hms_resources.context.retrieval import pack_ranked, rank_dense, rank_hybrid, rank_lexical
-from hms_resources.datasets.retrieval_eval import Dataset, evidence_recall, latency_summary
+from hms_resources.datasets.retrieval_eval import Dataset, evidence_recall, latency_summary, load_dataset, with_filler, write_dataset
 
 DEFAULT_BUDGETS = (256, 512, 1024, 2048)
 METHODS = ("hms", "bm25", "dense", "hybrid")
@@ -136,21 +136,30 @@ def evaluate(
     }
 
 
+def _with_filler(path: str | Path, filler: int, home: str) -> Path:
+    """`path`, or a copy with `filler` captured exchanges of assistant filler per user written into `home`."""
+    if not filler:
+        return Path(path)
+    return write_dataset(with_filler(load_dataset(path), filler), Path(home) / "with-filler.jsonl")
+
+
 def evaluate_retrieval(
     path: str | Path,
     budgets: Sequence[int] = DEFAULT_BUDGETS,
     *,
     tokenizer: str = "",
     folds: int = 0,
+    filler: int = 0,
     progress: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """The whole harness on a fresh temporary HMS home; returns the report `--json` writes. With
-    `folds`, the reranker is fitted per fold on the other users' questions (cross-validation)."""
+    `folds`, the reranker is fitted per fold on the other users' questions (cross-validation); with
+    `filler`, each user also has that many captured exchanges of assistant filler (never evidence)."""
     if not budgets or any(b < 1 for b in budgets):
         raise ValueError(f"budgets must be positive integers, got {list(budgets)}")
     with tempfile.TemporaryDirectory(prefix="hms-eval-") as home:
-        dataset, store, embedder, seconds = build_dataset_home(path, home, log=log)
+        dataset, store, embedder, seconds = build_dataset_home(_with_filler(path, filler, home), Path(home) / "home", log=log)
         assembler = ContextAssembler(event_store=store, embedder=embedder, tokenizer=tokenizer)
         started = time.perf_counter()
         assembler.snapshot
@@ -161,21 +170,25 @@ def evaluate_retrieval(
         finally:
             assembler.close()
             store.close()
-    result["dataset"] = {"path": str(path), "memories": len(dataset.memories), "users": dataset.users}
+    result["dataset"] = {"path": str(path), "memories": len(dataset.memories), "users": dataset.users, "filler_exchanges_per_user": filler}
     result["reranker"] = f"cross-validated, {folds} folds by user" if folds else (assembler.reranker or "shipped")
     result["tokenizer"] = assembler.tokens.name
     result["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
     return result
 
 
-def fit_reranker_file(path: str | Path, out: str | Path, *, tokenizer: str = "", progress: bool = False, log: Callable[[str], None] = print) -> Reranker:
-    """Fit the reranker on every question of a dataset and write it to `out`."""
+def fit_reranker_file(
+    path: str | Path, out: str | Path, *, tokenizer: str = "", filler: int = 0, progress: bool = False, log: Callable[[str], None] = print
+) -> Reranker:
+    """Fit the reranker on every question of a dataset (with `filler` exchanges of assistant filler
+    per user, as `evaluate_retrieval`) and write it to `out`."""
     with tempfile.TemporaryDirectory(prefix="hms-fit-") as home:
-        dataset, store, embedder, _ = build_dataset_home(path, home, log=log)
+        dataset, store, embedder, _ = build_dataset_home(_with_filler(path, filler, home), Path(home) / "home", log=log)
         assembler = ContextAssembler(event_store=store, embedder=embedder, tokenizer=tokenizer)
         try:
             examples = training_examples(assembler, dataset, progress=progress)
-            reranker = fit_on(examples, sorted(examples), fitted_on=f"{Path(path).name}: {len(dataset.questions)} questions of {len(examples)} users")
+            with_filler_note = f", {filler} filler exchanges per user" if filler else ""
+            reranker = fit_on(examples, sorted(examples), fitted_on=f"{Path(path).name}: {len(dataset.questions)} questions of {len(examples)} users{with_filler_note}")
         finally:
             assembler.close()
             store.close()

@@ -118,6 +118,18 @@ class UserIndex:
     is_question: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)
     mentions_time: Any = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)
     """Whether a row's text says when (`RowsOnDemand`, int8 0 or 1)."""
+    session_of: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32), repr=False)
+    """The row's session as a number from 0 (-1: no session), for the session-level features."""
+    sessions: int = 0
+    session_order: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32), repr=False)
+    """The rows in a session, grouped by session number in order, for per-session maxima by `reduceat`."""
+    session_starts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+
+    def session_best(self, values: np.ndarray) -> np.ndarray:
+        """The largest of `values` (one per row) in each session, by session number."""
+        if not self.sessions:
+            return np.zeros(0, dtype=values.dtype)
+        return np.maximum.reduceat(values[self.session_order], self.session_starts)
 
     def __len__(self) -> int:
         return len(self.memory_ids)
@@ -136,17 +148,29 @@ class UserIndex:
 
     def term_scores(self, query_tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """BM25 scores of every row, and the share of the query's distinct known terms each row contains."""
+        scores, matched, _ = self.term_matches(query_tokens)
+        return scores, matched
+
+    def term_matches(self, query_tokens: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`term_scores`, and the share of the query's distinct terms that some row of each session
+        contains (per session number, `session_of`): a session can hold a question's words across turns."""
         scores = np.zeros(len(self), dtype=np.float32)
         matched = np.zeros(len(self), dtype=np.float32)
+        in_session = np.zeros(self.sessions, dtype=np.float32)
         terms = list(dict.fromkeys(query_tokens))
         if self.bm25 is None or not terms:
-            return scores, matched
+            return scores, matched, in_session
         ids = [i for i in self.bm25.get_tokens_ids(terms) if i is not None]
+        grouped = len(self.session_of) == len(self) and self.sessions > 0
         for term_id in dict.fromkeys(ids):
             part = self.bm25.get_scores_from_ids([term_id])
             scores += part
-            matched += part > 0
-        return scores, matched / len(terms)
+            found = part > 0
+            matched += found
+            if grouped:
+                sessions = self.session_of[found]
+                in_session[np.unique(sessions[sessions >= 0])] += 1.0
+        return scores, matched / len(terms), in_session / len(terms)
 
     def context_lexical_scores(self, query_tokens: list[str]) -> np.ndarray:
         if self.context_bm25 is None or not query_tokens:
@@ -194,7 +218,8 @@ def index_bytes(index: UserIndex | None) -> int:
     if index is None:
         return 0
     arrays = (index.created, index.prior, index.tier, index.vectors, index.has_vector, index.prev_row, index.next_row,
-              index.concept_of, index.speaker_code, index.is_question, index.tokens, index.dedup, index.mentions_time)
+              index.concept_of, index.speaker_code, index.is_question, index.tokens, index.dedup, index.mentions_time,
+              index.session_of, index.session_order, index.session_starts)
     total = sum(a.nbytes for a in arrays)
     total += _strings_bytes(index.texts) + _strings_bytes(index.memory_ids) + _strings_bytes(index.created_at)
     total += sys.getsizeof(index.row_of) + 32 * len(index.row_of)
@@ -250,6 +275,12 @@ def build_user_index(
     order = sorted(
         (i for i in range(n) if rows.session_ids[i]), key=lambda i: (rows.session_ids[i], rows.created_at[i], i)
     )
+    session_of = np.full(n, -1, dtype=np.int32)
+    sessions = -1
+    for position, i in enumerate(order):
+        if not position or rows.session_ids[order[position - 1]] != rows.session_ids[i]:
+            sessions += 1
+        session_of[i] = sessions
     for a, b in zip(order, order[1:]):
         if rows.session_ids[a] == rows.session_ids[b]:
             next_row[a], prev_row[b] = b, a
@@ -292,6 +323,10 @@ def build_user_index(
         speaker_code=np.array([code_of.get(s, -1) if s else -1 for s in rows.speakers], dtype=np.int16),
         speakers=tuple(speakers),
         is_question=np.array([t.endswith("?") for t in texts], dtype=bool),
+        session_of=session_of,
+        sessions=sessions + 1,
+        session_order=np.array(order, dtype=np.int32),
+        session_starts=np.flatnonzero(np.diff(session_of[order], prepend=-1)) if order else np.zeros(0, dtype=np.int64),
     )
     row_texts = RowTexts(index.texts, index.speaker_code, index.speakers, count_tokens)
     index.tokens = RowsOnDemand(n, np.int32, row_texts.tokens)

@@ -49,8 +49,15 @@ FEATURES = (
     "dense_gap_weak",
     "dense_rank_weak",
     "lexical_weak",
+    "session_coverage",
+    "session_dense_gap",
+    "session_lexical",
+    "seed_dense",
+    "assistant_reply",
 ) + tuple(f"starts_{word}" for word in QUESTION_WORDS)
 DEFAULT_FILE = "reranker.json"
+ASSISTANT = "assistant"
+"""The speaker of a captured reply of the model: the conversation's record, not a fact the user stated."""
 _TIME_QUESTION = re.compile(r"\b(when|what (?:time|date|day|month|year)|how long|since|until)\b", re.I)
 
 
@@ -83,6 +90,11 @@ class QuerySignals:
     window: np.ndarray | None
     has_window: bool
     starts: str = ""
+    session_coverage: np.ndarray | None = None
+    """Share of the query's distinct terms found in some turn of each session (by session number)."""
+    seeds: np.ndarray | None = None
+    """The best few rows of the first-stage rankings: a candidate close to them in meaning is likely
+    another piece of the same answer (a multi-hop question's other evidence)."""
 
 
 def candidate_features(index, rows: np.ndarray, signals: QuerySignals) -> np.ndarray:
@@ -129,6 +141,10 @@ def candidate_features(index, rows: np.ndarray, signals: QuerySignals) -> np.nda
         "in_window": signals.window[rows].astype(np.float64) if signals.window is not None else np.zeros(n),
         "has_window": np.full(n, float(signals.has_window)),
     }
+    columns.update(_session_columns(index, rows, signals, lexical_norm, top_dense))
+    columns["seed_dense"] = _seed_similarity(index, rows, signals.seeds)
+    assistant = list(index.speakers).index(ASSISTANT) if ASSISTANT in index.speakers else -2
+    columns["assistant_reply"] = (speaker == assistant).astype(np.float64)
     weak = 1.0 - float(columns["coverage"].max()) if n else 0.0
     columns["weak_match"] = np.full(n, weak)
     columns["dense_gap_weak"] = columns["dense_gap"] * weak
@@ -137,6 +153,37 @@ def candidate_features(index, rows: np.ndarray, signals: QuerySignals) -> np.nda
     for word in QUESTION_WORDS:
         columns[f"starts_{word}"] = np.full(n, float(signals.starts == word))
     return np.column_stack([columns[name] for name in FEATURES]) if n else np.zeros((0, len(FEATURES)))
+
+
+def _session_columns(index, rows: np.ndarray, signals: QuerySignals, lexical_norm: np.ndarray, top_dense: float) -> dict[str, np.ndarray]:
+    """What the candidate's whole session says about the query: the share of its terms found across
+    the session's turns, and the session's best dense and lexical match. A memory outside a session
+    is a session of its own, so it is neither lifted nor held back for having none."""
+    n = len(rows)
+    own = {"session_coverage": signals.coverage[rows].astype(np.float64), "session_dense_gap": signals.dense[rows] - top_dense,
+           "session_lexical": lexical_norm[rows].astype(np.float64)}
+    session = index.session_of[rows] if len(index.session_of) == len(index) else np.full(n, -1)
+    inside = session >= 0
+    if not index.sessions or not inside.any():
+        return own
+    where = np.maximum(session, 0)
+    coverage = signals.session_coverage[where] if signals.session_coverage is not None else own["session_coverage"]
+    return {
+        "session_coverage": np.where(inside, coverage, own["session_coverage"]),
+        "session_dense_gap": np.where(inside, index.session_best(signals.dense)[where] - top_dense, own["session_dense_gap"]),
+        "session_lexical": np.where(inside, index.session_best(lexical_norm)[where], own["session_lexical"]),
+    }
+
+
+def _seed_similarity(index, rows: np.ndarray, seeds: np.ndarray | None) -> np.ndarray:
+    """Mean cosine of each candidate with the seeds (0 without vectors)."""
+    if seeds is None or not len(seeds) or not len(rows):
+        return np.zeros(len(rows))
+    seeds = seeds[index.has_vector[seeds]]
+    if not len(seeds):
+        return np.zeros(len(rows))
+    similarity = index.vectors[rows].astype(np.float32) @ index.vectors[seeds].astype(np.float32).T
+    return np.where(index.has_vector[rows], similarity.mean(axis=1), 0.0).astype(np.float64)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ class RetrievalConfig:
     """Candidates taken from each of the lexical and dense rankings, before the reranker."""
     neighbours_of: int = 20
     """The session neighbours of this many of the best fused candidates join the candidates."""
+    seeds: int = 3
+    """The best fused candidates every candidate is compared with in meaning (`seed_dense`)."""
     recency_half_life_days: float = 30.0
     recent_count: int = 3
     recent_share: float = 0.1
@@ -113,7 +115,7 @@ def rank_memories(
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    lexical, coverage = index.term_scores(query_tokens)
+    lexical, coverage, session_coverage = index.term_matches(query_tokens)
     lexical = np.where(eligible, lexical, 0.0)
     timings["lexical"] = (time.perf_counter() - started) * 1e3
     started = time.perf_counter()
@@ -136,6 +138,8 @@ def rank_memories(
         for row, position in ranks.items():
             fused[row] = fused.get(row, 0.0) + 1.0 / (61 + position)
     best = sorted(fused, key=lambda r: -fused[r])[: config.neighbours_of]
+    seeds = np.array(best[: config.seeds], dtype=np.int64)
+
     around = np.concatenate([index.prev_row[best], index.next_row[best]]).astype(np.int64)
     pool.append(around[(around >= 0)])
     rows = np.unique(np.concatenate(pool).astype(np.int64))
@@ -156,6 +160,8 @@ def rank_memories(
         window=focus,
         has_window=focus is not None,
         starts=question_word(query),
+        session_coverage=session_coverage,
+        seeds=seeds,
     )
     features = candidate_features(index, rows, signals)
     scores = reranker.probabilities(features)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,64 @@ def load_dataset(path: str | Path) -> Dataset:
         if missing:
             raise DatasetError(f"{path}: question {question.id!r} names evidence that is not a memory of {question.user_id!r}: {missing}")
     return dataset
+
+
+FILLER_ASKS = (
+    "{question}",
+    "Hey, quick one: {question}",
+    "Can you remind me? {question}",
+    "I forgot, {question}",
+)
+FILLER_REPLIES = (
+    "I'm not sure what you're looking for; could you tell me more?",
+    "I don't have enough information to answer that. Could you give me more details?",
+    "Sorry, I can't recall that. What would you like to know about {topic}?",
+    "I'm not certain about {topic}. Can you tell me a bit more so I can help?",
+    "Good question! I don't know much about {topic} yet; tell me more and I'll remember it.",
+    "Hmm, I'm not sure. Could you clarify what you mean by {topic}?",
+)
+"""A captured chat exchange in which the local model could not help: the user's words and the model's
+filler, as the chat endpoint records them (speakers "user" and "assistant")."""
+
+
+def with_filler(dataset: Dataset, exchanges: int, *, seed: int = 0) -> Dataset:
+    """`dataset` with `exchanges` captured exchanges per user: the user asks one of their own questions
+    (a captured chat asks what the evaluation asks) and the assistant answers with filler, at a time
+    among the user's sessions. No question names them as evidence, so the reranker learns to rank
+    the assistant's filler below the turns that state the facts; recall shows what it costs."""
+    if exchanges < 0:
+        raise ValueError(f"filler exchanges must be 0 or more, got {exchanges}")
+    if not exchanges:
+        return dataset
+    rng = np.random.default_rng(seed)
+    memories = list(dataset.memories)
+    for user in sorted({m["user_id"] for m in dataset.memories}):
+        own = [m for m in dataset.memories if m["user_id"] == user]
+        questions = [q.question for q in dataset.questions if q.user_id == user] or ["what did we talk about?"]
+        for k in range(exchanges):
+            at = datetime.fromisoformat(own[int(rng.integers(len(own)))]["created_at"]) + timedelta(minutes=5)
+            question = questions[int(rng.integers(len(questions)))]
+            topic = " ".join(question.rstrip("?.! ").split()[-3:]).lower()
+            ask = FILLER_ASKS[int(rng.integers(len(FILLER_ASKS)))].format(question=question)
+            reply = FILLER_REPLIES[int(rng.integers(len(FILLER_REPLIES)))].format(topic=topic)
+            for turn, (speaker, text) in enumerate((("user", ask), ("assistant", reply))):
+                memories.append({
+                    "id": f"filler-{k}-{turn}", "user_id": user, "session_id": f"filler-{k}", "speaker": speaker, "text": text,
+                    "created_at": (at + timedelta(seconds=30 * turn)).isoformat(),
+                })
+    return Dataset(memories, list(dataset.questions))
+
+
+def write_dataset(dataset: Dataset, path: str | Path) -> Path:
+    """`dataset` as JSON Lines that `load_dataset` reads back."""
+    lines = [orjson.dumps({"kind": "memory", **m}) for m in dataset.memories]
+    lines += [
+        orjson.dumps({"kind": "question", "id": q.id, "user_id": q.user_id, "question": q.question, "evidence": list(q.evidence),
+                      "asked_at": q.asked_at, "category": q.category})
+        for q in dataset.questions
+    ]
+    Path(path).write_bytes(b"\n".join(lines) + b"\n")
+    return Path(path)
 
 
 def memory_events(memories: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:

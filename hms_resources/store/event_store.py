@@ -27,7 +27,7 @@ from hms_resources.common.home import default_database_url, hms_home, redact_err
 from hms_resources.store import log_reads, memory_table
 from hms_resources.store.append import AppendResult, append_batch
 from hms_resources.store.database import READ_ONLY, StoreError, lock_appends, make_engine, upgrade
-from hms_resources.store.events import DEFAULT_MAX_CONTENT_BYTES, MemoryEvent
+from hms_resources.store.events import DEFAULT_MAX_CONTENT_BYTES, MemoryEvent, accesses_of
 from hms_resources.store.memory_state import Memory, MemoryKey, MemoryState, apply_events
 
 __all__ = ["AppendResult", "EventStore", "StoreError"]
@@ -168,7 +168,8 @@ class EventStore(dg.ConfigurableResource):
         reader that keeps a few memories current between refreshes of the memories table. A memory joins
         `state`, from its row in that table, once an event after `after_sequence` passes `follow` (a row
         already past `after_sequence` has its counters, not its text or status, counted twice).
-        Returns the last sequence read and the memories that changed; one query when nothing is new."""
+        Returns the last sequence read and the memories an event passing `follow` changed (an access
+        counts in a followed memory's counters, not as a change); one query when nothing is new."""
         last = after_sequence
         changed: set[MemoryKey] = set()
         for page in self.read_event_pages(after_sequence=after_sequence):
@@ -176,9 +177,9 @@ class EventStore(dg.ConfigurableResource):
             joining = {e.key for e in page if e.key not in state and follow(e)}
             if joining:
                 state.update(self.load_memories(joining))
-            touched = [e for e in page if e.key in state or e.key in joining]
+            touched = [e for e in page if e.key in joining or any(a.key in state for a in accesses_of(e))]
             apply_events(state, touched)
-            changed.update(e.key for e in touched if e.key in state)
+            changed.update(e.key for e in touched if e.key in state and follow(e))
         return last, changed
 
     def memory_events(self, user_id: str, memory_id: str) -> list[MemoryEvent]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from hms_resources.common.bulk import gc_paused
 from hms_resources.store.event_store import EventStore
-from hms_resources.store.events import MEMORY_FORGOTTEN
+from hms_resources.store.events import MEMORY_FORGOTTEN, accesses_of
 from hms_resources.store.memory_state import apply_events
 
 MEMORIES_CURSOR = "memories"
@@ -39,7 +39,7 @@ def refresh_memories(
     cursor = start
     with gc_paused():
         for page in store.read_event_pages(after_sequence=start, until_sequence=target, page_size=page_size):
-            touched = {e.key for e in page}
+            touched = {a.key for e in page for a in accesses_of(e)}
             state = store.load_memories(touched)
             apply_events(state, page)
             cursor = page[-1].sequence or cursor

@@ -107,3 +107,67 @@ def test_the_harness_cross_validates_and_fits_a_reranker(tmp_path):
 
     result = CliRunner().invoke(main, ["eval", "retrieval", str(data), "--folds", "4"])
     assert result.exit_code == 2 and "--folds must be between 2 and the number of users (3)" in result.output
+
+
+@pytest.fixture(scope="module")
+def captured_chat(tmp_path_factory):
+    """A stated fact, and three captured chat exchanges in which the model could not help."""
+    store = EventStore(hms_home=str(tmp_path_factory.mktemp("captured")))
+    turns = [
+        ("fact", "Maya", "Maya is allergic to peanuts.", "s1"),
+        ("other", "Maya", "Maya started a pottery class on Thursdays.", "s1"),
+    ]
+    for k, ask in enumerate(("What am I allergic to?", "Can you remind me what my allergy is?", "Am I allergic to anything?")):
+        turns += [
+            (f"ask{k}", "user", ask, f"chat{k}"),
+            (f"reply{k}", "assistant", f"I'm not sure what you're allergic to; could you tell me more about your allergy? ({k})", f"chat{k}"),
+        ]
+    ingest_records(store, [
+        created("maya", memory_id, text, minutes=i, session_id=session, memory_type="conversation_turn", created_by=speaker)
+        for i, (memory_id, speaker, text, session) in enumerate(turns)
+    ])
+    embedder = Embedder()
+    materialize_for_context(store, embedder, log=lambda _m: None)
+    assembler = ContextAssembler(event_store=store, embedder=embedder)
+    yield assembler
+    assembler.close()
+    store.close()
+
+
+def test_captured_assistant_replies_are_marked_and_do_not_outrank_a_stated_fact(captured_chat):
+    index, ranking = captured_chat.rank("maya", "What is Maya allergic to?")
+    ids = [index.memory_ids[r] for r in ranking.rows.tolist()]
+    marked = ranking.features[:, FEATURES.index("assistant_reply")]
+    assert all((m == 1.0) == i.startswith("reply") for m, i in zip(marked, ids))
+    assert ids.index("fact") < min(ids.index(f"reply{k}") for k in range(3))
+
+
+def test_session_features_see_the_query_words_across_a_sessions_turns():
+    from hms_resources.context.index import MemoryRows, build_user_index
+
+    contents = ["We drove to the coast on Saturday.", "The lighthouse there was beautiful.", "I bought new running shoes."]
+    rows = MemoryRows(["a", "b", "c"], contents, ["s1", "s1", "s2"], [f"2024-01-0{d}T10:00:00+00:00" for d in (1, 1, 2)],
+                      [None] * 3, [None] * 3, ["hot"] * 3, [None] * 3)
+    index = build_user_index("u", rows, count_tokens=lambda texts: np.array([len(t.split()) for t in texts]),
+                             vector_of=lambda ids: (np.zeros((len(ids), 4), dtype=np.float16), np.zeros(len(ids), dtype=bool)))
+    assert index.sessions == 2 and index.session_of.tolist() == [0, 0, 1]
+    _, coverage, in_session = index.term_matches(["coast", "lighthous"])
+    assert coverage.tolist() == [0.5, 0.5, 0.0]
+    assert in_session.tolist() == [1.0, 0.0]
+
+
+def test_filler_exchanges_are_added_per_user_and_are_never_evidence(tmp_path):
+    from hms_resources.datasets.conversations import generate_conversations, write_jsonl
+    from hms_resources.datasets.retrieval_eval import load_dataset, with_filler, write_dataset
+
+    data = tmp_path / "two.jsonl"
+    write_jsonl(generate_conversations(users=2, sessions_per_user=2, seed=3), data)
+    dataset = load_dataset(data)
+    filled = load_dataset(write_dataset(with_filler(dataset, 3), tmp_path / "filled.jsonl"))
+    added = [m for m in filled.memories if m["id"].startswith("filler-")]
+    assert len(added) == 2 * 3 * 2 and {m["speaker"] for m in added} == {"user", "assistant"}
+    assert all(m["id"] not in q.evidence for q in filled.questions for m in added)
+    assert filled.questions == dataset.questions
+    assert with_filler(dataset, 3).memories == with_filler(dataset, 3).memories
+    with pytest.raises(ValueError, match="filler exchanges must be 0 or more"):
+        with_filler(dataset, -1)
