@@ -158,7 +158,7 @@ class Assembly:
         if loaded.index is not None and len(loaded.index):
             ranked, recent = self._index_candidates(loaded.index, q, vector, fresh, reranker, config, timings)
         mark = time.perf_counter()
-        fresh_candidates = self.fresh_candidates(fresh, q.tokens, q.as_of, q.bounded, ceiling=max((c.score for c in ranked), default=0.5))
+        fresh_candidates = self.fresh_candidates(fresh, q.tokens, q.as_of, q.bounded)
         recent = sorted(recent + fresh_candidates, key=lambda c: c.created_at, reverse=True)[: config.recent_count]
         ranked += [c for c in fresh_candidates if c.score > 0]
         wants_recent = q.scope.order == "latest" or not (q.tokens or vector is not None)
@@ -233,17 +233,14 @@ class Assembly:
         found: list[Candidate] = []
         if ranking is not None:
             found += [memory_candidate(index, row, score) for row, score in zip(ranking.rows.tolist(), ranking.scores.tolist())]
-        ceiling = max((c.score for c in found), default=0.5)
-        found += [c for c in self.fresh_candidates(fresh, q.tokens, q.as_of, q.bounded, ceiling=ceiling) if c.score > 0]
+        found += [c for c in self.fresh_candidates(fresh, q.tokens, q.as_of, q.bounded) if c.score > 0]
         found.sort(key=lambda c: (-c.score, c.memory_id))
         return [_item(c, "memory") for c in found[:limit]]
 
-    def fresh_candidates(
-        self, fresh: FreshMemories, query_tokens: list[str], as_of: float, bounded: bool, *, ceiling: float = 0.5
-    ) -> list[Candidate]:
+    def fresh_candidates(self, fresh: FreshMemories, query_tokens: list[str], as_of: float, bounded: bool) -> list[Candidate]:
         """Memories changed too recently to be merged into the index (a fraction of a second after a
         write): no vector or features yet, so scored by the share of the query's terms they contain,
-        at most an even chance and never above the best indexed memory (`ceiling`)."""
+        at most an even chance."""
         if not fresh.live:
             return []
         wanted = set(query_tokens)
@@ -252,12 +249,11 @@ class Assembly:
         counts = self.tokens().count(texts) + 1
         words = lexical_tokens(texts) if wanted else [[] for _ in items]
         created = np.array([epoch_seconds(created) for _, _, created, _ in items], dtype=np.float64)
-        top = min(0.5, ceiling)
         found = []
         for (memory_id, content, created_at, _), text, count, terms, at in zip(items, texts, counts, words, created):
             if bounded and at > as_of:
                 continue
-            score = top * len(wanted & set(terms)) / len(wanted) if wanted else 0.0
+            score = 0.5 * len(wanted & set(terms)) / len(wanted) if wanted else 0.0
             found.append(
                 Candidate("recent", memory_id, text, int(count), score, "hot", [memory_id], created_at, dedup_key(content))
             )
