@@ -289,3 +289,24 @@ def test_a_context_call_appends_at_most_one_event_and_counts_an_access_of_each_m
     counts = {memory_id: m.access_count for (_, memory_id), m in store.replay(user_id="acme/alice").items()}
     assert counts == {f"m{n}": sum(f"m{n}" in ids for ids in returned) for n in range(len(facts))}
     assert sum(counts.values()) > appended, "a call returning several memories counts each of them"
+
+
+def test_a_written_memory_is_found_by_a_paraphrase_with_no_daemon_and_no_materialization(service: MemoryService):
+    """`hms serve` alone: nothing was ever materialized, yet a memory stored over HTTP is embedded by the
+    service, merged into its user's index and found first by a question that shares none of its words."""
+    store = service.store
+    facts = ["Alice plays chess every Sunday.", "Alice is planning a trip to Lisbon.", "Alice drinks green tea in the morning."]
+    with Running(service) as running, running.client(new_key(store, "acme", "write")) as api:
+        for n, fact in enumerate(facts):
+            assert api.post("/v1/memories", json={"user_id": "alice", "memory_id": f"m{n}", "content": fact}).status_code == 201
+        assert api.post("/v1/memories", json={"user_id": "alice", "memory_id": "m-pet", "content": "Alice adopted a kitten named Pixel."}).status_code == 201
+        deadline = time.monotonic() + 120
+        while True:
+            results = api.post("/v1/search", json={"user_id": "alice", "query": "Does she own a cat?", "limit": 3}).json()["results"]
+            if results and results[0]["memory_id"] == "m-pet":
+                break
+            assert time.monotonic() < deadline, f"not found by meaning within the deadline: {results}"
+            time.sleep(0.1)
+        index = service.assembler.user_index("acme/alice")
+        assert index.has_vector[index.row_of["m-pet"]], "embedded by the service, not by an asset"
+        assert service.assembler.loaded_snapshot.model is None, "no embeddings asset was ever materialized"
