@@ -213,11 +213,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(home: Path, port: int, mcp: bool, log_path: Path) -> subprocess.Popen:
-    """`hms serve` on `home` with its defaults (no `HMS_` setting of the caller's leaks in) and no
-    Dagster daemon: what a user who runs only the service gets."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HMS_")}
-    env["HMS_HOME"] = str(home)
+def service_env(home: Path, **settings: str) -> dict[str, str]:
+    """This environment without any HMS setting of the caller's (nor its Dagster home), on `home`, plus
+    `settings`: what a user who sets only those gets."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HMS_") and k != "DAGSTER_HOME"}
+    return {**env, "HMS_HOME": str(home), **settings}
+
+
+def start_server(home: Path, port: int, mcp: bool, log_path: Path, **settings: str) -> subprocess.Popen:
+    """`hms serve` on `home` with its defaults and `settings` (`service_env`), and no Dagster daemon:
+    what a user who runs only the service gets."""
+    env = service_env(home, **settings)
     command = [sys.executable, "-m", "hms_jobs.cli", "serve", "--host", HOST, "--port", str(port), "--mcp" if mcp else "--no-mcp"]
     with log_path.open("ab") as out:
         return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -70,6 +70,12 @@ def _item(c: Candidate, kind: str) -> ContextItem:
     return ContextItem(c.memory_id, c.text, c.tokens, round(c.score, 6), c.tier, kind, list(c.source_ids), c.created_at)
 
 
+def _best(ranked: list[Candidate]) -> float:
+    """The best score of the indexed candidates: the ceiling of a memory not merged yet (an even
+    chance when nothing is indexed)."""
+    return max((c.score for c in ranked if c.kind == "memory"), default=0.5)
+
+
 def _speaker(memory: Memory) -> str | None:
     return memory.created_by if memory.memory_type == CONVERSATION_TURN else None
 
@@ -158,7 +164,7 @@ class Assembly:
         if loaded.index is not None and len(loaded.index):
             ranked, recent = self._index_candidates(loaded.index, q, vector, fresh, reranker, config, timings)
         mark = time.perf_counter()
-        fresh_candidates = self.fresh_candidates(fresh, q.tokens, q.as_of, q.bounded)
+        fresh_candidates = self.fresh_candidates(fresh, q.tokens, q.as_of, q.bounded, ceiling=_best(ranked))
         recent = sorted(recent + fresh_candidates, key=lambda c: c.created_at, reverse=True)[: config.recent_count]
         ranked += [c for c in fresh_candidates if c.score > 0]
         wants_recent = q.scope.order == "latest" or not (q.tokens or vector is not None)
@@ -233,14 +239,17 @@ class Assembly:
         found: list[Candidate] = []
         if ranking is not None:
             found += [memory_candidate(index, row, score) for row, score in zip(ranking.rows.tolist(), ranking.scores.tolist())]
-        found += [c for c in self.fresh_candidates(fresh, q.tokens, q.as_of, q.bounded) if c.score > 0]
+        found += [c for c in self.fresh_candidates(fresh, q.tokens, q.as_of, q.bounded, ceiling=_best(found)) if c.score > 0]
         found.sort(key=lambda c: (-c.score, c.memory_id))
         return [_item(c, "memory") for c in found[:limit]]
 
-    def fresh_candidates(self, fresh: FreshMemories, query_tokens: list[str], as_of: float, bounded: bool) -> list[Candidate]:
+    def fresh_candidates(
+        self, fresh: FreshMemories, query_tokens: list[str], as_of: float, bounded: bool, *, ceiling: float = 0.5
+    ) -> list[Candidate]:
         """Memories changed too recently to be merged into the index (a fraction of a second after a
-        write): no vector or features yet, so scored by the share of the query's terms they contain,
-        at most an even chance."""
+        write): no vector or features yet, so placed on the reranker's scale by the share of the
+        query's terms they contain: the best indexed memory's score (`ceiling`) times that share, so
+        only one holding every term of the question reaches it (and goes just above it)."""
         if not fresh.live:
             return []
         wanted = set(query_tokens)
@@ -253,7 +262,8 @@ class Assembly:
         for (memory_id, content, created_at, _), text, count, terms, at in zip(items, texts, counts, words, created):
             if bounded and at > as_of:
                 continue
-            score = 0.5 * len(wanted & set(terms)) / len(wanted) if wanted else 0.0
+            share = len(wanted & set(terms)) / len(wanted) if wanted else 0.0
+            score = (ceiling + 1e-6) * share
             found.append(
                 Candidate("recent", memory_id, text, int(count), score, "hot", [memory_id], created_at, dedup_key(content))
             )

@@ -9,6 +9,7 @@ so a memory's rank is the same before and after that run."""
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import threading
@@ -104,15 +105,20 @@ class OnlineIndexer:
         with self._signal:
             return self._signal.wait_for(lambda: not (self._wanted or self._fold or self._busy), timeout)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop after the merge under way: a thread stopped inside the model at exit aborts the process."""
         with self._signal:
             self._closed = True
             self._signal.notify_all()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def _start(self) -> None:
         if self._thread is None and not self._closed:
             self._thread = threading.Thread(target=self._run, name="hms-online-index", daemon=True)
             self._thread.start()
+            atexit.register(self.close)
 
     def _run(self) -> None:
         while True:
