@@ -115,7 +115,7 @@ def recall_tool(service: MemoryService, principal_of: PrincipalOf) -> Callable[.
         user_id: UserId,
         query: Annotated[str, Field(description="What the conversation is about: usually the user's latest message")],
         max_tokens: Annotated[int, Field(description="Token budget of the returned context", ge=1)] = 1024,
-        deep: Annotated[bool, Field(description="Search harder (slower), for questions about the distant past")] = False,
+        deep: Annotated[bool, Field(description="Search three times the candidates (slower), for a question whose answer is spread thin")] = False,
     ) -> CallToolResult:
         """The user's memories relevant to `query`, as prompt text to put in your context (first content
         block) and as items with their memory_ids (second block and structured content)."""

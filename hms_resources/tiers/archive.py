@@ -1,4 +1,5 @@
-"""The cold archive: the cold tier of the latest partition as Parquet, read by deep searches.
+"""The cold archive: the cold tier of the latest partition as Parquet, an export of what went cold (the
+context resource searches cold memories from the memories table like any other).
 
 Layout of the archive folder (`<HMS home>/archive`):
 

@@ -292,14 +292,22 @@ def test_a_user_is_loaded_with_the_fingerprints_a_new_snapshot_judges_it_by(shar
         assert loaded.sources == user_sources(snapshot, shared.event_store, user_id), "an unchanged user judged changed"
 
 
-def test_a_new_materialization_is_picked_up_without_a_restart(assembler, embedder):
+def test_a_new_materialization_is_picked_up_in_the_background_with_no_call(assembler, embedder):
+    import time
+
     store = assembler.event_store
     before = assembler.snapshot
     assert assembler.refresh() is False
+    assembler.cache.refresh_seconds = 0.2
+    assembler.watch()
     ingest_records(store, [created("ben", "m5", "I adopted a grey cat called Pixel.", minutes=700,
                                    memory_type="conversation_turn", created_by="user")])
     materialize_for_context(store, embedder, log=lambda _m: None)
-    assert assembler.refresh() is True and assembler.snapshot is not before
+    deadline = time.monotonic() + 60
+    while assembler.loaded_snapshot is before:
+        assert time.monotonic() < deadline, "the watcher did not move to the new snapshot"
+        time.sleep(0.1)
+    assert assembler.refresh() is False, "already on the newest snapshot"
     context = assembler.assemble("ben", "Do I have any pets?", 256)
     pixel = [i for i in context.items if i.source_ids == ["m5"]]
     assert pixel and pixel[0].kind in ("memory", "recent") and "m5" in assembler.snapshot.users["ben"].row_of
