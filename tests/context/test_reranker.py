@@ -51,6 +51,20 @@ def test_fitting_folds_the_standardization_into_the_weights():
         fit_reranker(features, np.zeros(400))
 
 
+def conversation_home(store: EventStore, user_id: str, turns: list[tuple[str, str, str, str]]):
+    """`turns` (id, speaker, text, session) a minute apart, materialized; a context resource over them."""
+    ingest_records(store, [
+        created(user_id, memory_id, text, minutes=i, session_id=session, memory_type="conversation_turn", created_by=speaker)
+        for i, (memory_id, speaker, text, session) in enumerate(turns)
+    ])
+    embedder = Embedder()
+    materialize_for_context(store, embedder, log=lambda _m: None)
+    assembler = ContextAssembler(event_store=store, embedder=embedder)
+    yield assembler
+    assembler.close()
+    store.close()
+
+
 @pytest.fixture(scope="module")
 def two_speakers(tmp_path_factory):
     """Two people tell much the same thing; the question names one of them."""
@@ -61,16 +75,7 @@ def two_speakers(tmp_path_factory):
         ("t3", "Maya", "How is Pip settling in?"),
         ("t4", "Omar", "Pip chews everything, but we love him."),
     ] + [(f"f{i}", "Maya" if i % 2 else "Omar", f"Weather chat {i}: rain again, the bus was late.") for i in range(10)]
-    ingest_records(store, [
-        created("pair", memory_id, text, minutes=i, session_id="s1", memory_type="conversation_turn", created_by=speaker)
-        for i, (memory_id, speaker, text) in enumerate(turns)
-    ])
-    embedder = Embedder()
-    materialize_for_context(store, embedder, log=lambda _m: None)
-    assembler = ContextAssembler(event_store=store, embedder=embedder)
-    yield assembler
-    assembler.close()
-    store.close()
+    yield from conversation_home(store, "pair", [(m, speaker, text, "s1") for m, speaker, text in turns])
 
 
 def test_the_speaker_a_question_names_ranks_first(two_speakers):
@@ -122,16 +127,7 @@ def captured_chat(tmp_path_factory):
             (f"ask{k}", "user", ask, f"chat{k}"),
             (f"reply{k}", "assistant", f"I'm not sure what you're allergic to; could you tell me more about your allergy? ({k})", f"chat{k}"),
         ]
-    ingest_records(store, [
-        created("maya", memory_id, text, minutes=i, session_id=session, memory_type="conversation_turn", created_by=speaker)
-        for i, (memory_id, speaker, text, session) in enumerate(turns)
-    ])
-    embedder = Embedder()
-    materialize_for_context(store, embedder, log=lambda _m: None)
-    assembler = ContextAssembler(event_store=store, embedder=embedder)
-    yield assembler
-    assembler.close()
-    store.close()
+    yield from conversation_home(store, "maya", turns)
 
 
 def test_captured_assistant_replies_are_marked_and_do_not_outrank_a_stated_fact(captured_chat):
