@@ -11,6 +11,7 @@ import hashlib
 import logging
 import re
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,6 +49,10 @@ def default_model_path() -> str:
 
 SMALL_MATRIX_ROWS = 4096
 """Up to this many rows, `similarities` stays on the calling thread (numpy)."""
+
+
+_LOADED: dict[tuple[str, str], Any] = {}
+_LOADING = threading.Lock()
 
 
 class Embedder(dg.ConfigurableResource):
@@ -95,12 +100,18 @@ class Embedder(dg.ConfigurableResource):
         return root / re.sub(r"[^A-Za-z0-9._@-]+", "_", self.identity).strip("_.")
 
     def load(self) -> Any:
+        """The document model, loaded once per process for each path and device: the assets, the
+        service's online indexer and every resource of a process share it."""
         if self._model is None:
             from sentence_transformers import SentenceTransformer
 
             local = Path(self.model_path).is_dir()
             device = self.device or ("cuda" if _cuda_available() else "cpu")
-            self._model = SentenceTransformer(self.model_path, device=device, local_files_only=local)
+            with _LOADING:
+                model = _LOADED.get((self.model_path, device))
+                if model is None:
+                    model = _LOADED[(self.model_path, device)] = SentenceTransformer(self.model_path, device=device, local_files_only=local)
+            self._model = model
         return self._model
 
     @property
