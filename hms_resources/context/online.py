@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import logging
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -30,6 +31,14 @@ log = logging.getLogger("hms.context")
 
 def _text_key(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+def _import_model_library() -> None:
+    """Import the embedding model's library in the caller's thread before the indexer's thread runs:
+    transformers' lazy modules fail ("cannot import name ...") when two threads import them at once,
+    as the chat's local model does on another thread."""
+    if "sentence_transformers" not in sys.modules:
+        import sentence_transformers  # noqa: F401
 
 
 class OnlineVectors:
@@ -88,6 +97,7 @@ class OnlineIndexer:
 
     def want(self, users: Iterable[str]) -> None:
         """Merge these users' fresh memories soon."""
+        _import_model_library()
         with self._signal:
             self._wanted.update(users)
             self._start()
@@ -95,6 +105,7 @@ class OnlineIndexer:
 
     def wake(self) -> None:
         """This process stored events: fold them now, and merge the users they changed."""
+        _import_model_library()
         with self._signal:
             self._fold = True
             self._start()
@@ -116,9 +127,13 @@ class OnlineIndexer:
 
     def _start(self) -> None:
         if self._thread is None and not self._closed:
+            try:
+                atexit.register(self.close)
+            except RuntimeError:  # the interpreter is shutting down (a last write flushed at exit): nothing to merge for
+                self._closed = True
+                return
             self._thread = threading.Thread(target=self._run, name="hms-online-index", daemon=True)
             self._thread.start()
-            atexit.register(self.close)
 
     def _run(self) -> None:
         while True:
