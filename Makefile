@@ -19,6 +19,9 @@ install: $(BIN)/.installed
 run: install
 	$(BIN)/hms run --approve 1 $(if $(DATA),--data $(DATA))
 
+# Two workers, a test file each: much of a test's time is a server or a run starting, not CPU.
+PYTEST_ARGS ?= -n 2 --dist loadfile --durations=25
+
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -229,10 +229,10 @@ def start_server(home: Path, port: int, mcp: bool, log_path: Path, **settings: s
         return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def http_get(port: int, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+def http_get(port: int, path: str, timeout: float = 10.0, key: str | None = None) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers={"Authorization": f"Bearer {key}"} if key else {})
         response = conn.getresponse()
         return response.status, response.read()
     finally:

@@ -222,9 +222,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def scrape(port: int) -> dict[tuple[str, tuple], float]:
-    """The service's /metrics as {(name, sorted labels): value}."""
-    _, body = http_get(port, "/metrics")
+def scrape(port: int, key: str) -> dict[tuple[str, tuple], float]:
+    """The service's /metrics as {(name, sorted labels): value} (`key`: an admin key of the operator's tenant)."""
+    _, body = http_get(port, "/metrics", key=key)
     found = {}
     for line in body.decode().splitlines():
         if not line or line.startswith("#"):
@@ -698,9 +698,9 @@ def context_open_loop(config: dict, base_spec: dict, home: Path, port: int, serv
     (read once the service's access log has stored what it queued)."""
     log(f"context open loop at {config['rate_per_second']:g}/s for {config['seconds']:g}s")
     sequence = settled_sequence(home)
-    before = scrape(port)
+    before = scrape(port, base_spec["key"])
     raw = run_loadgen({**base_spec, "rate": config["rate_per_second"], "seconds": config["seconds"], "grace": 30.0, "seed": 1}, server_pid)
-    after = scrape(port)
+    after = scrape(port, base_spec["key"])
     report = open_loop_report({**raw, "rate": config["rate_per_second"], "seconds": config["seconds"]})
     report["server_http_handler"] = histogram_delta(before, after, "hms_http_request_duration_seconds", route="/v1/context")
     report["events_appended_per_context_call"] = round((settled_sequence(home) - sequence) / max(report["answered_200"], 1), 3)
@@ -874,7 +874,7 @@ def main() -> None:
         from hms_resources.store.event_store import EventStore
 
         store = EventStore(hms_home=str(home))
-        key = create_key(store, TENANT, "write", label="benchmarks/serve.py").secret
+        key = create_key(store, TENANT, "admin", label="benchmarks/serve.py").secret  # the operator's too: it reads /metrics
         store.close()
         mcp = {"on": True, "off": False}.get(args.mcp)
         if mcp is None:
@@ -883,7 +883,7 @@ def main() -> None:
         port = free_port()
         server_log = root / "server.log"
         log(f"starting hms serve on {HOST}:{port} (mcp {'on' if mcp else 'off'}); its log: {server_log}")
-        server = start_server(home, port, mcp, server_log)
+        server = start_server(home, port, mcp, server_log, HMS_OPERATOR_TENANT=TENANT)
         results: dict = {}
         try:
             ready = wait_ready(server, port, server_log)
@@ -907,7 +907,7 @@ def main() -> None:
                 results["context_max_rate"] = step_rates(config, base_spec, server.pid)
                 time.sleep(2.0)
                 results.update(write_phases(config, root, home, port, key, queries, texts, server.pid))
-            metrics = scrape(port)
+            metrics = scrape(port, key)
             results["server"] = {
                 "rss_mb_after_load": loaded_mb,
                 "rss_mb_at_end": round(rss_mb(server.pid), 1),

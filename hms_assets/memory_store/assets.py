@@ -51,7 +51,6 @@ def memories(context: dg.AssetExecutionContext, config: MemoriesConfig, event_st
             "dagster/row_count": summary["live"] + summary["archived"] + summary["forgotten"],
             "store": event_store.display_url,
             "memory_types": _count_table(summary["by_type"], "memory_type"),
-            "top_categories": _count_table(summary["by_category"], "category"),
             "live_memories_by_type": dg.MetadataValue.md(
                 bar_chart_markdown(summary["by_type"], title="Live memories by type")
             ),

@@ -43,7 +43,7 @@ def serve(host: str, port: int, mcp: bool, access_log: bool) -> None:
     On a store without any key, creates one for the tenant `local` and prints it once."""
     import uvicorn
 
-    from hms_resources.serving.http import create_app
+    from hms_resources.serving.http import create_app, server_config
 
     service = build_service()
     key = first_key(service.store)
@@ -61,7 +61,7 @@ def serve(host: str, port: int, mcp: bool, access_log: bool) -> None:
         service, max_body_bytes=setting("HMS_MAX_BODY_BYTES"), mcp_app=mcp_app, chat=ChatService.from_env(service)
     )
     click.echo(f"hms: serving {service.store.display_url} on http://{host}:{port} (OpenAPI at /docs)", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log, lifespan="on")
+    uvicorn.Server(server_config(app, host, port, access_log=access_log)).run()
 
 
 @main.command("mcp")

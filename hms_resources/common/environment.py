@@ -97,6 +97,17 @@ def _share(name: str, value: str) -> float:
     return share
 
 
+def _positive_number(name: str, value: str) -> float:
+    """A positive, finite number: seconds, or a rate a second."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = 0.0
+    if not 0 < number < float("inf"):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return number
+
+
 def _executor(name: str, value: str) -> str:
     kind = value.strip().lower() or "multiprocess"
     if kind not in ("multiprocess", "celery"):
@@ -135,10 +146,17 @@ SETTINGS: dict[str, Setting] = {
     "HMS_LOCAL_MODEL": Setting("", text, "the causal LM behind hms-local ('' for the shipped SmolLM2)"),
     "HMS_LOCAL_MAX_ADAPTERS": Setting(4, positive_int, "adapters kept loaded in the local model"),
     "HMS_MAX_BODY_BYTES": Setting(16 * 1024 * 1024, positive_int, "largest HTTP request body hms serve reads"),
+    "HMS_MAX_QUERY_BYTES": Setting(8 * 1024, positive_int, "longest search or context query, in UTF-8 bytes (longer: 422 on query)"),
+    "HMS_READ_TIMEOUT_SECONDS": Setting(10.0, _positive_number, "how long hms serve waits for a request's headers, and for each part of its body"),
+    "HMS_TENANT_RATE": Setting(200.0, _positive_number, "requests a second one tenant's keys may make on average (429 above)"),
+    "HMS_TENANT_BURST": Setting(400, positive_int, "requests one tenant may make at once, above HMS_TENANT_RATE"),
+    "HMS_TENANT_CONCURRENCY": Setting(2, positive_int, "search and context calls one tenant may have running (429 above)"),
+    "HMS_RETRIEVAL_DEADLINE_SECONDS": Setting(30.0, _positive_number, "how long a search or context call may wait and run before it is answered 503"),
     "HMS_CHAT_WINDOW": Setting(2048, positive_int, "tokens a chat call is planned in"),
     "HMS_CHAT_CONTEXT_SHARE": Setting(0.5, _share, "share of HMS_CHAT_WINDOW the memory context may take"),
     "HMS_URL": Setting("http://127.0.0.1:8000", text, "the hms serve a RemoteMemory calls by default"),
     "HMS_API_KEY": Setting("", text, "the key hms mcp runs as, and RemoteMemory calls hms serve with"),
+    "HMS_OPERATOR_TENANT": Setting("local", text, "the tenant whose admin keys read /metrics and the detailed /readyz (all tenants' figures)"),
     "HMS_INCLUDE_ASSISTANT_REPLIES": Setting(False, _flag, "concepts and LoRA candidate sets take the assistant's replies too"),
 }
 """Per process setting: its default (when unset or empty), its parser and what it means."""

@@ -75,7 +75,9 @@ def _load(source: str, cache_dir: Path | None):
 
 def _convert(source: str, target: Path) -> None:
     """Write `tokenizer.json` for a hub id, a transformers directory or the default GGUF, atomically."""
-    from transformers import AutoTokenizer
+    from hms_resources.common.model_libraries import model_library
+
+    (AutoTokenizer,) = model_library("transformers", "AutoTokenizer")
 
     if source:
         local = Path(source).is_dir()

@@ -14,6 +14,7 @@ import numpy as np
 
 from hms_resources.common.text import lexical_tokens
 from hms_resources.common.tokens import TokenCounter
+from hms_resources.context.bounds import FRESH_TERM_CHARS, MAX_FRESH, MAX_QUERY_CHARS, MAX_QUERY_TERMS, fitting_tokens, newest
 from hms_resources.context.cache import SnapshotCache
 from hms_resources.context.contexts import Context, ContextItem
 from hms_resources.context.fresh import NOTHING_FRESH, FreshMemories, FreshOverlay
@@ -35,13 +36,21 @@ from hms_resources.context.temporal import TimeScope, parse_time_scope
 from hms_resources.store.events import normalize_timestamp
 from hms_resources.store.memory_state import CONVERSATION_TURN, Memory
 
-MAX_QUERY_CHARS = 2048
-"""Longer queries are cut before embedding and lexical analysis; the encoder truncates further."""
-
 
 def query_text(query: str) -> str:
     """The query as ranked and recorded: cut to `MAX_QUERY_CHARS`, whitespace collapsed."""
     return " ".join(query[:MAX_QUERY_CHARS].split())
+
+
+def first_terms(tokens: list[str], most: int = MAX_QUERY_TERMS) -> list[str]:
+    """`tokens` up to the first that would make more than `most` distinct terms (a normal query's all)."""
+    seen: set[str] = set()
+    for position, token in enumerate(tokens):
+        if token not in seen:
+            if len(seen) == most:
+                return tokens[:position]
+            seen.add(token)
+    return tokens
 
 
 @dataclass(frozen=True)
@@ -63,7 +72,7 @@ def read_query(query: str, now: str | datetime | None) -> Query:
     text = query_text(query)
     scope = parse_time_scope(text, datetime.fromtimestamp(as_of, timezone.utc))
     query_tokens, anchor_tokens = lexical_tokens([scope.focus, scope.anchor]) if text else ([], [])
-    return Query(as_of, text, scope, query_tokens, anchor_tokens, now is not None)
+    return Query(as_of, text, scope, first_terms(query_tokens), first_terms(anchor_tokens), now is not None)
 
 
 def _item(c: Candidate, kind: str) -> ContextItem:
@@ -164,7 +173,9 @@ class Assembly:
         if loaded.index is not None and len(loaded.index):
             ranked, recent = self._index_candidates(loaded.index, q, vector, fresh, reranker, config, timings)
         mark = time.perf_counter()
-        fresh_candidates = self.fresh_candidates(fresh, q.tokens, q.as_of, q.bounded, ceiling=_best(ranked))
+        fresh_candidates = self.fresh_candidates(
+            fresh, q.tokens, q.as_of, q.bounded, ceiling=_best(ranked), budget=token_budget, recent=config.recent_count, work=context.work
+        )
         recent = sorted(recent + fresh_candidates, key=lambda c: c.created_at, reverse=True)[: config.recent_count]
         ranked += [c for c in fresh_candidates if c.score > 0]
         wants_recent = q.scope.order == "latest" or not (q.tokens or vector is not None)
@@ -241,33 +252,52 @@ class Assembly:
             found += [memory_candidate(index, row, score) for row, score in zip(ranking.rows.tolist(), ranking.scores.tolist())]
         found += [c for c in self.fresh_candidates(fresh, q.tokens, q.as_of, q.bounded, ceiling=_best(found)) if c.score > 0]
         found.sort(key=lambda c: (-c.score, c.memory_id))
-        return [_item(c, "memory") for c in found[:limit]]
+        return [_item(c, "memory") for c in self.counted(found[:limit])]
 
     def fresh_candidates(
-        self, fresh: FreshMemories, query_tokens: list[str], as_of: float, bounded: bool, *, ceiling: float = 0.5
+        self, fresh: FreshMemories, query_tokens: list[str], as_of: float, bounded: bool, *, ceiling: float = 0.5,
+        budget: int | None = None, recent: int = 0, work: dict[str, int] | None = None,
     ) -> list[Candidate]:
         """Memories changed too recently to be merged into the index (a fraction of a second after a
         write): no vector or features yet, so placed on the reranker's scale by the share of the
         query's terms they contain: the best indexed memory's score (`ceiling`) times that share, so
-        only one holding every term of the question reaches it (and goes just above it)."""
-        if not fresh.live:
+        only one holding every term of the question reaches it (and goes just above it).
+
+        Bounded whatever the user wrote: the newest `MAX_FRESH` are ranked, by the words of their
+        first `FRESH_TERM_CHARS` characters; with a `budget`, only those packing may take (the
+        `recent` newest, then those matching by score) and may fit are tokenized (and deduplicated),
+        the others count as `budget + 1` tokens; without one (search), none is (`counted` gives the
+        returned ones')."""
+        live = [m for m in fresh.live.values() if not bounded or epoch_seconds(m.created_at) <= as_of]
+        if not live:
             return []
+        live = [live[i] for i in newest([epoch_seconds(m.created_at) for m in live], MAX_FRESH)]
         wanted = set(query_tokens)
-        items = [(m, memory.content or "", memory.created_at or "", _speaker(memory)) for m, memory in fresh.live.items()]
-        texts = [render_memory(speaker, content) for _, content, _, speaker in items]
-        counts = self.tokens().count(texts) + 1
-        words = lexical_tokens(texts) if wanted else [[] for _ in items]
-        created = np.array([epoch_seconds(created) for _, _, created, _ in items], dtype=np.float64)
-        found = []
-        for (memory_id, content, created_at, _), text, count, terms, at in zip(items, texts, counts, words, created):
-            if bounded and at > as_of:
-                continue
-            share = len(wanted & set(terms)) / len(wanted) if wanted else 0.0
-            score = (ceiling + 1e-6) * share
-            found.append(
-                Candidate("recent", memory_id, text, int(count), score, "hot", [memory_id], created_at, dedup_key(content))
-            )
-        return found
+        texts = [render_memory(_speaker(m), m.content or "") for m in live]
+        words = lexical_tokens([t[:FRESH_TERM_CHARS] for t in texts]) if wanted else [[] for _ in live]
+        scores = [(ceiling + 1e-6) * (len(wanted & set(terms)) / len(wanted) if wanted else 0.0) for terms in words]
+        tokens = np.zeros(len(live), dtype=np.int64)
+        if budget is not None:
+            created_at = [m.created_at or "" for m in live]
+            newest_first = sorted(range(len(live)), key=lambda i: created_at[i], reverse=True)[:recent]
+            matching = sorted((i for i in range(len(live)) if scores[i] > 0), key=lambda i: -scores[i])
+            tokens, spent = fitting_tokens(texts, list(dict.fromkeys(newest_first + matching)), budget, self.tokens().count)
+            if work is not None:
+                work.update(fresh_unmerged=len(fresh.live), fresh_ranked=len(live), fresh_chars_tokenized=spent)
+        return [
+            Candidate("recent", m.memory_id, text, int(count), score, "hot", [m.memory_id], m.created_at or "",
+                      dedup_key(m.content or "") if budget is None or count <= budget else 0)
+            for m, text, count, score in zip(live, texts, tokens.tolist(), scores)
+        ]
+
+    def counted(self, candidates: list[Candidate]) -> list[Candidate]:
+        """`candidates` with the tokens of the unmerged memories `fresh_candidates` left uncounted (0)
+        filled in: search counts only the memories it returns."""
+        uncounted = [i for i, c in enumerate(candidates) if not c.tokens]
+        if not uncounted:
+            return candidates
+        counts = dict(zip(uncounted, (self.tokens().count([candidates[i].text for i in uncounted]) + 1).tolist()))
+        return [replace(c, tokens=counts[i]) if i in counts else c for i, c in enumerate(candidates)]
 
     def choose_adapter(self, loaded: LoadedUser, vector: np.ndarray | None) -> SelectedAdapter | None:
         """The user's champion adapter whose concept is nearest the query, if near enough."""

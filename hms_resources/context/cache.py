@@ -112,8 +112,12 @@ class SnapshotCache:
     def merged(self, user_id: str, fresh: Any, online: Any, snapshot: ContextSnapshot) -> LoadedUser | None:
         """Load `user_id`'s indexes again with `fresh` merged in (the online indexer) and cache them in
         place of the older entry, unless the cache moved to another snapshot meanwhile (returns None)."""
+        replaced = self.residents.get(user_id)
         with gc_paused():
-            found = load_user(snapshot, self.event_store, user_id, self._tokens().count, fresh=fresh, online=online)
+            found = load_user(
+                snapshot, self.event_store, user_id, self._tokens().count, fresh=fresh, online=online,
+                previous=replaced.index if replaced is not None else None,
+            )
         with self._loading:
             current = self.residents.get(user_id)
             if current is not None and current.through >= found.through:

@@ -35,6 +35,9 @@ class Context:
     timings_ms: dict[str, float] = field(default_factory=dict)
     adapter: SelectedAdapter | None = None
     """The user's champion LoRA adapter whose concept best matches the query, if any matches well enough."""
+    work: dict[str, int] = field(default_factory=dict)
+    """What the call did, counted (unmerged memories seen and ranked, their characters tokenized):
+    bounded (`bounds.py`) whatever the user holds; for operators and tests, not part of the JSON."""
 
     @property
     def token_count(self) -> int:

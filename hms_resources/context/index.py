@@ -254,7 +254,10 @@ def build_user_index(
     vector_of: Callable[[list[str]], tuple[np.ndarray, np.ndarray]],
     concepts: Sequence[Any] = (),
     row_of: dict[str, int] | None = None,
+    previous: UserIndex | None = None,
 ) -> UserIndex:
+    """`previous`: the index this one replaces (a merge), whose computed columns are kept for the
+    memories of the same text."""
     n = len(rows.memory_ids)
     texts = [render_memory(s, t) for s, t in zip(rows.speakers, rows.contents)]
     speakers = sorted({s for s in rows.speakers if s})
@@ -332,7 +335,25 @@ def build_user_index(
     index.tokens = RowsOnDemand(n, np.int32, row_texts.tokens)
     index.dedup = RowsOnDemand(n, np.int64, row_texts.dedup)
     index.mentions_time = RowsOnDemand(n, np.int8, row_texts.mentions_time)
+    if previous is not None:
+        keep_computed(previous, index)
     return index
+
+
+def keep_computed(previous: UserIndex, index: UserIndex) -> None:
+    """Copy the columns computed on demand (tokens, dedup keys, time mentions) from `previous` for
+    the memories whose text is the same: a merge of a few new memories never tokenizes the others
+    again, however large they are."""
+    pairs = [(row, old) for row, (memory_id, text) in enumerate(zip(index.memory_ids, index.texts))
+             if (old := previous.row_of.get(memory_id)) is not None and previous.texts[old] == text]
+    if not pairs:
+        return
+    rows, old_rows = (np.array(side, dtype=np.int64) for side in zip(*pairs))
+    for name in ("tokens", "dedup", "mentions_time"):
+        before, after = getattr(previous, name), getattr(index, name)
+        known = before.known[old_rows]
+        after.values[rows[known]] = before.values[old_rows[known]]
+        after.known[rows[known]] = True
 
 
 @dataclass(frozen=True)

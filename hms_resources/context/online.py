@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from hms_resources.common.home import redact_url
+from hms_resources.common.model_libraries import model_library
 from hms_resources.context.cache import SnapshotCache
 from hms_resources.context.fresh import FreshMemories, FreshOverlay
 from hms_resources.semantic.embedder import Embedder
@@ -38,7 +39,7 @@ def _import_model_library() -> None:
     transformers' lazy modules fail ("cannot import name ...") when two threads import them at once,
     as the chat's local model does on another thread."""
     if "sentence_transformers" not in sys.modules:
-        import sentence_transformers  # noqa: F401
+        model_library("sentence_transformers")
 
 
 class OnlineVectors:

@@ -214,12 +214,14 @@ def load_user(
     *,
     fresh: Any = None,
     online: Mapping[str, np.ndarray] | None = None,
+    previous: UserIndex | None = None,
 ) -> LoadedUser:
     """One user's indexes from that user's rows only (memories, tiers, concepts, vectors, champions):
     nothing another user wrote is read, so nothing of theirs can reach this index. With `fresh` (the
     user's `FreshMemories`) and `online` (their vectors), the memories changed since the snapshot are
     merged in at their current state: the index the next materialization will build, less the
-    concept summaries of a changed member (their text may be stale until `concepts` runs again)."""
+    concept summaries of a changed member (their text may be stale until `concepts` runs again).
+    `previous` (the index being replaced) lends the token counts it already computed."""
     from hms_resources.semantic.concepts import load_concepts
 
     tiers = latest_tiers(store, user_id)
@@ -245,7 +247,7 @@ def load_user(
     if rows.memory_ids:
         vectors = user_vectors(snapshot, user_id, online, changed)
         summarized = [c for c in concepts if not any(m in changed for m in c.member_ids)] if changed else concepts
-        index = build_user_index(user_id, rows, count_tokens=count_tokens, vector_of=vectors, concepts=summarized)
+        index = build_user_index(user_id, rows, count_tokens=count_tokens, vector_of=vectors, concepts=summarized, previous=previous)
     adapters = None
     if snapshot.model:
         adapters = champion_index(_user_champions(snapshot, user_id), {user_id: concepts}, snapshot.dimension).get(user_id)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hms_resources.common.model_libraries import model_library
 from hms_resources.context.index import SelectedAdapter
 from hms_resources.integration.plugin import text_of
 
@@ -43,6 +44,20 @@ class Reply:
     """"stop" when the model ended its reply, "length" when `max_tokens` cut it off."""
     adapter: str | None
     """`name@version` of the adapter that answered, None for the base model."""
+
+
+class PromptTooLong(ValueError):
+    """A request whose prompt, with the tokens it asks for, does not fit the model's window: the
+    caller's error, known before any token is generated (OpenAI's `context_length_exceeded`)."""
+
+    def __init__(self, prompt_tokens: int, max_tokens: int, window: int):
+        super().__init__(
+            f"this model's maximum context length is {window} tokens; the messages are {prompt_tokens} tokens "
+            f"and max_tokens asks for {max_tokens} more: shorten the messages or lower max_tokens"
+        )
+        self.prompt_tokens = prompt_tokens
+        self.max_tokens = max_tokens
+        self.window = window
 
 
 def adapter_key(adapter: SelectedAdapter) -> tuple[str, str, str, int]:
@@ -93,7 +108,7 @@ class LocalModel:
         self._serial = 0
 
     @classmethod
-    def from_env(cls) -> "LocalModel":
+    def from_env(cls) -> LocalModel:
         """`HMS_LOCAL_MODEL` (a local directory or hub id; unset for the shipped SmolLM2) and
         `HMS_LOCAL_MAX_ADAPTERS` (how many adapters stay loaded, default 4)."""
         from hms_resources.common.environment import setting
@@ -214,14 +229,25 @@ class LocalModel:
 
     # generation
 
+    @property
+    def window(self) -> int | None:
+        """Tokens the model reads at most, prompt and reply together (None: no known bound)."""
+        self._ensure_loaded()
+        return getattr(self._model.config, "max_position_embeddings", None)
+
     def _start(self, messages: Sequence[dict], max_tokens: int, temperature: float) -> list[int]:
-        """The prompt ids of a checked request, with the model loaded."""
+        """The prompt ids of a checked request, with the model loaded; `PromptTooLong` when the prompt
+        and `max_tokens` overflow the window (checked here, before a stream's first byte)."""
         if max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
         if temperature < 0:
             raise ValueError("temperature must not be negative")
         self._ensure_loaded()
-        return self._prompt(messages)
+        ids = self._prompt(messages)
+        window = self.window
+        if window and len(ids) + max_tokens > window:
+            raise PromptTooLong(len(ids), max_tokens, window)
+        return ids
 
     def _prompt(self, messages: Sequence[dict]) -> list[int]:
         """The chat-formatted prompt ids; the tokenizer is used under the lock, as a Rust tokenizer
@@ -229,11 +255,7 @@ class LocalModel:
         turns = chat_turns(messages)
         with self._lock:
             head = self._tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=True)
-        ids = list(head["input_ids"] if hasattr(head, "keys") else head)
-        limit = getattr(self._model.config, "max_position_embeddings", None)
-        if limit and len(ids) >= limit:
-            raise ValueError(f"the prompt is {len(ids)} tokens, the model reads at most {limit}")
-        return ids
+        return list(head["input_ids"] if hasattr(head, "keys") else head)
 
     def _generate(self, ids: list[int], adapter: SelectedAdapter | None, max_tokens: int, temperature: float, **extra: Any) -> list[int]:
         """The new token ids; holds the lock from the adapter switch to the last token."""
@@ -280,7 +302,9 @@ class LocalModel:
 
     def _pieces(self, ids: list[int], adapter: SelectedAdapter | None, max_tokens: int, temperature: float,
                 on_done: Callable[[Reply], None] | None) -> Iterator[str]:
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer = model_library(
+            "transformers", "StoppingCriteria", "StoppingCriteriaList", "TextIteratorStreamer"
+        )
 
         class Cancel(StoppingCriteria):
             """Ends generation once the stream's reader has gone away."""

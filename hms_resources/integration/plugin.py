@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hms_resources.memory.exchange import Exchange, exchange_records
-from hms_resources.memory.writes import AS_STORED, MemoryWriter, Names
+from hms_resources.memory.writes import AS_STORED, Captured, MemoryWriter, Names
 
 CONTEXT_HEADER = "What you remember about this user (use it when it helps; never invent beyond it):"
 DEFAULT_CONTEXT_SHARE = 0.5
@@ -151,9 +151,11 @@ class LocalMemory:
         context = self.assembler.assemble(stored, last_user_turn(messages), max(1, max_tokens))
         return call_from_context(user_id, messages, context.to_json(user_id=user_id), session_id=session_id, call_id=call_id)
 
-    def after_call(self, call: MemoryCall, reply: str) -> None:
-        if self.capture:
-            self.writer.capture_exchange(exchange_of(call, reply), names=self.names)
+    def after_call(self, call: MemoryCall, reply: str) -> Captured | None:
+        """The exchange stored, and what the door says of it (None: capture is off)."""
+        if not self.capture:
+            return None
+        return self.writer.capture_exchange(exchange_of(call, reply), names=self.names)
 
 
 class RemoteMemory:

@@ -116,8 +116,10 @@ def _wrapped(model: Any) -> bool:
 
 def _load(base_model: str) -> tuple[Any, Any]:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from hms_resources.common.model_libraries import model_library
+
+    AutoModelForCausalLM, AutoTokenizer = model_library("transformers", "AutoModelForCausalLM", "AutoTokenizer")
     if base_model:
         local = Path(base_model).is_dir()
         tokenizer = AutoTokenizer.from_pretrained(base_model, local_files_only=local)

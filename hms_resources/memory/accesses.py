@@ -4,6 +4,7 @@ but the log grows by one event a call, never at a query's expense."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import queue
@@ -29,9 +30,19 @@ def _lower_thread_priority() -> None:
         pass
 
 
-def access_events(user_id: str, memory_ids: list[str], query: str, at: str) -> list[MemoryEvent]:
-    """One `memory.accessed` event for what one context returned (`read_records`)."""
-    records = read_records(f"access-{uuid.uuid4().hex}", user_id, memory_ids, at, {"access_method": ACCESS_METHOD, "query": query})
+def query_digest(query: str) -> str:
+    """What an access record keeps of the query: a short digest of its normalized text, which tells
+    repeated queries apart without keeping the words (the query may quote a memory forgotten later,
+    and the record belongs to the memories it returned)."""
+    normalized = " ".join(query.casefold().split())
+    return "sha256:" + hashlib.sha256(normalized.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def access_events(user_id: str, memory_ids: list[str], digest: str, at: str) -> list[MemoryEvent]:
+    """One `memory.accessed` event for what one context returned (`read_records`); `payload.query`
+    holds the query's digest (`query_digest`), never its text."""
+    payload = {"access_method": ACCESS_METHOD, "query": digest}
+    records = read_records(f"access-{uuid.uuid4().hex}", user_id, memory_ids, at, payload)
     return [MemoryEvent(**record) for record in records]
 
 
@@ -51,8 +62,9 @@ class AccessLog:
         self._thread.start()
 
     def record(self, user_id: str, memory_ids: list[str], query: str) -> None:
-        """One queue entry per call, stamped now; the writer thread turns it into events."""
-        self._queue.put((user_id, list(dict.fromkeys(memory_ids)), query[:256], utc_now()))
+        """One queue entry per call, stamped now, the query already reduced to its digest; the writer
+        thread turns it into events."""
+        self._queue.put((user_id, list(dict.fromkeys(memory_ids)), query_digest(query), utc_now()))
 
     def flush(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hms_resources.common.clock import utc_now
+from hms_resources.memory.accesses import query_digest
 from hms_resources.store.events import MEMORY_CREATED, read_records
 from hms_resources.store.memory_state import CONVERSATION_TURN
 
@@ -45,5 +46,5 @@ def exchange_records(exchange: Exchange, at: str | None = None) -> list[dict[str
     used = [memory_id for memory_id in exchange.memory_ids if not memory_id.startswith(own)]
     if used:
         found += read_records(f"chat-{call_id}-accessed", exchange.user_id, used, base["occurred_at"],
-                              {"access_method": "chat", "query": exchange.query[:2048]})
+                              {"access_method": "chat", "query": query_digest(exchange.query)})
     return found

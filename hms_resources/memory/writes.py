@@ -99,7 +99,7 @@ def check_changes(changes: Any) -> None:
 @dataclass(frozen=True)
 class NewMemory:
     """A memory to add (`memory.created`), under stored names; without `occurred_at` it is stamped now,
-    or, when its event id is stored already (a retry), with the stored time."""
+    and a retry of a stored one (same id and content) is its duplicate, answered with the stored time."""
 
     event_id: str
     user_id: str
@@ -134,53 +134,54 @@ class MemoryWriter:
 
     def add_memories(self, memories: Sequence[NewMemory]) -> list[Outcome]:
         """Add memories, one outcome each: invalid ones store nothing, the valid rest is stored in one
-        transaction. One read of stored ids for the batch, for the retries' times."""
+        transaction. A memory without `occurred_at` is stamped now, and the store, under its append
+        lock, takes it for a duplicate of a stored event of its id and content whatever that one's
+        time: so concurrent retries are duplicates, answered with the stored event."""
         outcomes: list[Outcome | None] = [None] * len(memories)
-        pending = []
+        batch: list[tuple[int, MemoryEvent]] = []
+        stamped: list[bool] = []
         for i, memory in enumerate(memories):
             envelope = next((name for name in ENVELOPE_FIELDS if name in memory.fields), None)
             if envelope is not None:
                 outcomes[i] = Outcome(INVALID, reason=f"{envelope} is not a memory field")
-            else:
-                pending.append(i)
-        stored = self.store.stored_times([memories[i].event_id for i in pending])
-        batch: list[tuple[int, MemoryEvent]] = []
-        for i in pending:
-            memory = memories[i]
-            occurred_at = memory.occurred_at or utc_now()
-            if memory.occurred_at is None and memory.event_id in stored:
-                occurred_at = stored[memory.event_id]
+                continue
             record = {"event_id": memory.event_id, "type": MEMORY_CREATED, "user_id": memory.user_id,
-                      "memory_id": memory.memory_id, "occurred_at": occurred_at, "payload": memory.fields}
+                      "memory_id": memory.memory_id, "occurred_at": memory.occurred_at or utc_now(), "payload": memory.fields}
             try:
                 batch.append((i, self.read_event(record)))
+                stamped.append(memory.occurred_at is None)
             except EventError as exc:
                 outcomes[i] = Outcome(INVALID, reason=str(exc))
-        return self._store_batch(batch, set(stored), outcomes)
+        return self._store_batch(batch, outcomes, stamped)
 
     def read_event(self, record: Any) -> MemoryEvent:
         """One raw event, validated as `hms ingest` validates a line (`EventError` says what is wrong)."""
         return parse_event(record, max_content_bytes=self.store.max_content_bytes)
 
     def append_events(self, events: Sequence[MemoryEvent]) -> list[Outcome]:
-        """Append events read with `read_event` in one transaction, one outcome each."""
-        stored = self.store.stored_times([event.event_id for event in events])
-        return self._store_batch(list(enumerate(events)), set(stored), [None] * len(events))
+        """Append events read with `read_event` in one transaction, one outcome each; their client gave
+        each its time, so a stored event of the same id at another time is a conflict."""
+        return self._store_batch(list(enumerate(events)), [None] * len(events))
 
-    def _store_batch(self, batch: list[tuple[int, MemoryEvent]], stored: set[str], outcomes: list[Outcome | None]) -> list[Outcome]:
-        result = self._append([event for _, event in batch]) if batch else AppendResult()
+    def _store_batch(self, batch: list[tuple[int, MemoryEvent]], outcomes: list[Outcome | None], stamped: list[bool] | None = None) -> list[Outcome]:
+        """The batch appended, and each event's outcome as the store decided it under its lock: a
+        duplicate is answered with the stored event's time."""
+        result = self._append([event for _, event in batch], stamped) if batch else AppendResult()
         refused = {index: (REJECTED, reason) for index, reason in result.rejected}
         refused.update({index: (CONFLICT, reason) for index, reason in result.conflicts})
+        duplicated = dict(result.duplicated)
         for position, (i, event) in enumerate(batch):
             if position in refused:
                 status, reason = refused[position]
                 outcomes[i] = Outcome(status, event, reason)
+            elif position in duplicated:
+                outcomes[i] = Outcome("duplicate", replace(event, occurred_at=duplicated[position]))
             else:
-                outcomes[i] = Outcome("duplicate" if event.event_id in stored else "created", event)
+                outcomes[i] = Outcome("created", event)
         return [outcome for outcome in outcomes if outcome is not None]
 
-    def _append(self, events: list[MemoryEvent]) -> AppendResult:
-        result = append_salvaging(self.store, events)
+    def _append(self, events: list[MemoryEvent], stamped: list[bool] | None = None) -> AppendResult:
+        result = append_salvaging(self.store, events, stamped)
         if self.on_written is not None:
             self.on_written(result)
         return result
@@ -199,8 +200,13 @@ class MemoryWriter:
         return self._change(user_id, memory_id, MEMORY_UPDATED, changes, names.stored_id(new_event_id("updated")))
 
     def forget(self, user_id: str, memory_id: str, reason: str | None = None, *, names: Names = AS_STORED, stem: str = "forgotten") -> MemoryEvent:
-        """Erase the memory's content from every stored event, as `memory.forgotten` does."""
-        return self._change(user_id, memory_id, MEMORY_FORGOTTEN, {"reason": reason} if reason else {}, names.stored_id(new_event_id(stem)))
+        """Forget the memory totally before answering: its append erases it from every stored event and
+        every derived table, then its files are purged (`privacy.forget.forget_at_acknowledgement`)."""
+        from hms_resources.privacy.forget import forget_at_acknowledgement
+
+        event = self._change(user_id, memory_id, MEMORY_FORGOTTEN, {"reason": reason} if reason else {}, names.stored_id(new_event_id(stem)))
+        forget_at_acknowledgement(self.store, {(event.user_id, event.memory_id)})
+        return event
 
     def archive(self, user_id: str, memory_id: str, reason: str | None = None, *, names: Names = AS_STORED) -> MemoryEvent:
         return self._change(user_id, memory_id, MEMORY_ARCHIVED, {"reason": reason} if reason else {}, names.stored_id(new_event_id("archived")))
@@ -274,14 +280,55 @@ class MemoryWriter:
 
     # Chat -------------------------------------------------------------------------------------
 
-    def capture_exchange(self, exchange: Exchange, *, names: Names = AS_STORED) -> AppendResult:
-        """Store one model call's turns and accesses (`memory/exchange.py`) in one transaction; an event
-        that cannot be built (a reply past the content limit) is left out, the rest stored."""
+    def check_exchange(self, exchange: Exchange, *, names: Names = AS_STORED) -> None:
+        """Refuse (`conflict`, field `call_id`) a call whose id is stored already with another user
+        turn: a reused request id, caught before the model spends time on a reply that could not be
+        stored. A retry of the same turn passes."""
         events = []
-        for record in exchange_records(exchange):
+        for record in exchange_records(replace(exchange, reply="", memory_ids=[])):
             try:
                 events.append(under_names(self.read_event(record), names))
             except EventError:
                 continue
-        return self._append(events) if events else AppendResult()
+        differences = self.store.stored_differences(events, stamped=[True] * len(events)) if events else []
+        if differences:
+            raise WriteRefused(CONFLICT, f"a call with this id is stored already with a different user turn ({differences[0][1]})", "call_id")
+
+    def capture_exchange(self, exchange: Exchange, *, names: Names = AS_STORED) -> Captured:
+        """Store one model call's turns and accesses (`memory/exchange.py`) in one transaction, stamped
+        now (a retry's turns are duplicates of the stored ones). An event that cannot be built (a turn
+        past the content limit) is left out, the rest stored; `Captured.not_stored` says which turn
+        is not in the store, and why."""
+        events, not_stored = [], []
+        for record in exchange_records(exchange):
+            try:
+                events.append(under_names(self.read_event(record), names))
+            except EventError as exc:
+                if record["type"] == MEMORY_CREATED:
+                    not_stored.append(f"{_turn(record['payload'])}: {str(exc).replace('payload.', '', 1)}")
+        result = self._append(events, [True] * len(events)) if events else AppendResult()
+        for index, _ in result.conflicts:
+            if events[index].type == MEMORY_CREATED:
+                not_stored.append(f"{_turn(events[index].payload)}: a call with this id is stored already with a different one")
+        for index, reason in result.rejected:
+            if events[index].type == MEMORY_CREATED:
+                not_stored.append(f"{_turn(events[index].payload)}: {reason}")
+        return Captured(result, not_stored)
+
+
+@dataclass(frozen=True)
+class Captured:
+    """What a model call's capture stored: `not_stored` says, turn by turn, why a turn is not in the
+    store (empty: every turn is, stored now or by an earlier try of the same call)."""
+
+    result: AppendResult
+    not_stored: list[str] = field(default_factory=list)
+
+    @property
+    def stored(self) -> bool:
+        return not self.not_stored
+
+
+def _turn(payload: dict[str, Any]) -> str:
+    return "the reply" if payload.get("created_by") == "assistant" else "the user's turn"
 

@@ -23,6 +23,7 @@ from pydantic import PrivateAttr
 
 from hms_resources.common.files import atomic_path, exclusive_lock, write_text
 from hms_resources.common.home import hms_home
+from hms_resources.common.model_libraries import model_library
 
 log = logging.getLogger("hms.semantic")
 
@@ -68,7 +69,7 @@ class Embedder(dg.ConfigurableResource):
     _query_encoder: Any = PrivateAttr(default=None)
 
     @classmethod
-    def from_env(cls) -> "Embedder":
+    def from_env(cls) -> Embedder:
         from hms_resources.common.environment import from_environment
 
         return from_environment(cls)
@@ -103,7 +104,7 @@ class Embedder(dg.ConfigurableResource):
         """The document model, loaded once per process for each path and device: the assets, the
         service's online indexer and every resource of a process share it."""
         if self._model is None:
-            from sentence_transformers import SentenceTransformer
+            (SentenceTransformer,) = model_library("sentence_transformers", "SentenceTransformer")
 
             local = Path(self.model_path).is_dir()
             device = self.device or ("cuda" if _cuda_available() else "cpu")
@@ -202,8 +203,7 @@ class Embedder(dg.ConfigurableResource):
         model = self.load()
         if str(model.device) == "cpu":
             return model
-        from sentence_transformers import SentenceTransformer
-
+        (SentenceTransformer,) = model_library("sentence_transformers", "SentenceTransformer")
         return SentenceTransformer(self.model_path, device="cpu", local_files_only=Path(self.model_path).is_dir())
 
     def _encode_query_torch(self, text: str) -> np.ndarray:

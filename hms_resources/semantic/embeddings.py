@@ -258,3 +258,22 @@ def refresh_embeddings(
         encode_seconds=encode_seconds,
     )
     return index, report
+
+
+def drop_vectors(directory: Path, keys: set[MemoryKey]) -> int:
+    """Remove forgotten memories' rows from the saved index, before the forget is acknowledged (the
+    `embeddings` asset would only drop them at its next run). Reads just the users' rows to decide, and
+    rewrites the index (atomically) only when one is there. Returns the rows removed."""
+    rows = EmbeddingRows.open(directory)
+    if rows is None:
+        return 0
+    try:
+        held = {(u, m) for u in {u for u, _ in keys} for m in rows.for_user(u)[0]}
+    finally:
+        rows.close()
+    if not held & keys:
+        return 0
+    index = EmbeddingIndex.load(directory)
+    kept = np.array([key not in keys for key in zip(index.user_ids.tolist(), index.memory_ids.tolist())], dtype=bool)
+    EmbeddingIndex(index.model, index.user_ids[kept], index.memory_ids[kept], index.hashes[kept], index.vectors[kept]).save(directory)
+    return int((~kept).sum())

@@ -10,21 +10,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import orjson
 
 from hms_resources.common.environment import setting
 from hms_resources.context.index import SelectedAdapter
-from hms_resources.integration.plugin import DEFAULT_CONTEXT_SHARE, LocalMemory, MemoryCall, new_call_id
+from hms_resources.integration.local_model import PromptTooLong
+from hms_resources.integration.plugin import DEFAULT_CONTEXT_SHARE, LocalMemory, MemoryCall, last_user_turn, new_call_id
+from hms_resources.memory.exchange import Exchange
+from hms_resources.memory.writes import WriteRefused
 from hms_resources.serving.errors import ApiError, bad_request
 from hms_resources.serving.service import MAX_CONTEXT_TOKENS, MemoryService, positive_at_most
 from hms_resources.serving.tenants import Principal
+from hms_resources.store.events import MEMORY_CREATED, PAYLOAD_FIELDS
 
 log = logging.getLogger("hms.chat")
+T = TypeVar("T")
 
 LOCAL_MODEL = "hms-local"
 LOCAL_WINDOW = 2048
@@ -72,7 +77,8 @@ def parse_chat(body: dict[str, Any], *, session_header: str | None, request_id: 
     metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
     if user is None:
         user = metadata.get("user_id")
-    session = session_header or metadata.get("session_id")
+    given = _session_id(metadata.get("session_id"), "metadata.session_id")
+    session = _session_id(session_header, "X-HMS-Session") or given
     return ChatRequest(
         model=model,
         messages=messages,
@@ -80,9 +86,20 @@ def parse_chat(body: dict[str, Any], *, session_header: str | None, request_id: 
         stream=bool(body.get("stream", False)),
         max_tokens=max_tokens,
         temperature=float(temperature),
-        session_id=session if isinstance(session, str) and session else None,
+        session_id=session,
         request_id=request_id,
     )
+
+
+def _session_id(value: Any, field: str) -> str | None:
+    """The session the turns are stored under, checked as the store checks it, so a call is never
+    answered with turns the store then refuses; empty or absent: no session."""
+    if value is None or value == "":
+        return None
+    problem = PAYLOAD_FIELDS[MEMORY_CREATED]["session_id"](value)
+    if problem:
+        raise bad_request(f"{field} {problem}", field)
+    return value
 
 
 class ChatService:
@@ -128,11 +145,35 @@ class ChatService:
         call_id = new_call_id(given=f"{principal.tenant}/{request.request_id}" if request.request_id else None)
         principal.stored_user(user)
         positive_at_most(budget, "max_tokens", MAX_CONTEXT_TOKENS)
+        if principal.capture and request.request_id:
+            self._refuse_reuse(principal, Exchange(user, call_id, last_user_turn(request.messages), "", request.session_id))
         call = self.service.guard(lambda: memory.before_call(user, request.messages, max_tokens=budget, session_id=request.session_id, call_id=call_id))
         return memory, call
 
-    def _record(self, memory: LocalMemory, call: MemoryCall, reply: str) -> None:
-        self.service.guard(lambda: memory.after_call(call, reply))
+    def _refuse_reuse(self, principal: Principal, exchange: Exchange) -> None:
+        """A 409 naming `Idempotency-Key` when it was used with another user turn, before any model
+        time is spent on a reply that could not be stored."""
+        try:
+            self.service.guard(lambda: self.service.writer.check_exchange(exchange, names=principal))
+        except WriteRefused as refused:
+            raise ApiError(409, "conflict", f"Idempotency-Key was used already for another message: {refused.message}", "Idempotency-Key") from None
+
+    def _record(self, memory: LocalMemory, call: MemoryCall, reply: str) -> dict[str, Any]:
+        """The exchange stored, and what the response says of it: `stored`, and when a turn is not in
+        the store, `not_stored_reason` (so a caller never loses a turn without a word)."""
+        captured = self.service.guard(lambda: memory.after_call(call, reply))
+        if captured is None:
+            return {"stored": False, "not_stored_reason": "capture is off for this key"}
+        if captured.stored:
+            return {"stored": True}
+        return {"stored": False, "not_stored_reason": "; ".join(captured.not_stored)}
+
+    def _local_reply(self, generate: Callable[[], T]) -> T:
+        """The local model's call, a prompt over its window answered as OpenAI answers it (400)."""
+        try:
+            return generate()
+        except PromptTooLong as exc:
+            raise ApiError(400, "context_length_exceeded", str(exc), "messages") from None
 
     def _adapter(self, request: ChatRequest, call: MemoryCall) -> SelectedAdapter | None:
         return self.local.adapter_for(call.adapter) if request.model == LOCAL_MODEL else None
@@ -141,11 +182,12 @@ class ChatService:
         memory, call = self.prepare(principal, request)
         started = time.time()
         if request.model == LOCAL_MODEL:
-            reply = self.local.chat(call.messages, adapter=self._adapter(request, call), max_tokens=request.max_tokens, temperature=request.temperature)
+            adapter = self._adapter(request, call)
+            reply = self._local_reply(lambda: self.local.chat(call.messages, adapter=adapter, max_tokens=request.max_tokens, temperature=request.temperature))
             text, finish, usage = reply.text, reply.finish_reason, (reply.prompt_tokens, reply.completion_tokens)
         else:
             text, finish, usage = self._provider(request, call)
-        self._record(memory, call, text)
+        stored = self._record(memory, call, text)
         body = {
             "id": f"chatcmpl-{call.call_id}",
             "object": "chat.completion",
@@ -153,14 +195,21 @@ class ChatService:
             "model": request.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
             "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": usage[0] + usage[1]},
-            "hms": self._used(call, request),
+            "hms": {**self._used(call, request), **stored},
         }
-        return body, self._headers(call, request)
+        return body, {**self._headers(call, request), "X-HMS-Stored": "true" if stored["stored"] else "false"}
 
     def stream(self, principal: Principal, request: ChatRequest) -> tuple[Iterator[bytes], dict[str, str]]:
-        """Server-sent events in OpenAI's chunk format; the exchange is recorded once the reply is
-        complete, before `data: [DONE]`, so a client that saw the end sees it stored."""
+        """Server-sent events in OpenAI's chunk format. What can fail is tried before the first byte (a
+        prompt over the window is a 400, a provider that cannot answer a 502); the exchange is
+        recorded once the reply is complete, and the last chunk's `hms` says whether it was stored,
+        before `data: [DONE]`, so a client that saw the end knows."""
         memory, call = self.prepare(principal, request)
+        if request.model == LOCAL_MODEL:
+            adapter = self._adapter(request, call)
+            pieces_of = self._local_reply(lambda: self.local.stream(call.messages, adapter=adapter, max_tokens=request.max_tokens, temperature=request.temperature))
+        else:
+            pieces_of = iter([self._provider(request, call)[0]])
         created = int(time.time())
         chunk_id = f"chatcmpl-{call.call_id}"
 
@@ -172,16 +221,10 @@ class ChatService:
         def events() -> Iterator[bytes]:
             yield chunk({"role": "assistant", "content": ""}, hms=self._used(call, request))
             pieces: list[str] = []
-            if request.model == LOCAL_MODEL:
-                for piece in self.local.stream(call.messages, adapter=self._adapter(request, call), max_tokens=request.max_tokens, temperature=request.temperature):
-                    pieces.append(piece)
-                    yield chunk({"content": piece})
-            else:
-                text, _, _ = self._provider(request, call)
-                pieces.append(text)
-                yield chunk({"content": text})
-            yield chunk({}, "stop")
-            self._record(memory, call, "".join(pieces))
+            for piece in pieces_of:
+                pieces.append(piece)
+                yield chunk({"content": piece})
+            yield chunk({}, "stop", hms=self._record(memory, call, "".join(pieces)))
             yield b"data: [DONE]\n\n"
 
         return events(), self._headers(call, request)

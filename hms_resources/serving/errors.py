@@ -6,6 +6,7 @@ from __future__ import annotations
 
 class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, field: str | None = None):
+        message, field = printable(message), printable(field) if field is not None else None
         super().__init__(message)
         self.status = status
         self.code = code
@@ -14,6 +15,15 @@ class ApiError(Exception):
 
     def body(self) -> dict:
         return {"error": {"code": self.code, "message": self.message, "field": self.field}}
+
+
+def printable(text: str) -> str:
+    """`text` as UTF-8 can carry it: a message quoting a client's lone surrogate must still render."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def bad_request(message: str, field: str | None = None) -> ApiError:

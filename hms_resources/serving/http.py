@@ -13,31 +13,47 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio
+import uvicorn
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from hms_resources.common.environment import SETTINGS
-from hms_resources.serving.api.deps import RETRIEVAL_THREADS
+from hms_resources.serving.api.connections import header_deadline
 from hms_resources.serving.api.handlers import add_exception_handlers
+from hms_resources.serving.api.limits import Limits, RetrievalGate
 from hms_resources.serving.api.middleware import Served, wrapped
 from hms_resources.serving.api.responses import JsonResponse
-from hms_resources.serving.api.routes import events, feedback, health, memories, retrieval
+from hms_resources.serving.api.routes import (
+    events,
+    feedback,
+    health,
+    keys,
+    memories,
+    retrieval,
+)
 from hms_resources.serving.metrics import ServiceMetrics
 from hms_resources.serving.service import MemoryService, settle_heap
 
 log = logging.getLogger("hms.serve")
 
 DEFAULT_MAX_BODY_BYTES = SETTINGS["HMS_MAX_BODY_BYTES"].default
-ROUTERS = (health.router, memories.router, events.router, retrieval.router, feedback.router)
+ROUTERS = (health.router, memories.router, events.router, retrieval.router, feedback.router, keys.router)
 """In the order of the OpenAPI schema's paths."""
 
 
 def create_app(
-    service: MemoryService, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, mcp_app: Any = None, warm: bool = True, chat: Any = None
+    service: MemoryService,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    mcp_app: Any = None,
+    warm: bool = True,
+    chat: Any = None,
+    limits: Limits | None = None,
 ) -> Served:
     """The ASGI app. `mcp_app`, when given, is the MCP server's streamable-HTTP app, mounted at `/mcp`
-    behind the same keys; `warm` loads the context indexes before the first request."""
+    behind the same keys; `warm` loads the context indexes before the first request; `limits` (by
+    default the environment's) bound what each tenant may take and how long a client may stall."""
+    limits = limits or Limits.from_env()
     metrics = watched(service)
     app = FastAPI(
         title="HMS",
@@ -49,6 +65,7 @@ def create_app(
     app.state.service = service
     app.state.metrics = metrics
     app.state.max_body_bytes = max_body_bytes
+    app.state.limits = limits
     add_exception_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
@@ -58,8 +75,19 @@ def create_app(
         app.state.chat = chat
         app.include_router(chat_routes.router)
     if mcp_app is not None:
-        app.mount("/mcp", mcp_app)
-    return wrapped(app, max_body_bytes, metrics)
+        from hms_resources.serving.mcp_server import mount
+
+        mount(app, mcp_app)
+    return wrapped(app, max_body_bytes, metrics, service=service, limits=limits)
+
+
+def server_config(app: Served, host: str, port: int, **options: Any) -> uvicorn.Config:
+    """uvicorn as `hms serve` runs it, for tests and benchmarks too: a connection whose request
+    headers take over the app's read timeout is closed (`connections.HeaderDeadline`). No
+    `limit_concurrency`: it counts stalled connections too, so they would turn everyone away."""
+    seconds = app.state.limits.read_timeout_seconds
+    settings = {"log_level": "warning", "lifespan": "on", "http": header_deadline(seconds), **options}
+    return uvicorn.Config(app, host=host, port=port, **settings)
 
 
 def watched(service: MemoryService) -> ServiceMetrics:
@@ -83,12 +111,12 @@ def watched(service: MemoryService) -> ServiceMetrics:
 
 
 def lifespan(service: MemoryService, mcp_app: Any, warm: bool) -> Callable[[FastAPI], Any]:
-    """Start: the retrieval threads, the indexes loaded (when `warm`) and the MCP session manager.
+    """Start: the retrieval gate, the indexes loaded (when `warm`) and the MCP session manager.
     Stop: the service closed (queued access records stored, the context resource released)."""
 
     @asynccontextmanager
     async def serving(app: FastAPI) -> AsyncIterator[None]:
-        app.state.retrieval = anyio.CapacityLimiter(RETRIEVAL_THREADS)
+        app.state.retrieval = RetrievalGate.of(app.state.limits)
         if warm:
             try:
                 await run_in_threadpool(lambda: service.assembler.snapshot)

@@ -14,12 +14,14 @@ from typing import Annotated, Any, Literal
 import anyio
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer, ResourceSecurity
-from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import Field
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST
+from pydantic import Field, Strict
 from starlette.applications import Starlette
 from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hms_resources.serving.errors import ApiError, item_error
@@ -51,6 +53,19 @@ def _json(value: Any) -> str:
 def error_result(error: ApiError) -> CallToolResult:
     """A service error as the assistant reads it: its stable code first, then what to fix."""
     return CallToolResult(content=[TextContent(type="text", text=f"{error.code}: {error.message}")], is_error=True)
+
+
+def json_rpc_error(error: ApiError) -> MCPError:
+    """A service error as a JSON-RPC error: the caller's request at fault is `invalid params` (a user
+    of another tenant, a memory not found, a bad value) or `invalid request` (no valid key); only the
+    service's own failure is `internal`. `data` keeps the HTTP status, the code and the field."""
+    if error.status >= 500:
+        kind = INTERNAL_ERROR
+    elif error.status == 401:
+        kind = INVALID_REQUEST
+    else:
+        kind = INVALID_PARAMS
+    return MCPError(kind, f"{error.code}: {error.message}", {"status": error.status, "code": error.code, "field": error.field})
 
 
 def _result(found: dict[str, Any]) -> CallToolResult:
@@ -88,7 +103,7 @@ def remember_tool(service: MemoryService, principal_of: PrincipalOf) -> Callable
         memory_type: Annotated[str | None, Field(description="e.g. fact, preference, goal, episode")] = None,
         category: str | None = None,
         tags: list[str] | None = None,
-        importance: Annotated[float | None, Field(description="0 to 1; how much this matters to the user")] = None,
+        importance: Annotated[float | None, Strict(), Field(description="0 to 1; how much this matters to the user")] = None,
         memory_id: Annotated[str | None, Field(description="Your own id for the memory; default: the event id")] = None,
         event_id: Annotated[str | None, Field(description="Idempotency key: a retry with the same id stores nothing twice")] = None,
     ) -> CallToolResult:
@@ -114,8 +129,8 @@ def recall_tool(service: MemoryService, principal_of: PrincipalOf) -> Callable[.
         ctx: Context,
         user_id: UserId,
         query: Annotated[str, Field(description="What the conversation is about: usually the user's latest message")],
-        max_tokens: Annotated[int, Field(description="Token budget of the returned context", ge=1)] = 1024,
-        deep: Annotated[bool, Field(description="Search three times the candidates (slower), for a question whose answer is spread thin")] = False,
+        max_tokens: Annotated[int, Strict(), Field(description="Token budget of the returned context", ge=1)] = 1024,
+        deep: Annotated[bool, Strict(), Field(description="Search three times the candidates (slower), for a question whose answer is spread thin")] = False,
     ) -> CallToolResult:
         """The user's memories relevant to `query`, as prompt text to put in your context (first content
         block) and as items with their memory_ids (second block and structured content)."""
@@ -137,7 +152,7 @@ def search_tool(service: MemoryService, principal_of: PrincipalOf) -> Callable[.
         ctx: Context,
         user_id: UserId,
         query: str,
-        limit: Annotated[int, Field(ge=1, le=100)] = 10,
+        limit: Annotated[int, Strict(), Field(ge=1, le=100)] = 10,
     ) -> CallToolResult:
         """Memories of the user that match `query`, best first, with their scores; use it to find a
         memory_id to update, forget or give feedback on."""
@@ -163,7 +178,7 @@ def list_tool(service: MemoryService, principal_of: PrincipalOf) -> Callable[...
         tag: str | None = None,
         status: Literal["live", "archived", "forgotten", "any"] = "live",
         cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
-        limit: Annotated[int, Field(ge=1, le=500)] = 50,
+        limit: Annotated[int, Strict(), Field(ge=1, le=500)] = 50,
     ) -> CallToolResult:
         """A page of the user's memories in id order, optionally filtered; pass `next_cursor` back as
         `cursor` for the next page (null on the last)."""
@@ -187,8 +202,8 @@ def feedback_tool(service: MemoryService, principal_of: PrincipalOf) -> Callable
         ctx: Context,
         user_id: UserId,
         memory_id: MemoryId,
-        was_relevant: Annotated[bool, Field(description="Whether the recalled memory helped with the conversation")],
-        relevance_score: Annotated[float | None, Field(description="0 to 1, if you can grade it", ge=0, le=1)] = None,
+        was_relevant: Annotated[bool, Strict(), Field(description="Whether the recalled memory helped with the conversation")],
+        relevance_score: Annotated[float | None, Strict(), Field(description="0 to 1, if you can grade it", ge=0, le=1)] = None,
     ) -> CallToolResult:
         """Say whether a recalled memory was relevant, so later recalls rank it higher or lower."""
         return _calling(lambda: _result(service.feedback(principal_of(ctx), user_id, memory_id, was_relevant, relevance_score)))
@@ -223,8 +238,7 @@ def add_memory_resource(server: MCPServer, service: MemoryService, principal_of:
         try:
             return _json(service.get_memory(principal_of(ctx), user_id, memory_id))
         except ApiError as error:
-            kind = ResourceNotFoundError if error.status == 404 else ResourceError
-            raise kind(f"{error.code}: {error.message}") from None
+            raise json_rpc_error(error) from None
 
 
 def run_stdio(service: MemoryService, key: str) -> None:
@@ -248,8 +262,16 @@ def request_principal(ctx: Context) -> Principal:
     return principal
 
 
+STATELESS = ApiError(405, "method_not_allowed", "the MCP transport is stateless: POST each message; there is no event stream to GET and no session to DELETE")
+
+
+def _refusal(error: ApiError, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(error.body()).encode(), status_code=error.status, media_type="application/json", headers=headers)
+
+
 class BearerAuth:
-    """ASGI middleware: a request without a valid key gets the HTTP API's 401 body; a valid one goes
+    """ASGI middleware: only POST is served (405 otherwise: the transport is stateless, so it holds no
+    event stream open); a request without a valid key gets the HTTP API's 401 body; a valid one goes
     on with its `Principal` in the request's `state`."""
 
     def __init__(self, app: ASGIApp, service: MemoryService):
@@ -259,15 +281,34 @@ class BearerAuth:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if scope["method"] != "POST":
+            return await _refusal(STATELESS, {"Allow": "POST"})(scope, receive, send)
         header = next((value.decode("latin-1") for name, value in scope.get("headers") or () if name == b"authorization"), None)
         try:
             principal = await anyio.to_thread.run_sync(self.service.authenticate, header)
         except ApiError as error:
-            body = json.dumps(error.body()).encode()
-            headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
-            return await Response(body, status_code=error.status, media_type="application/json", headers=headers)(scope, receive, send)
+            return await _refusal(error, {"WWW-Authenticate": "Bearer"} if error.status == 401 else None)(scope, receive, send)
         scope.setdefault("state", {})[PRINCIPAL] = principal
         await self.app(scope, receive, send)
+
+
+class _MountRoot:
+    """`/mcp` answered as `/mcp/` is, rather than redirected (a redirect's `Location` would be built
+    from the request's Host header)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        root = scope.get("root_path", "")
+        inner = {**scope, "path": scope["path"] + "/", "raw_path": scope.get("raw_path", b"") + b"/", "root_path": root + "/mcp", "app_root_path": scope.get("app_root_path", root)}
+        await self.app(inner, receive, send)
+
+
+def mount(app: Starlette, mcp_app: ASGIApp) -> None:
+    """The MCP app at `/mcp/`, and at `/mcp` without its slash too."""
+    app.mount("/mcp", mcp_app)
+    app.router.routes.append(Route("/mcp", _MountRoot(mcp_app), include_in_schema=False))
 
 
 def streamable_http_app(service: MemoryService, *, allowed_hosts: Sequence[str] | None = None) -> Starlette:

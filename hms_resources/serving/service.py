@@ -14,7 +14,9 @@ from typing import Any, TypeVar
 
 from sqlalchemy import exc as sa_exc
 
+from hms_resources.common.environment import setting
 from hms_resources.common.home import redact_url
+from hms_resources.common.limits import CONTROL_CHARACTER, MAX_ID_LENGTH
 from hms_resources.context.assembler import Context, ContextAssembler, UserNotServed
 from hms_resources.memory.writes import (
     CONFLICT,
@@ -33,7 +35,7 @@ from hms_resources.memory.writes import (
 )
 from hms_resources.serving.errors import ApiError, bad_request, not_found, unavailable
 from hms_resources.serving.keys import KeyRing
-from hms_resources.serving.tenants import Principal
+from hms_resources.serving.tenants import Principal, is_text
 from hms_resources.store.event_store import AppendResult, EventStore, StoreError
 from hms_resources.store.events import EventError, MemoryEvent, normalize_timestamp
 from hms_resources.store.memory_state import Memory, replay_events
@@ -53,15 +55,16 @@ T = TypeVar("T")
 
 def memory_json(memory: Memory, principal: Principal, tier: str | None = None) -> dict[str, Any]:
     found = {name: getattr(memory, name) for name in Memory.__slots__ if name not in ("user_id", "last_sequence", "event_count")}
-    found["user_id"] = principal.own_name(memory.user_id)
+    found["user_id"] = principal.own_user(memory.user_id)
     found["status"] = memory.status
     found["tier"] = tier
     return found
 
 
-def event_json(event: MemoryEvent, principal: Principal) -> dict[str, Any]:
-    return {"sequence": event.sequence, "event_id": principal.own_name(event.event_id), "type": event.type,
-            "occurred_at": event.occurred_at, "payload": event.payload}
+def event_json(n: int, event: MemoryEvent, principal: Principal) -> dict[str, Any]:
+    """An event of a memory's history: `n` is its place in the memory's own history (1, 2, ...), never
+    the store-wide sequence, whose gaps would show the other tenants' write volume."""
+    return {"n": n, "event_id": principal.own_name(event.event_id), "type": event.type, "occurred_at": event.occurred_at, "payload": event.payload}
 
 
 def written_json(i: int, outcome: Outcome, principal: Principal) -> dict[str, Any]:
@@ -70,12 +73,13 @@ def written_json(i: int, outcome: Outcome, principal: Principal) -> dict[str, An
     found: dict[str, Any] = {"index": i, "event_id": principal.own_name(event.event_id), "memory_id": event.memory_id}
     if outcome.status in (REJECTED, CONFLICT):
         reason = outcome.reason
-        for stored_name in (event.event_id, event.user_id):
-            reason = reason.replace(repr(stored_name), repr(principal.own_name(stored_name)))
+        for stored_name, own in ((event.event_id, principal.own_name(event.event_id)), (event.user_id, principal.own_user(event.user_id))):
+            reason = reason.replace(repr(stored_name), repr(own))
         code = "invalid" if outcome.status == REJECTED else "conflict"
-        found.update(status="rejected", error={"code": code, "message": reason, "field": None})
+        field = "memory_id" if reason.startswith("memory ") else field_of(reason, True)
+        found.update(status="rejected", error={"code": code, "message": reason, "field": field})
     else:
-        found.update(status=outcome.status, user_id=principal.own_name(event.user_id))
+        found.update(status=outcome.status, user_id=principal.own_user(event.user_id))
     return found
 
 
@@ -83,17 +87,30 @@ def rejected_json(i: int, error: ApiError) -> dict[str, Any]:
     return {"index": i, "status": "rejected", "error": error.body()["error"]}
 
 
+_CURSOR_VERSION = "m1."
+
+
 def _cursor(memory_id: str) -> str:
-    return base64.urlsafe_b64encode(memory_id.encode()).decode().rstrip("=")
+    """A listing's `next_cursor`: a version, then the memory id to continue after, in base64url."""
+    return _CURSOR_VERSION + base64.urlsafe_b64encode(memory_id.encode()).decode().rstrip("=")
 
 
 def _after(cursor: str | None) -> str | None:
+    """The memory id a cursor continues after (none for no cursor or an empty one); anything `_cursor`
+    could not have written is a 422 naming `cursor`, never the first page again."""
     if not cursor:
         return None
+    refused = bad_request("cursor is not one this service returned: pass a next_cursor back unchanged", "cursor")
+    body = cursor[len(_CURSOR_VERSION):] if isinstance(cursor, str) and cursor.startswith(_CURSOR_VERSION) else None
+    if body is None:
+        raise refused
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        memory_id = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
     except (ValueError, UnicodeDecodeError):
-        raise bad_request("cursor is not one this service returned", "cursor") from None
+        raise refused from None
+    if not memory_id or len(memory_id) > MAX_ID_LENGTH or _cursor(memory_id) != cursor:
+        raise refused
+    return memory_id
 
 
 def positive_at_most(value: Any, name: str, most: int) -> int:
@@ -103,8 +120,10 @@ def positive_at_most(value: Any, name: str, most: int) -> int:
 
 
 def _memory_id(memory_id: Any) -> str:
-    if not isinstance(memory_id, str) or not memory_id or len(memory_id) > 255:
-        raise bad_request("memory_id must be a string of 1 to 255 characters", "memory_id")
+    if not isinstance(memory_id, str) or not memory_id or len(memory_id) > MAX_ID_LENGTH:
+        raise bad_request(f"memory_id must be a string of 1 to {MAX_ID_LENGTH} characters", "memory_id")
+    if CONTROL_CHARACTER.search(memory_id) or not is_text(memory_id):
+        raise bad_request("memory_id must be text without control characters or lone surrogates", "memory_id")
     return memory_id
 
 
@@ -124,6 +143,38 @@ def _client_event_id(principal: Principal, value: Any, field: str) -> str:
     return value
 
 
+def _idempotency_key(principal: Principal, key: str | None, items: int) -> str | None:
+    """The `Idempotency-Key` header, checked as the event ids it becomes (`<key>:<i>` in a batch of
+    several), and named as the header when it cannot be one."""
+    if key is None:
+        return None
+    name = "Idempotency-Key"
+    if not key or not key.isprintable():
+        raise bad_request(f"{name} must be non-empty printable text", name)
+    suffix = len(f":{items - 1}") if items > 1 else 0
+    most = MAX_ID_LENGTH - len(principal.prefix) - suffix
+    if len(key) > most:
+        raise bad_request(f"{name} is at most {most} characters for this tenant and batch", name)
+    return key
+
+
+def checked_query(query: Any) -> str:
+    """A query is text of at most `HMS_MAX_QUERY_BYTES` bytes (8 KiB by default): retrieval work and
+    the echoed context grow with it."""
+    if not isinstance(query, str):
+        raise bad_request("query must be a string", "query")
+    most = setting("HMS_MAX_QUERY_BYTES")
+    try:
+        size = len(query.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise bad_request("query has a lone surrogate (\\ud800-\\udfff): it must be valid Unicode text", "query") from None
+    if size > most:
+        raise bad_request(f"query is {size} bytes, over the limit of {most} bytes (HMS_MAX_QUERY_BYTES)", "query")
+    if "\x00" in query:
+        raise bad_request("query must not contain NUL (\\u0000)", "query")
+    return query
+
+
 def _new_memory(principal: Principal, item: Any, i: int, idempotency_key: str | None, batched: bool) -> NewMemory:
     """A memory as the client sent it, under the tenant's stored names."""
     if not isinstance(item, dict):
@@ -133,10 +184,15 @@ def _new_memory(principal: Principal, item: Any, i: int, idempotency_key: str | 
     event_id = fields.pop("event_id", None)
     if event_id is None and idempotency_key:
         event_id = f"{idempotency_key}:{i}" if batched else idempotency_key
-    event_id = _client_event_id(principal, event_id or new_event_id("mem"), "event_id")
-    memory_id = fields.pop("memory_id", None) or event_id
+    event_id = _client_event_id(principal, new_event_id("mem") if event_id is None else event_id, "event_id")
+    memory_id = fields.pop("memory_id", None)
     occurred_at = fields.pop("occurred_at", None)
-    return NewMemory(principal.stored_id(event_id), user, memory_id, fields, occurred_at)
+    if occurred_at is not None:
+        try:
+            normalize_timestamp(occurred_at)
+        except EventError as exc:
+            raise bad_request(f"{exc}; leave it out for now", "occurred_at") from None
+    return NewMemory(principal.stored_id(event_id), user, event_id if memory_id is None else memory_id, fields, occurred_at)
 
 
 def _refused(exc: WriteRefused, missing: str) -> ApiError:
@@ -213,6 +269,7 @@ class MemoryService:
         so it is a duplicate, not a conflict."""
         principal.require("write")
         results = _checked_batch(items, "memories")
+        idempotency_key = _idempotency_key(principal, idempotency_key, len(items))
         drafts: list[tuple[int, NewMemory]] = []
         for i, item in enumerate(items):
             try:
@@ -260,7 +317,8 @@ class MemoryService:
         return self._change(principal, user_id, memory_id, lambda user, mid: self.writer.update(user, mid, changes, names=principal))
 
     def forget_memory(self, principal: Principal, user_id: str, memory_id: str, reason: str | None = None) -> dict[str, Any]:
-        """Erase the memory's content from every stored event, as `memory.forgotten` does."""
+        """Forget the memory totally before answering (`MemoryWriter.forget`): the log, the derived tables
+        and the files under the home hold nothing of it once this returns."""
         return self._change(principal, user_id, memory_id, lambda user, mid: self.writer.forget(user, mid, reason, names=principal))
 
     def archive_memory(self, principal: Principal, user_id: str, memory_id: str, reason: str | None = None) -> dict[str, Any]:
@@ -297,7 +355,7 @@ class MemoryService:
         events = self.guard(lambda: self.store.memory_events(user, memory_id))
         if not events:
             raise not_found(f"no memory {memory_id!r} of user {user_id!r}", "memory_id")
-        return [event_json(e, principal) for e in events]
+        return [event_json(n, e, principal) for n, e in enumerate(events, start=1)]
 
     def list_memories(
         self,
@@ -329,25 +387,31 @@ class MemoryService:
                 except EventError as exc:
                     raise bad_request(str(exc), name) from None
         after = _after(cursor)
-        memories = self.guard(lambda: self.store.current_memories(user))
-        tiers = self.guard(lambda: current_tiers(self.store, user)) if memories else {}
-        page: list[dict[str, Any]] = []
-        more = False
-        for memory in memories:
-            memory_tier = tiers.get(memory.key)
-            if not _listed(memory, memory_tier, after, status, memory_type, category, tag, tier, bounds):
-                continue
-            if len(page) == limit:
-                more = True
-                break
-            page.append(memory_json(memory, principal, memory_tier))
-        return {"memories": page, "next_cursor": _cursor(page[-1]["memory_id"]) if more and page else None}
+        wanted = {"status": status, "memory_type": memory_type, "category": category, "tag": tag, "tier": tier, **bounds}
+
+        def read_page() -> tuple[list[dict[str, Any]], str | None]:
+            """The page and the id the next one continues after: the store reads a window of ids at a
+            time, and stops a long scan of memories that fail the filters with a short page."""
+            page: list[dict[str, Any]] = []
+            last = None
+            for window in self.store.memory_windows(user, after=after, limit=limit, **wanted):
+                for memory in window.memories:
+                    memory_tier = window.tiers.get(memory.memory_id)
+                    if not _listed(memory, memory_tier, after, status, memory_type, category, tag, tier, bounds):
+                        continue
+                    if len(page) == limit:
+                        return page, page[-1]["memory_id"]
+                    page.append(memory_json(memory, principal, memory_tier))
+                last = window.last
+            return page, last
+
+        page, last = self.guard(read_page)
+        return {"memories": page, "next_cursor": _cursor(last) if last is not None else None}
 
     def search(self, principal: Principal, user_id: str, query: Any, limit: int = 10, now: str | None = None) -> list[dict[str, Any]]:
         principal.require("read")
         user = principal.stored_user(user_id)
-        if not isinstance(query, str):
-            raise bad_request("query must be a string", "query")
+        query = checked_query(query)
         limit = positive_at_most(limit, "limit", MAX_SEARCH)
         items = self.guard(lambda: self._with_time(lambda at: self.assembler.search(user, query, limit, now=at), now))
         return [{k: v for k, v in i.to_json().items() if k != "source_ids"} for i in items]
@@ -368,8 +432,7 @@ class MemoryService:
         setting)."""
         principal.require("read")
         user = principal.stored_user(user_id)
-        if not isinstance(query, str):
-            raise bad_request("query must be a string", "query")
+        query = checked_query(query)
         max_tokens = positive_at_most(max_tokens, "max_tokens", MAX_CONTEXT_TOKENS)
         if not isinstance(deep, bool):
             raise bad_request("deep must be true or false", "deep")
@@ -379,13 +442,15 @@ class MemoryService:
         context = self.guard(lambda: self._with_time(assemble, now))
         if self.record_access if record_access is None else record_access:
             self.writer.record_accesses(user, context.source_ids, query)
-        return context.to_json(user_id=principal.own_name(context.user_id))
+        return context.to_json(user_id=principal.own_user(context.user_id))
 
     @staticmethod
     def _with_time(call: Callable[[Any], T], now: Any) -> T:
         if now is not None and not isinstance(now, (str, datetime)):
             raise bad_request("now must be an ISO 8601 timestamp with a time zone", "now")
         try:
+            if now is not None:
+                normalize_timestamp(now, "now")
             return call(now)
         except EventError as exc:
             raise bad_request(str(exc), "now") from None

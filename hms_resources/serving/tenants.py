@@ -2,14 +2,15 @@
 both have a user `alice`; the API speaks the tenant's own names, and the tenant comes from the key.
 
 A user id given as `<tenant>/<user>` names a tenant explicitly: one's own is accepted (the only way
-to name a user whose own name holds a `/`), any other is refused with 403."""
+to name a user whose own name holds a `/`), any other is refused with 403. Such a user comes back
+in the same prefixed form (`own_user`), so every id the API answers is one it accepts again."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-from hms_resources.common.limits import MAX_ID_LENGTH
+from hms_resources.common.limits import CONTROL_CHARACTER, MAX_ID_LENGTH
 from hms_resources.serving.errors import ApiError, bad_request
 
 TENANT_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
@@ -52,6 +53,8 @@ class Principal:
         """The stored id of one of this tenant's users."""
         if not isinstance(user_id, str) or not user_id:
             raise bad_request(f"{field} must be a non-empty string", field)
+        if CONTROL_CHARACTER.search(user_id) or not is_text(user_id):
+            raise bad_request(f"{field} must be text without control characters or lone surrogates", field)
         if "/" in user_id:
             tenant, _, local = user_id.partition("/")
             if tenant != self.tenant:
@@ -70,3 +73,18 @@ class Principal:
 
     def own_name(self, stored: str) -> str:
         return stored[len(self.prefix) :] if stored.startswith(self.prefix) else stored
+
+    def own_user(self, stored: str) -> str:
+        """The tenant's name for a stored user, one `stored_user` takes back: without the prefix, unless
+        the name holds a `/` itself (`team/bob` would name the tenant `team`)."""
+        local = self.own_name(stored)
+        return stored if "/" in local and local != stored else local
+
+
+def is_text(value: str) -> bool:
+    """Whether `value` is Unicode text UTF-8 can carry (no lone surrogate)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

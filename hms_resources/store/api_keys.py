@@ -60,10 +60,11 @@ def list_keys(store: EventStore, tenant: str | None = None) -> list[StoredKey]:
         return [StoredKey(**row) for row in conn.execute(query).mappings()]
 
 
-def revoke_key(store: EventStore, key_id: str) -> bool:
-    """Mark a key revoked; False when no unrevoked key has that id."""
+def revoke_key(store: EventStore, key_id: str, *, tenant: str | None = None) -> bool:
+    """Mark a key revoked (only one of `tenant`, when given); False when no unrevoked key has that id."""
+    query = update(api_keys).where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
+    if tenant is not None:
+        query = query.where(api_keys.c.tenant == tenant)
     with store.engine.begin() as conn:
-        changed = conn.execute(
-            update(api_keys).where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None)).values(revoked_at=utc_now())
-        ).rowcount
+        changed = conn.execute(query.values(revoked_at=utc_now())).rowcount
     return bool(changed)

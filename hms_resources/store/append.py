@@ -27,9 +27,10 @@ from hms_resources.store.events import (
     without_reads_of,
 )
 from hms_resources.store.log_reads import max_sequence
-from hms_resources.store.memory_state import MemoryKey
+from hms_resources.store.memory_state import MemoryKey, apply_event
+from hms_resources.store.memory_table import load_memories, memory_rows
 from hms_resources.store.rows import by_user, chunks, driver_select, insert_many
-from hms_resources.store.schema import events, memory_keys
+from hms_resources.store.schema import events, memories, memory_keys
 
 
 @dataclass
@@ -40,6 +41,8 @@ class AppendResult:
     conflicts: list[tuple[int, str]] = field(default_factory=list)
     """Events whose id is stored already with other content: never stored twice, reported apart."""
     last_sequence: int | None = None
+    duplicated: list[tuple[int, str]] = field(default_factory=list)
+    """Each duplicate's index and the stored event's `occurred_at` (a server-stamped retry's answer)."""
 
 
 class BatchRejected(StoreError):
@@ -66,17 +69,19 @@ class _Decision:
     forgotten: list[MemoryKey] = field(default_factory=list)
 
 
-def append_batch(conn: Connection, batch: Sequence[MemoryEvent], *, strict: bool = False) -> AppendResult:
+def append_batch(conn: Connection, batch: Sequence[MemoryEvent], *, strict: bool = False, stamped: Sequence[bool] = ()) -> AppendResult:
     """Store a batch inside `conn`'s transaction (which holds the append lock).
 
-    Already-stored event ids are skipped: counted as duplicates when the content is the same, as
-    conflicts (with a reason) when it differs. Events whose memory does not exist (or was
+    Already-stored event ids (or ids earlier in the batch) are skipped: counted as duplicates when
+    the content is the same, as conflicts (with a reason) when it differs. `stamped[i]` says the
+    server chose event i's `occurred_at` (the client gave none), so its time is no part of its
+    content: a retry stamped later is still a duplicate. Events whose memory does not exist (or was
     forgotten) are rejected with a reason; with `strict`, any rejection stores nothing and raises.
     """
     result = AppendResult()
     if not batch:
         return result
-    decision = _decide(conn, batch, result)
+    decision = _decide(conn, batch, result, stamped)
     if strict and result.rejected:
         index, reason = result.rejected[0]
         raise BatchRejected(f"event {index} ({batch[index].event_id}): {reason}")
@@ -86,12 +91,14 @@ def append_batch(conn: Connection, batch: Sequence[MemoryEvent], *, strict: bool
         for key in decision.forgotten:
             erase_stored(conn, key)
     _store_rows(conn, rows, decision.new_keys, decision.status_changes)
+    if decision.forgotten:
+        erase_derived(conn, rows, set(decision.forgotten))
     result.accepted = len(rows)
     result.last_sequence = rows[-1][0] if rows else None
     return result
 
 
-def _decide(conn: Connection, batch: Sequence[MemoryEvent], result: AppendResult) -> _Decision:
+def _decide(conn: Connection, batch: Sequence[MemoryEvent], result: AppendResult, stamped: Sequence[bool] = ()) -> _Decision:
     """Sort every event of the batch into duplicate, conflict, rejected or a new row, in batch order."""
     known_ids = _stored_events(conn, [e.event_id for e in batch])
     statuses = _memory_statuses(conn, batch)
@@ -101,12 +108,14 @@ def _decide(conn: Connection, batch: Sequence[MemoryEvent], result: AppendResult
     decision = _Decision()
     rows, statuses_changed = decision.rows, decision.status_changes
     for index, ev in enumerate(batch):
-        if ev.event_id in known_ids:
-            difference = _difference(known_ids[ev.event_id], ev)
+        known = known_ids.get(ev.event_id)
+        if known is not None:
+            difference = _difference(known, ev, any_time=index < len(stamped) and stamped[index])
             if difference:
                 result.conflicts.append((index, f"event_id {ev.event_id!r} is stored already with a different {difference}; the stored event is kept"))
             else:
                 result.duplicates += 1
+                result.duplicated.append((index, known.occurred_at))
             continue
         if is_read_of_many(ev):
             ev = _readable_part(ev, statuses)
@@ -184,6 +193,25 @@ def erase_stored(conn: Connection, key: MemoryKey) -> None:
         conn.execute(events.update().where(events.c.sequence == sequence).values(payload=erased, erased=True))
 
 
+def erase_derived(conn: Connection, rows: list[tuple[Any, ...]], forgotten: set[MemoryKey]) -> None:
+    """What the assets derived from the memories the batch forgets, erased in the same transaction, so
+    a forget is total when acknowledged: the memories row becomes the tombstone the fold makes, the
+    memory leaves its concepts (a summary quoting it is dropped), and its graph edges are deleted."""
+    from hms_resources.semantic.concepts import erase_concept_member
+    from hms_resources.semantic.graph import erase_memory_edges
+
+    for row in rows:
+        key = (row[3], row[4])
+        if row[2] != MEMORY_FORGOTTEN or key not in forgotten:
+            continue
+        state = load_memories(conn, [key])
+        if key in state:
+            apply_event(state, MemoryEvent(row[1], row[2], row[3], row[4], row[5], {}, row[0]))
+            insert_many(conn, memories, memory_rows([state[key]]), upsert_on=("user_id", "memory_id"))
+        dropped = erase_concept_member(conn, *key)
+        erase_memory_edges(conn, *key, dropped)
+
+
 def _unread_stored(conn: Connection, key: MemoryKey) -> None:
     user_id, memory_id = key
     naming = and_(
@@ -227,13 +255,26 @@ def _memory_statuses(conn: Connection, batch: Sequence[MemoryEvent]) -> dict[Mem
     return statuses
 
 
-def _difference(stored: _StoredEvent, ev: MemoryEvent) -> str | None:
+def stored_differences(conn: Connection, batch: Sequence[MemoryEvent], stamped: Sequence[bool] = ()) -> list[tuple[int, str]]:
+    """(index, the part that differs) of each event of `batch` whose id is stored with other content."""
+    known = _stored_events(conn, [e.event_id for e in batch])
+    found = []
+    for index, ev in enumerate(batch):
+        difference = _difference(known[ev.event_id], ev, any_time=index < len(stamped) and stamped[index]) if ev.event_id in known else None
+        if difference:
+            found.append((index, difference))
+    return found
+
+
+def _difference(stored: _StoredEvent, ev: MemoryEvent, *, any_time: bool = False) -> str | None:
     """Which part of an event differs from the stored event of the same id (None: a true duplicate).
     A forgotten memory's stored events lost what the user said, so only the rest is compared; a stored
-    read of several memories may have lost some of them (forgotten), so it matches a read naming more."""
+    read of several memories may have lost some of them (forgotten), so it matches a read naming more.
+    With `any_time` (the server stamped the event) its `occurred_at` is not compared."""
+    envelope = ("type", "user_id", "memory_id") if any_time else ("type", "user_id", "memory_id", "occurred_at")
     if is_read_of_many(ev):
-        return _read_difference(stored, ev)
-    for name in ("type", "user_id", "memory_id", "occurred_at"):
+        return _read_difference(stored, ev, envelope)
+    for name in envelope:
         if getattr(stored, name) != getattr(ev, name):
             return name
     new = erase_payload(ev.payload) if stored.erased else ev.payload
@@ -243,9 +284,9 @@ def _difference(stored: _StoredEvent, ev: MemoryEvent) -> str | None:
     return None if payload == new else "payload"
 
 
-def _read_difference(stored: _StoredEvent, ev: MemoryEvent) -> str | None:
-    for name in ("type", "user_id", "occurred_at"):
-        if getattr(stored, name) != getattr(ev, name):
+def _read_difference(stored: _StoredEvent, ev: MemoryEvent, envelope: tuple[str, ...]) -> str | None:
+    for name in envelope:
+        if name != "memory_id" and getattr(stored, name) != getattr(ev, name):
             return name
     payload = stored.payload if isinstance(stored.payload, dict) else orjson.loads(stored.payload)
     named = ev.payload[READ_MEMORY_IDS]

@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 from hms_resources.common.bulk import gc_paused
 from hms_resources.common.home import default_database_url, hms_home, redact_error, redact_url
 from hms_resources.store import log_reads, memory_table
-from hms_resources.store.append import AppendResult, append_batch
+from hms_resources.store.append import AppendResult, append_batch, stored_differences
 from hms_resources.store.database import READ_ONLY, StoreError, lock_appends, make_engine, upgrade
 from hms_resources.store.events import DEFAULT_MAX_CONTENT_BYTES, MemoryEvent, accesses_of
 from hms_resources.store.memory_state import Memory, MemoryKey, MemoryState, apply_events
@@ -106,13 +106,21 @@ class EventStore(dg.ConfigurableResource):
 
     # The log --------------------------------------------------------------------------------
 
-    def append(self, batch: Sequence[MemoryEvent], *, strict: bool = False) -> AppendResult:
+    def append(self, batch: Sequence[MemoryEvent], *, strict: bool = False, stamped: Sequence[bool] = ()) -> AppendResult:
         """Store a batch in one transaction (see `append.append_batch`): duplicates skipped, conflicts
-        and rejections reported; with `strict`, any rejection stores nothing and raises."""
+        and rejections reported; with `strict`, any rejection stores nothing and raises. `stamped[i]`:
+        event i's time was stamped by the server, so a stored event differing only in time is its
+        duplicate (decided under the append lock)."""
         if not batch:
             return AppendResult()
         with self.writing() as conn:
-            return append_batch(conn, batch, strict=strict)
+            return append_batch(conn, batch, strict=strict, stamped=stamped)
+
+    def stored_differences(self, batch: Sequence[MemoryEvent], *, stamped: Sequence[bool] = ()) -> list[tuple[int, str]]:
+        """Which events of `batch` have an id stored already with other content, and what differs,
+        without storing anything: a caller can refuse a reused id before doing costly work."""
+        with self.reading() as conn:
+            return stored_differences(conn, batch, stamped)
 
     def max_sequence(self) -> int:
         with self.reading() as conn:
@@ -199,10 +207,14 @@ class EventStore(dg.ConfigurableResource):
                     apply_events(state, [event])
         return sorted(state.values(), key=lambda m: m.memory_id)
 
-    def stored_times(self, event_ids: Sequence[str]) -> dict[str, str]:
-        """The `occurred_at` of those of `event_ids` already stored: a retried write reuses it."""
-        with self.reading() as conn:
-            return log_reads.stored_times(conn, event_ids)
+    def memory_windows(self, user_id: str, *, after: str | None = None, limit: int = 50, **wanted: Any) -> Iterator[Any]:
+        """A user's memories as of the end of the log after the id `after`, in `memory_id` order, a
+        window of ids at a time for a page of `limit` (`memory_pages.py`): a listing reads its page, not
+        every memory. `wanted` are `memory_pages.MemoryFilter`'s fields, checked again by the caller."""
+        from hms_resources.store import memory_pages
+
+        cursor = self.projection_cursor("memories")
+        return memory_pages.memory_windows(self.reading, user_id, cursor, memory_pages.MemoryFilter(**wanted), after=after, limit=limit)
 
     def stats(self) -> dict[str, Any]:
         with self.reading() as conn:

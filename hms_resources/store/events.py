@@ -56,8 +56,10 @@ CONTEXT_KINDS = ("temporal", "spatial", "social", "environmental", "emotional", 
 READ_MEMORY_IDS = "memory_ids"
 _FEEDBACK_FIELDS = ("was_relevant", "relevance_score")
 
-# Payload fields that carry what the user said; `memory.forgotten` erases them from every stored event.
-ERASABLE_FIELDS = ("content", "context", "metadata", "query", "access_context", "reason")
+# Payload fields a forgotten memory's stored events keep: ids of other memories, numbers, flags and a
+# relation's type, what reads of other memories and the fold need. Every other field is the client's
+# free text (content, tags, category, names, reasons, queries): `memory.forgotten` erases it (`erase_payload`).
+KEPT_WHEN_ERASED = frozenset((READ_MEMORY_IDS, "target", "relationship_type", "strength", "importance", "confidence", *_FEEDBACK_FIELDS))
 
 
 class EventError(ValueError):
@@ -74,13 +76,15 @@ def _identifier(value: Any, name: str) -> str:
 
 
 def _id_problem(value: Any, limit: int = MAX_ID_LENGTH) -> str | None:
-    if type(value) is str and 0 < len(value) <= limit and (value.isprintable() or not CONTROL_CHARACTER.search(value)):
+    if type(value) is str and 0 < len(value) <= limit and (value.isprintable() or not (CONTROL_CHARACTER.search(value) or _string_problem(value))):
         return None
     if type(value) is not str or value == "":
         return "must be a non-empty string"
     if len(value) > limit:
         return f"is longer than {limit} characters"
-    return "must not contain control characters"
+    if CONTROL_CHARACTER.search(value):
+        return "must not contain control characters"
+    return "must not contain " + str(_string_problem(value)).removeprefix("contains ")
 
 
 def _name(limit: int) -> Callable[[Any], str | None]:
@@ -115,13 +119,14 @@ def _unit_interval(value: Any) -> str | None:
 def _text(value: Any) -> str | None:
     if type(value) is not str or value == "" or value.isspace():
         return f"must be a string with at least one non-blank character, got {_show(value)}"
-    return "must not contain NUL (\\u0000)" if "\x00" in value else None
+    return _string(value)
 
 
 def _string(value: Any) -> str | None:
     if type(value) is not str:
         return f"must be a string, got {_show(value)}"
-    return "must not contain NUL (\\u0000)" if "\x00" in value else None
+    problem = _string_problem(value)
+    return "must not contain " + problem.removeprefix("contains ") if problem else None
 
 
 def _boolean(value: Any) -> str | None:
@@ -194,7 +199,7 @@ def _string_problem(text: str) -> str | None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return "contains a lone surrogate"
+        return "contains a lone surrogate (\\ud800-\\udfff): strings must be valid Unicode text"
     return None
 
 
@@ -417,6 +422,8 @@ def _check_payload(event_type: str, payload: dict[str, Any], max_content_bytes: 
 
 
 def _show(value: Any) -> str:
+    if type(value) is float and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     try:
         text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
     except (orjson.JSONEncodeError, TypeError):
@@ -425,5 +432,6 @@ def _show(value: Any) -> str:
 
 
 def erase_payload(payload: dict[str, Any]) -> dict[str, Any]:
-    """The payload with what the user said removed, for `memory.forgotten`."""
-    return {k: v for k, v in payload.items() if k not in ERASABLE_FIELDS}
+    """The payload with what the user said removed, for `memory.forgotten`: an allow-list, so a field
+    added later is erased until someone decides it holds no text."""
+    return {k: v for k, v in payload.items() if k in KEPT_WHEN_ERASED}

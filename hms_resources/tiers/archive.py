@@ -140,3 +140,33 @@ def _latest_cold_scores(store: EventStore) -> dict[MemoryKey, float]:
     )
     with store.reading() as conn:
         return {(u, m): s for u, m, s in conn.execute(query)}
+
+
+def drop_from_cold_archive(directory: Path, keys: set[MemoryKey]) -> int:
+    """Rewrite the archive without forgotten memories, before the forget is acknowledged (the cold
+    archive job would only at its next run): a new version with the users' files rewritten and the
+    others' copied, published as a rewrite is, so no old version keeps their text. Returns the rows
+    removed; writes nothing when none of them is archived."""
+    import polars as pl
+
+    users = {u for u, _ in keys}
+    if not any((u, r["memory_id"]) in keys for u in users for r in read_cold_archive(directory, u)):
+        return 0
+    removed = 0
+    with exclusive_lock(directory / LOCK_FILE):
+        current = cold_archive_version(directory)
+        version = directory / f"{VERSION_PREFIX}{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:6]}"
+        shutil.copytree(current, version, ignore=shutil.ignore_patterns(CURRENT_FILE, LOCK_FILE, f"{VERSION_PREFIX}*", f"*{PARTIAL_SUFFIX}"))
+        for user_id in sorted(users):
+            gone = sorted(m for u, m in keys if u == user_id)
+            for path in sorted((version / f"user={file_name(user_id)}").glob("*.parquet")):
+                frame = pl.read_parquet(path)
+                kept = frame.filter(~pl.col("memory_id").is_in(gone))
+                removed += frame.height - kept.height
+                if kept.height == 0:
+                    path.unlink()
+                elif kept.height < frame.height:
+                    with atomic_path(path) as partial:
+                        kept.write_parquet(partial)
+        publish_cold_archive(directory, version)
+    return removed

@@ -24,9 +24,10 @@ def runtime_files() -> list[str]:
 
 def is_envelope(node: ast.Dict) -> bool:
     """An event id with two more envelope fields, or with a type and the rest spread in (`{**base, ...}`).
-    A dict with a `sequence` is a stored event shown to a reader: an envelope to append cannot hold one."""
+    A dict with a `sequence` or an `n` (its place in a memory's history) is a stored event shown to a
+    reader: an envelope to append cannot hold one."""
     keys = {k.value for k in node.keys if isinstance(k, ast.Constant)}
-    if "event_id" not in keys or "sequence" in keys:
+    if "event_id" not in keys or keys & {"sequence", "n"}:
         return False
     spread = None in node.keys
     return len(keys & {"type", "occurred_at", "user_id", "payload"}) >= 2 or (spread and "type" in keys)

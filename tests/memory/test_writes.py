@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hms_resources.memory.accesses import AccessLog
+from hms_resources.memory.accesses import AccessLog, query_digest
 from hms_resources.memory.exchange import Exchange, exchange_records
 from hms_resources.memory.writes import CONFLICT, FORGOTTEN, INVALID, MISSING, REJECTED, MemoryWriter, NewMemory, WriteRefused
 from hms_resources.store.event_store import EventStore
@@ -51,13 +51,25 @@ def test_added_memories_are_stamped_by_the_one_clock_and_a_retry_is_a_duplicate(
     assert "occurred_at" in again[1].reason
 
 
-def test_one_read_of_stored_ids_per_batch(writer, monkeypatch):
+def test_a_batch_is_decided_inside_its_append_transaction_with_no_read_before_the_lock(writer, monkeypatch):
+    """Which events are retries is decided under the append lock: a read before it would race with a
+    concurrent retry (two requests both finding the id unstored)."""
     reads = []
-    original = EventStore.stored_times
-    monkeypatch.setattr(EventStore, "stored_times", lambda self, ids: reads.append(list(ids)) or original(self, ids))
+    original = EventStore.reading
+    monkeypatch.setattr(EventStore, "reading", lambda self: reads.append(1) or original(self))
     writer.add_memories([NewMemory(f"e{i}", "ana", f"m{i}", {"content": f"fact {i}"}) for i in range(5)])
     writer.append_events([writer.read_event(event("accessed", "ana", "m1", 1))])
-    assert [len(ids) for ids in reads] == [5, 1]
+    assert reads == []
+
+
+def test_a_batchs_own_repeats_are_duplicates_and_a_stamped_retry_answers_with_the_stored_time(writer, store, monkeypatch):
+    tea = NewMemory("e1", "ana", "m1", {"content": "likes tea"})
+    outcomes = writer.add_memories([tea, tea, NewMemory("e1", "ana", "m1", {"content": "likes coffee"})])
+    assert [o.status for o in outcomes] == ["created", "duplicate", CONFLICT] and "payload" in outcomes[2].reason
+    monkeypatch.setattr("hms_resources.memory.writes.utc_now", lambda: "2026-05-02T00:00:00.000000Z")
+    [again] = writer.add_memories([tea])
+    assert (again.status, again.event.occurred_at) == ("duplicate", NOW)
+    assert [e.event_id for e in store.read_events()] == ["e1"]
 
 
 def test_an_invalid_memory_stores_nothing_and_the_rest_is_stored(writer, store):
@@ -111,12 +123,12 @@ def test_feedback_is_stored_without_announcing_a_write(writer, store, written):
     assert memory.relevant_count == 1 and memory.relevance_score_sum == pytest.approx(0.9)
 
 
-def test_accesses_are_recorded_off_the_call_as_one_event_with_the_query_as_the_resource_read_it(writer, store, written):
+def test_accesses_are_recorded_off_the_call_as_one_event_with_the_digest_of_the_query_as_the_resource_read_it(writer, store, written):
     writer.add_memories([NewMemory("e1", "ana", "m1", {"content": "likes tea"}), NewMemory("e2", "ana", "m2", {"content": "a dog"})])
     writer.record_accesses("ana", ["m1", "m2", "m1"], "  what   do I\nlike? ")
     writer.flush()
     [accessed] = [e for e in store.read_events(user_id="ana") if e.type == MEMORY_ACCESSED]
-    assert (accessed.memory_id, accessed.payload["memory_ids"], accessed.payload["query"]) == ("m1", ["m1", "m2"], "what do I like?")
+    assert (accessed.memory_id, accessed.payload["memory_ids"], accessed.payload["query"]) == ("m1", ["m1", "m2"], query_digest("What do I like?"))
     assert len(written) == 1
     refresh_memories(store)
     assert {m.memory_id: (m.access_count, m.last_accessed_at) for m in store.read_memories(user_id="ana")} == {
@@ -155,12 +167,21 @@ class Tenant:
 def test_a_captured_exchange_is_stored_under_the_callers_names_once(writer, store, written):
     writer.add_memories([NewMemory("acme/e1", "acme/ana", "m1", {"content": "likes tea"})])
     exchange = Exchange("ana", "c1", "what do I like?", "tea" * 30_000, "s1", ["m1", "chat-c1-user"])
-    writer.capture_exchange(exchange, names=Tenant())
+    captured = writer.capture_exchange(exchange, names=Tenant())
+    assert not captured.stored and captured.not_stored[0].startswith("the reply: content is")
     stored = {e.event_id: e for e in store.read_events(user_id="acme/ana") if e.event_id != "acme/e1"}
     assert sorted(stored) == sorted(["acme/chat-c1-user", "acme/chat-c1-accessed"])
     assert stored["acme/chat-c1-accessed"].memory_id == "m1" and "memory_ids" not in stored["acme/chat-c1-accessed"].payload
     assert stored["acme/chat-c1-user"].memory_id == "chat-c1-user" and stored["acme/chat-c1-user"].payload["session_id"] == "s1"
-    assert writer.capture_exchange(exchange, names=Tenant()).accepted == 0 and len(written) == 3
+    again = writer.capture_exchange(exchange, names=Tenant())
+    assert again.result.accepted == 0 and again.result.duplicates == 2 and len(written) == 3
+    assert writer.capture_exchange(Exchange("ana", "c1", "what do I like?", "tea", "s1"), names=Tenant()).not_stored == []
+    other = writer.capture_exchange(Exchange("ana", "c1", "what do I love?", "coffee", "s1"), names=Tenant())
+    assert len(other.not_stored) == 2 and "a call with this id is stored already" in other.not_stored[0]
+    with pytest.raises(WriteRefused) as reused:
+        writer.check_exchange(Exchange("ana", "c1", "what do I love?", ""), names=Tenant())
+    assert (reused.value.kind, reused.value.field) == (CONFLICT, "call_id")
+    writer.check_exchange(Exchange("ana", "c1", "what do I like?", "", "s1"), names=Tenant())
 
 
 def test_a_captured_exchange_reads_its_memories_in_one_event_and_a_retry_stores_it_once(writer, store):

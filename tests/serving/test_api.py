@@ -78,7 +78,9 @@ def test_every_route_of_the_api_over_real_http(service: MemoryService):
     writer, reader, other = new_key(store, "acme", "write"), new_key(store, "acme", "read"), new_key(store, "globex", "write")
     with Running(service) as running, running.client(writer) as api, running.client(reader) as read_only, running.client(other) as globex:
         assert api.get("/healthz").json() == {"status": "ok"}
-        ready = api.get("/readyz").json()
+        assert api.get("/readyz").json() == {"ready": True}
+        operator = running.client(new_key(store, "local", "admin"))  # the service's figures: HMS_OPERATOR_TENANT's admin
+        ready = operator.get("/readyz").json()
         assert ready["ready"] is True and ready["store"] == "reachable" and "index_age_seconds" in ready
 
         # Add one memory, idempotently through the Idempotency-Key header.
@@ -194,7 +196,7 @@ def test_every_route_of_the_api_over_real_http(service: MemoryService):
         assert store.memory_statuses([("acme/alice", "x" * 10)]) == {}
 
         # Metrics: per route template, no user id, no key.
-        metrics = api.get("/metrics").text
+        metrics = operator.get("/metrics").text
         assert 'hms_http_requests_total{method="POST",route="/v1/context",status="200"}' in metrics
         assert "hms_http_request_duration_seconds_bucket" in metrics and 'hms_context_stage_seconds_count{stage="total"}' in metrics
         assert re.search(r"hms_events_appended_total \d+", metrics) and "hms_index_age_seconds" in metrics

@@ -3,6 +3,7 @@ port, with the real local model: memory in the system turn, streaming, capture a
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import openai
@@ -18,6 +19,7 @@ from hms_resources.serving.service import MemoryService
 from hms_resources.store.event_store import EventStore
 from tests.serving.conftest import new_key
 from tests.serving.test_api import Running
+from tests.serving.test_retries import Cold
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +198,37 @@ def test_litellm_sdk_to_hms_local_with_the_callback_injecting_once(chat_service:
         turns = sorted((e.payload["created_by"], e.payload["content"]) for e in store.read_events(user_id="acme/alice")
                        if e.type == "memory.created" and e.memory_id.startswith("chat-"))
         assert turns == [("assistant", reply), ("user", question[0]["content"])]
+
+
+@pytest.mark.timeout(600)
+def test_a_prompt_over_the_window_is_a_400_and_a_reply_says_whether_its_turns_were_stored(tmp_path: Path, local_model):
+    """OpenAI's `context_length_exceeded` (in HMS's error body), streamed or not, before any token;
+    a turn past the store's content limit is answered, and the reply says it was not stored."""
+    store = EventStore(hms_home=str(tmp_path / "small"), max_content_bytes=200)
+    assembler = ContextAssembler(event_store=store, embedder=Embedder.from_env(), online_index=False)
+    service = MemoryService(store, assembler)
+    key = new_key(store, "acme", "write")
+
+    def ask(*messages: dict, **extra) -> dict:
+        return {"model": "hms-local", "user": "ana", "max_tokens": 6, "messages": list(messages), **extra}
+
+    assert local_model.window == 8192  # loaded here, not in the first request's time
+    with Cold(service, chat=ChatService(service, local_model=local_model)) as running, running.client(key) as api:
+        long = {"role": "system", "content": "the garden shed " * 3000}
+        for stream in (False, True):
+            over = api.post("/v1/chat/completions", json=ask(long, {"role": "user", "content": "Hi"}, stream=stream))
+            assert over.status_code == 400, over.text
+            error = over.json()["error"]
+            assert (error["code"], error["field"]) == ("context_length_exceeded", "messages") and "8192" in error["message"]
+        short = api.post("/v1/chat/completions", json=ask({"role": "user", "content": "Say hi."}))
+        assert short.status_code == 200 and short.headers["X-HMS-Stored"] == "true" and short.json()["hms"]["stored"] is True
+        wordy = {"role": "user", "content": "Tell me about " + "garden sheds " * 20}
+        answered = api.post("/v1/chat/completions", json=ask(wordy))
+        assert answered.status_code == 200 and answered.headers["X-HMS-Stored"] == "false"
+        assert answered.json()["hms"]["stored"] is False and "the user's turn: content" in answered.json()["hms"]["not_stored_reason"]
+        streamed = api.post("/v1/chat/completions", json=ask(wordy, stream=True))
+        chunks = [json.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: {")]
+        assert streamed.text.rstrip().endswith("data: [DONE]")
+        assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and chunks[-1]["hms"]["stored"] is False
+    assembler.close()
+    store.close()

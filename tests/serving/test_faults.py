@@ -348,10 +348,10 @@ def test_store_unreachable_is_503_and_the_service_recovers(
     password = f"pw{secrets.token_hex(12)}"
     through_proxy = real.set(host="127.0.0.1", port=proxy.port, password=password).render_as_string(hide_password=False)
     store = EventStore(database_url=postgres_url, hms_home=str(hms_home))
-    key = new_key(store, TENANT, "write")
+    key = new_key(store, TENANT, "admin")  # the operator's: it reads the detailed /readyz and /metrics
     store.close()
     log = tmp_path / "serve.log"
-    server = Server(server_env(hms_home, through_proxy), free_port(), log)
+    server = Server({**server_env(hms_home, through_proxy), "HMS_OPERATOR_TENANT": TENANT}, free_port(), log)
     servers.append(server)
     bodies: list[str] = []
     try:
@@ -417,9 +417,9 @@ def test_store_that_never_answers_is_503_within_seconds(
     proxy = TcpProxy((real.host or "127.0.0.1", real.port or 5432), free_port()).start()
     through_proxy = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     store = EventStore(database_url=postgres_url, hms_home=str(hms_home))
-    key = new_key(store, TENANT, "write")
+    key = new_key(store, TENANT, "admin")  # the operator's: it reads the detailed /readyz
     store.close()
-    server = Server(server_env(hms_home, through_proxy), free_port(), tmp_path / "serve.log")
+    server = Server({**server_env(hms_home, through_proxy), "HMS_OPERATOR_TENANT": TENANT}, free_port(), tmp_path / "serve.log")
     servers.append(server)
     hung = TcpProxy(proxy.upstream, proxy.port, forward=False)
     try:

@@ -153,7 +153,7 @@ def test_every_tool_over_streamable_http(hms_home: Path, serve_process: Server):
             listed = (await call(session, "list_memories", user_id="alice", status="any"))["memories"]
             assert [m["memory_id"] for m in listed] == ["chess-1", "trip"]
 
-        # The mount's root without its slash answers too (a same-origin 307 the client follows).
+        # The mount's root without its slash answers too (served as it is, no redirect).
         async with over_http(f"{serve_process.url}/mcp", reader) as session:
             assert {tool.name for tool in (await session.list_tools()).tools} == TOOLS
 

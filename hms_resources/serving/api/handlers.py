@@ -33,7 +33,7 @@ def validation_error(error: RequestValidationError) -> ApiError:
         return ApiError(422, "invalid", "the body is not valid JSON", "body")
     loc = [str(p) for p in first.get("loc", ())]
     if loc and loc[0] in ("body", "query", "path", "header"):
-        loc = loc[1:]
+        loc = loc[1:] or [loc[0]]
     field = ".".join(loc) or None
     message = f"{field}: {first.get('msg', 'invalid')}" if field else str(first.get("msg", "invalid request"))
     return ApiError(422, "invalid", message, field)
@@ -46,6 +46,9 @@ async def invalid(request: Request, error: RequestValidationError) -> Response:
 async def http_error(request: Request, error: StarletteHTTPException) -> Response:
     if request.scope.get(TOO_LARGE):
         return _refused(request, too_large(request.app.state.max_body_bytes))
+    if error.status_code == 400:
+        # FastAPI's own body reading (a route without `StrictJsonRoute`): what it could not parse.
+        return _refused(request, ApiError(422, "invalid", "the body is not valid JSON", "body"))
     code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "invalid")
     return _refused(request, ApiError(error.status_code, code, str(error.detail)))
 

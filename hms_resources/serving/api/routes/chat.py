@@ -9,20 +9,21 @@ from fastapi import APIRouter, Body, Header
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
+from hms_resources.serving.api.bodies import StrictJsonRoute
 from hms_resources.serving.api.deps import Caller, Chat
-from hms_resources.serving.api.models import ERRORS
+from hms_resources.serving.api.models import CHAT_ERRORS, ERRORS
 from hms_resources.serving.api.responses import JsonResponse
 from hms_resources.serving.chat import parse_chat
 
-router = APIRouter(prefix="/v1", tags=["chat"])
+router = APIRouter(prefix="/v1", tags=["chat"], route_class=StrictJsonRoute)
 
 
-@router.get("/models")
+@router.get("/models", responses=ERRORS)
 async def models(chat: Chat, principal: Caller) -> Response:
     return JsonResponse(chat.models())
 
 
-@router.post("/chat/completions", responses=ERRORS)
+@router.post("/chat/completions", responses=CHAT_ERRORS)
 async def completions(
     chat: Chat,
     principal: Caller,

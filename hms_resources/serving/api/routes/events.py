@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.responses import Response
 
+from hms_resources.serving.api.bodies import StrictJsonRoute
 from hms_resources.serving.api.deps import Caller, Service
 from hms_resources.serving.api.models import ERRORS, BatchResult, EventsIn, batch_summary
 from hms_resources.serving.api.responses import JsonResponse
 
-router = APIRouter(prefix="/v1/events", tags=["events"])
+router = APIRouter(prefix="/v1/events", tags=["events"], route_class=StrictJsonRoute)
 
 
 @router.post("", response_model=BatchResult, responses=ERRORS)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.responses import Response
 
+from hms_resources.serving.api.bodies import StrictJsonRoute
 from hms_resources.serving.api.deps import Caller, Service
 from hms_resources.serving.api.models import ERRORS, FeedbackIn
 from hms_resources.serving.api.responses import JsonResponse
 
-router = APIRouter(prefix="/v1/feedback", tags=["retrieval"])
+router = APIRouter(prefix="/v1/feedback", tags=["retrieval"], route_class=StrictJsonRoute)
 
 
 @router.post("", responses=ERRORS)

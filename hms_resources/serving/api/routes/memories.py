@@ -11,12 +11,13 @@ from typing import Any, Literal
 from fastapi import APIRouter, Body, Header, Path, Query
 from starlette.responses import Response
 
+from hms_resources.serving.api.bodies import StrictJsonRoute
 from hms_resources.serving.api.deps import Caller, Service
-from hms_resources.serving.api.models import ERRORS, BatchResult, ReasonIn, batch_summary
+from hms_resources.serving.api.models import ERRORS, NAME_PATTERN, BatchResult, ReasonIn, batch_summary
 from hms_resources.serving.api.responses import JsonResponse
 from hms_resources.serving.errors import item_error
 
-router = APIRouter(prefix="/v1/memories", tags=["memories"])
+router = APIRouter(prefix="/v1/memories", tags=["memories"], route_class=StrictJsonRoute)
 
 
 @router.post("", status_code=201, responses={**ERRORS, 200: {"model": BatchResult}})
@@ -40,9 +41,9 @@ def list_memories(
     service: Service,
     caller: Caller,
     user_id: str,
-    memory_type: str | None = None,
-    category: str | None = None,
-    tag: str | None = None,
+    memory_type: str | None = Query(None, pattern=NAME_PATTERN),
+    category: str | None = Query(None, pattern=NAME_PATTERN),
+    tag: str | None = Query(None, pattern=NAME_PATTERN),
     tier: Literal["hot", "warm", "cold"] | None = None,
     status: Literal["live", "archived", "forgotten", "any"] = "live",
     created_after: str | None = None,

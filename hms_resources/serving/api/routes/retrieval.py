@@ -6,11 +6,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from hms_resources.serving.api.bodies import StrictJsonRoute
 from hms_resources.serving.api.deps import Caller, Metrics, Service, retrieving
 from hms_resources.serving.api.models import ERRORS, ContextIn, ContextOut, SearchIn
 from hms_resources.serving.api.responses import JsonResponse
 
-router = APIRouter(prefix="/v1", tags=["retrieval"])
+router = APIRouter(prefix="/v1", tags=["retrieval"], route_class=StrictJsonRoute)
 
 
 @router.post("/search", responses=ERRORS)

@@ -1,0 +1,18 @@
+"""The model libraries (transformers, sentence-transformers), imported under one process-wide lock:
+transformers' lazy modules fail ("cannot import name 'AutoTokenizer'") when two threads import from
+them at once, as the tokenizer, the embedder, the online indexer and the local model can."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from typing import Any
+
+_IMPORTING = threading.RLock()
+
+
+def model_library(name: str, *attributes: str) -> tuple[Any, ...]:
+    """`from name import attributes...`, one thread at a time; the module itself with no attributes."""
+    with _IMPORTING:
+        module = importlib.import_module(name)
+        return tuple(getattr(module, attribute) for attribute in attributes) if attributes else (module,)
