@@ -6,9 +6,8 @@ by membership overlap and centroid similarity, so a concept keeps its id as it g
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,8 +17,6 @@ from hms_resources.common.environment import setting
 from hms_resources.store.memory_state import CONVERSATION_TURN, Memory
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
-
     from hms_resources.store.event_store import EventStore
 
 NOISE = -1
@@ -305,63 +302,3 @@ def load_concepts(store: "EventStore", user_id: str | None = None) -> list[Conce
 
 def _chunked(items: list[str], size: int) -> list[list[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-_LABEL_WORD = re.compile(r"(?u)\b[^\W\d_][\w'-]+\b")
-
-
-def without_member(concept: Concept, memory_id: str, member_texts: Sequence[str], min_size: int = ConceptConfig.min_size) -> Concept | None:
-    """The concept once a member is forgotten, or None when too few members are left: the summary is
-    dropped if it quotes the memory, the label keeps only the words the other members' texts
-    (`member_texts`) hold. Numbers (centroid, cohesion, tokens) wait for the next clustering."""
-    members = [m for m in concept.member_ids if m != memory_id]
-    if len(members) < min_size:
-        return None
-    quoted = memory_id in concept.summary_member_ids
-    words = {w.casefold() for text in member_texts for w in _LABEL_WORD.findall(text)}
-    return replace(
-        concept,
-        member_ids=members,
-        size=len(members),
-        label=[w for w in concept.label if w.casefold() in words],
-        summary="" if quoted else concept.summary,
-        summary_member_ids=[] if quoted else [m for m in concept.summary_member_ids if m != memory_id],
-        summary_tokens=0 if quoted else concept.summary_tokens,
-    )
-
-
-def erase_concept_member(conn: Connection, user_id: str, memory_id: str) -> list[str]:
-    """Inside the append that forgets a memory: take it out of the user's concepts, dropping a concept
-    too small without it. Returns the ids of the concepts dropped."""
-    from sqlalchemy import select
-
-    from hms_resources.store.memory_table import load_memories
-    from hms_resources.store.schema import concepts as table
-
-    dropped = []
-    mentioned = table.c.member_ids.contains(orjson.dumps(memory_id).decode(), autoescape=True)
-    for row in conn.execute(select(table).where(table.c.user_id == user_id, mentioned)).mappings().all():
-        member_ids = orjson.loads(row["member_ids"])
-        if memory_id not in member_ids:
-            continue
-        others = load_memories(conn, [(user_id, m) for m in member_ids if m != memory_id])
-        concept = Concept(
-            **{name: orjson.loads(row[name]) for name in ("label", "summary_member_ids")},
-            **{name: row[name] for name in ("concept_id", "user_id", "summary", "size", "cohesion", "first_seen", "last_seen",
-                                            "member_tokens", "summary_tokens")},
-            member_ids=member_ids,
-            centroid=np.frombuffer(row["centroid"], dtype=np.float32),
-        )
-        kept = without_member(concept, memory_id, [m.content or "" for m in others.values()])
-        where = (table.c.user_id == user_id) & (table.c.concept_id == concept.concept_id)
-        if kept is None:
-            conn.execute(table.delete().where(where))
-            dropped.append(concept.concept_id)
-            continue
-        conn.execute(
-            table.update().where(where).values(
-                label=orjson.dumps(kept.label).decode(), summary=kept.summary, summary_member_ids=orjson.dumps(kept.summary_member_ids).decode(),
-                member_ids=orjson.dumps(kept.member_ids).decode(), size=kept.size, summary_tokens=kept.summary_tokens,
-            )
-        )
-    return dropped

@@ -32,8 +32,6 @@ from hms_resources.semantic.graph_model import (
 from hms_resources.store.memory_state import Memory
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
-
     from hms_resources.store.event_store import EventStore
 
 
@@ -278,15 +276,3 @@ def shortest_path(
 def concept_members(store: "EventStore", user_id: str, concept_id: str) -> list[str]:
     key = concept_node_key(user_id, concept_id)
     return sorted(local_id(user_id, e.source) for e in load_edges(store, user_id) if e.type == IN_CONCEPT and e.target == key)
-
-
-def erase_memory_edges(conn: Connection, user_id: str, memory_id: str, dropped_concepts: Sequence[str] = ()) -> int:
-    """Inside the append that forgets a memory: delete the edges touching its node, and those into
-    concepts dropped with it (`concepts.erase_concept_member`). Returns how many were deleted."""
-    from sqlalchemy import or_
-
-    from hms_resources.store.schema import graph_edges as table
-
-    nodes = [memory_node_key(user_id, memory_id), *(concept_node_key(user_id, c) for c in dropped_concepts)]
-    touching = or_(table.c.source.in_(nodes), table.c.target.in_(nodes))
-    return conn.execute(table.delete().where(table.c.user_id == user_id, touching)).rowcount or 0

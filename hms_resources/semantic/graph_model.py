@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from hms_resources.store.node_keys import KEY_SEPARATOR, concept_node_key, memory_node_key  # noqa: F401 - the graph's names
+
 USER = "User"
 MEMORY = "Memory"
 CONCEPT = "Concept"
@@ -24,16 +26,6 @@ CHILD_OF = "CHILD_OF"              # Memory -> Memory (its parent_memory_id)
 RELATED_TO = "RELATED_TO"          # Memory -> Memory, explicit memory.related; its type is a property
 EDGE_TYPES = (HAS_MEMORY, SIMILAR_TO, IN_CONCEPT, NEXT_IN_SESSION, CHILD_OF, RELATED_TO)
 
-KEY_SEPARATOR = "\x1f"
-
-
-def memory_node_key(user_id: str, memory_id: str) -> str:
-    """Memory ids are unique per user only; ids never contain control characters, so this is unambiguous."""
-    return f"{user_id}{KEY_SEPARATOR}{memory_id}"
-
-
-def concept_node_key(user_id: str, concept_id: str) -> str:
-    return f"{user_id}{KEY_SEPARATOR}{concept_id}"
 
 
 def local_id(user_id: str, key: str) -> str:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Connection, and_, bindparam, select
+from sqlalchemy import ColumnElement, Connection, and_, bindparam, or_, select
 
 from hms_resources.common.clock import utc_now
 from hms_resources.store import postgres
@@ -30,7 +30,8 @@ from hms_resources.store.log_reads import max_sequence
 from hms_resources.store.memory_state import MemoryKey, apply_event
 from hms_resources.store.memory_table import load_memories, memory_rows
 from hms_resources.store.rows import by_user, chunks, driver_select, insert_many
-from hms_resources.store.schema import events, memories, memory_keys
+from hms_resources.store.node_keys import concept_node_key, memory_node_key
+from hms_resources.store.schema import concepts, events, graph_edges, memories, memory_keys
 
 
 @dataclass
@@ -196,9 +197,8 @@ def erase_stored(conn: Connection, key: MemoryKey) -> None:
 def erase_derived(conn: Connection, rows: list[tuple[Any, ...]], forgotten: set[MemoryKey]) -> None:
     """What the assets derived from the memories the batch forgets, erased in the same transaction, so
     a forget is total when acknowledged: the memories row becomes the tombstone the fold makes, the
-    memory leaves its concepts (a summary quoting it is dropped), and its graph edges are deleted."""
-    from hms_resources.semantic.concepts import erase_concept_member
-    from hms_resources.semantic.graph import erase_memory_edges
+    concepts holding it are dropped until the next clustering (their labels and summaries may quote it),
+    and the graph edges touching it or those concepts are deleted."""
 
     for row in rows:
         key = (row[3], row[4])
@@ -208,8 +208,23 @@ def erase_derived(conn: Connection, rows: list[tuple[Any, ...]], forgotten: set[
         if key in state:
             apply_event(state, MemoryEvent(row[1], row[2], row[3], row[4], row[5], {}, row[0]))
             insert_many(conn, memories, memory_rows([state[key]]), upsert_on=("user_id", "memory_id"))
-        dropped = erase_concept_member(conn, *key)
-        erase_memory_edges(conn, *key, dropped)
+        dropped = _drop_concepts_holding(conn, *key)
+        _drop_edges_touching(conn, key[0], [memory_node_key(*key), *(concept_node_key(key[0], c) for c in dropped)])
+
+
+def _drop_concepts_holding(conn: Connection, user_id: str, memory_id: str) -> list[str]:
+    """Delete the user's concepts that hold the memory; returns their ids."""
+    mentioned = concepts.c.member_ids.contains(orjson.dumps(memory_id).decode(), autoescape=True)
+    found = conn.execute(select(concepts.c.concept_id, concepts.c.member_ids).where(concepts.c.user_id == user_id, mentioned)).all()
+    dropped = [concept_id for concept_id, member_ids in found if memory_id in orjson.loads(member_ids)]
+    if dropped:
+        conn.execute(concepts.delete().where(concepts.c.user_id == user_id, concepts.c.concept_id.in_(dropped)))
+    return dropped
+
+
+def _drop_edges_touching(conn: Connection, user_id: str, nodes: list[str]) -> None:
+    touching = or_(graph_edges.c.source.in_(nodes), graph_edges.c.target.in_(nodes))
+    conn.execute(graph_edges.delete().where(graph_edges.c.user_id == user_id, touching))
 
 
 def _unread_stored(conn: Connection, key: MemoryKey) -> None:

@@ -13,7 +13,6 @@ from hms_assets import domain_assets
 from hms_assets.tiers.partitions import all_shards_of_days
 from hms_resources.context.assembler import ContextAssembler
 from hms_resources.privacy.forget import verify_forgotten
-from hms_resources.semantic.concepts import Concept, without_member
 from hms_resources.semantic.embedder import Embedder
 from hms_resources.serving.service import MemoryService
 from hms_resources.store.event_store import EventStore
@@ -120,18 +119,3 @@ def test_an_erased_payload_keeps_only_ids_numbers_and_flags():
     assert erase_payload({"memory_ids": ["a", "b"], "query": "q", "access_method": "context", "was_relevant": True}) == {
         "memory_ids": ["a", "b"], "was_relevant": True}
     assert erase_payload({"tags": ["t"], "remove": ["u"]}) == {}
-
-
-def concept(member_ids: list[str], summary_member_ids: list[str], label: list[str]) -> Concept:
-    import numpy as np
-
-    return Concept("k1", "ana", label, "the summary", summary_member_ids, member_ids, np.zeros(2, dtype=np.float32), len(member_ids),
-                   0.9, None, None, 30, 10)
-
-
-def test_a_concept_without_a_forgotten_member_drops_a_summary_quoting_it_and_its_words():
-    kept = without_member(concept(["a", "b", "c"], ["a"], ["cello", "zyqvex", "scales"]), "a", ["My cello teacher", "More scales"])
-    assert (kept.member_ids, kept.size, kept.label, kept.summary, kept.summary_member_ids) == (["b", "c"], 2, ["cello", "scales"], "", [])
-    untouched = without_member(concept(["a", "b", "c"], ["b"], ["cello"]), "a", ["cello", "cello"])
-    assert (untouched.summary, untouched.summary_member_ids) == ("the summary", ["b"])
-    assert without_member(concept(["a", "b"], [], ["cello"]), "a", ["cello"]) is None
