@@ -11,6 +11,10 @@ from hms_resources.serving.tenants import SCOPES
 
 LOCAL_TENANT = "local"
 KEY_ENV = "HMS_API_KEY"
+SWITCH_INTERVAL_SECONDS = 0.001
+"""How long a thread holds the interpreter lock while another waits for it (Python's default is 5 ms):
+a small call that waits on the store or numpy many times would otherwise wait up to 5 ms each time
+behind another tenant's long CPU-bound call."""
 SERVE_FRESH_SECONDS = 0.05
 """Under load, requests share one read of new events per 50 ms; the service's own writes are read at once."""
 
@@ -41,6 +45,8 @@ def first_key(store) -> str | None:
 def serve(host: str, port: int, mcp: bool, access_log: bool) -> None:
     """Serve the HTTP API (/v1, OpenAPI at /docs) over the store the environment names.
     On a store without any key, creates one for the tenant `local` and prints it once."""
+    import sys
+
     import uvicorn
 
     from hms_resources.serving.http import create_app, server_config
@@ -61,6 +67,7 @@ def serve(host: str, port: int, mcp: bool, access_log: bool) -> None:
         service, max_body_bytes=setting("HMS_MAX_BODY_BYTES"), mcp_app=mcp_app, chat=ChatService.from_env(service)
     )
     click.echo(f"hms: serving {service.store.display_url} on http://{host}:{port} (OpenAPI at /docs)", err=True)
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     uvicorn.Server(server_config(app, host, port, access_log=access_log)).run()
 
 
