@@ -390,7 +390,7 @@ def hms_serve(hms_home: Path, warm_home: Path) -> Iterator[tuple[str, str, Any]]
     from hms_resources.serving.chat import ChatService
     from hms_resources.serving.keys import create_key
     from hms_resources.serving.service import MemoryService
-    from tests.serving.test_api import Running
+    from tests.serving.conftest import Running
 
     _warm(hms_home, warm_home)
     store = EventStore(hms_home=str(hms_home))

@@ -1,4 +1,5 @@
-"""Fixtures of the service tests: `hms serve` as a real process on a loopback port, and keys."""
+"""Fixtures of the service tests: `hms serve` as a real process on a loopback port, the app under
+uvicorn in a thread of the test (`Running`), and keys."""
 
 from __future__ import annotations
 
@@ -7,15 +8,20 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Self
 
 import httpx
 import pytest
+import uvicorn
 
+from hms_resources.serving.http import create_app, server_config
 from hms_resources.serving.keys import create_key
+from hms_resources.serving.service import MemoryService
 from hms_resources.store.event_store import EventStore
 
 
@@ -90,3 +96,47 @@ def serve_process(hms_home: Path, tmp_path: Path) -> Iterator[Server]:
 
 def new_key(store: EventStore, tenant: str, scope: str = "write") -> str:
     return create_key(store, tenant, scope).secret
+
+
+BODY_LIMIT = 64 * 1024
+
+
+class Running:
+    """`create_app` under uvicorn in a thread of the test process, on a free loopback port, with the
+    read timeouts of `hms serve` (`server_config`). `warm=False` skips loading the context indexes
+    (seconds) for tests that never read them; `mcp` mounts the MCP server; `options` go to `create_app`."""
+
+    def __init__(self, service: MemoryService, chat: Any = None, *, warm: bool = True, mcp: bool = False, **options: Any):
+        mcp_app = None
+        if mcp:
+            from hms_resources.serving.mcp_server import streamable_http_app
+
+            mcp_app = streamable_http_app(service)
+        self.service = service
+        self.app = create_app(service, **{"max_body_bytes": BODY_LIMIT, **options}, chat=chat, warm=warm, mcp_app=mcp_app)
+        self.port = free_port()
+        self.server = uvicorn.Server(server_config(self.app, "127.0.0.1", self.port))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        deadline = time.monotonic() + 120
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+    def client(self, key: str | None, timeout: float = 60) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def socket(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=15)

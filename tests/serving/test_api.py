@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,48 +13,16 @@ from pathlib import Path
 import dagster as dg
 import httpx
 import pytest
-import uvicorn
 
 from hms_jobs.cli.serve import first_key
 from hms_jobs.sensors import new_events_sensor
 from hms_resources.context.assembler import ContextAssembler
 from hms_resources.semantic.embedder import Embedder
-from hms_resources.serving.http import create_app
 from hms_resources.serving.service import MemoryService
 from hms_resources.store.api_keys import list_keys
 from hms_resources.store.erasure import unerased_events
 from hms_resources.store.event_store import EventStore
-from tests.serving.conftest import free_port, new_key, server_env
-
-BODY_LIMIT = 64 * 1024
-
-
-class Running:
-    """`create_app` under uvicorn in a thread of the test process, on a free loopback port."""
-
-    def __init__(self, service: MemoryService, chat=None):
-        self.service = service
-        self.app = create_app(service, max_body_bytes=BODY_LIMIT, chat=chat)
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> "Running":
-        self.thread.start()
-        deadline = time.monotonic() + 120
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-
-    def client(self, key: str | None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=f"http://127.0.0.1:{self.port}", headers=headers, timeout=60)
-
+from tests.serving.conftest import BODY_LIMIT, Running, new_key, server_env
 
 @pytest.fixture
 def service(store_url: str, tmp_path: Path) -> Iterator[MemoryService]:

@@ -27,7 +27,7 @@ from hms_resources.serving.service import MemoryService
 from hms_resources.store.event_store import EventStore
 from tests.conftest import PG_SERVER_URL
 from tests.serving.conftest import new_key
-from tests.serving.test_api import Running
+from tests.serving.conftest import Running
 
 JSON = {"content-type": "application/json"}
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -17,9 +17,7 @@ from hms_resources.serving.errors import ApiError
 from hms_resources.serving.keys import create_key
 from hms_resources.serving.service import MemoryService
 from hms_resources.store.event_store import EventStore
-from tests.serving.conftest import new_key
-from tests.serving.test_api import Running
-from tests.serving.test_retries import Cold
+from tests.serving.conftest import Running, new_key
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +211,7 @@ def test_a_prompt_over_the_window_is_a_400_and_a_reply_says_whether_its_turns_we
         return {"model": "hms-local", "user": "ana", "max_tokens": 6, "messages": list(messages), **extra}
 
     assert local_model.window == 8192  # loaded here, not in the first request's time
-    with Cold(service, chat=ChatService(service, local_model=local_model)) as running, running.client(key) as api:
+    with Running(service, warm=False, chat=ChatService(service, local_model=local_model)) as running, running.client(key) as api:
         long = {"role": "system", "content": "the garden shed " * 3000}
         for stream in (False, True):
             over = api.post("/v1/chat/completions", json=ask(long, {"role": "user", "content": "Hi"}, stream=stream))

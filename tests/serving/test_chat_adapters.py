@@ -46,7 +46,7 @@ from hms_resources.serving.service import MemoryService
 from hms_resources.store.event_store import EventStore
 from hms_resources.store.ingest import ingest_records
 from tests.helpers import created, event
-from tests.serving.test_api import Running
+from tests.serving.conftest import Running
 
 WORD = "Ottoline"
 CELLO = ["I practise the cello every morning before work.", f"My cello teacher is called {WORD}.",

@@ -17,8 +17,7 @@ from hms_resources.serving.chat import ChatService, parse_chat
 from hms_resources.serving.errors import ApiError
 from hms_resources.serving.service import MemoryService
 from hms_resources.store.event_store import EventStore
-from tests.serving.conftest import new_key
-from tests.serving.test_retries import Cold
+from tests.serving.conftest import Running, new_key
 
 NOWHERE = "ollama/nowhere"
 """A provider that cannot answer: a call that reaches the model is a 502."""
@@ -62,7 +61,7 @@ def test_a_reused_idempotency_key_with_another_message_is_a_409_before_the_model
     first = Exchange("ana", new_call_id(given="acme/turn-1"), "What is my cat called?", "Your cat is called Miso.")
     assert service.writer.capture_exchange(first, names=principal).stored
     stored = service.store.max_sequence()
-    with Cold(service, chat=chat) as running, running.client(key) as api:
+    with Running(service, warm=False, chat=chat) as running, running.client(key) as api:
         control = api.post("/v1/chat/completions", json=ask("hi", metadata={"session_id": "s\x01"}))
         assert control.status_code == 422 and control.json()["error"]["field"] == "metadata.session_id"
         for stream in (False, True):

@@ -13,12 +13,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Self
 
 import anyio
 import httpx
 import pytest
-import uvicorn
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -26,42 +24,12 @@ from hms_resources.context.assembler import ContextAssembler
 from hms_resources.semantic.embedder import Embedder
 from hms_resources.serving.api.limits import Limits, RetrievalGate, TenantRates
 from hms_resources.serving.errors import ApiError
-from hms_resources.serving.http import create_app, server_config
 from hms_resources.serving.service import MemoryService
 from hms_resources.store.event_store import EventStore
-from tests.serving.conftest import free_port, new_key
+from tests.serving.conftest import Running, new_key
 
 GENEROUS = Limits(tenant_rate=200.0, tenant_burst=400, tenant_concurrency=2, deadline_seconds=60.0, read_timeout_seconds=30.0)
 WRONG_KEY = "hms_0123456789abcdef_wrong"
-
-
-class Serving:
-    """`create_app` under uvicorn (configured by `server_config`) in a thread of the test process."""
-
-    def __init__(self, service: MemoryService, limits: Limits, *, warm: bool = False):
-        self.app = create_app(service, max_body_bytes=64 * 1024, warm=warm, limits=limits)
-        self.port = free_port()
-        self.server = uvicorn.Server(server_config(self.app, "127.0.0.1", self.port))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> Self:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-
-    def client(self, key: str | None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=f"http://127.0.0.1:{self.port}", headers=headers, timeout=60)
-
-    def socket(self) -> socket.socket:
-        return socket.create_connection(("127.0.0.1", self.port), timeout=15)
 
 
 @pytest.fixture
@@ -110,7 +78,7 @@ def error_of(response: httpx.Response) -> dict:
 
 def test_a_bad_key_is_refused_before_its_huge_body_is_read(service: MemoryService):
     # The server would wait 30 s for the rest of the body; the client waits 15 s for an answer.
-    with Serving(service, GENEROUS) as serving:
+    with Running(service, limits=GENEROUS, warm=False) as serving:
         for authorization in ([f"Authorization: Bearer {WRONG_KEY}"], []):
             with serving.socket() as sock:
                 sock.sendall(head("POST", "/v1/memories", *authorization, "Content-Type: application/json", "Content-Length: 10000000") + b'{"user_id": "al')
@@ -129,7 +97,7 @@ def test_a_bad_key_is_refused_before_its_huge_body_is_read(service: MemoryServic
 def test_a_tenant_over_its_rate_gets_429_with_retry_after_and_another_tenant_is_unaffected(service: MemoryService):
     limits = replace(GENEROUS, tenant_rate=0.01, tenant_burst=3)
     a, b = new_key(service.store, "a"), new_key(service.store, "b")
-    with Serving(service, limits) as serving, serving.client(a) as tenant_a, serving.client(b) as tenant_b:
+    with Running(service, limits=limits, warm=False) as serving, serving.client(a) as tenant_a, serving.client(b) as tenant_b:
         assert [tenant_a.get("/v1/memories", params={"user_id": "alice"}).status_code for _ in range(3)] == [200] * 3
         refused = tenant_a.get("/v1/memories", params={"user_id": "alice"})
         assert refused.status_code == 429 and error_of(refused)["code"] == "rate_limited" and error_of(refused)["field"] is None
@@ -241,7 +209,7 @@ def test_a_tenant_at_its_concurrency_gets_429_over_http_while_another_tenant_is_
     a, b = new_key(service.store, "a", "read"), new_key(service.store, "b", "read")
     search = {"user_id": "alice", "query": "where does alice live", "limit": 3}
     held = threading.Event()
-    with Serving(service, limits) as serving, serving.client(a) as tenant_a, serving.client(b) as tenant_b:
+    with Running(service, limits=limits, warm=False) as serving, serving.client(a) as tenant_a, serving.client(b) as tenant_b:
         gate = serving.app.state.retrieval
         loop = serving.server.servers[0].get_loop()
         # Tenant a's calls, in the server's own gate: one runs (its thread blocked), two wait their turn.
@@ -262,7 +230,7 @@ def test_a_tenant_at_its_concurrency_gets_429_over_http_while_another_tenant_is_
 
 def test_connections_that_stall_mid_headers_or_mid_body_are_closed(service: MemoryService):
     key = new_key(service.store, "acme")
-    with Serving(service, replace(GENEROUS, read_timeout_seconds=1.0)) as serving:
+    with Running(service, limits=replace(GENEROUS, read_timeout_seconds=1.0), warm=False) as serving:
         stalled = [serving.socket() for _ in range(50)]
         for sock in stalled[:25]:
             sock.sendall(b"GET /v1/memories?user_id=alice HTTP/1.1\r\nHost: hms\r\n")  # half the headers; the rest send nothing

@@ -6,18 +6,15 @@ whatever the filters; a cursor the service did not write is a 422 naming `cursor
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pytest
-import uvicorn
 
 from hms_resources.context.assembler import ContextAssembler
 from hms_resources.semantic.embedder import Embedder
-from hms_resources.serving.http import create_app
 from hms_resources.serving.service import MemoryService
 from hms_resources.serving.tenants import Principal
 from hms_resources.store.event_store import EventStore
@@ -29,7 +26,8 @@ from hms_resources.tiers.assignment import TierSnapshot, save_tier_partition
 from hms_resources.tiers.importance import TIER_NAMES
 from tests.helpers import at, created, event
 from tests.serving.conftest import new_key
-from tests.serving.test_api import BODY_LIMIT, Running, error_of
+from tests.serving.conftest import Running
+from tests.serving.test_api import error_of
 
 USER = "acme/big"
 MEMORIES = 240
@@ -43,16 +41,6 @@ def service(store_url: str, tmp_path: Path) -> Iterator[MemoryService]:
     yield MemoryService(store, assembler)
     assembler.close()
     store.close()
-
-
-class Serving(Running):
-    """`Running`, without loading the context indexes at start: a listing never reads them."""
-
-    def __init__(self, service: MemoryService):
-        super().__init__(service)
-        self.app = create_app(service, max_body_bytes=BODY_LIMIT, warm=False)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
 
 
 def memory_id(i: int) -> str:
@@ -115,7 +103,7 @@ def test_a_page_of_one_reads_a_few_rows_and_every_page_is_exact_as_of_the_end_of
     first = next(store.memory_windows(USER, limit=1))
     assert [m.memory_id for m in first.memories] == expected(store)[:2]
     assert first.rows_read <= 12, f"a page of one read {first.rows_read} rows"
-    with Serving(service) as running, running.client(new_key(store, "acme", "read")) as api:
+    with Running(service, warm=False) as running, running.client(new_key(store, "acme", "read")) as api:
         one = api.get("/v1/memories", params={"user_id": "big", "limit": 1}).json()
         assert [m["memory_id"] for m in one["memories"]] == expected(store)[:1] and one["next_cursor"]
         assert one["memories"][0]["user_id"] == "big"
@@ -138,7 +126,7 @@ def test_a_page_of_one_reads_a_few_rows_and_every_page_is_exact_as_of_the_end_of
 @pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
 def test_a_memory_just_written_is_listed_at_once(service: MemoryService):
     store = service.store
-    with Serving(service) as running, running.client(new_key(store, "acme", "write")) as api:
+    with Running(service, warm=False) as running, running.client(new_key(store, "acme", "write")) as api:
         assert api.post("/v1/memories", json={"user_id": "big", "memory_id": "m1", "content": "first"}).status_code == 201
         refresh_memories(store)
         assert api.post("/v1/memories", json={"user_id": "big", "memory_id": "m0", "content": "just written"}).status_code == 201
@@ -150,7 +138,7 @@ def test_a_memory_just_written_is_listed_at_once(service: MemoryService):
 def test_a_cursor_the_service_did_not_write_is_refused_naming_cursor(service: MemoryService):
     store = service.store
     ingest_records(store, [created(USER, memory_id(i), f"memory {i}") for i in range(3)])
-    with Serving(service) as running, running.client(new_key(store, "acme", "read")) as api:
+    with Running(service, warm=False) as running, running.client(new_key(store, "acme", "read")) as api:
         cursor = api.get("/v1/memories", params={"user_id": "big", "limit": 1}).json()["next_cursor"]
         assert api.get("/v1/memories", params={"user_id": "big", "cursor": cursor}).status_code == 200
         for garbage in ("!!!", "AAAA", "%00", "\x00", "=", "bTAwMQ", cursor + "=", cursor + "!", cursor[:3] + "!!", "m1.", "m2." + cursor[3:]):

@@ -6,18 +6,15 @@ redirects and metric labels."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import anyio
 import httpx
 import httpx2
 import pytest
-import uvicorn
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
@@ -26,45 +23,15 @@ from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
 from hms_resources.context.assembler import ContextAssembler
 from hms_resources.semantic.embedder import Embedder
 from hms_resources.serving.errors import ApiError
-from hms_resources.serving.http import create_app
-from hms_resources.serving.mcp_server import json_rpc_error, streamable_http_app
+from hms_resources.serving.http import DEFAULT_MAX_BODY_BYTES
+from hms_resources.serving.mcp_server import json_rpc_error
 from hms_resources.serving.service import MemoryService
 from hms_resources.store.api_keys import find_key
 from hms_resources.store.event_store import EventStore
-from tests.serving.conftest import free_port, new_key
+from tests.serving.conftest import Running, new_key
 
 OPERATOR = "local"
 """The operator's tenant by default (`HMS_OPERATOR_TENANT`): the first start's admin key is of it."""
-
-
-class Serving:
-    """`create_app` (with the MCP mount) under uvicorn in a thread of the test process."""
-
-    def __init__(self, service: MemoryService):
-        self.app = create_app(service, mcp_app=streamable_http_app(service))
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> Self:
-        self.thread.start()
-        deadline = time.monotonic() + 120
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-
-    def client(self, key: str | None, timeout: float = 30) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
 
 @pytest.fixture
@@ -86,7 +53,7 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
 def test_readiness_metrics_and_history_show_no_tenant_the_write_volume_of_the_others(service: MemoryService):
     store = service.store
     writer, tenant_admin, operator = new_key(store, "acme", "write"), new_key(store, "acme", "admin"), new_key(store, OPERATOR, "admin")
-    with Serving(service) as running, running.client(writer) as acme, running.client(None) as anyone:
+    with Running(service, mcp=True, max_body_bytes=DEFAULT_MAX_BODY_BYTES) as running, running.client(writer) as acme, running.client(None) as anyone:
         for n in range(3):
             assert acme.post("/v1/memories", json={"user_id": "alice", "memory_id": f"m{n}", "content": f"Alice note {n}."}).status_code == 201
         assert acme.patch("/v1/memories/m2", params={"user_id": "alice"}, json={"content": "Alice note two."}).status_code == 200
@@ -124,7 +91,7 @@ def test_admin_keys_create_list_and_revoke_the_keys_of_their_own_tenant_only(ser
     store = service.store
     admin, writer, other_admin = new_key(store, "acme", "admin"), new_key(store, "acme", "write"), new_key(store, "globex", "admin")
     globex_key_id = other_admin.split("_")[1]
-    with Serving(service) as running, running.client(admin) as acme, running.client(writer) as acme_writer, running.client(other_admin) as globex:
+    with Running(service, mcp=True, max_body_bytes=DEFAULT_MAX_BODY_BYTES) as running, running.client(admin) as acme, running.client(writer) as acme_writer, running.client(other_admin) as globex:
         # A write key can do everything but manage keys.
         for denied in (acme_writer.get("/v1/keys"), acme_writer.post("/v1/keys", json={"scope": "read"}), acme_writer.delete(f"/v1/keys/{globex_key_id}")):
             assert denied.status_code == 403 and error_of(denied)["code"] == "forbidden", denied.text
@@ -191,7 +158,7 @@ async def mcp_session(url: str, key: str) -> AsyncIterator[ClientSession]:
 
 def test_mcp_errors_carry_json_rpc_codes_and_the_mount_answers_what_it_serves(service: MemoryService):
     writer, operator = new_key(service.store, "acme", "write"), new_key(service.store, OPERATOR, "admin")
-    with Serving(service) as running, running.client(writer, timeout=10) as acme:
+    with Running(service, mcp=True, max_body_bytes=DEFAULT_MAX_BODY_BYTES) as running, running.client(writer, timeout=10) as acme:
         assert acme.post("/v1/memories", json={"user_id": "alice", "memory_id": "trip", "content": "Alice is going to Lisbon."}).status_code == 201
 
         async def reads() -> None:

@@ -27,7 +27,7 @@ from hms_resources.semantic.embedder import Embedder
 from hms_resources.serving.service import MemoryService
 from hms_resources.store.event_store import EventStore
 from tests.serving.conftest import new_key
-from tests.serving.test_api import Running
+from tests.serving.conftest import Running
 from tests.serving.test_bad_input import shared_home
 
 TALLY: Counter[str] = Counter()

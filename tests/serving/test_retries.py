@@ -12,30 +12,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from hms_resources.context.assembler import ContextAssembler
 from hms_resources.semantic.embedder import Embedder
-from hms_resources.serving.http import create_app
 from hms_resources.serving.service import MemoryService
 from hms_resources.store.event_store import EventStore
-from tests.serving.conftest import new_key
-from tests.serving.test_api import BODY_LIMIT, Running
+from tests.serving.conftest import Running, new_key
 
 ROUNDS = 60
 """Rounds of four concurrent identical POSTs per store here; `benchmarks/retries.py` runs 1,000 tries."""
 TRIES = 4
-
-
-class Cold(Running):
-    """The app in a thread as `Running` serves it, without loading the context indexes first: these
-    tests only write, and loading them costs seconds."""
-
-    def __init__(self, service: MemoryService, chat=None):
-        super().__init__(service, chat=chat)
-        self.app = create_app(service, max_body_bytes=BODY_LIMIT, warm=False, chat=chat)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
 
 
 @pytest.fixture
@@ -71,7 +57,7 @@ def concurrent_tries(url: str, key: str, rounds: int, tries: int) -> list[list[h
 @pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
 def test_concurrent_identical_posts_with_one_idempotency_key_store_one_memory_and_no_conflict(service: MemoryService):
     key = new_key(service.store, "acme", "write")
-    with Cold(service) as running:
+    with Running(service, warm=False) as running:
         answers = concurrent_tries(f"http://127.0.0.1:{running.port}", key, ROUNDS, TRIES)
     statuses = Counter(response.status_code for round_ in answers for response in round_)
     assert statuses[409] == 0, [r.json() for round_ in answers for r in round_ if r.status_code == 409][:3]
@@ -87,7 +73,7 @@ def test_concurrent_identical_posts_with_one_idempotency_key_store_one_memory_an
 def test_a_batchs_own_repeats_are_duplicates_and_the_same_id_with_other_content_a_conflict(service: MemoryService):
     key = new_key(service.store, "acme", "write")
     tea = {"user_id": "ana", "event_id": "e-tea", "content": "Ana drinks green tea."}
-    with Cold(service) as running, running.client(key) as api:
+    with Running(service, warm=False) as running, running.client(key) as api:
         batch = api.post("/v1/memories", json={"memories": [tea, dict(tea), {**tea, "content": "Ana drinks coffee."}, dict(tea)]})
         assert batch.status_code == 200
         results = batch.json()["results"]
