@@ -140,3 +140,17 @@ class Running:
 
     def socket(self) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port), timeout=15)
+
+
+@pytest.fixture
+def written_service(store_url: str, tmp_path: Path) -> Iterator[MemoryService]:
+    """A service over the test's store (`store_url`) without the online indexer: for tests of writes
+    and listings, which never rank."""
+    from hms_resources.context.assembler import ContextAssembler
+    from hms_resources.semantic.embedder import Embedder
+
+    store = EventStore(database_url=store_url, hms_home=str(tmp_path / "home"))
+    assembler = ContextAssembler(event_store=store, embedder=Embedder.from_env(), online_index=False)
+    yield MemoryService(store, assembler)
+    assembler.close()
+    store.close()

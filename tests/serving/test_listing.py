@@ -6,15 +6,11 @@ whatever the filters; a cursor the service did not write is a 422 naming `cursor
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from hms_resources.context.assembler import ContextAssembler
-from hms_resources.semantic.embedder import Embedder
 from hms_resources.serving.service import MemoryService
 from hms_resources.serving.tenants import Principal
 from hms_resources.store.event_store import EventStore
@@ -35,12 +31,8 @@ READER = Principal("acme", "read", "key-1")
 
 
 @pytest.fixture
-def service(store_url: str, tmp_path: Path) -> Iterator[MemoryService]:
-    store = EventStore(database_url=store_url, hms_home=str(tmp_path / "home"))
-    assembler = ContextAssembler(event_store=store, embedder=Embedder.from_env(), online_index=False)
-    yield MemoryService(store, assembler)
-    assembler.close()
-    store.close()
+def service(written_service: MemoryService) -> MemoryService:
+    return written_service
 
 
 def memory_id(i: int) -> str:

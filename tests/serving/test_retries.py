@@ -6,17 +6,12 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
 
-from hms_resources.context.assembler import ContextAssembler
-from hms_resources.semantic.embedder import Embedder
 from hms_resources.serving.service import MemoryService
-from hms_resources.store.event_store import EventStore
 from tests.serving.conftest import Running, new_key
 
 ROUNDS = 60
@@ -25,12 +20,8 @@ TRIES = 4
 
 
 @pytest.fixture
-def service(store_url: str, tmp_path: Path) -> Iterator[MemoryService]:
-    store = EventStore(database_url=store_url, hms_home=str(tmp_path / "home"))
-    assembler = ContextAssembler(event_store=store, embedder=Embedder.from_env(), online_index=False)
-    yield MemoryService(store, assembler)
-    assembler.close()
-    store.close()
+def service(written_service: MemoryService) -> MemoryService:
+    return written_service
 
 
 def concurrent_tries(url: str, key: str, rounds: int, tries: int) -> list[list[httpx.Response]]:
