@@ -30,7 +30,7 @@ from hms_resources.store.log_reads import max_sequence
 from hms_resources.store.memory_state import MemoryKey, apply_event
 from hms_resources.store.memory_table import load_memories, memory_rows
 from hms_resources.store.rows import by_user, chunks, driver_select, insert_many
-from hms_resources.store.node_keys import concept_node_key, memory_node_key
+from hms_resources.store.node_keys import memory_node_key
 from hms_resources.store.schema import concepts, events, graph_edges, memories, memory_keys
 
 
@@ -197,8 +197,7 @@ def erase_stored(conn: Connection, key: MemoryKey) -> None:
 def erase_derived(conn: Connection, rows: list[tuple[Any, ...]], forgotten: set[MemoryKey]) -> None:
     """What the assets derived from the memories the batch forgets, erased in the same transaction, so
     a forget is total when acknowledged: the memories row becomes the tombstone the fold makes, the
-    concepts holding it are dropped until the next clustering (their labels and summaries may quote it),
-    and the graph edges touching it or those concepts are deleted."""
+    memory leaves its concepts (`_unlink_concepts_holding`), and the graph edges touching it are deleted."""
 
     for row in rows:
         key = (row[3], row[4])
@@ -208,18 +207,27 @@ def erase_derived(conn: Connection, rows: list[tuple[Any, ...]], forgotten: set[
         if key in state:
             apply_event(state, MemoryEvent(row[1], row[2], row[3], row[4], row[5], {}, row[0]))
             insert_many(conn, memories, memory_rows([state[key]]), upsert_on=("user_id", "memory_id"))
-        dropped = _drop_concepts_holding(conn, *key)
-        _drop_edges_touching(conn, key[0], [memory_node_key(*key), *(concept_node_key(key[0], c) for c in dropped)])
+        _unlink_concepts_holding(conn, *key)
+        _drop_edges_touching(conn, key[0], [memory_node_key(*key)])
 
 
-def _drop_concepts_holding(conn: Connection, user_id: str, memory_id: str) -> list[str]:
-    """Delete the user's concepts that hold the memory; returns their ids."""
+def _unlink_concepts_holding(conn: Connection, user_id: str, memory_id: str) -> None:
+    """Take the memory out of the user's concepts, keeping their ids (the next clustering matches them
+    again): its id leaves the members, the label is cleared (its words may be the memory's) and a
+    summary that quotes it is dropped, until `concept_clusters` runs."""
     mentioned = concepts.c.member_ids.contains(orjson.dumps(memory_id).decode(), autoescape=True)
-    found = conn.execute(select(concepts.c.concept_id, concepts.c.member_ids).where(concepts.c.user_id == user_id, mentioned)).all()
-    dropped = [concept_id for concept_id, member_ids in found if memory_id in orjson.loads(member_ids)]
-    if dropped:
-        conn.execute(concepts.delete().where(concepts.c.user_id == user_id, concepts.c.concept_id.in_(dropped)))
-    return dropped
+    found = conn.execute(
+        select(concepts.c.concept_id, concepts.c.member_ids, concepts.c.summary_member_ids).where(concepts.c.user_id == user_id, mentioned)
+    ).all()
+    for concept_id, member_ids, summary_member_ids in found:
+        members = orjson.loads(member_ids)
+        if memory_id not in members:
+            continue
+        members.remove(memory_id)
+        values: dict[str, Any] = {"member_ids": orjson.dumps(members).decode(), "size": len(members), "label": "[]"}
+        if memory_id in orjson.loads(summary_member_ids):
+            values.update(summary="", summary_member_ids="[]", summary_tokens=0)
+        conn.execute(concepts.update().where(concepts.c.user_id == user_id, concepts.c.concept_id == concept_id).values(**values))
 
 
 def _drop_edges_touching(conn: Connection, user_id: str, nodes: list[str]) -> None:
