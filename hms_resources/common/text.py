@@ -35,3 +35,13 @@ def surface_words(text: str) -> list[str]:
     """The words of a text as written, lower-cased, without stop words or short words, in order: what a
     cue in a prompt or a recalled fact is checked against, where a stem would not read as a word."""
     return [w for w in re.findall(r"[a-z][a-z'-]+", text.lower()) if w not in STOPWORDS and len(w) > 2]
+
+
+def is_unicode_text(value: str) -> bool:
+    """Whether UTF-8 can carry `value`: JSON's `\ud800` escapes decode to lone surrogates, which no
+    store, log or response can encode."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hms_resources.common.environment import setting
+from hms_resources.common.text import is_unicode_text
 from hms_resources.serving.errors import ApiError, bad_request, not_found
 from hms_resources.serving.tenants import Principal, check_scope, check_tenant
 from hms_resources.store import api_keys
@@ -35,15 +36,6 @@ class NewKey:
     """The whole key, to hand to the client: it is never stored and cannot be shown again."""
 
 
-def _encodable(text: str) -> bool:
-    """Whether `text` is valid Unicode (no lone surrogate), as a stored name must be."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _digest(salt: str, secret: str) -> str:
     return hashlib.sha256(bytes.fromhex(salt) + secret.encode()).hexdigest()
 
@@ -53,7 +45,7 @@ def create_key(
 ) -> NewKey:
     check_tenant(tenant)
     check_scope(scope)
-    if default_user is not None and (not default_user or "/" in default_user or len(default_user) > 200 or not _encodable(default_user)):
+    if default_user is not None and (not default_user or "/" in default_user or len(default_user) > 200 or not is_unicode_text(default_user)):
         raise ValueError("a default user is 1 to 200 characters without '/'")
     key_id = secrets.token_hex(KEY_ID_LENGTH // 2)
     secret = secrets.token_urlsafe(32)

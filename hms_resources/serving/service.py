@@ -17,6 +17,7 @@ from sqlalchemy import exc as sa_exc
 from hms_resources.common.environment import setting
 from hms_resources.common.home import redact_url
 from hms_resources.common.limits import CONTROL_CHARACTER, MAX_ID_LENGTH
+from hms_resources.common.text import is_unicode_text
 from hms_resources.context.assembler import Context, ContextAssembler, UserNotServed
 from hms_resources.memory.writes import (
     CONFLICT,
@@ -35,7 +36,7 @@ from hms_resources.memory.writes import (
 )
 from hms_resources.serving.errors import ApiError, bad_request, not_found, unavailable
 from hms_resources.serving.keys import KeyRing
-from hms_resources.serving.tenants import Principal, is_text
+from hms_resources.serving.tenants import Principal
 from hms_resources.store.event_store import AppendResult, EventStore, StoreError
 from hms_resources.store.events import EventError, MemoryEvent, normalize_timestamp
 from hms_resources.store.memory_state import Memory, replay_events
@@ -122,7 +123,7 @@ def positive_at_most(value: Any, name: str, most: int) -> int:
 def _memory_id(memory_id: Any) -> str:
     if not isinstance(memory_id, str) or not memory_id or len(memory_id) > MAX_ID_LENGTH:
         raise bad_request(f"memory_id must be a string of 1 to {MAX_ID_LENGTH} characters", "memory_id")
-    if CONTROL_CHARACTER.search(memory_id) or not is_text(memory_id):
+    if CONTROL_CHARACTER.search(memory_id) or not is_unicode_text(memory_id):
         raise bad_request("memory_id must be text without control characters or lone surrogates", "memory_id")
     return memory_id
 

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from hms_resources.common.limits import CONTROL_CHARACTER, MAX_ID_LENGTH
+from hms_resources.common.text import is_unicode_text
 from hms_resources.serving.errors import ApiError, bad_request
 
 TENANT_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
@@ -53,7 +54,7 @@ class Principal:
         """The stored id of one of this tenant's users."""
         if not isinstance(user_id, str) or not user_id:
             raise bad_request(f"{field} must be a non-empty string", field)
-        if CONTROL_CHARACTER.search(user_id) or not is_text(user_id):
+        if CONTROL_CHARACTER.search(user_id) or not is_unicode_text(user_id):
             raise bad_request(f"{field} must be text without control characters or lone surrogates", field)
         if "/" in user_id:
             tenant, _, local = user_id.partition("/")
@@ -81,10 +82,3 @@ class Principal:
         return stored if "/" in local and local != stored else local
 
 
-def is_text(value: str) -> bool:
-    """Whether `value` is Unicode text UTF-8 can carry (no lone surrogate)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

@@ -27,6 +27,7 @@ from hms_resources.common.limits import (
     MAX_OBJECT_BYTES,
     MIN_INTEGER,
 )
+from hms_resources.common.text import is_unicode_text
 
 DEFAULT_MAX_CONTENT_BYTES = 64 * 1024
 
@@ -196,9 +197,7 @@ def json_value_problem(value: Any) -> str | None:
 def _string_problem(text: str) -> str | None:
     if "\x00" in text:
         return "contains NUL (\\u0000)"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
+    if not is_unicode_text(text):
         return "contains a lone surrogate (\\ud800-\\udfff): strings must be valid Unicode text"
     return None
 

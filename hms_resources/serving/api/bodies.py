@@ -15,6 +15,7 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 
+from hms_resources.common.text import is_unicode_text
 from hms_resources.serving.errors import ApiError, bad_request
 
 MAX_FIELD_DEPTH = 8
@@ -64,24 +65,16 @@ def _first_unstorable(value: Any) -> tuple[list[str | int], str] | None:
         item, path = stack.pop()
         if isinstance(item, dict):
             for key, child in reversed(list(item.items())):
-                if _has_surrogate(key):
+                if not is_unicode_text(key):
                     return path, "has a key with a lone surrogate (\\ud800-\\udfff): keys must be valid Unicode text"
                 stack.append((child, [*path, key]))
         elif isinstance(item, list):
             stack.extend((child, [*path, i]) for i, child in reversed(list(enumerate(item))))
-        elif isinstance(item, str) and _has_surrogate(item):
+        elif isinstance(item, str) and not is_unicode_text(item):
             return path, "has a lone surrogate (\\ud800-\\udfff): strings must be valid Unicode text"
         elif isinstance(item, _Constant):
             return path, f"is {item.spelled}, which is not a JSON number: numbers must be finite"
     return None
-
-
-def _has_surrogate(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 class StrictJsonRequest(Request):
