@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 _ids = itertools.count(1)
@@ -49,3 +51,23 @@ PERSONAL_FACTS = [
     "She is reading a biography of the astronomer Henrietta Leavitt.",
 ]
 """Six facts about one invented person, each with words of its own: what LoRA tests teach and judge."""
+
+
+def marker_counts(root: Path, text: str) -> dict[str, int]:
+    """Occurrences of `text` (any case) in every file under `root`, by file: bytes, not parsed.
+
+    Files that vanish while the walk runs (a model export's scratch folder, a journal) are
+    skipped: they are gone, so they hold nothing.
+    """
+    needle = text.lower().encode()
+    found = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = Path(folder, name)
+            try:
+                count = path.read_bytes().lower().count(needle)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if count:
+                found[str(path.relative_to(root))] = count
+    return found

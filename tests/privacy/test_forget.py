@@ -21,7 +21,7 @@ from hms_resources.lora.tracking import MlflowTracking
 from hms_resources.semantic.embedder import Embedder
 from hms_resources.store.event_store import EventStore
 from hms_resources.store.ingest import ingest_records, ingest_stream
-from tests.helpers import created, event
+from tests.helpers import created, event, marker_counts
 
 MARKER = "Zyqvexmarker"
 CELLO = ["I practise the cello every morning before work at the Zyqvexmarker hall.", "My cello teacher wants more scales from me.",
@@ -71,11 +71,6 @@ def dagster_instance(home):
     return dg.instance_for_test(temp_dir=str(home / "dagster"))
 
 
-def files_holding(root, text: str) -> list[str]:
-    needle = text.lower().encode()
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and needle in p.read_bytes().lower())
-
-
 @pytest.fixture(scope="module")
 def embedder():
     return Embedder()
@@ -94,7 +89,7 @@ def test_forget_removes_the_text_from_every_file_and_retires_the_adapter_trained
         (hms_home / "curation.json").write_text(json.dumps({"approved_sets": [ana_set.set_id]}))
         run_every_job(store, embedder, instance)
         [trained] = load_champions(hms_home)
-        before = files_holding(hms_home, MARKER)
+        before = sorted(marker_counts(hms_home, MARKER))
         assert any(f.startswith("hms.db") for f in before), before
         assert any(f.startswith("lora/datasets/") for f in before), before
         assert any(f.startswith("rejects/") for f in before), before
@@ -103,7 +98,7 @@ def test_forget_removes_the_text_from_every_file_and_retires_the_adapter_trained
         for memory in ("c0", "o0"):
             result = runner.invoke(main, ["forget", "ana", memory])
             assert result.exit_code in (0, 2), result.output
-        assert not any(f.startswith("lora/datasets/") for f in files_holding(hms_home, MARKER))
+        assert not any(f.startswith("lora/datasets/") for f in sorted(marker_counts(hms_home, MARKER)))
         assert load_champions(hms_home) == [], "the adapter trained on the memory is not served any more"
         client = MlflowTracking().client(hms_home)
         assert trained["run_id"] not in {v.run_id for v in registered_versions(client, ana_set.set_id)}
@@ -111,7 +106,7 @@ def test_forget_removes_the_text_from_every_file_and_retires_the_adapter_trained
 
         run_every_job(store, embedder, instance)
     store.close()
-    assert files_holding(hms_home, MARKER) == []
+    assert sorted(marker_counts(hms_home, MARKER)) == []
     verified = CliRunner().invoke(main, ["forget", "--verify", "--json", "ana", "c0"])
     checks = json.loads(verified.output)
     assert verified.exit_code == 0, [c for c in checks if not c["clean"]]
@@ -178,5 +173,5 @@ def test_rejected_lines_naming_a_forgotten_memory_lose_their_text_and_nothing_el
     first, middle, last = rejects.read_bytes().splitlines()
     assert json.loads(first) == {**named, "raw": ERASED_LINE}
     assert (middle, json.loads(last)) == (b"edited by hand", other)
-    assert report.rejected_lines == 1 and files_holding(hms_home, MARKER) == []
+    assert report.rejected_lines == 1 and sorted(marker_counts(hms_home, MARKER)) == []
     store.close()

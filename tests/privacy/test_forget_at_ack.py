@@ -17,6 +17,7 @@ from hms_resources.semantic.embedder import Embedder
 from hms_resources.serving.service import MemoryService
 from hms_resources.store.event_store import EventStore
 from hms_resources.store.events import MEMORY_ACCESSED, MEMORY_CREATED, erase_payload
+from tests.helpers import marker_counts
 from tests.privacy.test_forget import dagster_instance, tables_holding
 from tests.serving.conftest import new_key
 from tests.serving.test_api import Running
@@ -39,13 +40,6 @@ def store(request, hms_home) -> EventStore:
     event_store = EventStore(database_url=url, hms_home=str(hms_home))
     yield event_store
     event_store.close()
-
-
-def marker_bytes(root, text: str) -> dict[str, int]:
-    """Occurrences of `text` (any case) in every file under `root`, by file: bytes, not parsed."""
-    needle = text.lower().encode()
-    found = {str(p.relative_to(root)): p.read_bytes().lower().count(needle) for p in root.rglob("*") if p.is_file()}
-    return {name: n for name, n in found.items() if n}
 
 
 def materialize(store: EventStore, embedder: Embedder, instance: dg.DagsterInstance) -> None:
@@ -84,14 +78,14 @@ def test_a_delete_leaves_nothing_of_the_memory_under_the_home_or_in_the_database
             service.writer.flush()
             with dagster_instance(hms_home) as instance:
                 materialize(store, embedder, instance)
-            before = marker_bytes(hms_home, MARKER)
+            before = marker_counts(hms_home, MARKER)
             assert tables_holding(store, MARKER), "the marker is planted in the projection"
             assert any(name.startswith("archive/") for name in before), before
             if not store.is_postgres:
                 assert any(name.startswith("hms.db") for name in before), before
 
             assert api.delete("/v1/memories/c0", params={"user_id": "ana"}).status_code == 200
-            found = marker_bytes(hms_home, MARKER)
+            found = marker_counts(hms_home, MARKER)
             assert found == {}, f"{sum(found.values())} occurrence(s) of the marker after the DELETE answered: {found}"
             assert tables_holding(store, MARKER) == []
             assert tables_holding(store, QUERY_MARKER) == [], "an access record kept the query's text"
