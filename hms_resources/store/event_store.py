@@ -245,6 +245,11 @@ class EventStore(dg.ConfigurableResource):
         with self.reading() as conn:
             return memory_table.memory_statuses(conn, keys)
 
+    def users_under(self, prefix: str, *, after: str | None = None, limit: int = 100, include_forgotten: bool = False) -> list[tuple[str, int]]:
+        """Stored user ids under `prefix` with their count of memories (not forgotten), in id order."""
+        with self.reading() as conn:
+            return memory_table.users_under(conn, prefix, after=after, limit=limit, include_forgotten=include_forgotten)
+
     def read_memories(self, *, user_id: str | None = None, include_forgotten: bool = False) -> list[Memory]:
         with self.reading() as conn:
             return memory_table.read_memories(conn, user_id=user_id, include_forgotten=include_forgotten)

@@ -39,6 +39,22 @@ def memory_statuses(conn: Connection, keys: Iterable[MemoryKey]) -> dict[MemoryK
     return found
 
 
+def users_under(conn: Connection, prefix: str, *, after: str | None = None, limit: int = 100, include_forgotten: bool = False) -> list[tuple[str, int]]:
+    """Stored user ids starting with `prefix` (a tenant's `<tenant>/`), with their count of memories,
+    in id order after `after`: a range over the key table's primary key. A user whose every memory
+    is forgotten is listed only with `include_forgotten` (counted with them)."""
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else None
+    query = select(memory_keys.c.user_id, func.count()).where(memory_keys.c.user_id >= prefix)
+    if not include_forgotten:
+        query = query.where(memory_keys.c.status != "forgotten")
+    if after is not None:
+        query = query.where(memory_keys.c.user_id > after)
+    if upper is not None:
+        query = query.where(memory_keys.c.user_id < upper)
+    query = query.group_by(memory_keys.c.user_id).order_by(memory_keys.c.user_id).limit(limit)
+    return [(user_id, count) for user_id, count in conn.execute(query)]
+
+
 def read_memories(conn: Connection, *, user_id: str | None = None, include_forgotten: bool = False) -> list[Memory]:
     query = select(memories).order_by(memories.c.user_id, memories.c.memory_id)
     if user_id is not None:
