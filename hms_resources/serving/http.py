@@ -23,22 +23,13 @@ from hms_resources.serving.api.handlers import add_exception_handlers
 from hms_resources.serving.api.limits import Limits, RetrievalGate
 from hms_resources.serving.api.middleware import Served, wrapped
 from hms_resources.serving.api.responses import JsonResponse
-from hms_resources.serving.api.routes import (
-    events,
-    feedback,
-    health,
-    keys,
-    memories,
-    retrieval,
-)
+from hms_resources.serving.api.routes import ROUTERS
 from hms_resources.serving.metrics import ServiceMetrics
 from hms_resources.serving.service import MemoryService, settle_heap
 
 log = logging.getLogger("hms.serve")
 
 DEFAULT_MAX_BODY_BYTES = SETTINGS["HMS_MAX_BODY_BYTES"].default
-ROUTERS = (health.router, memories.router, events.router, retrieval.router, feedback.router, keys.router)
-"""In the order of the OpenAPI schema's paths."""
 
 
 def create_app(

@@ -1,5 +1,6 @@
 """The MCP server (`hms mcp` over stdio, and `/mcp` of `hms serve` over streamable HTTP): the memory
-service's calls as MCP tools, and each memory as a `memory://{user_id}/{memory_id}` resource.
+service's calls as MCP tools; each memory as a `memory://{user_id}/{memory_id}` resource, each user's
+memories as `memory://{user_id}`, and `resources/list` as the tenant's memories, a page at a time.
 
 Every call runs as a `Principal`. Over stdio it is the tenant of the key the process was started with (checked again on every call);
 over HTTP every request carries its own `Authorization: Bearer <key>`, checked by `BearerAuth` before
@@ -7,16 +8,19 @@ the request reaches the SDK, which then hands the request (with the principal in
 the tool through `ctx.request_context.request`. A service error reaches the assistant as a tool error
 reading `<code>: <message>`; neither ever holds the key."""
 
+import base64
 import json
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 import anyio
 import anyio.to_thread
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer, ResourceSecurity
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.shared.uri_template import UriTemplate
+from mcp.types import CallToolResult, ListResourcesResult, PaginatedRequestParams, Resource, TextContent, ToolAnnotations
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST
 from pydantic import Field, Strict
 from starlette.applications import Starlette
@@ -24,7 +28,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hms_resources.serving.errors import ApiError, item_error
+from hms_resources.serving.errors import ApiError, bad_request, item_error
 from hms_resources.serving.service import MemoryService
 from hms_resources.serving.tenants import Principal
 
@@ -87,7 +91,7 @@ def build_server(service: MemoryService, principal_of: PrincipalOf) -> MCPServer
     server: MCPServer = MCPServer(name="hms", title="HMS memory", instructions=INSTRUCTIONS, log_level="WARNING")
     for tool, annotations in TOOLS:
         server.add_tool(tool(service, principal_of), annotations=annotations)
-    add_memory_resource(server, service, principal_of)
+    add_memory_resources(server, service, principal_of)
     return server
 
 
@@ -223,15 +227,26 @@ TOOLS: tuple[tuple[Callable[[MemoryService, PrincipalOf], Callable[..., CallTool
 """The tools in the order `tools/list` shows them, each with its hints."""
 
 
-def add_memory_resource(server: MCPServer, service: MemoryService, principal_of: PrincipalOf) -> None:
-    """Each memory as the resource `memory://{user_id}/{memory_id}` (what `get_memory` returns)."""
+RESOURCE_PAGE = 100
+"""Resources per `resources/list` page, and memories per page of a `memory://{user_id}` listing."""
+MEMORY_URI = UriTemplate.parse("memory://{user_id}/{memory_id}")
+USER_URI = UriTemplate.parse("memory://{user_id}{?cursor}")
+_RESOURCE_CURSOR = "r1."
+PREVIEW_CHARACTERS = 80
+
+
+def add_memory_resources(server: MCPServer, service: MemoryService, principal_of: PrincipalOf) -> None:
+    """Each memory as the resource `memory://{user_id}/{memory_id}` (what `get_memory` returns), each
+    user's memories as `memory://{user_id}` (a page; `?cursor=` the next), and `resources/list` as the
+    tenant's memories, paged."""
+    exempt = ResourceSecurity(exempt_params={"user_id", "memory_id", "cursor"})
 
     @server.resource(
-        "memory://{user_id}/{memory_id}",
+        str(MEMORY_URI),
         name="memory",
         description="One memory of a user, as JSON (the same as the get_memory tool).",
         mime_type="application/json",
-        security=ResourceSecurity(exempt_params={"user_id", "memory_id"}),
+        security=exempt,
     )
     def memory(user_id: str, memory_id: str, ctx: Context) -> str:
         """User and memory ids are store keys, never paths, so the SDK's path checks do not apply."""
@@ -239,6 +254,113 @@ def add_memory_resource(server: MCPServer, service: MemoryService, principal_of:
             return _json(service.get_memory(principal_of(ctx), user_id, memory_id))
         except ApiError as error:
             raise json_rpc_error(error) from None
+
+    @server.resource(
+        str(USER_URI),
+        name="memories",
+        description=f"A user's memories (not forgotten) in memory_id order, {RESOURCE_PAGE} a page, as JSON; `next_page` is the URI of the next page.",
+        mime_type="application/json",
+        security=exempt,
+    )
+    def memories(user_id: str, ctx: Context, cursor: str | None = None) -> str:
+        try:
+            principal = principal_of(ctx)
+            page, next_cursor = kept_memories(service, principal, user_id, cursor or None, RESOURCE_PAGE)
+        except ApiError as error:
+            raise json_rpc_error(error) from None
+        listed = [{"uri": memory_uri(user_id, m["memory_id"]), **m} for m in page]
+        next_page = USER_URI.expand({"user_id": user_id, "cursor": next_cursor}) if next_cursor else None
+        return _json({"user_id": user_id, "memories": listed, "next_cursor": next_cursor, "next_page": next_page})
+
+    async def list_resources(ctx: ServerRequestContext[Any, Any], params: PaginatedRequestParams) -> ListResourcesResult:
+        context = Context(request_context=ctx, mcp_server=server)
+        try:
+            listed, next_cursor = await anyio.to_thread.run_sync(lambda: resource_page(service, principal_of(context), params.cursor))
+        except ApiError as error:
+            raise json_rpc_error(error) from None
+        return ListResourcesResult(resources=[memory_resource(user, found) for user, found in listed], next_cursor=next_cursor)
+
+    # The SDK's high-level `resources/list` lists only fixed resources, in one page; the low-level
+    # server's handler receives the cursor.
+    server._lowlevel_server.add_request_handler("resources/list", PaginatedRequestParams, list_resources)
+
+
+def memory_uri(user_id: str, memory_id: str) -> str:
+    """The resource URI of a memory, its ids percent-encoded (a `/` in a name included)."""
+    return MEMORY_URI.expand({"user_id": user_id, "memory_id": memory_id})
+
+
+def memory_resource(user_id: str, found: dict[str, Any]) -> Resource:
+    """A listed memory: its URI, its id as name, and the start of its content as description."""
+    content = " ".join(str(found.get("content") or "").split())
+    preview = content if len(content) <= PREVIEW_CHARACTERS else content[: PREVIEW_CHARACTERS - 1] + "…"
+    if found.get("status") == "archived":
+        preview = f"(archived) {preview}"
+    return Resource(uri=memory_uri(user_id, found["memory_id"]), name=found["memory_id"], title=f"{user_id}: {found['memory_id']}", description=preview, mime_type="application/json")
+
+
+def kept_memories(service: MemoryService, principal: Principal, user_id: str, cursor: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of the user's memories that are not forgotten (live and archived), and the cursor after
+    it: `list_memories` over every status, less the forgotten, so a page may come back short."""
+    page = service.list_memories(principal, user_id, status="any", cursor=cursor, limit=limit)
+    return [m for m in page["memories"] if m["status"] != "forgotten"], page["next_cursor"]
+
+
+def resource_page(service: MemoryService, principal: Principal, cursor: str | None, size: int = RESOURCE_PAGE) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
+    """A page of the tenant's memories not forgotten, user after user in stored-id order and each
+    user's in memory_id order, with the cursor of the next page (None after the last). It reads the
+    users it reaches (`EventStore.users_under`) and their pages, never the whole tenant: at most two
+    reads a memory listed, so a long run of forgotten memories ends a page short (with its cursor)."""
+    principal.require("read")
+    user, after = _resource_position(cursor)
+    listed: list[tuple[str, dict[str, Any]]] = []
+    coming: list[str] = []
+
+    def users_after(name: str | None, limit: int) -> list[str]:
+        stored = principal.stored_user(name) if name is not None else None
+        found = service.guard(lambda: service.store.users_under(principal.prefix, after=stored, limit=limit))
+        return [principal.own_user(stored_id) for stored_id, _ in found]
+
+    for _ in range(2 * size + 2):
+        if len(listed) >= size:
+            break
+        if after is None:
+            coming = coming or users_after(user, size - len(listed))
+            if not coming:
+                return listed, None
+            user, after = coming.pop(0), ""
+        page, after = kept_memories(service, principal, str(user), after or None, size - len(listed))
+        listed.extend((user, found) for found in page)
+    if after is None and not coming and not users_after(user, 1):
+        return listed, None
+    return listed, _resource_cursor(user, after)
+
+
+def _resource_cursor(user: str | None, after: str | None) -> str:
+    """Where the next page starts: in `user`'s memories after the listing cursor `after`, or (None)
+    at the user after `user`."""
+    return _RESOURCE_CURSOR + base64.urlsafe_b64encode(json.dumps([user, after]).encode()).decode().rstrip("=")
+
+
+def _resource_position(cursor: str | None) -> tuple[str | None, str | None]:
+    """The (user, listing cursor) a `resources/list` cursor continues from; the first page's is
+    (None, None). Anything `_resource_cursor` could not have written is a 422 naming `cursor`."""
+    if not cursor:
+        return None, None
+    refused = bad_request("cursor is not one this server returned: pass nextCursor back unchanged", "cursor")
+    if not cursor.startswith(_RESOURCE_CURSOR):
+        raise refused
+    body = cursor[len(_RESOURCE_CURSOR) :]
+    try:
+        position = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        raise refused from None
+    if not (isinstance(position, list) and len(position) == 2 and all(part is None or isinstance(part, str) for part in position)):
+        raise refused
+    user, after = position
+    if user is None and after is not None or _resource_cursor(user, after) != cursor:
+        raise refused
+    return user, after
 
 
 def run_stdio(service: MemoryService, key: str) -> None:

@@ -35,8 +35,12 @@ from hms_resources.memory.writes import (
     under_names,
 )
 from hms_resources.serving.errors import ApiError, bad_request, not_found, unavailable
+from hms_resources.serving.forget_user import forget_user
+from hms_resources.serving.history import history_json
 from hms_resources.serving.keys import KeyRing
+from hms_resources.serving.owners import owner_of
 from hms_resources.serving.tenants import Principal
+from hms_resources.serving.turns import session_of, turn_items
 from hms_resources.store.event_store import AppendResult, EventStore, StoreError
 from hms_resources.store.events import EventError, MemoryEvent, normalize_timestamp
 from hms_resources.store.memory_state import Memory, replay_events
@@ -60,12 +64,6 @@ def memory_json(memory: Memory, principal: Principal, tier: str | None = None) -
     found["status"] = memory.status
     found["tier"] = tier
     return found
-
-
-def event_json(n: int, event: MemoryEvent, principal: Principal) -> dict[str, Any]:
-    """An event of a memory's history: `n` is its place in the memory's own history (1, 2, ...), never
-    the store-wide sequence, whose gaps would show the other tenants' write volume."""
-    return {"n": n, "event_id": principal.own_name(event.event_id), "type": event.type, "occurred_at": event.occurred_at, "payload": event.payload}
 
 
 def written_json(i: int, outcome: Outcome, principal: Principal) -> dict[str, Any]:
@@ -287,6 +285,17 @@ class MemoryService:
                 results[i] = written_json(i, outcome, principal)
         return results
 
+    def add_messages(
+        self, principal: Principal, user_id: str, messages: list[tuple[str, str]], *, session_id: str | None = None, idempotency_key: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        """A conversation's `(role, content)` turns, in order, as conversation turns of a session
+        (`serving/turns.py`), added as one batch; returns a result per turn and the session."""
+        principal.require("write")
+        principal.stored_user(user_id)
+        session = session_of(session_id, idempotency_key)
+        items = turn_items(user_id, messages, session, self.store.max_content_bytes)
+        return self.add_memories(principal, items, idempotency_key=idempotency_key or new_event_id("turns")), session
+
     def append_events(self, principal: Principal, records: list[Any]) -> list[dict[str, Any]]:
         """Raw events, validated as `hms ingest` validates a line; one result per item."""
         principal.require("write")
@@ -322,6 +331,14 @@ class MemoryService:
         and the files under the home hold nothing of it once this returns."""
         return self._change(principal, user_id, memory_id, lambda user, mid: self.writer.forget(user, mid, reason, names=principal))
 
+    def forget_user(self, principal: Principal, user_id: str, reason: str | None = None) -> dict[str, Any]:
+        """Forget every memory of the user, totally, before answering (`serving/forget_user.py`)."""
+        principal.require("write")
+        user = principal.stored_user(user_id)
+        if reason is not None and not isinstance(reason, str):
+            raise bad_request("reason must be a string", "reason")
+        return {"user_id": principal.own_user(user), "forgotten": self._through_door(lambda: forget_user(self.writer, principal, user, reason))}
+
     def archive_memory(self, principal: Principal, user_id: str, memory_id: str, reason: str | None = None) -> dict[str, Any]:
         return self._change(principal, user_id, memory_id, lambda user, mid: self.writer.archive(user, mid, reason, names=principal))
 
@@ -336,27 +353,31 @@ class MemoryService:
 
     # Reading ----------------------------------------------------------------------------------
 
-    def get_memory(self, principal: Principal, user_id: str, memory_id: str) -> dict[str, Any]:
-        """The memory's current state, folded from its own events (so a write just made is there)."""
+    def _whose(self, principal: Principal, user_id: str | None, memory_id: Any) -> tuple[str, str]:
+        """The stored user and the checked memory id; without `user_id`, the memory's owner (`owners.py`)."""
         principal.require("read")
-        user = principal.stored_user(user_id)
+        user = principal.stored_user(user_id) if user_id is not None else None
         memory_id = _memory_id(memory_id)
+        return (user if user is not None else self.guard(lambda: owner_of(self.store, principal, memory_id))), memory_id
+
+    def get_memory(self, principal: Principal, user_id: str | None, memory_id: str) -> dict[str, Any]:
+        """The memory's current state, folded from its own events (so a write just made is there)."""
+        user, memory_id = self._whose(principal, user_id, memory_id)
         events = self.guard(lambda: self.store.memory_events(user, memory_id))
         memory = replay_events(events).get((user, memory_id))
         if memory is None:
-            raise not_found(f"no memory {memory_id!r} of user {user_id!r}", "memory_id")
+            raise not_found(f"no memory {memory_id!r} of user {principal.own_user(user)!r}", "memory_id")
         tier = self.guard(lambda: current_tiers(self.store, user)).get((user, memory_id))
         return memory_json(memory, principal, tier)
 
-    def memory_history(self, principal: Principal, user_id: str, memory_id: str) -> list[dict[str, Any]]:
-        """The memory's events in the order they are replayed (a forgotten memory's, with the content erased)."""
-        principal.require("read")
-        user = principal.stored_user(user_id)
-        memory_id = _memory_id(memory_id)
+    def memory_history(self, principal: Principal, user_id: str | None, memory_id: str) -> list[dict[str, Any]]:
+        """The memory's events in the order they are replayed, each update with its fields' values before
+        and after (`history.py`; a forgotten memory's, with the content erased)."""
+        user, memory_id = self._whose(principal, user_id, memory_id)
         events = self.guard(lambda: self.store.memory_events(user, memory_id))
         if not events:
-            raise not_found(f"no memory {memory_id!r} of user {user_id!r}", "memory_id")
-        return [event_json(n, e, principal) for n, e in enumerate(events, start=1)]
+            raise not_found(f"no memory {memory_id!r} of user {principal.own_user(user)!r}", "memory_id")
+        return history_json(events, principal)
 
     def list_memories(
         self,

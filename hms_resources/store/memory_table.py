@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, and_, distinct, func, select
+from sqlalchemy import ColumnElement, Connection, and_, distinct, func, select
 
 from hms_resources.common.clock import utc_now
 from hms_resources.store.memory_state import Memory, MemoryKey, MemoryState
@@ -39,20 +39,49 @@ def memory_statuses(conn: Connection, keys: Iterable[MemoryKey]) -> dict[MemoryK
     return found
 
 
+def _by_code_point(conn: Connection, column: ColumnElement) -> ColumnElement:
+    """Ids compared by code point, as Python compares them, so a tenant's range `<tenant>/`..`<tenant>0`
+    holds exactly its users on PostgreSQL whatever the database's collation (SQLite's BINARY already does)."""
+    return column.collate("C") if conn.dialect.name == "postgresql" else column
+
+
 def users_under(conn: Connection, prefix: str, *, after: str | None = None, limit: int = 100, include_forgotten: bool = False) -> list[tuple[str, int]]:
     """Stored user ids starting with `prefix` (a tenant's `<tenant>/`), with their count of memories,
     in id order after `after`: a range over the key table's primary key. A user whose every memory
     is forgotten is listed only with `include_forgotten` (counted with them)."""
     upper = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else None
-    query = select(memory_keys.c.user_id, func.count()).where(memory_keys.c.user_id >= prefix)
+    user = _by_code_point(conn, memory_keys.c.user_id)
+    query = select(memory_keys.c.user_id, func.count()).where(user >= prefix)
     if not include_forgotten:
         query = query.where(memory_keys.c.status != "forgotten")
     if after is not None:
-        query = query.where(memory_keys.c.user_id > after)
+        query = query.where(user > after)
     if upper is not None:
-        query = query.where(memory_keys.c.user_id < upper)
-    query = query.group_by(memory_keys.c.user_id).order_by(memory_keys.c.user_id).limit(limit)
+        query = query.where(user < upper)
+    query = query.group_by(memory_keys.c.user_id).order_by(user).limit(limit)
     return [(user_id, count) for user_id, count in conn.execute(query)]
+
+
+def memory_owners(conn: Connection, prefix: str, memory_id: str, *, limit: int = 2) -> list[str]:
+    """The stored users under `prefix` (a tenant's `<tenant>/`) who have a memory `memory_id`, in id
+    order, at most `limit`: a lookup by memory id (`ix_memory_keys_memory`) within the tenant's range."""
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    user = _by_code_point(conn, memory_keys.c.user_id)
+    query = (
+        select(memory_keys.c.user_id)
+        .where(memory_keys.c.memory_id == memory_id, user >= prefix, user < upper)
+        .order_by(user)
+        .limit(limit)
+    )
+    return list(conn.execute(query).scalars())
+
+
+def user_memory_ids(conn: Connection, user_id: str, *, include_forgotten: bool = False) -> list[str]:
+    """The ids of a user's memories in the log (not forgotten ones unless asked), in id order."""
+    query = select(memory_keys.c.memory_id).where(memory_keys.c.user_id == user_id).order_by(memory_keys.c.memory_id)
+    if not include_forgotten:
+        query = query.where(memory_keys.c.status != "forgotten")
+    return list(conn.execute(query).scalars())
 
 
 def read_memories(conn: Connection, *, user_id: str | None = None, include_forgotten: bool = False) -> list[Memory]:

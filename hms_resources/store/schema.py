@@ -53,6 +53,7 @@ memory_keys = Table(
     Column("memory_id", String(MAX_ID_LENGTH), primary_key=True),
     Column("status", String(16), nullable=False),
     Column("created_sequence", BigInteger, nullable=False),
+    Index("ix_memory_keys_memory", "memory_id", "user_id"),
     sqlite_with_rowid=False,
 )
 

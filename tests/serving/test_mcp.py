@@ -1,6 +1,7 @@
 """The MCP server through the SDK's own client: over stdio (`hms mcp` as a child process, keyed by
 `HMS_API_KEY`) and over streamable HTTP (`hms serve`, `/mcp`, keyed by the Authorization header):
-every tool, the `memory://` resource, scopes, tenants, and 401 before MCP for a request without a key."""
+every tool, the `memory://` resources and their paged listing, scopes, tenants, and 401 before MCP for
+a request without a key; and the header of `hms keys list`."""
 
 from __future__ import annotations
 
@@ -15,14 +16,21 @@ import anyio
 import httpx
 import httpx2
 import pytest
+from click.testing import CliRunner
 from mcp import Client, ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp.types import CallToolResult
+from mcp.types import CallToolResult, PaginatedRequestParams, Resource
+from mcp_types import INVALID_PARAMS
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
+from hms_jobs.cli import main
+from hms_resources.serving.errors import ApiError
+from hms_resources.serving.mcp_server import RESOURCE_PAGE, _resource_cursor, resource_page
+from hms_resources.serving.service import MemoryService
+from hms_resources.serving.tenants import Principal
 from hms_resources.store.event_store import EventStore
-from tests.serving.conftest import Server, new_key, server_env
+from tests.serving.conftest import Running, Server, new_key, server_env
 
 TOOLS = {"remember", "recall", "search_memories", "get_memory", "list_memories", "forget", "feedback"}
 
@@ -69,7 +77,7 @@ async def every_tool(session: ClientSession, key: str) -> None:
     """The same walk over both transports: each tool once, the resource, and the errors."""
     assert {tool.name for tool in (await session.list_tools()).tools} == TOOLS
     templates = (await session.list_resource_templates()).resource_templates
-    assert [t.uri_template for t in templates] == ["memory://{user_id}/{memory_id}"]
+    assert [t.uri_template for t in templates] == ["memory://{user_id}/{memory_id}", "memory://{user_id}{?cursor}"]
 
     added = await call(session, "remember", user_id="alice", content="Alice is planning a trip to Lisbon in May.", memory_type="goal", category="travel", tags=["trip"], importance=0.8, memory_id="trip")
     assert added["status"] == "created" and added["memory_id"] == "trip" and added["user_id"] == "alice"
@@ -94,6 +102,8 @@ async def every_tool(session: ClientSession, key: str) -> None:
     assert [m["memory_id"] for m in (await call(session, "list_memories", user_id="alice", category="travel"))["memories"]] == ["trip"]
     assert (await call(session, "feedback", user_id="alice", memory_id="trip", was_relevant=True, relevance_score=0.9))["recorded"] is True
 
+    listed = await session.list_resources()
+    assert [str(r.uri) for r in listed.resources] == ["memory://alice/chess-1", "memory://alice/trip"] and listed.next_cursor is None
     read = await session.read_resource("memory://alice/trip")
     assert json.loads(read.contents[0].text)["memory_id"] == "trip" and read.contents[0].mime_type == "application/json"
     with pytest.raises(MCPError, match="not_found"):
@@ -101,6 +111,7 @@ async def every_tool(session: ClientSession, key: str) -> None:
 
     assert (await call(session, "forget", user_id="alice", memory_id="chess-1", reason="asked to"))["memory_id"] == "chess-1"
     assert (await call(session, "get_memory", user_id="alice", memory_id="chess-1"))["status"] == "forgotten"
+    assert [str(r.uri) for r in (await session.list_resources()).resources] == ["memory://alice/trip"]
     assert (await refused(session, "get_memory", user_id="alice", memory_id="nope")).startswith("not_found:")
     assert (await refused(session, "forget", user_id="alice", memory_id="chess-1")).startswith("forgotten:")
     other = await refused(session, "list_memories", user_id="othertenant/alice")
@@ -181,3 +192,103 @@ def test_every_tool_over_streamable_http(hms_home: Path, serve_process: Server):
 async def _list_without_key(url: str) -> None:
     async with over_http(url, None) as session:
         await session.list_tools()
+
+
+def remembered(service: MemoryService, principal: Principal, user: str, count: int) -> None:
+    items = [{"user_id": user, "content": f"{user} note {n}:  likes\n tea number {n}. " + "x" * n, "memory_id": f"m-{n:03d}"} for n in range(count)]
+    assert {r["status"] for r in service.add_memories(principal, items)} == {"created"}
+
+
+async def every_resource(session: ClientSession) -> list[list[Resource]]:
+    """`resources/list` followed through `nextCursor` to its last page."""
+    found = await session.list_resources()
+    pages = [found.resources]
+    while found.next_cursor is not None:
+        found = await session.list_resources(params=PaginatedRequestParams(cursor=found.next_cursor))
+        pages.append(found.resources)
+    return pages
+
+
+def test_resources_list_pages_through_the_tenants_memories_only(written_service: MemoryService):
+    service = written_service
+    acme, globex, neighbour = (Principal(tenant, "write", f"test-{tenant}") for tenant in ("acme", "globex", "acme-eu"))
+    users = {"ann": 45, "bob": 1, "acme/kids/leo": 2, "maya": RESOURCE_PAGE + 1}
+    for user, count in users.items():
+        remembered(service, acme, user, count)
+    remembered(service, globex, "maya", 3)
+    remembered(service, neighbour, "ann", 2)
+    service.forget_memory(acme, "ann", "m-007")
+    key = new_key(service.store, "acme", "read")
+    # Stored-id order: acme/ann, acme/bob, acme/kids/leo, acme/maya; each user's memories in id order.
+    expected = [(user, f"m-{n:03d}") for user, count in users.items() for n in range(count) if (user, n) != ("ann", 7)]
+
+    async def walk(url: str) -> None:
+        async with over_http(url, key) as session:
+            pages = await every_resource(session)
+            assert [len(page) for page in pages] == [RESOURCE_PAGE, len(expected) - RESOURCE_PAGE]
+            listed = [resource for page in pages for resource in page]
+            assert [str(r.uri) for r in listed] == [f"memory://{user.replace('/', '%2F')}/{memory}" for user, memory in expected]
+            first = listed[0]
+            assert (first.name, first.title, first.mime_type) == ("m-000", "ann: m-000", "application/json")
+            assert first.description == "ann note 0: likes tea number 0."
+            assert len(listed[-1].description) == 80 and listed[-1].description.endswith("…")
+
+            leo = next(r for r in listed if r.name == "m-001" and "leo" in str(r.uri))
+            read = await session.read_resource(str(leo.uri))
+            assert json.loads(read.contents[0].text)["content"].startswith("acme/kids/leo note 1")
+
+            # A user's listing: a page of memories (the forgotten left out) and the URI of the next.
+            ann = json.loads((await session.read_resource("memory://ann")).contents[0].text)
+            assert [m["memory_id"] for m in ann["memories"]] == [f"m-{n:03d}" for n in range(45) if n != 7]
+            assert ann["next_page"] is None and ann["memories"][0]["uri"] == "memory://ann/m-000"
+            maya = json.loads((await session.read_resource("memory://maya")).contents[0].text)
+            assert len(maya["memories"]) == RESOURCE_PAGE and maya["next_page"].startswith("memory://maya?cursor=")
+            rest = json.loads((await session.read_resource(maya["next_page"])).contents[0].text)
+            assert [m["memory_id"] for m in rest["memories"]] == [f"m-{RESOURCE_PAGE:03d}"] and rest["next_page"] is None
+
+            for cursor in ("nonsense", "r1.bm9uc2Vuc2U", _resource_cursor("globex/maya", "")):
+                with pytest.raises(MCPError) as refused:
+                    await session.list_resources(params=PaginatedRequestParams(cursor=cursor))
+                assert refused.value.code == INVALID_PARAMS
+            with pytest.raises(MCPError, match="cursor"):
+                await session.read_resource("memory://maya?cursor=m1.bogus")
+            with pytest.raises(MCPError, match="forbidden"):
+                await session.read_resource("memory://globex%2Fmaya")
+
+    with Running(service, mcp=True, warm=False) as running:
+        anyio.run(walk, f"{running.url}/mcp/")
+
+
+def test_resource_pages_of_any_size_cover_the_tenant_once(written_service: MemoryService):
+    service = written_service
+    acme = Principal("acme", "write", "test-acme")
+    for user, count in (("a", 3), ("b", 1), ("c", 2), ("d", 1)):
+        remembered(service, acme, user, count)
+    service.forget_memory(acme, "a", "m-001")
+    service.forget_memory(acme, "b", "m-000")  # b has nothing left: it is not visited
+    service.archive_memory(acme, "d", "m-000", "old")  # archived is still a memory
+    expected = [("a", "m-000"), ("a", "m-002"), ("c", "m-000"), ("c", "m-001"), ("d", "m-000")]
+    for size in range(1, 7):
+        pages, cursor = [], None
+        while True:
+            page, cursor = resource_page(service, acme, cursor, size)
+            pages.append([(user, found["memory_id"]) for user, found in page])
+            if cursor is None:
+                break
+        assert [found for page in pages for found in page] == expected, size
+        assert all(len(page) == size for page in pages[:-1]) and 1 <= len(pages[-1]) <= size, size
+
+    assert resource_page(service, Principal("globex", "read", "test-globex"), None) == ([], None)
+    with pytest.raises(ApiError) as refused:
+        resource_page(service, acme, _resource_cursor(None, "m1.YQ"), 2)
+    assert (refused.value.status, refused.value.field) == (422, "cursor")
+
+
+def test_keys_list_starts_with_a_header_row(hms_home: Path):
+    keys(hms_home, ("acme", "read"), ("globex-europe", "admin"))
+    lines = CliRunner().invoke(main, ["keys", "list"], catch_exceptions=False).output.splitlines()
+    assert lines[0].split() == ["KEY", "ID", "TENANT", "SCOPE", "STATE", "LABEL"]
+    for column in ("TENANT", "SCOPE", "STATE"):
+        start = lines[0].index(column)
+        assert all(line[start - 2 : start] == "  " and line[start] != " " for line in lines[1:]), column
+    assert sorted(line.split()[1] for line in lines[1:]) == ["acme", "globex-europe"]

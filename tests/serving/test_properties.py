@@ -137,6 +137,9 @@ BODIES: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/v1/search", {"user_id": "alice", "query": "bees", "limit": 3, "now": "2026-06-01T00:00:00Z"}),
     ("POST", "/v1/context", {"user_id": "alice", "query": "bees", "max_tokens": 64, "deep": False, "now": "2026-06-01T00:00:00Z"}),
     ("POST", "/v1/feedback", {"user_id": "alice", "memory_id": "m1", "was_relevant": True, "relevance_score": 0.5}),
+    ("POST", "/v1/memories", {"user_id": "alice", "messages": [{"role": "user", "content": "Alice keeps bees."}], "session_id": "s1"}),
+    ("POST", "/v1/search", {"user_id": "alice", "query": "bees", "filters": {"tags": ["bees"], "created_after": "2026-01-01T00:00:00Z"}}),
+    ("POST", "/v1/embeddings", {"model": "all-MiniLM-L6-v2", "input": ["Alice keeps bees."], "encoding_format": "float"}),
 ]
 MARK = "@@hostile@@"
 

@@ -20,7 +20,7 @@ def tables(url: str) -> set[str]:
 
 def test_upgrade_downgrade_and_upgrade_again(store_url):
     migrate(store_url, "head")
-    assert schema_revision(store_url) == "0006"
+    assert schema_revision(store_url) == "0007"
     assert tables(store_url) == TABLES
     migrate(store_url, "base")
     assert schema_revision(store_url) is None
@@ -33,7 +33,7 @@ def test_opening_a_store_brings_its_schema_to_head_and_keeps_data(store_url):
     store = EventStore(database_url=store_url)
     store.append([parse_event(created("u1", "m1"))])
     store.close()
-    assert schema_revision(store_url) == "0006"
+    assert schema_revision(store_url) == "0007"
     reopened = EventStore(database_url=store_url)
     assert reopened.stats()["events"] == 1
     reopened.close()

@@ -9,7 +9,7 @@ of a batch with its own error, so the body cannot fail as a whole."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,9 +17,10 @@ from hms_resources.context.assembler import ContextItem
 
 
 class MemoryIn(BaseModel):
-    """A memory to add: `user_id`, `content` and any other `memory.created` payload field."""
+    """A memory to add: `user_id`, `content` and the other `memory.created` payload fields (the store's
+    schema, `store/events.py`, checks each; a field that is none of these is a 422 naming it)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(strict=True, extra="forbid")
     user_id: str
     content: str
     memory_id: str | None = None
@@ -28,7 +29,16 @@ class MemoryIn(BaseModel):
     memory_type: str | None = None
     category: str | None = None
     tags: list[str] | None = None
-    importance: float | None = None
+    importance: float | None = Field(None, ge=0, le=1)
+    confidence: float | None = Field(None, ge=0, le=1)
+    session_id: str | None = None
+    source_type: str | None = None
+    source_id: str | None = None
+    created_by: str | None = None
+    parent_memory_id: str | None = None
+    related_memory_ids: list[str] | None = None
+    context: dict[str, Any] | None = Field(None, description="Keys among temporal, spatial, social, environmental, emotional, technical, custom")
+    metadata: dict[str, Any] | None = None
 
 
 NAME_PATTERN = r"^[^\x00-\x1f\x7f]*$"
@@ -37,10 +47,32 @@ NAME_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 STRICT = ConfigDict(strict=True)
 """Request models take JSON's own types only: no string read as a number or a boolean."""
 
+FORBID = ConfigDict(strict=True, extra="forbid")
+"""...and no field the API does not know: a misspelt or unsupported one (`filter`, `tag` beside
+`query`) is a 422 naming it, never silently ignored."""
+
 
 class MemoryBatchIn(BaseModel):
-    model_config = STRICT
-    memories: list[dict[str, Any]]
+    """Memories to add at once: each item is a `MemoryIn`, answered with its own result."""
+
+    model_config = FORBID
+    memories: list[Any] = Field(description="Up to 1,000 MemoryIn objects")
+
+
+class MessageIn(BaseModel):
+    model_config = FORBID
+    role: Literal["user", "assistant", "system"]
+    content: str = Field(min_length=1, pattern=r"\S", description="The turn's text: at least one non-blank character")
+
+
+class MessagesIn(BaseModel):
+    """A conversation to remember, Mem0's and Zep's shape: its turns are stored in order as conversation
+    turns of the session (`session_id`, a new one when left out), `created_by` their role."""
+
+    model_config = FORBID
+    user_id: str
+    messages: list[MessageIn] = Field(min_length=1, max_length=1_000)
+    session_id: str | None = Field(None, min_length=1, max_length=255, pattern=NAME_PATTERN)
 
 
 class ItemResult(BaseModel):
@@ -58,21 +90,41 @@ class BatchResult(BaseModel):
     rejected: int
 
 
+class TurnsResult(BatchResult):
+    """What adding `messages` stored: a result per turn, and the session they are turns of."""
+
+    session_id: str
+
+
 class EventsIn(BaseModel):
-    model_config = STRICT
+    model_config = FORBID
     events: list[dict[str, Any]]
 
 
+class SearchFilters(BaseModel):
+    """What a found memory must be: the filters of `GET /v1/memories`, all of them at once."""
+
+    model_config = FORBID
+    memory_type: str | None = Field(None, pattern=NAME_PATTERN)
+    category: str | None = Field(None, pattern=NAME_PATTERN)
+    tag: str | None = Field(None, pattern=NAME_PATTERN)
+    tags: list[Annotated[str, Field(pattern=NAME_PATTERN)]] | None = Field(None, max_length=32, description="Every one of these tags")
+    tier: Literal["hot", "warm", "cold"] | None = None
+    created_after: str | None = Field(None, description="ISO 8601 with a time zone")
+    created_before: str | None = Field(None, description="ISO 8601 with a time zone")
+
+
 class SearchIn(BaseModel):
-    model_config = STRICT
+    model_config = FORBID
     user_id: str
     query: str
     limit: int = 10
     now: str | None = None
+    filters: SearchFilters | None = Field(None, description="Only memories that pass these; the best of them are found however many others rank higher")
 
 
 class ContextIn(BaseModel):
-    model_config = STRICT
+    model_config = FORBID
     user_id: str
     query: str
     max_tokens: int = 1024
@@ -91,8 +143,42 @@ class ContextOut(BaseModel):
     adapter: dict[str, Any] | None
 
 
+class EmbeddingsIn(BaseModel):
+    """OpenAI's embeddings request: what the official clients send."""
+
+    model_config = FORBID
+    input: str | list[str] = Field(description="A text or a list of texts (token arrays are not taken)")
+    model: str = Field(description="The configured embedder's name (`all-MiniLM-L6-v2` by default) or `hms-embedding`")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, description="The model's own dimension, if given")
+    user: str | None = Field(None, description="Accepted for compatibility; not stored")
+
+
+class EmbeddingOut(BaseModel):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingsOut(BaseModel):
+    object: Literal["list"]
+    data: list[EmbeddingOut]
+    model: str
+    usage: dict[str, int]
+
+
+class UserOut(BaseModel):
+    user_id: str = Field(description="The tenant's own name for the user")
+    memories: int = Field(description="Memories not forgotten")
+
+
+class UsersOut(BaseModel):
+    users: list[UserOut]
+    next_cursor: str | None
+
+
 class FeedbackIn(BaseModel):
-    model_config = STRICT
+    model_config = FORBID
     user_id: str
     memory_id: str
     was_relevant: bool
@@ -100,7 +186,7 @@ class FeedbackIn(BaseModel):
 
 
 class ReasonIn(BaseModel):
-    model_config = STRICT
+    model_config = FORBID
     reason: str | None = None
 
 
@@ -123,7 +209,7 @@ ERRORS: dict[int | str, dict[str, Any]] = _documented({
     403: "`forbidden`: the key's scope is too low, or the user id names another tenant",
     404: "`not_found`: no such memory of this user (or no such key)",
     408: "`timeout`: the request body did not arrive in time",
-    409: "`conflict`: the event id (or `Idempotency-Key`) was stored before with other content",
+    409: "`conflict`: the event id (or `Idempotency-Key`) was stored before with other content, or several users have the memory read without `user_id`",
     410: "`forgotten`: the memory was forgotten; it cannot be changed",
     413: "`too_large`: the body is over the server's limit (`HMS_MAX_BODY_BYTES`)",
     421: "`wrong_shard`: the user is served by another shard; the message names it",

@@ -1,0 +1,20 @@
+"""Memories found by their id alone within a tenant (`GET /v1/memories/{id}` without `user_id`).
+
+Revision ID: 0007
+Revises: 0006
+"""
+
+from alembic import op
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_index("ix_memory_keys_memory", "memory_keys", ["memory_id", "user_id"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_memory_keys_memory", table_name="memory_keys")
