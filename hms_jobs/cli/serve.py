@@ -135,9 +135,21 @@ def keys_list(tenant: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(orjson.dumps(rows).decode())
         return
-    for row in rows:
-        state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
-        click.echo(f"{row['key_id']}  {row['tenant']:<16} {row['scope']:<6} {state:<36} {row['label'] or ''}")
+    table = [KEY_COLUMNS] + [
+        (row["key_id"], row["tenant"], row["scope"], f"revoked {row['revoked_at']}" if row["revoked_at"] else "active", row["label"] or "")
+        for row in rows
+    ]
+    for line in aligned(table):
+        click.echo(line)
+
+
+KEY_COLUMNS = ("KEY ID", "TENANT", "SCOPE", "STATE", "LABEL")
+
+
+def aligned(table: list[tuple[str, ...]]) -> list[str]:
+    """Rows as lines, each column as wide as its widest cell and two spaces apart."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(*table, strict=True)]
+    return ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in table]
 
 
 @keys.command("revoke")
