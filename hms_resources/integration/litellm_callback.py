@@ -37,12 +37,13 @@ import uuid
 from collections import OrderedDict
 from typing import Any
 
-import litellm
-from litellm.integrations.custom_logger import CustomLogger
-
 from hms_resources.common.environment import setting
 from hms_resources.integration.plugin import CONTEXT_HEADER, MemoryCall, MemoryPlugin, RemoteMemory, holds_memory, new_call_id
-from hms_resources.integration.providers import anthropic_request, openai_messages_from_anthropic
+from hms_resources.integration.providers import anthropic_request, import_litellm, openai_messages_from_anthropic
+
+litellm = import_litellm()  # before LiteLLM's first import: its bundled cost map, no fetch
+
+from litellm.integrations.custom_logger import CustomLogger  # noqa: I001 - after import_litellm()
 
 log = logging.getLogger(__name__)
 

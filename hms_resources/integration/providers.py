@@ -13,11 +13,88 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import os
+import re
 from typing import Any
 
+from hms_resources.common.home import MASK, redact_url
 from hms_resources.integration.plugin import CONTEXT_HEADER, MemoryCall, MemoryPlugin, new_call_id, text_of
 
-__all__ = ["with_memory", "anthropic_request", "openai_messages_from_anthropic", "WrappedOpenAI", "WrappedAnthropic"]
+__all__ = ["WrappedAnthropic", "WrappedOpenAI", "anthropic_request", "import_litellm", "openai_messages_from_anthropic",
+           "provider_failure", "provider_of", "redact_secrets", "with_memory"]
+
+
+# ---------------------------------------------------------------------------------------------
+# LiteLLM: imported offline-safe, the provider of a model, a failure said without secrets
+
+
+def import_litellm() -> Any:
+    """LiteLLM, told (unless the environment says otherwise) to read the model cost map it ships:
+    by default its import fetches the map from GitHub, three tries that stall seconds offline, in
+    every process that imports it (`hms serve`, the callback)."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    return litellm
+
+
+def provider_of(model: str) -> str | None:
+    """The provider LiteLLM sends `model` to (`gpt-4o-mini` -> `openai`, `ollama/x` -> `ollama`);
+    None when it knows none."""
+    litellm = import_litellm()
+    try:
+        return str(litellm.get_llm_provider(model)[1])
+    except Exception:  # noqa: BLE001 - LiteLLM raises its BadRequestError for a model it cannot place
+        return None
+
+
+_BEARER = re.compile(r"\b(Bearer|Basic)\s+[^\s'\",;]+", re.IGNORECASE)
+_HEADER_SECRET = re.compile(r"(?P<key>\b(?:authorization|proxy-authorization|x-api-key|api[-_]?key|access[-_]?token)[\"']?\s*[:=]\s*[\"']?)"
+                            r"(?:(?:Bearer|Basic)\s+)?[^\s'\",;}]+", re.IGNORECASE)
+_KEY_LIKE = re.compile(r"\b(sk|pk|rk|xai|gsk|key)-[A-Za-z0-9_*\-]{6,}")
+_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.IGNORECASE)
+
+
+def redact_secrets(text: str) -> str:
+    """`text` (a provider's error) safe to return and log: URL passwords and secret query values
+    (`redact_url`), `Authorization`/API-key headers, bearer tokens, key-shaped strings (`sk-...`),
+    and the value of every secret-named environment variable (`OPENAI_API_KEY`, ...) wherever it is
+    quoted."""
+    text = redact_url(text)
+    for name, value in os.environ.items():
+        if len(value) >= 8 and _SECRET_NAME.search(name) and value in text:
+            text = text.replace(value, MASK)
+    text = _HEADER_SECRET.sub(lambda m: m["key"] + MASK, text)
+    text = _BEARER.sub(lambda m: f"{m[1]} {MASK}", text)
+    return _KEY_LIKE.sub(lambda m: f"{m[1]}-{MASK}", text)
+
+
+def provider_failure(model: str, provider: str, error: BaseException) -> str:
+    """One line saying why a provider did not answer: the provider, the model, where LiteLLM sent
+    it, the error's type, the provider's HTTP status (or that it was unreachable: LiteLLM reports a
+    connection failure as a 500 of its own) and its message, secrets redacted."""
+    message = str(getattr(error, "message", None) or error or "").strip().replace("\n", " ")
+    status = getattr(error, "status_code", None)
+    said = " (unreachable)" if _unreachable(error) else f" (HTTP {status})" if str(status or "").isdigit() else ""
+    base = _API_BASE.search(str(getattr(error, "litellm_debug_info", None) or ""))
+    where = f" at {base[1]}" if base else ""
+    return redact_secrets(f"the provider {provider!r} could not answer for model {model!r}{where}: {type(error).__name__}{said}: {message}")[:2000]
+
+
+_API_BASE = re.compile(r"API Base: `([^`]+)`")
+
+
+def _unreachable(error: BaseException) -> bool:
+    """Whether the request never got an answer: a connection error anywhere in the chain."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        name = type(current).__name__
+        if name in ("APIConnectionError", "APITimeoutError", "ConnectError", "ConnectTimeout", "Timeout") or "Connection error" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,6 +223,19 @@ def _anthropic_event_text(event: Any) -> str:
     return ""
 
 
+def _annotated(response: Any, call: MemoryCall) -> Any:
+    """The response with the wrapper's own account in its `hms` field: whose memory it put in the
+    system turn and which memories (`memory_user`, `memories`, `memory_in_request: true`), over what
+    `hms serve` said when it was the provider (its `user` is then the user whose adapter it used).
+    The SDKs keep unknown fields of a response in `__pydantic_extra__`; a response without one is
+    returned as it is."""
+    extra = getattr(response, "__pydantic_extra__", None)
+    if isinstance(extra, dict):
+        served = extra.get("hms") if isinstance(extra.get("hms"), dict) else {}
+        extra["hms"] = {**served, "memory_user": call.user_id, "memories": call.memory_ids, "memory_in_request": True}
+    return response
+
+
 # ---------------------------------------------------------------------------------------------
 # Streams: pass every chunk through, record the collected text once the stream ends
 
@@ -250,7 +340,7 @@ class _OpenAICompletions(_Passthrough):
         if kwargs.get("stream"):
             return _RecordingStream(response, _openai_chunk_text, lambda text: self._owner.memory.after_call(call, text))
         self._owner.memory.after_call(call, _openai_reply(response))
-        return response
+        return _annotated(response, call)
 
     async def _acreate(self, **kwargs: Any) -> Any:
         call = await asyncio.to_thread(self._owner._before, list(kwargs.get("messages") or []), kwargs)
@@ -259,7 +349,7 @@ class _OpenAICompletions(_Passthrough):
         if kwargs.get("stream"):
             return _RecordingStream(response, _openai_chunk_text, lambda text: asyncio.to_thread(self._owner.memory.after_call, call, text))
         await asyncio.to_thread(self._owner.memory.after_call, call, _openai_reply(response))
-        return response
+        return _annotated(response, call)
 
 
 class _OpenAIChat(_Passthrough):
@@ -296,7 +386,7 @@ class _AnthropicMessages(_Passthrough):
         if request.get("stream"):
             return _RecordingStream(response, _anthropic_event_text, lambda text: self._owner.memory.after_call(call, text))
         self._owner.memory.after_call(call, _anthropic_reply(response))
-        return response
+        return _annotated(response, call)
 
     async def _acreate(self, **kwargs: Any) -> Any:
         call, request = await asyncio.to_thread(self._prepare, kwargs)
@@ -304,7 +394,7 @@ class _AnthropicMessages(_Passthrough):
         if request.get("stream"):
             return _RecordingStream(response, _anthropic_event_text, lambda text: asyncio.to_thread(self._owner.memory.after_call, call, text))
         await asyncio.to_thread(self._owner.memory.after_call, call, _anthropic_reply(response))
-        return response
+        return _annotated(response, call)
 
 
 class WrappedAnthropic(_Passthrough, _Memoryful):

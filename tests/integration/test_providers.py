@@ -237,6 +237,7 @@ def test_openai_wrapper_injects_and_records_once(echo: tuple[str, list], memory:
     assert sent["messages"][1:] == [{"role": "user", "content": QUESTION}]
     assert response.choices[0].message.content == f"SYSTEM:{system}"
     assert messages[0] == {"role": "system", "content": "Be brief."}  # the caller's list is not changed
+    assert response.model_extra["hms"] == {"memory_user": "alice", "memories": ["m-tea"], "memory_in_request": True}
 
     call_id = new_call_id(given="request-1")
     events = _events(memory)
@@ -291,6 +292,7 @@ def test_anthropic_wrapper(echo: tuple[str, list], memory: LocalMemory) -> None:
     assert sent["system"][1] == {"type": "text", "text": "Be brief."}
     assert sent["messages"] == [{"role": "user", "content": [{"type": "text", "text": QUESTION}]}]
     assert _turns(memory) == {"user": QUESTION, "assistant": response.content[0].text}
+    assert response.model_extra["hms"] == {"memory_user": "alice", "memories": ["m-tea"], "memory_in_request": True}
 
 
 def test_with_memory_rejects_other_clients(memory: LocalMemory) -> None:
@@ -385,7 +387,8 @@ proxy_handler_instance = HmsMemoryCallback(memory=LocalMemory(ContextAssembler.f
 @pytest.fixture
 def hms_serve(hms_home: Path, warm_home: Path) -> Iterator[tuple[str, str, Any]]:
     """The service with the local model over the test's home, and a key whose capture is off (the
-    leg behind a LiteLLM callback that records the exchange itself)."""
+    leg behind a LiteLLM callback that records the exchange itself) and whose default user is
+    another (so a user that does not arrive shows)."""
     from hms_resources.integration.local_model import LocalModel
     from hms_resources.serving.chat import ChatService
     from hms_resources.serving.keys import create_key
@@ -396,7 +399,7 @@ def hms_serve(hms_home: Path, warm_home: Path) -> Iterator[tuple[str, str, Any]]
     store = EventStore(hms_home=str(hms_home))
     assembler = ContextAssembler.from_home(hms_home)
     service = MemoryService(store, assembler, record_access=False)
-    key = create_key(store, "local", "write", "litellm leg", capture=False).secret
+    key = create_key(store, "local", "write", "litellm leg", capture=False, default_user="maya").secret
     local = LocalModel()
     with Running(service, chat=ChatService(service, local_model=local)) as running:
         yield f"http://127.0.0.1:{running.port}", key, local
@@ -430,6 +433,7 @@ def test_litellm_proxy(echo: tuple[str, list], hms_home: Path, tmp_path: Path, w
               model: openai/hms-local
               api_base: {hms_serve[0]}/v1
               api_key: {hms_serve[1]}
+              allowed_openai_params: ["user"]
         litellm_settings:
           callbacks: hms_proxy_callback.proxy_handler_instance
         general_settings:
@@ -477,19 +481,22 @@ def test_litellm_proxy(echo: tuple[str, list], hms_home: Path, tmp_path: Path, w
 
         # Forwarded to hms serve's local model: the callback injects and records; the service finds
         # the memory already in the system turn and adds none, and its leg (capture off) records nothing.
-        # LiteLLM forwards `user` only for models it knows, so the request repeats it in `extra_body`.
+        # LiteLLM drops `user` for a model outside OpenAI's catalogue unless the deployment lists it in
+        # `allowed_openai_params`; with it, the user the openai client sends arrives, and `hms` says so.
+        import openai
+
         asked = [{"role": "user", "content": "Which tea do I like?"}]
         expected = LocalMemory(ContextAssembler.from_home(hms_home), capture=False).before_call("alice", asked, max_tokens=1024)
-        response = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=300,
-                              headers={"Authorization": f"Bearer {master_key}"},
-                              json={"model": "hms", "user": "alice", "extra_body": {"user": "alice"}, "messages": asked,
-                                    "max_tokens": 8, "temperature": 0})
-        assert response.status_code == 200, response.text
-        answered = response.json()
-        local_reply = answered["choices"][0]["message"]["content"]
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=master_key, max_retries=0, timeout=300)
+        raw = client.chat.completions.with_raw_response.create(model="hms", user="alice", messages=asked, max_tokens=8, temperature=0)
+        answered = raw.parse()
+        local_reply = answered.choices[0].message.content
         assert local_reply and not local_reply.startswith("SYSTEM:")
         assert expected.messages[0]["content"].startswith(CONTEXT_HEADER) and FACT in expected.messages[0]["content"]
-        assert answered["usage"]["prompt_tokens"] == len(hms_serve[2]._prompt(expected.messages))
+        assert answered.usage.prompt_tokens == len(hms_serve[2]._prompt(expected.messages))
+        hms = answered.model_extra["hms"]
+        assert (hms["user"], hms["memories"], hms["memory_in_request"]) == ("alice", [], True)
+        assert raw.headers["llm_provider-x-hms-stored"] == "false"  # the proxy renames the upstream's headers (the leg's capture is off)
 
         def exchanges() -> list[tuple[str, str]]:
             return sorted((e.payload["created_by"], e.payload["content"]) for e in store.read_events()

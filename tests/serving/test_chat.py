@@ -183,8 +183,8 @@ def test_litellm_sdk_to_hms_local_with_the_callback_injecting_once(chat_service:
         remote = Recorded(url, memory_key)
         hook = HmsMemoryCallback(memory=remote, max_context_tokens=256)
         question = [{"role": "user", "content": "What tea should I buy for Alice?"}]
-        # LiteLLM forwards `user` only for models it knows: `extra_body` takes it to the service.
-        response = hook.completion(model="openai/hms-local", api_base=f"{url}/v1", api_key=leg_key, user="alice", extra_body={"user": "alice"},
+        # LiteLLM forwards `user` only for models in OpenAI's catalogue, or when `allowed_openai_params` names it.
+        response = hook.completion(model="openai/hms-local", api_base=f"{url}/v1", api_key=leg_key, user="alice", allowed_openai_params=["user"],
                                    messages=question, max_tokens=12, temperature=0)
         remote.close()
         reply = response.choices[0].message.content
@@ -227,6 +227,7 @@ def test_a_prompt_over_the_window_is_a_400_and_a_reply_says_whether_its_turns_we
         streamed = api.post("/v1/chat/completions", json=ask(wordy, stream=True))
         chunks = [json.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: {")]
         assert streamed.text.rstrip().endswith("data: [DONE]")
-        assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and chunks[-1]["hms"]["stored"] is False
+        finish = answered.json()["choices"][0]["finish_reason"]
+        assert chunks[-1]["choices"][0]["finish_reason"] == finish and chunks[-1]["hms"]["stored"] is False
     assembler.close()
     store.close()

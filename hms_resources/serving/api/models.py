@@ -222,8 +222,9 @@ ERRORS: dict[int | str, dict[str, Any]] = _documented({
 CHAT_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERRORS,
     **_documented({
-        400: "`context_length_exceeded`: the prompt does not fit the model's window",
-        502: "`provider_error`: the model's provider could not answer",
+        400: "`context_length_exceeded`: the prompt does not fit the model's window; `invalid`: a field HMS cannot honour or "
+             "does not know, or a model no provider is known for (named in `field`)",
+        502: "`provider_error`: the model's provider could not answer (its status and message, secrets redacted)",
     }),
 }
 """A chat call also answers for the model behind it."""
