@@ -10,6 +10,7 @@ import orjson
 from hms_jobs.cli import EXIT_FAILURE, EXIT_OK, main
 from hms_jobs.cli.run import RunReport, print_comparison, run_jobs
 from hms_jobs.cli.store import open_store
+from hms_jobs.cli.users import known_user, tenant_option
 from hms_resources.common.home import hms_home
 from hms_resources.lora.candidates import CURATION_ACTIONS
 
@@ -43,8 +44,9 @@ def curate_list(as_json: bool) -> None:
 
 def _curation_command(action: str):
     @click.argument("set_ids", nargs=-1)
-    @click.option("--memory", "memories", type=(str, str), multiple=True, metavar="USER MEMORY", help="A memory instead of, or beside, sets.")
-    def command(set_ids: tuple[str, ...], memories: tuple[tuple[str, str], ...]) -> None:
+    @click.option("--memory", "memories", type=(str, str), multiple=True, metavar="USER MEMORY", help="A memory instead of, or beside, sets (USER as the API names the tenant's user).")
+    @tenant_option
+    def command(set_ids: tuple[str, ...], memories: tuple[tuple[str, str], ...], tenant: str) -> None:
         from hms_resources.lora.adapters import lora_dir
         from hms_resources.lora.candidates import curate as apply_curation
         from hms_resources.lora.candidates import load_candidate_sets, load_curation, save_curation
@@ -56,14 +58,18 @@ def _curation_command(action: str):
         unknown = [s for s in set_ids if s not in known]
         if unknown:
             raise click.ClickException(f"no candidate set {', '.join(map(repr, unknown))} in {lora_dir(home)}; `hms curate list` shows them")
+        keys = []
         if memories:
             store = open_store()
-            stored = store.memory_statuses(memories)
-            store.close()
-            missing = [f"{u}/{m}" for u, m in memories if (u, m) not in stored]
+            try:
+                keys = [(known_user(store, tenant, user, "--memory"), memory) for user, memory in memories]
+                stored = store.memory_statuses(keys)
+            finally:
+                store.close()
+            missing = [f"{u}/{m}" for (u, m), key in zip(memories, keys) if key not in stored]
             if missing:
                 raise click.ClickException(f"no memory {', '.join(missing)} in the store")
-        path = save_curation(home, apply_curation(load_curation(home), action, list(set_ids), list(memories)))
+        path = save_curation(home, apply_curation(load_curation(home), action, list(set_ids), keys))
         click.echo(f"{action}: {len(set_ids)} set(s), {len(memories)} memory(ies) in {path}; the next lora_job run applies it")
 
     command.__doc__ = {

@@ -12,12 +12,14 @@ import orjson
 
 from hms_jobs.cli import EXIT_FAILURE, EXIT_OK, main
 from hms_jobs.cli.store import ingest_file, open_store
+from hms_jobs.cli.users import api_name, tenant_option
 from hms_resources.common.home import hms_home
 from hms_resources.datasets import SAMPLE_EVENTS
 from hms_resources.store.ingest import DEFAULT_BATCH_SIZE
 
 SAMPLE_QUERY = "What does this user care about at work, and what should I keep in mind when helping?"
 SAMPLE_BUDGET = 256
+UI_HOST, UI_PORT = "127.0.0.1", 3000
 
 
 class RunReport:
@@ -51,15 +53,16 @@ class RunReport:
               help="Approve the N largest pending LoRA candidate sets, then train, register and compare their adapters.")
 @click.option("--json", "as_json", is_flag=True,
               help="End with one JSON object on standard output (runs, materializations, checks, the sample context); the rest goes to stderr.")
-def run(data: str | None, approve: int, as_json: bool) -> None:
-    """Ingest events (the bundled sample by default), run the main job, then migrate the tiers of the
-    last complete day, compact the cold tier and run the LoRA job (`--approve N` first approves sets
-    for it, as a person would with `hms curate approve`)."""
+@tenant_option
+def run(data: str | None, approve: int, as_json: bool, tenant: str) -> None:
+    """Ingest events (the bundled sample by default) for `--tenant`, so that its API key sees them, run
+    the main job, then migrate the tiers of the last complete day, compact the cold tier and run the
+    LoRA job (`--approve N` first approves sets for it, as a person would with `hms curate approve`)."""
     from hms_jobs.instance import WORKSPACE, prepare_dagster_home
 
     report = RunReport(as_json)
     path = data or str(SAMPLE_EVENTS)
-    ingested = ingest_file(path, rejects=None, batch_size=DEFAULT_BATCH_SIZE, max_content_bytes=None, progress=None)
+    ingested = ingest_file(path, rejects=None, batch_size=DEFAULT_BATCH_SIZE, max_content_bytes=None, progress=None, tenant=tenant)
     report.facts["ingested"] = {"path": path, **ingested.counts()}
     report.say(f"ingested {path}: {orjson.dumps(ingested.counts()).decode()}")
     home = prepare_dagster_home()
@@ -72,12 +75,12 @@ def run(data: str | None, approve: int, as_json: bool) -> None:
         print_comparison(report)
     store = open_store()
     if success:
-        show_sample_context(report)
+        show_sample_context(report, tenant)
     report.say(f"store: {store.display_url}")
     report.say(f"dagster instance: {home}")
     hms = Path(sys.executable).with_name("hms")
     shown = os.path.relpath(hms) if hms.is_relative_to(Path.cwd()) else str(hms)
-    report.say(f"next: `make ui` and open http://127.0.0.1:3000 (workspace {WORKSPACE.name}); `{shown} stats --json`")
+    report.say(f"next: `{ui_command(shown)}` and open http://{UI_HOST}:{UI_PORT} (workspace {WORKSPACE.name}); `{shown} stats --json`")
     store.close()
     report.facts.update(success=success, store=store.display_url, dagster_instance=str(home))
     report.finish()
@@ -181,26 +184,37 @@ def print_comparison(report: RunReport) -> None:
         report.say("\nadapter comparison (the base and every version on each set's held-out data):\n" + format_comparison(rows) + "\n")
 
 
-def show_sample_context(report: RunReport) -> None:
-    """End a run the way an assistant would use HMS: one assembled context for a sample query."""
+def ui_command(hms: str) -> str:
+    """How to start the UI here: `make ui` in a checkout (its Makefile has the target), else `hms ui`."""
+    makefile = Path("Makefile")
+    if makefile.is_file() and any(line.startswith("ui:") for line in makefile.read_text(errors="replace").splitlines()):
+        return "make ui"
+    return f"{hms} ui"
+
+
+def show_sample_context(report: RunReport, tenant: str) -> None:
+    """End a run the way an assistant would use HMS: one assembled context for a sample query, for the
+    first user of the tenant the run ingested for (named as its API key names them)."""
     from hms_resources.context.assembler import ContextAssembler
     from hms_resources.memory.writes import MemoryWriter
 
     assembler = ContextAssembler.from_env()
     users = sorted(assembler.snapshot.users)
+    users = [u for u in users if u.startswith(f"{tenant}/")] or users
     if not users:
         return
     context = assembler.assemble(users[0], SAMPLE_QUERY, SAMPLE_BUDGET)
+    user = api_name(tenant, users[0])
     report.facts["context"] = {
-        "user": users[0], "query": SAMPLE_QUERY, "token_budget": SAMPLE_BUDGET, "token_count": context.token_count,
+        "user": user, "tenant": tenant, "query": SAMPLE_QUERY, "token_budget": SAMPLE_BUDGET, "token_count": context.token_count,
         "timings_ms": context.timings_ms,
         "items": [{"kind": i.kind, "tier": i.tier, "score": i.score, "memory_id": i.memory_id, "text": i.text} for i in context.items],
     }
     timings = ", ".join(f"{k} {v:.1f}" for k, v in context.timings_ms.items())
-    report.say(f"\ncontext for {users[0]}: {SAMPLE_QUERY!r} ({context.token_count}/{SAMPLE_BUDGET} tokens; ms: {timings})")
+    report.say(f"\ncontext for {user}: {SAMPLE_QUERY!r} ({context.token_count}/{SAMPLE_BUDGET} tokens; ms: {timings})")
     for item in context.items:
         report.say(f"  {item.kind:<15} {item.tier:<4} {item.score:6.3f}  {item.text}")
-    show_adapter_choice(assembler, report)
+    show_adapter_choice(assembler, report, tenant)
     writer = MemoryWriter(assembler.event_store)
     writer.record_accesses(users[0], context.source_ids, SAMPLE_QUERY)
     writer.close()
@@ -208,7 +222,7 @@ def show_sample_context(report: RunReport) -> None:
     report.say("")
 
 
-def show_adapter_choice(assembler, report: RunReport) -> None:
+def show_adapter_choice(assembler, report: RunReport, tenant: str) -> None:
     """For the first champion adapter, the adapter a question about its concept gets (`Context.adapter`)."""
     from hms_resources.lora.adapters import load_champions, lora_dir
     from hms_resources.lora.candidates import load_candidate_sets
@@ -220,21 +234,23 @@ def show_adapter_choice(assembler, report: RunReport) -> None:
     labels = {s.set_id: s.label for s in load_candidate_sets(lora_dir(assembler.event_store.home))}
     query = f"What have I told you about {(labels.get(first['set_id']) or ['that'])[0]}?"
     adapter = assembler.assemble(first["user_id"], query, SAMPLE_BUDGET).adapter
+    user = api_name(tenant, first["user_id"])
     report.facts["adapter"] = {
-        "user": first["user_id"], "query": query,
+        "user": user, "query": query,
         "chosen": None if adapter is None else {"name": adapter.name, "version": adapter.version, "set_id": adapter.set_id,
                                                 "similarity": adapter.similarity, "path": adapter.path},
     }
     chosen = f"{adapter} (similarity {adapter.similarity}, {adapter.path})" if adapter else "none matches closely enough"
-    report.say(f"\nadapter for {first['user_id']}: {query!r}: {chosen}")
+    report.say(f"\nadapter for {user}: {query!r}: {chosen}")
 
 
 @main.command()
-@click.option("--port", type=int, default=3000, show_default=True)
-def ui(port: int) -> None:
+@click.option("--host", default=UI_HOST, show_default=True, help="Address to bind; loopback unless you put a proxy with TLS in front.")
+@click.option("--port", type=click.IntRange(0, 65535), default=UI_PORT, show_default=True)
+def ui(host: str, port: int) -> None:
     """Start the Dagster UI and daemon (`dagster dev`) on HMS's instance."""
     from hms_jobs.instance import WORKSPACE, prepare_dagster_home
 
     prepare_dagster_home()
     dagster = Path(sys.executable).with_name("dagster")
-    os.execv(str(dagster), [str(dagster), "dev", "-w", str(WORKSPACE), "-p", str(port)])
+    os.execv(str(dagster), [str(dagster), "dev", "-w", str(WORKSPACE), "-h", host, "-p", str(port)])

@@ -10,6 +10,7 @@ import click
 import orjson
 
 from hms_jobs.cli import EXIT_OK, EXIT_REJECTED, main
+from hms_jobs.cli.users import api_name, known_user, tenant_names, tenant_option
 from hms_resources.common.home import hms_home
 from hms_resources.store.database import migrate
 from hms_resources.store.event_store import EventStore
@@ -27,11 +28,14 @@ def open_store(max_content_bytes: int | None = None) -> EventStore:
     return store
 
 
-def ingest_file(path: str, *, rejects: str | None, batch_size: int, max_content_bytes: int | None, progress: bool | None, tenant: str | None = None) -> IngestReport:
-    """Ingest as `hms ingest` and `hms run` both do: a progress bar, and every rejected line on stderr."""
+def ingest_file(path: str, *, rejects: str | None, batch_size: int, max_content_bytes: int | None, progress: bool | None, tenant: str) -> IngestReport:
+    """Ingest as `hms ingest` and `hms run` both do: the users under `tenant` (`''`: ids as written), a
+    progress bar, and every rejected line on stderr."""
     from tqdm import tqdm
 
     from hms_resources.memory.writes import MemoryWriter
+
+    tenant_names(tenant)
 
     store = open_store(max_content_bytes)
     rejects_path = Path(rejects) if rejects else default_rejects_path(hms_home(), path)
@@ -63,19 +67,14 @@ def ingest_file(path: str, *, rejects: str | None, batch_size: int, max_content_
     help=f"Largest payload.content accepted [default: $HMS_MAX_CONTENT_BYTES or {DEFAULT_MAX_CONTENT_BYTES}].",
 )
 @click.option("--progress/--no-progress", default=None, help="Show a progress bar [default: when on a terminal].")
-@click.option("--tenant", default=None, help="Store the file's users and event ids under this tenant of the HTTP API (`<tenant>/<id>`).")
-def ingest(path: str, as_json: bool, rejects: str | None, batch_size: int, max_content_bytes: int | None, progress: bool | None, tenant: str | None) -> None:
-    """Append the events of a JSONL file (`-` reads standard input). Exit 0: all stored; 2: some lines
-    rejected, or conflicting with a stored event of the same id (the rest stored); 1: failure."""
+@tenant_option
+def ingest(path: str, as_json: bool, rejects: str | None, batch_size: int, max_content_bytes: int | None, progress: bool | None, tenant: str) -> None:
+    """Append the events of a JSONL file (`-` reads standard input), its user and event ids under
+    `--tenant` (`maya` is stored as `local/maya`; an id already under it is kept). Exit 0: all stored;
+    2: some lines rejected, or conflicting with a stored event of the same id (the rest stored); 1: failure."""
+    tenant_names(tenant)
     if path != "-" and not Path(path).is_file():
         raise click.ClickException(f"{path}: no such file")
-    if tenant is not None:
-        from hms_resources.serving.tenants import check_tenant
-
-        try:
-            check_tenant(tenant)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--tenant") from None
     report = ingest_file(path, rejects=rejects, batch_size=batch_size, max_content_bytes=max_content_bytes, progress=progress, tenant=tenant)
     if as_json:
         click.echo(orjson.dumps(report.counts()).decode())
@@ -117,32 +116,41 @@ def stats(as_json: bool) -> None:
 @click.option("--reason", default="", help="Why (erased with the rest; kept only until the event is stored).")
 @click.option("--verify", is_flag=True, help="Forget nothing: report every place checked for the memory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
-def forget_command(user_id: str, memory_id: str, reason: str, verify: bool, as_json: bool) -> None:
-    """Forget USER_ID's memory MEMORY_ID everywhere: erase it from the event log and the memories table,
-    delete the LoRA dataset versions holding it, retire the adapters trained on them, and drop old page
-    images; the other assets drop it at their next run. Then report every place checked. Exit 0: clean
-    everywhere; 2: something remains (the report says which run clears it)."""
+@tenant_option
+def forget_command(user_id: str, memory_id: str, reason: str, verify: bool, as_json: bool, tenant: str) -> None:
+    """Forget USER_ID's memory MEMORY_ID everywhere (USER_ID as the API names the tenant's user): erase
+    it from the event log and the memories table, delete the LoRA dataset versions holding it, retire
+    the adapters trained on them, and drop old page images; the other assets drop it at their next run.
+    Then report every place checked. Exit 0: clean everywhere; 2: something remains (the report says
+    which run clears it)."""
     from hms_resources.lora.tracking import MlflowTracking
     from hms_resources.memory.writes import MemoryWriter, WriteRefused
     from hms_resources.privacy.forget import purge_forgotten, verify_forgotten
     from hms_resources.store.projection import refresh_memories
 
     store = open_store()
+    try:
+        stored = known_user(store, tenant, user_id, "USER_ID")
+    except click.BadParameter:
+        store.close()
+        raise
+    name = api_name(tenant, stored)
     tracking = MlflowTracking.from_env()
-    key = (user_id, memory_id)
+    key = (stored, memory_id)
     status = store.memory_statuses([key]).get(key)
     if status is None:
-        raise click.ClickException(f"no memory {memory_id!r} of user {user_id!r} in the store at {store.display_url}")
+        store.close()
+        raise click.ClickException(f"no memory {memory_id!r} of user {name!r} in the store at {store.display_url}")
     if not verify:
         if status != "forgotten":
             try:
-                MemoryWriter(store).forget(user_id, memory_id, reason, stem="forget")
+                MemoryWriter(store).forget(stored, memory_id, reason, names=tenant_names(tenant), stem="forget")
             except WriteRefused as refused:
-                raise click.ClickException(f"{user_id}/{memory_id}: {refused.message}") from None
+                raise click.ClickException(f"{name}/{memory_id}: {refused.message}") from None
         refresh_memories(store)
         purged = purge_forgotten(store, tracking if tracking.in_use(store.home) else None, log=lambda m: click.echo(m, err=True))
-        click.echo(f"forgot {memory_id!r} of {user_id!r}; purged {orjson.dumps(purged.counts()).decode()}", err=True)
-    checks = verify_forgotten(store, user_id, memory_id, tracking)
+        click.echo(f"forgot {memory_id!r} of {name!r}; purged {orjson.dumps(purged.counts()).decode()}", err=True)
+    checks = verify_forgotten(store, stored, memory_id, tracking)
     store.close()
     if as_json:
         click.echo(orjson.dumps([{"place": c.place, "clean": c.clean, "detail": c.detail} for c in checks]).decode())

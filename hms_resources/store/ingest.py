@@ -149,11 +149,23 @@ def _read_event(raw: bytes, max_content_bytes: int) -> MemoryEvent:
 
 
 def with_id_prefix(event: MemoryEvent, prefix: str) -> MemoryEvent:
-    """The event under a namespace: `prefix` before its user id and event id (a tenant's `acme/`)."""
+    """The event under a namespace: `prefix` before its user id and event id (a tenant's `acme/`), as
+    the API stores them. An id already under it is kept, so a file of stored ids loads once; a user id
+    under another namespace (`globex/alice`) is refused, as the API refuses it."""
+    ids = {}
     for name in ("event_id", "user_id"):
-        if len(prefix) + len(getattr(event, name)) > MAX_ID_LENGTH:
+        value = getattr(event, name)
+        if name == "user_id" and value == prefix:
+            raise EventError(f"user_id must name a user after {prefix!r}")
+        if value.startswith(prefix):
+            ids[name] = value
+            continue
+        if name == "user_id" and "/" in value:
+            raise EventError(f"user_id {value!r} names another tenant's user; this file is stored under {prefix!r}")
+        if len(prefix) + len(value) > MAX_ID_LENGTH:
             raise EventError(f"{name} is at most {MAX_ID_LENGTH - len(prefix)} characters under the prefix {prefix!r}")
-    return MemoryEvent(prefix + event.event_id, event.type, prefix + event.user_id, event.memory_id, event.occurred_at, event.payload)
+        ids[name] = prefix + value
+    return MemoryEvent(ids["event_id"], event.type, ids["user_id"], event.memory_id, event.occurred_at, event.payload)
 
 
 def ingest_stream(

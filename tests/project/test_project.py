@@ -84,6 +84,24 @@ def test_hms_run_ingests_the_sample_runs_every_job_and_says_where_to_look(hms_ho
     again, _ = hms_run_json()
     assert (again["ingested"]["accepted"], again["ingested"]["duplicates"]) == (0, sample_events)
     assert again["runs"][0]["materialized"]["memories"]["events_applied"] == accesses
+    assert_the_local_key_sees_the_sample(context["user"])
+
+
+def assert_the_local_key_sees_the_sample(user: str) -> None:
+    """The sample is the `local` tenant's: the admin key the first `hms serve` prints lists the user
+    the run's context named, by the same name."""
+    from hms_jobs.cli.serve import build_service, first_key
+    from tests.serving.conftest import Running
+
+    assert user in {"user-lena", "user-maya", "user-omar", "user-sam"}, "the run names the user as the API does"
+    service = build_service()
+    key = first_key(service.store)
+    with Running(service, warm=False) as running, running.client(key) as api:
+        listed = api.get("/v1/memories", params={"user_id": user, "limit": 500})
+        lena = api.get("/v1/memories", params={"user_id": "user-lena"})
+    service.close()
+    assert listed.status_code == 200 and len(listed.json()["memories"]) > 10, listed.text[:500]
+    assert lena.status_code == 200 and lena.json()["memories"], lena.text[:500]
 
 
 @pytest.mark.timeout(960)

@@ -55,7 +55,7 @@ def test_invalid_lines_are_reported_with_file_and_line_and_the_rest_is_stored(hm
         (5, "user_id is required"),
         (6, "payload.content is 70000 bytes, over the limit of 65536 bytes"),
         (7, "unknown event type 'memory.exploded'"),
-        (8, "memory 'm404' does not exist for user 'u1'"),
+        (8, "memory 'm404' does not exist for user 'local/u1'"),  # the tenant's user, as stored
         (9, "payload.importance must be a number from 0 to 1"),
     ]:
         assert f"{path}:{number}: {reason}" in stderr
@@ -113,7 +113,7 @@ def test_ingest_killed_with_sigkill_leaves_the_store_consistent_and_a_rerun_comp
     env = {"HMS_DATABASE_URL": store_url, "HMS_HOME": str(tmp_path / "home")}
     store = EventStore(database_url=store_url)
     store.stats()
-    proc = subprocess.Popen([*HMS, "ingest", str(path), "--batch-size", "500"], env={**os.environ, **env},
+    proc = subprocess.Popen([*HMS, "ingest", str(path), "--batch-size", "500", "--tenant", ""], env={**os.environ, **env},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while store.stats()["events"] < 2_000 and time.monotonic() < deadline and proc.poll() is None:
@@ -125,7 +125,7 @@ def test_ingest_killed_with_sigkill_leaves_the_store_consistent_and_a_rerun_comp
     assert before["events"] % 500 == 0, "only whole batches are stored"
     assert before["memories"]["total"] == sum(1 for e in store.read_events() if e.type == "memory.created")
 
-    rerun = hms("ingest", str(path), "--json", env_extra=env)
+    rerun = hms("ingest", str(path), "--json", "--tenant", "", env_extra=env)
     assert rerun.returncode == 0, rerun.stderr
     assert json.loads(rerun.stdout) == {"accepted": total - before["events"], "duplicates": before["events"], "conflicts": 0, "rejected": 0}
     stored = list(store.read_events())
