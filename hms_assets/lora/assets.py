@@ -74,7 +74,8 @@ class CandidateSetsConfig(dg.Config):
     deps=["memories", "concept_clusters", dg.AssetDep("memory_tiers", partition_mapping=dg.LastPartitionMapping())],
     kinds={"json"},
     automation_condition=dg.AutomationCondition.eager(),
-    description="Per user and concept, the stable, important, confident, accessed memories worth a LoRA adapter, and their curation.",
+    description="Per user and concept, the stable, important, often used facts worth teaching the model as a LoRA "
+    "adapter, each set waiting for an operator's approval (`hms lora`).",
 )
 def lora_candidate_sets(context: dg.AssetExecutionContext, config: CandidateSetsConfig, event_store: EventStore) -> dg.MaterializeResult:
     """As of the newest event, not the wall clock, so a re-run over the same store selects the same sets."""
@@ -121,7 +122,8 @@ class TrainingDataConfig(dg.Config):
     deps=["lora_candidate_sets"],
     kinds={"huggingface"},
     automation_condition=dg.AutomationCondition.eager(),
-    description="Versioned train/eval datasets (Hugging Face `datasets`) for every approved candidate set.",
+    description="Versioned train and eval datasets (Hugging Face `datasets`) built from every approved candidate "
+    "set; the adapter training reads them.",
 )
 def lora_training_data(
     context: dg.AssetExecutionContext, config: TrainingDataConfig, event_store: EventStore, mlflow_tracking: MlflowTracking
@@ -229,7 +231,8 @@ class AdapterTrainingConfig(dg.Config):
     pool="lora_training",
     op_tags=TRAINING_STEP_TAGS,
     retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
-    description="A PEFT LoRA adapter per training dataset, evaluated against the base model and logged to MLflow.",
+    description="A small LoRA adapter of the local model per training dataset, trained on the CPU, evaluated "
+    "against the base model and logged to MLflow.",
 )
 def trained_adapters(
     context: dg.AssetExecutionContext, config: AdapterTrainingConfig, event_store: EventStore, mlflow_tracking: MlflowTracking
@@ -291,7 +294,8 @@ class RegistryConfig(dg.Config):
     kinds={"mlflow"},
     pool="lora_training",
     op_tags=TRAINING_STEP_TAGS,
-    description="Every adapter as a version of its set's registered model, with champion and challenger aliases.",
+    description="Every adapter as a version of its set's model in MLflow's registry; the `champion` alias marks "
+    "the one the chat endpoint loads.",
 )
 def lora_registry(
     context: dg.AssetExecutionContext, config: RegistryConfig, event_store: EventStore, mlflow_tracking: MlflowTracking
@@ -342,7 +346,8 @@ class ComparisonConfig(dg.Config):
     kinds={"mlflow"},
     pool="lora_training",
     op_tags=TRAINING_STEP_TAGS,
-    description="The base model and every registered adapter of a set, scored on the same probes: a table, a chart and MLflow runs.",
+    description="The base model and every registered adapter of a set, scored on the same questions (a table, a "
+    "chart and MLflow runs): read it to judge whether an adapter helps.",
 )
 def adapter_comparison(
     context: dg.AssetExecutionContext, config: ComparisonConfig, event_store: EventStore, mlflow_tracking: MlflowTracking

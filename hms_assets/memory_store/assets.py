@@ -25,7 +25,8 @@ def _count_table(rows: list[tuple[str, int]], name: str) -> dg.TableMetadataValu
     group_name="memory_store",
     kinds={"sql"},
     pool="hms_memory_store",
-    description="The current state of every memory, replayed from the append-only event store.",
+    description="Every memory as it stands now (content, type, importance, archived or forgotten), rebuilt by "
+    "replaying the events stored since the last run. Every other asset, and the service, start from it.",
 )
 def memories(context: dg.AssetExecutionContext, config: MemoriesConfig, event_store: EventStore) -> dg.MaterializeResult:
     def progress(applied: int, total: int) -> None:

@@ -22,7 +22,8 @@ def forgets_applied(context: dg.AssetExecutionContext) -> int:
     group_name="memory_store",
     kinds={"python"},
     pool="hms_memory_store",
-    description="Forgotten memories purged from LoRA datasets and adapters, rejected lines and tier reasons.",
+    description="What a forgotten memory left outside the event log (LoRA datasets and adapters, rejected lines, tier "
+    "reasons), purged after `memories` applies a forget, so a forget erases the memory everywhere.",
 )
 def forget_purge(context: dg.AssetExecutionContext, event_store: EventStore) -> dg.MaterializeResult:
     forgotten = forgets_applied(context)

@@ -58,7 +58,8 @@ def compute_concepts(
     deps=["embeddings"],
     kinds={"scikitlearn"},
     automation_condition=dg.AutomationCondition.eager(),
-    description="Per user, clusters of related memories with keywords and extractive summaries.",
+    description="Per user, groups of related memories (concepts) with keywords and a short summary, clustered from "
+    "the embeddings. Tiers, the graph and the LoRA candidates read them.",
 )
 def concept_clusters(
     context: dg.AssetExecutionContext, config: ConceptsConfig, event_store: EventStore, embedder: Embedder

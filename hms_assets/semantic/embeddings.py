@@ -23,7 +23,8 @@ def require_index(event_store: EventStore) -> EmbeddingIndex:
     deps=["memories"],
     kinds={"pytorch", "numpy"},
     automation_condition=dg.AutomationCondition.eager(),
-    description="Unit vectors of every live memory (sentence-transformers), incremental by content hash.",
+    description="A vector per live memory from the local sentence-transformers model, in an index under HMS_HOME; "
+    "only changed memories are embedded again. Concepts cluster it and the context resource searches it.",
 )
 def embeddings(context: dg.AssetExecutionContext, event_store: EventStore, embedder: Embedder) -> dg.MaterializeResult:
     memories = event_store.read_memories()

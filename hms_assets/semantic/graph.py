@@ -25,7 +25,8 @@ def current_nodes(event_store: EventStore) -> list[GraphNode]:
     deps=["concept_clusters"],
     kinds={"sql"},
     automation_condition=dg.AutomationCondition.eager(),
-    description="Typed, weighted edges between memories, concepts and users, in the embedded store.",
+    description="Typed, weighted links between memories, concepts and users, kept in the event store's database. "
+    "The context resource follows them to bring related memories along.",
 )
 def graph_edges(context: dg.AssetExecutionContext, config: GraphEdgesConfig, event_store: EventStore) -> dg.MaterializeResult:
     index = require_index(event_store)

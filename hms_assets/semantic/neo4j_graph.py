@@ -17,7 +17,8 @@ from hms_resources.store.event_store import EventStore
     deps=["graph_edges"],
     kinds={"neo4j"},
     automation_condition=dg.AutomationCondition.eager(),
-    description="The memory graph synced to Neo4j: only changed nodes and edges are written.",
+    description="The memory graph copied to Neo4j (only what changed is written), to explore it with Cypher. "
+    "Present only when NEO4J_URI is set.",
 )
 def neo4j_graph(context: dg.AssetExecutionContext, event_store: EventStore, graph_store: GraphStore) -> dg.MaterializeResult:
     nodes = current_nodes(event_store)

@@ -6,14 +6,13 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from hms_assets.plots import bar_chart_markdown
 from hms_assets.tiers.partitions import DAY, USER_SHARD, build_daily_user_shard_partitions, users_of_shard
 from hms_resources.semantic.concepts import load_concepts
 from hms_resources.store.event_store import EventStore
 from hms_resources.tiers.access_predictor import load_predictor, save_predictor, train_and_evaluate, weekly_samples
 from hms_resources.tiers.archive import COLD_ARCHIVE_DIR, write_cold_archive
-from hms_resources.tiers.assignment import TieringConfig, backfill_tiers, save_tier_partition
-from hms_resources.tiers.importance import ImportanceConfig, TierConfig
+from hms_resources.tiers.assignment import TieringConfig, TierMigration, TierSnapshot, backfill_tiers, save_tier_partition
+from hms_resources.tiers.importance import TIER_NAMES, ImportanceConfig, TierConfig
 
 MODELS_DIR = "models"
 
@@ -68,14 +67,16 @@ def build_assets() -> list[dg.AssetsDefinition]:
                 deps=["memories", "concept_clusters", "access_predictor"],
                 group_name="tiers",
                 kinds={"sql"},
-                description="Per day, the hot, warm, cold or archived tier and the dynamic importance of every memory.",
+                description="For each day and user shard: whether each memory is hot, warm, cold or archived, and the "
+                "importance score that placed it. The context resource reads the latest day.",
             ),
             dg.AssetSpec(
                 "tier_migrations",
                 deps=["memories", "concept_clusters"],
                 group_name="tiers",
                 kinds={"sql"},
-                description="Per day, every memory that moved between tiers: from, to, score, reason.",
+                description="For each day and user shard: the memories that changed tier since the day before, from where to "
+                "where and why. Operators read it to see why a memory went cold.",
             ),
         ],
         check_specs=[
@@ -104,42 +105,26 @@ def _migrate_tiers(
     tiering = config.to_domain()
     concepts = load_concepts(event_store)
     predict = load_predictor(event_store.home / MODELS_DIR, config.use_predictor)
-    days_by_shard: dict[int, list[date]] = {}
+    keys_by_shard: dict[int, dict[date, str]] = {}
     for key in context.partition_keys:
         dimensions = partitions.get_partition_key_from_str(key).keys_by_dimension
-        days_by_shard.setdefault(int(dimensions[USER_SHARD]), []).append(date.fromisoformat(dimensions[DAY]))
-    total_moves: Counter = Counter()
+        keys_by_shard.setdefault(int(dimensions[USER_SHARD]), {})[date.fromisoformat(dimensions[DAY])] = key
+    run = {  # true of every partition of the run, shown after each partition's own counts
+        "access_predictor_used": predict is not None,
+        TIERING_CONFIG: dg.MetadataValue.json(config.model_dump()),
+        "partitions_in_run": len(context.partition_keys),
+    }
     sizes: dict[str, dict[str, int]] = {}
-    moves: list = []
-    placed = 0
-    as_of = None
-    for shard, days in sorted(days_by_shard.items()):
+    for shard, keys in sorted(keys_by_shard.items()):
         users = users_of_shard(shard)
-        for day, current, day_moves in backfill_tiers(event_store, days, concepts, tiering, predict, users):
+        current = None
+        for day, current, day_moves in backfill_tiers(event_store, sorted(keys), concepts, tiering, predict, users):
             save_tier_partition(event_store, day, current, day_moves, users)
-            total_moves.update(f"{m.from_tier or 'new'} → {m.to_tier or 'forgotten'}" for m in day_moves)
             context.log.info(f"{day} shard {shard}: {len(current.memory_ids)} memories placed, {len(day_moves)} moved")
-        sizes.update(current.sizes())
-        moves += day_moves
-        placed += len(current.memory_ids)
-        as_of = max(as_of or current.as_of, current.as_of)
-    totals = Counter()
-    for counts in sizes.values():
-        totals.update(counts)
-    movers = sorted((m for m in moves if m.score_change is not None), key=lambda m: -abs(m.score_change))[:10]
-    yield dg.MaterializeResult(
-        asset_key="memory_tiers",
-        metadata={
-            "partitions": len(context.partition_keys),
-            "user_shards": dg.MetadataValue.json(sorted(days_by_shard)),
-            "access_predictor_used": predict is not None,
-            TIERING_CONFIG: dg.MetadataValue.json(config.model_dump()),
-            "as_of": as_of,
-            **{f"{tier}": int(totals.get(tier, 0)) for tier in ("hot", "warm", "cold", "archived")},
-            "tier_sizes_per_user": dg.MetadataValue.md(_sizes_table(sizes)),
-            "dagster/row_count": placed,
-        },
-    )
+            _describe_partition(context, keys[day], current, day_moves, run)
+        if current is not None:
+            sizes.update(current.sizes())
+    yield dg.MaterializeResult(asset_key="memory_tiers")
     limits = tiering.tiers
     over = [
         user
@@ -153,19 +138,51 @@ def _migrate_tiers(
         metadata={"users": len(sizes), "users_over_capacity": len(over), "hot_capacity": limits.hot_capacity,
                   "warm_capacity": limits.warm_capacity, "cold_capacity": limits.cold_capacity},
     )
-    yield dg.MaterializeResult(
-        asset_key="tier_migrations",
-        metadata={
+    yield dg.MaterializeResult(asset_key="tier_migrations")
+
+
+def _describe_partition(
+    context: dg.AssetExecutionContext, key: str, current: TierSnapshot, moves: list[TierMigration], run: dict
+) -> None:
+    """The metadata of one (day, user shard) partition: that shard's counts on that day, never the run's
+    totals, so a shard with no memory shows zeros in the UI; then what the whole run shares (`run`)."""
+    sizes = current.sizes()
+    totals: Counter = Counter()
+    for counts in sizes.values():
+        totals.update(counts)
+    context.add_asset_metadata(
+        {
+            "as_of": current.as_of,
+            "users": len(sizes),
+            **{tier: int(totals.get(tier, 0)) for tier in TIER_NAMES},
+            "tier_sizes_per_user": dg.MetadataValue.md(_sizes_table(sizes)),
+            "dagster/row_count": len(current.memory_ids),
+            **run,
+        },
+        asset_key="memory_tiers",
+        partition_key=key,
+    )
+    transitions = Counter(f"{m.from_tier or 'new'} → {m.to_tier or 'forgotten'}" for m in moves)
+    movers = sorted((m for m in moves if m.score_change is not None), key=lambda m: -abs(m.score_change))[:10]
+    context.add_asset_metadata(
+        {
             "migrations": len(moves),
-            "transitions": dg.MetadataValue.md(
-                bar_chart_markdown(sorted(total_moves.items(), key=lambda kv: -kv[1])[:12], title="Tier transitions", xlabel="memories")
-                if total_moves
-                else "no memory moved"
-            ),
+            "transitions": dg.MetadataValue.md(_transitions_table(transitions)),
             "biggest_movers": dg.MetadataValue.md(_movers_table(movers)),
             "dagster/row_count": len(moves),
+            "partitions_in_run": run["partitions_in_run"],
         },
+        asset_key="tier_migrations",
+        partition_key=key,
     )
+
+
+def _transitions_table(transitions: Counter) -> str:
+    if not transitions:
+        return "no memory moved"
+    lines = ["| transition | memories |", "|---|---|"]
+    lines += [f"| {name} | {count} |" for name, count in transitions.most_common(12)]
+    return "\n".join(lines)
 
 
 def _sizes_table(sizes: dict[str, dict[str, int]]) -> str:
@@ -192,7 +209,8 @@ def _movers_table(movers) -> str:
     deps=["memories", dg.AssetDep("memory_tiers", partition_mapping=dg.LastPartitionMapping())],
     kinds={"parquet"},
     automation_condition=dg.AutomationCondition.eager(),
-    description="Cold memories of the latest tiers, compacted to Parquet per user and month.",
+    description="The cold memories of the latest tiers, compacted to Parquet files per user and month under "
+    "HMS_HOME; written again whenever the tiers change.",
 )
 def cold_archive(context: dg.AssetExecutionContext, event_store: EventStore) -> dg.MaterializeResult:
     directory = event_store.home / COLD_ARCHIVE_DIR
@@ -213,7 +231,8 @@ and each week costs a replay."""
     deps=["memories", "concept_clusters"],
     kinds={"scikitlearn"},
     automation_condition=dg.AutomationCondition.on_cron("0 3 * * 0"),
-    description="A gradient-boosting model of access in the next 7 days, evaluated against the heuristic score.",
+    description="A model of which memories will be used in the next 7 days, trained weekly from the log. The tier "
+    "migration uses it only when it beats the plain importance score.",
 )
 def access_predictor(context: dg.AssetExecutionContext, event_store: EventStore) -> dg.MaterializeResult:
     first, last = event_store.event_time_range()

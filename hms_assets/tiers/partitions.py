@@ -1,20 +1,44 @@
 """Every PartitionsDefinition of HMS, named once, built from the environment when the definitions are
-built (`HMS_TIERS_START_DATE`, `HMS_USER_SHARDS`), never at import time."""
+built (`HMS_TIERS_START_DATE`, `HMS_USER_SHARDS`, else the store's first event), never at import time."""
 
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 
 import dagster as dg
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
-from hms_resources.common.environment import setting
+from hms_resources.common.environment import is_set, setting
+from hms_resources.common.home import default_database_url
 from hms_resources.common.sharding import user_shard
+from hms_resources.store.event_store import EventStore, StoreError
 
 DAY = "day"
 USER_SHARD = "user_shard"
 
 
 def tiers_start_date() -> str:
-    return setting("HMS_TIERS_START_DATE")
+    """`HMS_TIERS_START_DATE` when set; else the day of the store's first event, so the UI's partitions
+    start where the data does; else the setting's default (an empty or unreadable store)."""
+    if is_set("HMS_TIERS_START_DATE"):
+        return setting("HMS_TIERS_START_DATE")
+    return first_event_day(EventStore.from_env()) or setting("HMS_TIERS_START_DATE")
+
+
+def first_event_day(store: EventStore) -> str | None:
+    """The day of the earliest `occurred_at` in `store`, or None when it holds no event or cannot be
+    read: loading the definitions must neither fail nor create an embedded store that is not there."""
+    url = make_url(store.database_url or default_database_url(store.home))
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        return None
+    try:
+        first, _ = store.event_time_range()
+    except (StoreError, SQLAlchemyError, OSError):
+        return None
+    finally:
+        store.close()
+    return first[:10] if first else None
 
 
 def user_shard_count() -> int:

@@ -4,6 +4,7 @@ by default, or the tracking server named by `MLFLOW_TRACKING_URI`."""
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from hms_resources.common.home import redact_error, redact_url
 
 EXPERIMENT = "hms-lora"
 MLFLOW_DIR = "mlflow"
+SCHEMA_LOGGERS = ("mlflow.store.db.utils", "alembic")
+"""They announce at INFO each table MLflow creates or migrates in its store: noise on every first start."""
 
 
 class TrackingUnavailable(RuntimeError):
@@ -47,6 +50,12 @@ class _RedactingClient:
         return f"<MlflowClient {self._shown_as}>"
 
 
+def _quiet_schema_loggers() -> None:
+    for name in SCHEMA_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+
+
 class MlflowTracking(dg.ConfigurableResource):
     """Where adapter runs, metrics, artifacts and registered versions live."""
 
@@ -78,6 +87,7 @@ class MlflowTracking(dg.ConfigurableResource):
         from mlflow import MlflowClient
 
         uri = self.uri(home)
+        _quiet_schema_loggers()
         try:
             client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         except Exception as exc:

@@ -13,7 +13,8 @@ import re
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -332,4 +333,38 @@ def _quantize_int8(source: Path, target: Path) -> None:
     cost MiniLM about 0.04 of cosine to the torch vectors, per-channel about 0.006."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), per_channel=True, weight_type=QuantType.QInt8)
+    with _without_preprocessing_advice():
+        quantize_dynamic(str(source), str(target), per_channel=True, weight_type=QuantType.QInt8)
+
+
+PREPROCESSING_ADVICE = "Please consider to run pre-processing before quantization"
+
+
+def _drop_preprocessing_advice(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(PREPROCESSING_ADVICE)
+
+
+class _LastResort(logging.Handler):
+    """What a bare root logger does with a warning (stderr), without `basicConfig` staying behind."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if logging.lastResort is not None and record.levelno >= logging.lastResort.level:
+            logging.lastResort.handle(record)
+
+
+@contextmanager
+def _without_preprocessing_advice() -> Iterator[None]:
+    """`quantize_dynamic` advises, on the root logger, the shape pre-processing that static quantization
+    wants; our dynamic per-channel recipe is checked against the torch vectors instead (`_check_agreement`).
+    Only that line is dropped, and a bare root logger is not left configured by the call."""
+    root = logging.getLogger()
+    stand_in = _LastResort() if not root.handlers else None
+    if stand_in is not None:
+        root.addHandler(stand_in)
+    root.addFilter(_drop_preprocessing_advice)
+    try:
+        yield
+    finally:
+        root.removeFilter(_drop_preprocessing_advice)
+        if stand_in is not None:
+            root.removeHandler(stand_in)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -74,7 +76,10 @@ def current_snapshot(monkeypatch: pytest.MonkeyPatch) -> str:
     return json.dumps(variants, indent=2, sort_keys=True) + "\n"
 
 
-def test_the_definitions_match_the_reviewed_snapshot(monkeypatch):
+def test_the_definitions_match_the_reviewed_snapshot(hms_home, monkeypatch):
+    """On a fresh home (partitions from the default start date), whatever `.hms` the checkout holds."""
+    monkeypatch.delenv("HMS_TIERS_START_DATE", raising=False)
+    monkeypatch.delenv("HMS_USER_SHARDS", raising=False)
     current = current_snapshot(monkeypatch)
     if os.environ.get(UPDATE_VARIABLE) == "1":
         SNAPSHOT.write_text(current)
@@ -86,3 +91,29 @@ def test_the_definitions_match_the_reviewed_snapshot(monkeypatch):
         diff = "".join(difflib.unified_diff(expected.splitlines(keepends=True), current.splitlines(keepends=True),
                                             fromfile=f"{SNAPSHOT.name} (reviewed)", tofile="definitions now"))
         pytest.fail(f"the Dagster definitions changed:\n{diff}\n{update}", pytrace=False)
+
+
+FIRST_START = """
+from pathlib import Path
+from hms_jobs.definitions import defs
+from hms_resources.lora.tracking import MlflowTracking
+from hms_resources.store.event_store import EventStore
+from hms_resources.store.ingest import ingest_records
+from tests.helpers import created
+
+store = EventStore.from_env()
+ingest_records(store, [created("u1", "m1", minutes=0)])
+store.close()
+defs().resolve_asset_graph()
+MlflowTracking.from_env().experiment_id(Path(store.home))
+"""
+
+
+def test_a_fresh_home_loads_the_definitions_and_creates_mlflow_tables_without_a_warning_or_log_line(hms_home):
+    """What a first `hms run` or `hms ui` does beside the runs: any warning fails (`-W error`), and
+    nothing at all reaches stderr (MLflow announces each table it creates unless quieted)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HMS_TIERS_START_DATE", "MLFLOW_TRACKING_URI", "PYTHONWARNINGS")}
+    done = subprocess.run([sys.executable, "-W", "error", "-c", FIRST_START], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr == ""
+    assert (hms_home / "mlflow" / "mlflow.db").is_file()

@@ -66,7 +66,7 @@ def webserver(hms_home):
     proc.wait(timeout=30)
 
 
-def test_asset_graph_shows_the_materialized_memories_asset_with_passing_checks(webserver, browser, tmp_path):
+def test_asset_graph_shows_the_materialized_memories_asset_with_passing_checks_and_its_chart(browser, webserver, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -78,4 +78,15 @@ def test_asset_graph_shows_the_materialized_memories_asset_with_passing_checks(w
     body = browser.find_element(By.TAG_NAME, "body").text
     assert "memories" in body
     assert "Never materialized" not in body
+
+    # The chart in the memories asset's metadata opens as an image, not as markdown source.
+    browser.get(f"{webserver}/assets/memories")
+    link = "//tr[.//td[normalize-space()='live_memories_by_type']]//*[normalize-space(text())='[Show Markdown]']"
+    image = "//img[starts-with(@src, 'data:image/png;base64,')]"
+    try:
+        WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.XPATH, link))
+        browser.find_element(By.XPATH, link).click()
+        WebDriverWait(browser, 30).until(lambda d: any(i.size["width"] > 0 for i in d.find_elements(By.XPATH, image)))
+    finally:
+        browser.save_screenshot(str(tmp_path / "memories-chart.png"))
 

@@ -73,3 +73,29 @@ def test_graph_queries_work_on_the_embedded_store_without_neo4j(store, embedder)
     path = shortest_path(store, concept.user_id, first, second)
     assert path[0] == first and path[-1] == second
     assert neighbours(store, "nobody", first) == [] and shortest_path(store, "nobody", first, second) is None
+
+
+def test_quantizing_the_query_model_prints_no_preprocessing_advice_and_leaves_logging_as_it_was(tmp_path, capfd):
+    """onnxruntime advises pre-processing on the root logger (configuring it when bare) on every export."""
+    import logging
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from hms_resources.semantic.embedder import PREPROCESSING_ADVICE, _quantize_int8
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32), "weight")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "weight"], ["y"])], "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+        initializer=[weight],
+    )
+    source = tmp_path / "tiny.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), source)
+    root = logging.getLogger()
+    handlers, filters = list(root.handlers), list(root.filters)
+    _quantize_int8(source, tmp_path / "tiny-int8.onnx")
+    assert (tmp_path / "tiny-int8.onnx").stat().st_size > 0
+    assert PREPROCESSING_ADVICE not in capfd.readouterr().err
+    assert (root.handlers, root.filters) == (handlers, filters)

@@ -93,3 +93,36 @@ def test_new_users_in_one_shard_leave_the_other_shards_untouched(store):
     assert {key: len(records) for key, records in materializations.items()} == {
         tier_partition_key(day, s): 2 if s == shard else 1 for s in range(user_shard_count())
     }
+
+
+def partition_metadata(instance, asset: str, key: str) -> dict:
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]), limit=1).records
+    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+
+
+def test_each_partition_carries_its_own_shards_counts_and_an_empty_shard_shows_zeros(store, monkeypatch):
+    monkeypatch.setenv("HMS_USER_SHARDS", str(len(USERS) * 4))
+    assets = [a for a in domain_assets(["memory_store", "tiers"]) if "cold_archive" not in str(a.keys)]
+    history(store)
+    day = "2026-03-03"
+    occupied = {shard_of(user) for user in USERS}
+    empty = next(s for s in range(user_shard_count()) if s not in occupied)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            assets, selection=TIERS, resources={"event_store": store}, instance=instance, tags=all_shards_of_days(day),
+            run_config={"ops": {"memory_tier_migration": {"config": SMALL}}},
+        )
+        assert result.success
+        meta = {s: partition_metadata(instance, "memory_tiers", tier_partition_key(day, s)) for s in range(user_shard_count())}
+        moves = {s: partition_metadata(instance, "tier_migrations", tier_partition_key(day, s)) for s in range(user_shard_count())}
+    rows = table(store, "memory_tiers", day)
+    for shard in range(user_shard_count()):
+        mine = [r for r in rows if shard_of(r[1]) == shard]
+        assert meta[shard]["dagster/row_count"] == len(mine)
+        assert {t: meta[shard][t] for t in TIER_NAMES} == {t: sum(r[3] == t for r in mine) for t in TIER_NAMES}
+        assert meta[shard]["users"] == len({r[1] for r in mine})
+    assert {t: meta[empty][t] for t in ("hot", "warm", "cold", "archived", "users", "dagster/row_count")} == dict.fromkeys(
+        ("hot", "warm", "cold", "archived", "users", "dagster/row_count"), 0)
+    assert moves[empty]["migrations"] == 0 and moves[empty]["transitions"] == "no memory moved"
+    assert sum(m["migrations"] for m in moves.values()) == len(table(store, "tier_migrations", day)) > 0
+    assert all(m["tiering_config"]["hot_capacity"] == SMALL["hot_capacity"] for m in meta.values())
