@@ -129,16 +129,35 @@ day of a job partitioned by day and user shard runs every shard of that day in o
     return True
 
 
+RUN_WIDE = frozenset({"partitions_in_run"})
+"""Numeric metadata every partition of a run repeats: shown once, not summed."""
+
+
 def run_summary(job_name: str, partition_key: str | None, result) -> dict:
-    """A run's outcome, the numeric metadata of each asset it materialized, and its checks."""
-    materialized = {}
+    """A run's outcome, the numeric metadata of each asset it materialized, and its checks. A run of
+    a day's user shards materializes one partition per shard, each with its own counts: the summary
+    adds them up over the latest day the run covered."""
+    materialized: dict[str, dict] = {}
+    latest: dict[str, str] = {}
     for event in result.get_asset_materialization_events():
         mat = event.materialization
-        materialized[mat.asset_key.to_user_string()] = {
+        name = mat.asset_key.to_user_string()
+        numbers = {
             k: v.value
             for k, v in mat.metadata.items()
             if not k.startswith("dagster/") and isinstance(v.value, (int, float)) and not isinstance(v.value, bool)
         }
+        if mat.partition is None:
+            materialized[name] = numbers
+            continue
+        day = str(mat.partition).split("|")[0]
+        if day > latest.get(name, ""):
+            latest[name], materialized[name] = day, {}
+        elif day < latest[name]:
+            continue
+        shown = materialized[name]
+        for k, v in numbers.items():
+            shown[k] = v if k in RUN_WIDE else shown.get(k, 0) + v
     checks = [{"asset": c.asset_key.to_user_string(), "check": c.check_name, "passed": c.passed} for c in result.get_asset_check_evaluations()]
     return {"job": job_name, "partition": partition_key, "run_id": result.run_id, "success": result.success,
             "materialized": materialized, "checks": checks}

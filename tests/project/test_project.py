@@ -78,6 +78,8 @@ def test_hms_run_ingests_the_sample_runs_every_job_and_says_where_to_look(hms_ho
     stats = json.loads(run_cli("stats", "--json").stdout)
     assert stats["users"] == 4 and stats["memories"]["live"] > 100 and stats["concepts"] > 5
     assert sum(stats["tiers"][t] for t in ("hot", "warm", "cold")) == stats["memories"]["live"]
+    tiers_of_run = report["runs"][1]["materialized"]["memory_tiers"]
+    assert sum(tiers_of_run[t] for t in ("hot", "warm", "cold")) == stats["memories"]["live"], "the run adds up its shards' counts"
     sample_events = sum(1 for line in SAMPLE_EVENTS.read_text().splitlines() if line.strip())
     accesses = stats["events"] - sample_events
     assert accesses > 0, "the sample context's accesses are recorded as events"
