@@ -125,7 +125,9 @@ def stats(conn: Connection) -> dict[str, Any]:
 
 
 def event_time_range(conn: Connection) -> tuple[str | None, str | None]:
-    first, last = conn.execute(select(func.min(events.c.occurred_at), func.max(events.c.occurred_at))).one()
+    # Two queries: SQLite answers a lone min() or max() from the index, not the two together.
+    first = conn.execute(select(func.min(events.c.occurred_at))).scalar()
+    last = conn.execute(select(func.max(events.c.occurred_at))).scalar()
     return first, last
 
 

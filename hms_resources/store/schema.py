@@ -42,6 +42,7 @@ events = Table(
     Column("payload", Text, nullable=False),
     Column("erased", Boolean, nullable=False, default=False),
     Index("ix_events_memory", "user_id", "memory_id"),
+    Index("ix_events_occurred_at", "occurred_at"),
 )
 
 # Which memories exist, per user, and whether they are live, archived or forgotten: kept in the same
