@@ -2,22 +2,30 @@
 Bolt server (FalkorDB, one per session; tests may stop, kill and restart it) with a `graph_store` on
 an emptied graph per test.
 
+`seed_base_replies` gives the LoRA tests the base model's replies (generated once per session);
+under pytest-xdist each worker's torch uses its share of the cores (`torch_threads_per_worker`).
+
 Tests that need PostgreSQL, the Bolt server or a browser skip with the reason when it is not
 reachable, and fail instead when HMS_REQUIRE_SERVICES=1 (as in CI)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from hms_resources.semantic.bolt_server import BoltServer, ServerUnavailable, start_bolt_server
+from hms_resources.semantic.bolt_server import (
+    BoltServer,
+    ServerUnavailable,
+    start_bolt_server,
+)
 from hms_resources.semantic.graph_store import GraphStore
 from hms_resources.store.event_store import EventStore
 
@@ -111,3 +119,57 @@ def graph_store(bolt_server: BoltServer) -> Iterator[GraphStore]:
     if not bolt_server.running:
         bolt_server.start()
     bolt_server.settle()
+
+
+@pytest.fixture(scope="session")
+def seed_base_replies(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path, int], None]:
+    """`seed(home, control_tokens)` puts into an HMS home the base model's replies that LoRA training
+    and evaluation cache under `lora/rehearsal/`: to the rehearsal prompts, and to the control prompts
+    at the `max_new_tokens` the test evaluates with. Greedy, so the same in every home, yet minutes of
+    CPU each time: each is generated once per session, by the first pytest-xdist worker that asks,
+    under a file lock the others wait on."""
+    from filelock import FileLock
+
+    from hms_resources.lora.adapters import REHEARSAL_TOKENS
+    from hms_resources.lora.rehearsal import (
+        CONTROL_PROMPTS,
+        REHEARSAL_PROMPTS,
+        base_replies,
+        replies_cache_path,
+    )
+    from hms_resources.lora.training import load_base
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the session's folder, above each worker's own
+    cache = shared / "lora-base-replies"
+
+    def seed(home: Path, control_tokens: int) -> None:
+        for prompts, tokens in ((REHEARSAL_PROMPTS, REHEARSAL_TOKENS), (CONTROL_PROMPTS, control_tokens)):
+            cached = replies_cache_path(cache, "", prompts, tokens)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(f"{cached}.lock"):
+                if not cached.exists():
+                    base_replies(cache, load_base(), "", prompts, tokens)
+            target = replies_cache_path(home, "", prompts, tokens)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(cached, target)
+
+    return seed
+
+
+@pytest.fixture(scope="session", autouse=True)
+def torch_threads_per_worker() -> None:
+    """Under pytest-xdist, each worker's torch gets its share of the cores (one on CI's two), not all of
+    them: two workers each running a thread per core oversubscribe the machine, and torch's threads then
+    wait on each other (20 greedy replies took 65 s at two threads, 5 s at one, on a busy two-core box).
+    An explicit OMP_NUM_THREADS wins; servers the tests start inherit it."""
+    import sys
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers < 2 or "OMP_NUM_THREADS" in os.environ:
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)

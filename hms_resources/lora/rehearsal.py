@@ -102,7 +102,7 @@ REHEARSAL_DIR = "rehearsal"
 CACHE_FORMAT = "2"
 
 
-def _cache_path(home: Path, base_model: str, prompts: Sequence[str], max_new_tokens: int) -> Path:
+def replies_cache_path(home: Path, base_model: str, prompts: Sequence[str], max_new_tokens: int) -> Path:
     from hms_resources.lora.paths import lora_dir
 
     key = hashlib.sha256("\n".join([CACHE_FORMAT, base_model or "default", str(max_new_tokens), *prompts]).encode()).hexdigest()[:16]
@@ -145,7 +145,7 @@ def base_replies(home: Path, base: tuple[Any, Any], base_model: str, prompts: Se
     `loss` per token under the base), generated once per base model and length."""
     from hms_resources.lora.evaluation import generate_replies, reply_losses
 
-    path = _cache_path(home, base_model, prompts, max_new_tokens)
+    path = replies_cache_path(home, base_model, prompts, max_new_tokens)
     cached = read_json(path, None)
     if cached is not None and [r["prompt"] for r in cached["replies"]] == list(prompts):
         return cached["replies"]

@@ -68,8 +68,10 @@ def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    found = Home(tmp_path_factory.mktemp("crystallization"))
+def home(tmp_path_factory, seed_base_replies):
+    path = tmp_path_factory.mktemp("crystallization")
+    seed_base_replies(path, 24)  # the max_new_tokens of `Home.run`
+    found = Home(path)
     yield found
     found.store.close()
 

@@ -119,7 +119,7 @@ def test_hms_curate_approves_rejects_and_resets_sets_and_memories(store, monkeyp
     save_candidate_sets(store.home / "lora", [a_set(TEXTS), a_set(TEXTS, "ana/concept-b")])
     runner = CliRunner()
     assert runner.invoke(main, ["curate", "approve", SET]).exit_code == 0
-    assert runner.invoke(main, ["curate", "reject", "ana/concept-b", "--memory", "ana", "m1"]).exit_code == 0
+    assert runner.invoke(main, ["curate", "reject", "ana/concept-b", "--tenant", "", "--memory", "ana", "m1"]).exit_code == 0
     curation = load_curation(store.home)
     assert curation.approved_sets == {SET} and curation.rejected_sets == {"ana/concept-b"}
     assert curation.rejected_memories == {("ana", "m1")}
@@ -127,11 +127,11 @@ def test_hms_curate_approves_rejects_and_resets_sets_and_memories(store, monkeyp
     assert [(s["set_id"], s["status"]) for s in listed["sets"]] == [(SET, "approved"), ("ana/concept-b", "rejected")]
     assert runner.invoke(main, ["curate", "reject", SET]).exit_code == 0
     assert load_curation(store.home).approved_sets == set(), "a decision replaces the opposite one"
-    assert runner.invoke(main, ["curate", "reset", SET, "ana/concept-b", "--memory", "ana", "m1"]).exit_code == 0
+    assert runner.invoke(main, ["curate", "reset", SET, "ana/concept-b", "--tenant", "", "--memory", "ana", "m1"]).exit_code == 0
     assert load_curation(store.home) == load_curation(store.home / "nowhere")
     unknown = runner.invoke(main, ["curate", "approve", "ana/concept-typo"])
     assert unknown.exit_code == 1 and "no candidate set 'ana/concept-typo'" in unknown.output
-    missing = runner.invoke(main, ["curate", "reject", "--memory", "ana", "m404"])
+    missing = runner.invoke(main, ["curate", "reject", "--tenant", "", "--memory", "ana", "m404"])
     assert missing.exit_code == 1 and "no memory ana/m404 in the store" in missing.output
     assert runner.invoke(main, ["curate", "approve"]).exit_code == 2
     assert load_curation(store.home) == load_curation(store.home / "nowhere"), "a refused command changes nothing"

@@ -22,8 +22,9 @@ TOKENS = 24
 
 
 @pytest.fixture(scope="module")
-def judged(tmp_path_factory):
+def judged(tmp_path_factory, seed_base_replies):
     home = tmp_path_factory.mktemp("gate")
+    seed_base_replies(home, TOKENS)
     memories = {("nadia", f"m{i}"): Memory(user_id="nadia", memory_id=f"m{i}", content=text) for i, text in enumerate(FACTS)}
     candidate_set = CandidateSet(set_id="nadia/concept-1", user_id="nadia", concept_id="concept-1", label=[],
                                  memory_ids=[m for _, m in sorted(memories)], fingerprint="f", status="approved", criteria={})

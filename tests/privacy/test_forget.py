@@ -77,7 +77,8 @@ def embedder():
 
 
 @pytest.mark.timeout(1500)
-def test_forget_removes_the_text_from_every_file_and_retires_the_adapter_trained_on_it(hms_home, embedder):
+def test_forget_removes_the_text_from_every_file_and_retires_the_adapter_trained_on_it(hms_home, embedder, seed_base_replies):
+    seed_base_replies(hms_home, LORA["trained_adapters"]["config"]["max_new_tokens"])
     store = EventStore(hms_home=str(hms_home))
     ingest_records(store, planted_events())
     bad = json.dumps(event("updated", "ana", "c0", 5, content=f"{MARKER} again", importance="very")).encode()
@@ -96,7 +97,7 @@ def test_forget_removes_the_text_from_every_file_and_retires_the_adapter_trained
 
         runner = CliRunner()
         for memory in ("c0", "o0"):
-            result = runner.invoke(main, ["forget", "ana", memory])
+            result = runner.invoke(main, ["forget", "--tenant", "", "ana", memory])
             assert result.exit_code in (0, 2), result.output
         assert not any(f.startswith("lora/datasets/") for f in sorted(marker_counts(hms_home, MARKER)))
         assert load_champions(hms_home) == [], "the adapter trained on the memory is not served any more"
@@ -107,7 +108,7 @@ def test_forget_removes_the_text_from_every_file_and_retires_the_adapter_trained
         run_every_job(store, embedder, instance)
     store.close()
     assert sorted(marker_counts(hms_home, MARKER)) == []
-    verified = CliRunner().invoke(main, ["forget", "--verify", "--json", "ana", "c0"])
+    verified = CliRunner().invoke(main, ["forget", "--tenant", "", "--verify", "--json", "ana", "c0"])
     checks = json.loads(verified.output)
     assert verified.exit_code == 0, [c for c in checks if not c["clean"]]
     places = {c["place"] for c in checks}
@@ -123,10 +124,10 @@ def test_forget_is_clean_everywhere_with_no_job_run(hms_home, embedder):
     ingest_records(store, planted_events())
     with dagster_instance(hms_home) as instance:
         dg.materialize(domain_assets(["memory_store", "semantic"]), selection=["memories", "embeddings", "concept_clusters"], resources={"event_store": store, "embedder": embedder}, instance=instance)
-    result = CliRunner().invoke(main, ["forget", "--json", "ana", "c0"])
+    result = CliRunner().invoke(main, ["forget", "--tenant", "", "--json", "ana", "c0"])
     remains = {c["place"]: c["detail"] for c in json.loads(result.stdout_bytes.decode().splitlines()[-1]) if not c["clean"]}
     assert (result.exit_code, remains) == (0, {})
-    unknown = CliRunner().invoke(main, ["forget", "ana", "nope"])
+    unknown = CliRunner().invoke(main, ["forget", "--tenant", "", "ana", "nope"])
     assert unknown.exit_code == 1 and "no memory 'nope' of user 'ana'" in unknown.output
     store.close()
 
@@ -140,8 +141,8 @@ def test_forget_leaves_the_text_in_no_postgresql_table(hms_home, postgres_url, m
     with dg.instance_for_test() as instance:
         dg.materialize(assets, resources={"event_store": store, "embedder": embedder}, instance=instance)
         assert tables_holding(store, MARKER)
-        assert CliRunner().invoke(main, ["forget", "ana", "c0"]).exit_code in (0, 2)
-        assert CliRunner().invoke(main, ["forget", "ana", "o0"]).exit_code in (0, 2)
+        assert CliRunner().invoke(main, ["forget", "--tenant", "", "ana", "c0"]).exit_code in (0, 2)
+        assert CliRunner().invoke(main, ["forget", "--tenant", "", "ana", "o0"]).exit_code in (0, 2)
         dg.materialize(assets, resources={"event_store": store, "embedder": embedder}, instance=instance)
     assert tables_holding(store, MARKER) == []
     store.close()

@@ -7,10 +7,11 @@ The convention, for README.md and docs/*.md:
   `.venv/bin` first on PATH.
 - A fenced ```python block is written to a file and run with the venv's python in that session, so
   it sees what the bash blocks before it exported (`HMS_API_KEY`, ...).
-- Servers: a bash line that is `hms serve`, `make serve`, `hms ui` or `make ui` is started in the
-  background and waited for (`/readyz` of the service, `/server_info` of the Dagster webserver); the
-  following blocks talk to it; it is stopped when the page ends. The test gives each server a free
-  port: it adds `--port`/`PORT=` to the line and replaces `:8000` and `:3000` in the page's blocks.
+- Servers: a bash line that is `hms serve`, `make serve`, `hms ui`, `make ui` or `litellm` (the LiteLLM
+  proxy) is started in the background and waited for (`/readyz` of the service, `/server_info` of the
+  Dagster webserver, `/health/liveliness` of the proxy); the following blocks talk to it; it is stopped
+  when the page ends. The test gives each server a free port: it adds `--port`/`PORT=` to the line (the
+  proxy's `--port 4000` is replaced) and replaces `:8000`, `:3000` and `:4000` in the page's blocks.
 - `curl` runs with `--fail-with-body`: an HTTP error status fails the block.
 - `make` lines other than servers are checked with `make -n` (the install and run targets exist and
   parse; `make run` and `make test` are the install commands, run by the project's own setup).
@@ -44,7 +45,7 @@ EXECUTED, PARSED = {"bash", "python"}, {"json", "yaml", "toml"}
 MAX_NOT_RUN = 4
 NOT_RUN = re.compile(r"<!-- not run: (\S.*?) -->")
 TOUR_HOME_MARKER = "<!-- docs test: runs on the home the README's tour built -->"
-SERVER = re.compile(r"^(hms serve|make serve|hms ui|make ui)\b")
+SERVER = re.compile(r"^(hms serve|make serve|hms ui|make ui|litellm)\b")
 LINKED = ["hms_resources", "hms_assets", "hms_jobs", "benchmarks", "tests", "Makefile", "pyproject.toml", "dagster.yaml", "workspace.yaml", ".venv"]
 PAGE_TIMEOUT_S = 900
 
@@ -102,7 +103,7 @@ def free_port() -> int:
 
 def shell_script(page: Path, work: Path) -> str:
     """One bash session for the page: its bash blocks as written, python blocks as files, servers in the background."""
-    ports = {"8000": free_port(), "3000": free_port()}
+    ports = {"8000": free_port(), "3000": free_port(), "4000": free_port()}
     out = ["set -euo pipefail", "servers=()",
            "stop_servers() { for pid in \"${servers[@]}\"; do kill -TERM \"$pid\" 2>/dev/null || true; done; sleep 2; }",
            "trap stop_servers EXIT",
@@ -125,11 +126,14 @@ def shell_script(page: Path, work: Path) -> str:
         for line in text.split("\n"):
             command = line.split("  #", 1)[0].strip()
             if SERVER.match(command):
-                ui = command.endswith("ui")
-                port = ports["3000" if ui else "8000"]
-                command += f" PORT={port}" if command.startswith("make serve") else "" if "--port" in command else f" --port {port}"
+                ui, proxy = command.endswith("ui"), command.startswith("litellm")
+                port = ports["4000" if proxy else "3000" if ui else "8000"]
+                if proxy:
+                    command = command.replace("--port 4000", f"--port {port}")
+                else:
+                    command += f" PORT={port}" if command.startswith("make serve") else "" if "--port" in command else f" --port {port}"
                 log = f"server-{number}.log"
-                url = f"http://127.0.0.1:{port}/" + ("server_info" if ui else "readyz")
+                url = f"http://127.0.0.1:{port}/" + ("health/liveliness" if proxy else "server_info" if ui else "readyz")
                 out.append(f"{command} >{log} 2>&1 &\nservers+=($!)\nwait_ready {url} $! {log}")
             elif command.startswith("make "):
                 out.append(f"make -n {command[5:]} >/dev/null")
