@@ -43,6 +43,7 @@ import numpy as np
 
 from benchmarks.common import percentile, print_json, seconds_fields, stderr_log
 from hms_resources.datasets import DATA_DIR
+from hms_resources.integration.local_model import LAYOUTS
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -95,7 +96,7 @@ class Home:
         started = time.perf_counter()
         self.dataset, self.store, embedder, seconds = build_dataset_home(data, path, log=log)
         self.assembler = ContextAssembler(event_store=self.store, embedder=embedder)
-        self.assembler.snapshot
+        _ = self.assembler.snapshot  # the index, built before the timed answers
         self.built = {"memories": len(self.dataset.memories), "users": self.dataset.users, "questions": len(self.dataset.questions),
                       "build_seconds": round(time.perf_counter() - started, 1), **seconds_fields(seconds)}
         self.texts = {(m["user_id"], m["id"]): m["text"] for m in self.dataset.memories}
@@ -107,7 +108,21 @@ class Home:
 
 # -- 1. answer quality --------------------------------------------------------------------------
 
-def quality(home: Home, model: Any, questions: int, max_tokens: int, seed: int) -> dict[str, Any]:
+def timed(model: Any, messages: list[dict[str, Any]], adapter: Any, max_tokens: int) -> tuple[Any, float, float]:
+    """The greedy reply through `LocalModel.stream`, its time to first text and its whole time (s)."""
+    done: dict[str, Any] = {}
+    started = time.perf_counter()
+    first = None
+    for piece in model.stream(messages, adapter=adapter, max_tokens=max_tokens, temperature=0.0, on_done=lambda r: done.setdefault("r", r)):
+        if first is None and piece:
+            first = time.perf_counter() - started
+    total = time.perf_counter() - started
+    return done["r"], first if first is not None else total, total
+
+
+def quality(home: Home, model: Any, questions: int, max_tokens: int, seed: int, layouts: tuple[str, ...] = LAYOUTS) -> dict[str, Any]:
+    """Each question with no memory, with the context in each of `layouts` (`LocalModel.memory_layout`),
+    and with context and adapter where the context names one (in the first layout)."""
     from hms_resources.integration.plugin import LocalMemory
 
     memory = LocalMemory(home.assembler, capture=False)
@@ -117,7 +132,8 @@ def quality(home: Home, model: Any, questions: int, max_tokens: int, seed: int) 
         asked = [q for n, q in enumerate(asked) if n in chosen]
     rows: list[dict[str, Any]] = []
     context_ms: list[float] = []
-    answer_seconds: dict[str, list[float]] = {"none": [], "context": [], "context_adapter": []}
+    conditions = ("none", *layouts, "context_adapter")
+    times: dict[str, dict[str, list[float]]] = {c: {"first": [], "total": [], "tokens": []} for c in conditions}
     started = time.perf_counter()
     for n, question in enumerate(asked):
         gold = gold_words([home.texts[(question.user_id, e)] for e in question.evidence], question.question)
@@ -126,16 +142,18 @@ def quality(home: Home, model: Any, questions: int, max_tokens: int, seed: int) 
         context_ms.append(call.timings_ms.get("total", float("nan")))
         row = {"id": question.id, "category": question.category, "gold_words": len(gold),
                "evidence_in_context": sum(e in set(call.memory_ids) for e in question.evidence) / len(question.evidence)}
-        runs = {"none": (messages, None), "context": (call.messages, None)}
+        runs = [("none", messages, None, layouts[0])] + [(layout, call.messages, None, layout) for layout in layouts]
         adapter = model.adapter_for(call.adapter)
         if adapter is not None:
-            runs["context_adapter"] = (call.messages, adapter)
-        for condition, (sent, adapter) in runs.items():
-            t = time.perf_counter()
-            reply = model.chat(sent, adapter=adapter, max_tokens=max_tokens, temperature=0.0)
-            answer_seconds[condition].append(time.perf_counter() - t)
+            runs.append(("context_adapter", call.messages, adapter, layouts[0]))
+        for condition, sent, adapter, layout in runs:
+            model.memory_layout = layout
+            reply, first, total = timed(model, sent, adapter, max_tokens)
+            times[condition]["first"].append(first)
+            times[condition]["total"].append(total)
+            times[condition]["tokens"].append(reply.completion_tokens)
             value = score(reply.text, gold)
-            row[condition] = {"score": round(value, 3), "correct": value >= 0.5}
+            row[condition] = {"score": round(value, 3), "correct": value >= 0.5, "finish": reply.finish_reason}
             if condition != "none":
                 row[f"{condition}_prompt_tokens"] = reply.prompt_tokens
             if n < 3:
@@ -143,32 +161,36 @@ def quality(home: Home, model: Any, questions: int, max_tokens: int, seed: int) 
         rows.append(row)
         if (n + 1) % 5 == 0:
             log(f"  {n + 1}/{len(asked)} questions, {time.perf_counter() - started:.0f}s")
+    model.memory_layout = layouts[0]
 
     def summary(chosen: list[dict[str, Any]], condition: str) -> dict[str, Any]:
         have = [r[condition] for r in chosen if condition in r]
         if not have:
             return {"questions": 0}
         return {"questions": len(have), "mean_score": round(float(np.mean([h["score"] for h in have])), 3),
-                "correct_rate": round(float(np.mean([h["correct"] for h in have])), 3)}
+                "correct_rate": round(float(np.mean([h["correct"] for h in have])), 3),
+                "cut_at_max_tokens": round(float(np.mean([h["finish"] == "length" for h in have])), 3)}
 
-    conditions = ("none", "context", "context_adapter")
+    def ratio(a: float, b: float) -> Any:
+        return round(a / b, 2) if b else ("inf" if a else "n/a (0/0)")
+
     with_adapter = sum("context_adapter" in r for r in rows)
     overall = {c: summary(rows, c) for c in conditions}
     categories = sorted({r["category"] for r in rows})
-    none_rate, context_rate = overall["none"]["correct_rate"], overall["context"]["correct_rate"]
     return {
         "questions": len(rows),
         "sample": "all" if len(rows) == len(home.dataset.questions) else f"{len(rows)} of {len(home.dataset.questions)}, seed {seed}",
         "home": home.built,
         "overall": overall,
         "by_category": {cat: {c: summary([r for r in rows if r["category"] == cat], c) for c in conditions} for cat in categories},
-        "correct_ratio_context_to_none": round(context_rate / none_rate, 2) if none_rate else ("inf" if context_rate else "n/a (0/0)"),
-        "mean_score_ratio_context_to_none": round(overall["context"]["mean_score"] / overall["none"]["mean_score"], 2)
-        if overall["none"]["mean_score"] else "inf",
+        "correct_ratio_to_none": {c: ratio(overall[c]["correct_rate"], overall["none"]["correct_rate"]) for c in layouts},
+        "mean_score_ratio_to_none": {c: ratio(overall[c]["mean_score"], overall["none"]["mean_score"]) for c in layouts},
         "evidence_recall_in_context": round(float(np.mean([r["evidence_in_context"] for r in rows])), 3),
-        "context_prompt_tokens_p50": p([r["context_prompt_tokens"] for r in rows], 50),
+        "prompt_tokens_p50": {c: p([r[f"{c}_prompt_tokens"] for r in rows], 50) for c in layouts},
         "context_ms": {"p50": p(context_ms, 50), "p95": p(context_ms, 95)},
-        "answer_seconds_p50": {c: p(v, 50) for c, v in answer_seconds.items() if v},
+        "first_text_seconds": {c: {"p50": p(v["first"], 50), "p95": p(v["first"], 95)} for c, v in times.items() if v["first"]},
+        "answer_seconds": {c: {"p50": p(v["total"], 50), "p95": p(v["total"], 95)} for c, v in times.items() if v["total"]},
+        "completion_tokens": {c: {"p50": p(v["tokens"], 50), "max": max(v["tokens"])} for c, v in times.items() if v["tokens"]},
         "adapter": {"questions_with_champion": with_adapter} if with_adapter else {
             "status": "not available",
             "reason": "no question's context named a champion adapter (Context.adapter is None for all): the home holds no adapter "
@@ -182,7 +204,13 @@ def quality(home: Home, model: Any, questions: int, max_tokens: int, seed: int) 
 
 def train_two(root: Path) -> list[Any]:
     from hms_resources.context.index import SelectedAdapter
-    from hms_resources.lora.training import DEFAULT_BASE, TrainingConfig, load_base, save_adapter, train_adapter
+    from hms_resources.lora.training import (
+        DEFAULT_BASE,
+        TrainingConfig,
+        load_base,
+        save_adapter,
+        train_adapter,
+    )
 
     config = TrainingConfig(steps=6, batch_size=1, rank=8, alpha=16, dropout=0.0, learning_rate=3e-3)
     found = []
@@ -252,7 +280,7 @@ def speed(model: Any, adapters: list[Any], rounds: int, max_tokens: int) -> dict
 class Echo(BaseHTTPRequestHandler):
     """A minimal OpenAI-compatible chat endpoint that answers with the last user turn."""
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         text = next((m.get("content") for m in reversed(body.get("messages", [])) if m.get("role") == "user"), "")
         out = json.dumps({"id": "chatcmpl-echo", "object": "chat.completion", "created": int(time.time()), "model": body.get("model", "echo"),
@@ -335,10 +363,13 @@ def litellm_overhead(home: Home, calls: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", default=DATASETS[0], help=f"comma-separated files under hms_resources/datasets/data (shipped: {', '.join(DATASETS)})")
-    parser.add_argument("--questions", type=int, default=30,
-                        help="a seeded sample of this many per dataset, 0 for all (on two shared CPU cores an answer takes 10-40 s)")
-    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--datasets", default=DATASETS[0],
+                        help=f"comma-separated files under hms_resources/datasets/data (shipped: {', '.join(DATASETS)}) or paths "
+                             "(the LoCoMo dev split: ../shared/eval/locomo-dev.jsonl)")
+    parser.add_argument("--questions", "--limit", type=int, default=30,
+                        help="a seeded sample of this many per dataset, 0 for all (on two shared CPU cores an answer takes 2-10 s)")
+    parser.add_argument("--max-tokens", type=int, default=256, help="new tokens at most per answer (the chat endpoint's default)")
+    parser.add_argument("--layouts", default=",".join(LAYOUTS), help="where the memory goes (LocalModel.memory_layout), comma-separated")
     parser.add_argument("--rounds", type=int, default=6, help="speed rounds of base, A, B")
     parser.add_argument("--speed-tokens", type=int, default=32)
     parser.add_argument("--calls", type=int, default=100, help="LiteLLM calls with and without the hook")
@@ -351,22 +382,19 @@ def main() -> None:
     import torch
 
     from hms_resources.integration.local_model import LocalModel
-    from hms_resources.lora.training import load_base
-
     started = time.perf_counter()
     t = time.perf_counter()
-    load_base()
-    model = LocalModel()
-    model.tokenizer
+    model = LocalModel().load(progress=log)
     load_seconds = time.perf_counter() - t
     log(f"local model loaded in {load_seconds:.1f}s")
-    result: dict[str, Any] = {"benchmark": "chat", "model": "SmolLM2-135M-Instruct (GGUF, CPU)", "torch_threads": torch.get_num_threads(),
+    result: dict[str, Any] = {"benchmark": "chat", "model": "SmolLM2-135M-Instruct (GGUF converted once, CPU)", "torch_threads": torch.get_num_threads(),
                               "model_load_seconds": round(load_seconds, 1), "answer_max_tokens": args.max_tokens,
                               "context_max_tokens": CONTEXT_TOKENS,
                               "scoring": "gold = content words (lowercased, scikit-learn English stopwords removed) of the question's evidence "
                                          "turns, less the question's own words; score = share present in the answer; correct when >= 0.5",
                               "quality": {}}
     parts = set(args.parts.split(","))
+    layouts = tuple(args.layouts.split(","))
     for n, name in enumerate(args.datasets.split(",") if parts & {"quality", "hook"} else []):
         with tempfile.TemporaryDirectory(prefix="hms-bench-chat-") as tmp:
             log(f"building a home from {name}")
@@ -374,7 +402,7 @@ def main() -> None:
             try:
                 if "quality" in parts:
                     log(f"answering {args.questions or 'all'} questions of {name}")
-                    result["quality"][name] = quality(home, model, args.questions, args.max_tokens, args.seed)
+                    result["quality"][name] = quality(home, model, args.questions, args.max_tokens, args.seed, layouts)
                     log(json.dumps(result["quality"][name]["overall"]))
                 if n == 0 and "hook" in parts:
                     log("LiteLLM hook overhead")
@@ -382,13 +410,11 @@ def main() -> None:
                     result["litellm_hook"]["home"] = name
             finally:
                 home.close()
-    rates = [(q["overall"]["none"]["correct_rate"] * q["questions"], q["overall"]["context"]["correct_rate"] * q["questions"])
-             for q in result["quality"].values()]
-    none_correct, context_correct = sum(r[0] for r in rates), sum(r[1] for r in rates)
     if result["quality"]:
-        result["quality_correct_ratio_all"] = {"none_correct": round(none_correct), "context_correct": round(context_correct),
-                                               "ratio": round(context_correct / none_correct, 2) if none_correct else "inf",
-                                               "goal": ">= 3x"}
+        result["quality_correct_all"] = {"goal": "context >= 3x none"}
+        for condition in ("none", *layouts):
+            result["quality_correct_all"][condition] = round(sum(q["overall"][condition]["correct_rate"] * q["questions"]
+                                                                 for q in result["quality"].values()))
     if "speed" in parts:
         with tempfile.TemporaryDirectory(prefix="hms-bench-chat-adapters-") as tmp:
             log("training two adapters")

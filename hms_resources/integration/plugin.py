@@ -93,6 +93,31 @@ def with_context(messages: list[dict[str, Any]], prompt: str) -> list[dict[str, 
     return out
 
 
+QUESTION_MEMORY_HEADER = "Facts you remember about me:"
+QUESTION_MEMORY_ASK = "Answer in one or two sentences, using the facts above when they answer it."
+
+
+def memory_in_question(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages with the memory `with_context` put in the system turn moved into the last user turn,
+    as short bullet facts right before the question, and an instruction to use them: a layout tried for
+    the small local model (`LocalModel(memory_layout="question")`; measured in docs/model-calls.md).
+    Messages without memory, or without a user turn, are left as they are."""
+    out = [dict(m) for m in messages]
+    last = next((n for n in range(len(out) - 1, -1, -1) if out[n].get("role") == "user"), None)
+    if last is None or not holds_memory(out):
+        return out
+    system = text_of(out[0]["content"])
+    memory, _, given = system[len(CONTEXT_HEADER):].lstrip("\n").partition("\n\n")
+    facts = "\n".join(line if line.startswith("[") else f"- {line}" for line in memory.splitlines() if line.strip())
+    question = text_of(out[last].get("content"))
+    out[last]["content"] = f"{QUESTION_MEMORY_HEADER}\n{facts}\n\n{QUESTION_MEMORY_ASK}\n{question}"
+    if given:
+        out[0]["content"] = given
+    else:
+        del out[0]
+    return out
+
+
 def new_call_id(messages: list[dict[str, Any]] | None = None, given: str | None = None) -> str:
     """The caller's request id when it gives one (a retry then records nothing twice), else a new one."""
     if given:

@@ -1,6 +1,7 @@
-"""The local model on the real base (SmolLM2-135M-Instruct from its GGUF file) with real adapters trained
-here on one short fact each (a few seconds apiece on CPU): adapters change the answer, never leak into
-a request without one or with another, and survive eviction, streaming and concurrent requests."""
+"""The local model on the real base (SmolLM2-135M-Instruct from its GGUF file, converted once into the
+home) with real adapters trained here on one short fact each (a few seconds apiece on CPU): adapters
+change the answer, never leak into a request without one or with another, and survive eviction,
+streaming and concurrent requests."""
 
 import os
 import shutil
@@ -9,9 +10,27 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from hms_resources.common.tokens import default_gguf_path
 from hms_resources.context.index import SelectedAdapter
-from hms_resources.integration.local_model import LocalModel, adapter_key
-from hms_resources.lora.training import DEFAULT_BASE, TrainingConfig, load_base, save_adapter, train_adapter
+from hms_resources.integration.local_model import (
+    LocalModel,
+    adapter_key,
+    convert_gguf,
+    converted_path,
+    gguf_identity,
+)
+from hms_resources.integration.plugin import (
+    CONTEXT_HEADER,
+    memory_in_question,
+    with_context,
+)
+from hms_resources.lora.training import (
+    DEFAULT_BASE,
+    TrainingConfig,
+    load_base,
+    save_adapter,
+    train_adapter,
+)
 
 QUESTION = "What is my cat called?"
 ASK = [{"role": "user", "content": QUESTION}]
@@ -33,9 +52,20 @@ def train(directory, answer: str, name: str) -> SelectedAdapter:
 
 @pytest.fixture(scope="module")
 def base():
-    """The process-wide base, loaded once: training wraps it, and a `LocalModel` copies it rather than
-    de-quantizing the GGUF again."""
+    """Training's base, de-quantized from the GGUF file: the adapters here are trained on it."""
     return load_base()
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """The GGUF file converted into a fresh home, with what the conversion said; the home is the
+    environment's for this module, so the local model loads from there."""
+    home = tmp_path_factory.mktemp("home")
+    said: list[str] = []
+    gguf = default_gguf_path()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HMS_HOME", str(home))
+        yield convert_gguf(gguf, converted_path(gguf, home), said.append), said
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +76,56 @@ def adapters(base, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def model(base):
-    return LocalModel()
+def model(base, converted):
+    return LocalModel().load()
+
+
+def test_the_gguf_file_is_converted_once_into_the_home_with_the_same_weights(converted, model, base, tmp_path):
+    import torch
+
+    path, said = converted
+    assert len(said) == 2 and "(once" in said[0], said
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in path.iterdir()}
+    assert path.parent.name == "models" and not list(path.parent.glob("*.partial"))
+    again: list[str] = []
+    stamp = (path / "model.safetensors").stat().st_mtime_ns
+    assert convert_gguf(default_gguf_path(), path, again.append) == path and again == [], "a second load does not convert"
+    assert (path / "model.safetensors").stat().st_mtime_ns == stamp
+    served, trained = model._model.state_dict(), base[0].state_dict()
+    assert served.keys() == trained.keys() and all(torch.equal(served[k], trained[k]) for k in served)
+    copy = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    copy.write_bytes(b"gguf")
+    first = gguf_identity(copy)
+    os.utime(copy, ns=(10**18, 10**18))
+    assert gguf_identity(copy) != first, "a changed model file is another conversion"
+
+
+def test_a_second_local_model_reuses_the_loaded_weights_in_a_tree_of_its_own(model):
+    other = LocalModel().load()
+    theirs = dict(other._model.named_parameters())
+    assert {p.data_ptr() for p in theirs.values()} <= {p.data_ptr() for p in model._model.parameters()}
+    assert other._model is not model._model and other.tokenizer is not model.tokenizer
+    assert not any("lora_" in k for k in theirs), "the other model's tree holds no adapter of this one's"
+
+
+def test_greedy_replies_end_instead_of_looping(model):
+    reply = model.chat([{"role": "user", "content": "Say pork belly again and again, forever."}], max_tokens=16)
+    ids = model.tokenizer(reply.text, add_special_tokens=False)["input_ids"]
+    grams = [tuple(ids[n:n + 4]) for n in range(len(ids) - 3)]
+    assert len(grams) == len(set(grams)), reply.text
+    assert model.chat([{"role": "user", "content": "Say pork belly again and again, forever."}], max_tokens=16) == reply
+
+
+def test_the_question_layout_moves_the_memory_right_before_the_question():
+    given = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+             {"role": "user", "content": "What should I cook for Maya?"}]
+    sent = memory_in_question(with_context(given, "[2 Sep 2026]\nMaya is vegetarian.\nMaya is allergic to peanuts."))
+    assert sent[0] == {"role": "system", "content": "Be brief."} and sent[1:3] == given[1:3]
+    assert sent[-1]["content"].endswith("What should I cook for Maya?") and CONTEXT_HEADER not in str(sent)
+    assert "[2 Sep 2026]\n- Maya is vegetarian.\n- Maya is allergic to peanuts.\n" in sent[-1]["content"]
+    alone = memory_in_question(with_context(given[1:2], "Maya is vegetarian."))
+    assert [m["role"] for m in alone] == ["user"] and "- Maya is vegetarian." in alone[0]["content"]
+    assert memory_in_question(given) == given, "messages without memory are left as they are"
 
 
 @pytest.fixture(scope="module")
