@@ -29,8 +29,9 @@ def chat(user_id: str, tenant: str, session: str | None, max_tokens: int, contex
     nearest names. The first start converts the model file once (about 20 s). Ctrl-D ends."""
     import uuid
 
+    from hms_resources.common.model_libraries import quiet_progress
     from hms_resources.context.assembler import ContextAssembler
-    from hms_resources.integration.local_model import LocalModel, quiet_progress
+    from hms_resources.integration.local_model import LocalModel
     from hms_resources.integration.plugin import LocalMemory
 
     assembler = ContextAssembler.from_env()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 _IMPORTING = threading.RLock()
@@ -16,3 +18,16 @@ def model_library(name: str, *attributes: str) -> tuple[Any, ...]:
     with _IMPORTING:
         module = importlib.import_module(name)
         return tuple(getattr(module, attribute) for attribute in attributes) if attributes else (module,)
+
+
+@contextmanager
+def quiet_progress() -> Iterator[None]:
+    """Transformers' progress bars off (they would print "Loading weights" at every model load)."""
+    (hf_logging,) = model_library("transformers.utils.logging")
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()

@@ -31,12 +31,11 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hms_resources.common.model_libraries import model_library
+from hms_resources.common.model_libraries import model_library, quiet_progress
 from hms_resources.context.index import SelectedAdapter
 from hms_resources.integration.plugin import memory_in_question, text_of
 
@@ -69,19 +68,6 @@ def gguf_identity(gguf: Path) -> str:
 
 def converted_path(gguf: Path, home: Path) -> Path:
     return home / CONVERTED_DIR / f"{gguf.stem}-{gguf_identity(gguf)}"
-
-
-@contextmanager
-def quiet_progress() -> Iterator[None]:
-    """Transformers' progress bars off (they would print "Loading weights" on every start)."""
-    (hf_logging,) = model_library("transformers.utils.logging")
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()
 
 
 def convert_gguf(gguf: Path, target: Path, progress: Progress | None = None) -> Path:

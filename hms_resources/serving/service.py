@@ -35,7 +35,6 @@ from hms_resources.memory.writes import (
     under_names,
 )
 from hms_resources.serving.errors import ApiError, bad_request, not_found, unavailable
-from hms_resources.serving.forget_user import forget_user
 from hms_resources.serving.history import history_json
 from hms_resources.serving.keys import KeyRing
 from hms_resources.serving.owners import owner_of
@@ -332,12 +331,12 @@ class MemoryService:
         return self._change(principal, user_id, memory_id, lambda user, mid: self.writer.forget(user, mid, reason, names=principal))
 
     def forget_user(self, principal: Principal, user_id: str, reason: str | None = None) -> dict[str, Any]:
-        """Forget every memory of the user, totally, before answering (`serving/forget_user.py`)."""
+        """Forget every memory of the user, totally, before answering (`MemoryWriter.forget_all`)."""
         principal.require("write")
         user = principal.stored_user(user_id)
         if reason is not None and not isinstance(reason, str):
             raise bad_request("reason must be a string", "reason")
-        return {"user_id": principal.own_user(user), "forgotten": self._through_door(lambda: forget_user(self.writer, principal, user, reason))}
+        return {"user_id": principal.own_user(user), "forgotten": self._through_door(lambda: self.writer.forget_all(user, reason, names=principal))}
 
     def archive_memory(self, principal: Principal, user_id: str, memory_id: str, reason: str | None = None) -> dict[str, Any]:
         return self._change(principal, user_id, memory_id, lambda user, mid: self.writer.archive(user, mid, reason, names=principal))

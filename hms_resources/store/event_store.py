@@ -250,6 +250,11 @@ class EventStore(dg.ConfigurableResource):
         with self.reading() as conn:
             return memory_table.users_under(conn, prefix, after=after, limit=limit, include_forgotten=include_forgotten)
 
+    def user_memory_ids(self, user_id: str, *, include_forgotten: bool = False) -> list[str]:
+        """The ids of the stored user's memories in the log (not the forgotten ones unless asked)."""
+        with self.reading() as conn:
+            return memory_table.user_memory_ids(conn, user_id, include_forgotten=include_forgotten)
+
     def read_memories(self, *, user_id: str | None = None, include_forgotten: bool = False) -> list[Memory]:
         with self.reading() as conn:
             return memory_table.read_memories(conn, user_id=user_id, include_forgotten=include_forgotten)

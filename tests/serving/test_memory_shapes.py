@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hms_resources.serving.forget_user import FORGET_CHUNK
+from hms_resources.memory.writes import FORGET_CHUNK
 from hms_resources.serving.keys import create_key
 from hms_resources.serving.service import MemoryService
 from tests.helpers import marker_counts
