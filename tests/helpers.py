@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -71,3 +75,25 @@ def marker_counts(root: Path, text: str) -> dict[str, int]:
             if count:
                 found[str(path.relative_to(root))] = count
     return found
+
+
+@contextmanager
+def app_in_thread(app: Any) -> Iterator[str]:
+    """An ASGI app served by uvicorn on a free local port in a daemon thread: yields its base URL."""
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

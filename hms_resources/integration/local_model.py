@@ -189,15 +189,22 @@ def adapter_key(adapter: SelectedAdapter) -> tuple[str, str, str, int]:
     return adapter.name, adapter.version, str(path.resolve()), newest
 
 
+SPOKEN_AS = {"developer": "system", "tool": "user"}
+"""OpenAI roles the chat template has no turn for: `developer` is OpenAI's new name for `system`; a
+`tool` result (of a loop an agent replays) is read as the user's turn, marked as a tool's."""
+
+
 def chat_turns(messages: Sequence[dict]) -> list[dict[str, str]]:
     if not messages:
         raise ValueError("no messages")
     turns = []
     for message in messages:
         role = message.get("role") if isinstance(message, dict) else None
-        if role not in ROLES:
-            raise ValueError(f"message role must be one of {', '.join(ROLES)}, not {role!r}")
-        turns.append({"role": role, "content": text_of(message.get("content"))})
+        spoken = SPOKEN_AS.get(role, role)
+        if spoken not in ROLES:
+            raise ValueError(f"message role must be one of {', '.join([*ROLES, *SPOKEN_AS])}, not {role!r}")
+        text = text_of(message.get("content"))
+        turns.append({"role": spoken, "content": f"Tool result: {text}" if role == "tool" else text})
     return turns
 
 

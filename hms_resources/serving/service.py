@@ -106,8 +106,8 @@ def _after(cursor: str | None) -> str | None:
         memory_id = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
     except (ValueError, UnicodeDecodeError):
         raise refused from None
-    if not memory_id or len(memory_id) > MAX_ID_LENGTH or _cursor(memory_id) != cursor:
-        raise refused
+    if not memory_id or len(memory_id) > MAX_ID_LENGTH or CONTROL_CHARACTER.search(memory_id) or _cursor(memory_id) != cursor:
+        raise refused  # no id holds a control character: such a cursor was not written here
     return memory_id
 
 
@@ -141,7 +141,7 @@ def _client_event_id(principal: Principal, value: Any, field: str) -> str:
     return value
 
 
-def _idempotency_key(principal: Principal, key: str | None, items: int) -> str | None:
+def _idempotency_key(principal: Principal, key: str | None, items: int, batched: bool) -> str | None:
     """The `Idempotency-Key` header, checked as the event ids it becomes (`<key>:<i>` in a batch of
     several), and named as the header when it cannot be one."""
     if key is None:
@@ -149,7 +149,7 @@ def _idempotency_key(principal: Principal, key: str | None, items: int) -> str |
     name = "Idempotency-Key"
     if not key or not key.isprintable():
         raise bad_request(f"{name} must be non-empty printable text", name)
-    suffix = len(f":{items - 1}") if items > 1 else 0
+    suffix = len(f":{items - 1}") if batched else 0
     most = MAX_ID_LENGTH - len(principal.prefix) - suffix
     if len(key) > most:
         raise bad_request(f"{name} is at most {most} characters for this tenant and batch", name)
@@ -261,17 +261,19 @@ class MemoryService:
 
     # Writing ----------------------------------------------------------------------------------
 
-    def add_memories(self, principal: Principal, items: list[Any], *, idempotency_key: str | None = None) -> list[dict[str, Any]]:
+    def add_memories(self, principal: Principal, items: list[Any], *, idempotency_key: str | None = None, batched: bool | None = None) -> list[dict[str, Any]]:
         """Add memories (`memory.created`), one result per item. Invalid items store nothing; the
         valid rest is stored in one transaction. A retry without `occurred_at` reuses the stored time,
-        so it is a duplicate, not a conflict."""
+        so it is a duplicate, not a conflict. `batched` (default: more than one item) makes the
+        `Idempotency-Key` `<key>:<i>` per item, so a list that grows on a retry keeps its first ids."""
         principal.require("write")
         results = _checked_batch(items, "memories")
-        idempotency_key = _idempotency_key(principal, idempotency_key, len(items))
+        batched = len(items) > 1 if batched is None else batched
+        idempotency_key = _idempotency_key(principal, idempotency_key, len(items), batched)
         drafts: list[tuple[int, NewMemory]] = []
         for i, item in enumerate(items):
             try:
-                drafts.append((i, _new_memory(principal, item, i, idempotency_key, len(items) > 1)))
+                drafts.append((i, _new_memory(principal, item, i, idempotency_key, batched)))
             except ApiError as error:
                 results[i] = rejected_json(i, error)
         outcomes = self.guard(lambda: self.writer.add_memories([draft for _, draft in drafts]))
@@ -293,7 +295,7 @@ class MemoryService:
         principal.stored_user(user_id)
         session = session_of(session_id, idempotency_key)
         items = turn_items(user_id, messages, session, self.store.max_content_bytes)
-        return self.add_memories(principal, items, idempotency_key=idempotency_key or new_event_id("turns")), session
+        return self.add_memories(principal, items, idempotency_key=idempotency_key or new_event_id("turns"), batched=True), session
 
     def append_events(self, principal: Principal, records: list[Any]) -> list[dict[str, Any]]:
         """Raw events, validated as `hms ingest` validates a line; one result per item."""

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,12 +26,21 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch of the
 os.environ.setdefault("LITELLM_TELEMETRY", "False")
 
 from hms_resources.context.assembler import ContextAssembler  # noqa: E402
-from hms_resources.integration.plugin import CONTEXT_HEADER, LocalMemory, MemoryCall, new_call_id  # noqa: E402
-from hms_resources.integration.providers import anthropic_request, openai_messages_from_anthropic, with_memory  # noqa: E402
+from hms_resources.integration.plugin import (  # noqa: E402
+    CONTEXT_HEADER,
+    LocalMemory,
+    MemoryCall,
+    new_call_id,
+)
+from hms_resources.integration.providers import (  # noqa: E402
+    anthropic_request,
+    openai_messages_from_anthropic,
+    with_memory,
+)
 from hms_resources.store.event_store import EventStore  # noqa: E402
 from hms_resources.store.events import accesses_of  # noqa: E402
 from hms_resources.store.ingest import ingest_records  # noqa: E402
-from tests.helpers import created  # noqa: E402
+from tests.helpers import app_in_thread, created  # noqa: E402
 
 FACT = "Alice drinks oolong tea every afternoon."
 QUESTION = "What do I drink in the afternoon?"
@@ -87,19 +95,9 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def echo() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    import uvicorn
-
     seen: list[dict[str, Any]] = []
-    server = uvicorn.Server(uvicorn.Config(_echo_app(seen), host="127.0.0.1", port=_free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the echo server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{server.config.port}", seen
-    server.should_exit = True
-    thread.join(timeout=10)
+    with app_in_thread(_echo_app(seen)) as url:
+        yield url, seen
 
 
 CACHES = ("tokenizers", "models")

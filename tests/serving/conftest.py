@@ -143,6 +143,19 @@ class Running:
 
 
 @pytest.fixture
+def ranking_service(store_url: str, tmp_path: Path) -> Iterator[MemoryService]:
+    """A service over the test's store (`store_url`) that ranks (the online indexer on), as `hms serve` runs it."""
+    from hms_resources.context.assembler import ContextAssembler
+    from hms_resources.semantic.embedder import Embedder
+
+    store = EventStore(database_url=store_url, hms_home=str(tmp_path / "home"))
+    assembler = ContextAssembler(event_store=store, embedder=Embedder.from_env())
+    yield MemoryService(store, assembler)
+    assembler.close()
+    store.close()
+
+
+@pytest.fixture
 def written_service(store_url: str, tmp_path: Path) -> Iterator[MemoryService]:
     """A service over the test's store (`store_url`) without the online indexer: for tests of writes
     and listings, which never rank."""

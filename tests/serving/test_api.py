@@ -7,7 +7,6 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -16,21 +15,16 @@ import pytest
 
 from hms_jobs.cli.serve import first_key
 from hms_jobs.sensors import new_events_sensor
-from hms_resources.context.assembler import ContextAssembler
-from hms_resources.semantic.embedder import Embedder
 from hms_resources.serving.service import MemoryService
 from hms_resources.store.api_keys import list_keys
 from hms_resources.store.erasure import unerased_events
 from hms_resources.store.event_store import EventStore
 from tests.serving.conftest import BODY_LIMIT, Running, new_key, server_env
 
+
 @pytest.fixture
-def service(store_url: str, tmp_path: Path) -> Iterator[MemoryService]:
-    store = EventStore(database_url=store_url, hms_home=str(tmp_path / "home"))
-    assembler = ContextAssembler(event_store=store, embedder=Embedder.from_env())
-    yield MemoryService(store, assembler)
-    assembler.close()
-    store.close()
+def service(ranking_service: MemoryService) -> MemoryService:
+    return ranking_service
 
 
 def error_of(response: httpx.Response) -> dict:

@@ -8,15 +8,12 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -29,7 +26,8 @@ from hms_resources.serving.errors import ApiError
 from hms_resources.serving.keys import create_key
 from hms_resources.serving.service import MemoryService
 from hms_resources.store.event_store import EventStore
-from tests.serving.conftest import Running, free_port, new_key
+from tests.helpers import app_in_thread
+from tests.serving.conftest import Running, new_key
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -125,6 +123,15 @@ def test_finish_reason_usage_and_whose_memory_through_the_openai_client(service:
         ended = client.chat.completions.create(model="hms-local", messages=short, user="nobody", max_completion_tokens=8, temperature=0)
         assert ended.choices[0].finish_reason == "stop" and ended.usage.completion_tokens < 8
 
+        # Roles the local model's template has no turn for: `developer` is read as system, a `tool` result as
+        # the user's turn (an agent replaying a tool loop), streamed or not: answered, never a 500.
+        agent = [{"role": "developer", "content": "Answer briefly."}, {"role": "user", "content": "What is the weather?"},
+                 {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
+                                                                        "function": {"name": "weather", "arguments": "{}"}}]},
+                 {"role": "tool", "tool_call_id": "c1", "content": "Sunny, 21 C."}]
+        assert client.chat.completions.create(model="hms-local", messages=agent, user="nobody", max_tokens=2).choices[0].message.content
+        assert stream_of(client, messages=agent, user="nobody", max_tokens=2)[-1].choices[0].finish_reason == "length"
+
         # stream_options.include_usage: a last chunk with no choices and the usage; every other chunk has usage null.
         chunks = stream_of(client, messages=short, user="nobody", max_tokens=8, stream_options={"include_usage": True})
         assert chunks[-1].choices == [] and chunks[-1].usage.model_dump(include={"prompt_tokens", "completion_tokens", "total_tokens"}) == \
@@ -173,16 +180,8 @@ def _refusing_provider(seen: list[dict[str, Any]]) -> FastAPI:
 @pytest.fixture
 def refusing_provider() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     seen: list[dict[str, Any]] = []
-    server = uvicorn.Server(uvicorn.Config(_refusing_provider(seen), host="127.0.0.1", port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the provider did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{server.config.port}/v1", seen
-    server.should_exit = True
-    thread.join(10)
+    with app_in_thread(_refusing_provider(seen)) as url:
+        yield f"{url}/v1", seen
 
 
 def test_a_provider_error_names_the_provider_and_the_cause_without_the_key(service: MemoryService, refusing_provider, monkeypatch, caplog):

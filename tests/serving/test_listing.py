@@ -133,7 +133,7 @@ def test_a_cursor_the_service_did_not_write_is_refused_naming_cursor(service: Me
     with Running(service, warm=False) as running, running.client(new_key(store, "acme", "read")) as api:
         cursor = api.get("/v1/memories", params={"user_id": "big", "limit": 1}).json()["next_cursor"]
         assert api.get("/v1/memories", params={"user_id": "big", "cursor": cursor}).status_code == 200
-        for garbage in ("!!!", "AAAA", "%00", "\x00", "=", "bTAwMQ", cursor + "=", cursor + "!", cursor[:3] + "!!", "m1.", "m2." + cursor[3:]):
+        for garbage in ("!!!", "AAAA", "%00", "\x00", "=", "bTAwMQ", cursor + "=", cursor + "!", cursor[:3] + "!!", "m1.", "m2." + cursor[3:], "m1.c2FtAA"):
             response = api.get("/v1/memories", params={"user_id": "big", "cursor": garbage})
             assert response.status_code == 422, (garbage, response.text)
             assert error_of(response)["field"] == "cursor", garbage

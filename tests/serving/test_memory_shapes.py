@@ -51,6 +51,9 @@ def test_a_conversation_added_as_messages_is_stored_as_turns_of_its_session_in_o
         first = api.post("/v1/memories", json={"user_id": "maya", "messages": CONVERSATION[1:2]}, headers={"Idempotency-Key": "conv-2"}).json()
         retry = api.post("/v1/memories", json={"user_id": "maya", "messages": CONVERSATION[1:2]}, headers={"Idempotency-Key": "conv-2"}).json()
         assert first["session_id"].startswith("session-") and retry["session_id"] == first["session_id"] and retry["duplicates"] == 1
+        assert [r["memory_id"] for r in first["results"]] == ["conv-2:0"], "one turn is numbered as many are"
+        grown = api.post("/v1/memories", json={"user_id": "maya", "messages": CONVERSATION[1:3]}, headers={"Idempotency-Key": "conv-2"}).json()
+        assert (grown["created"], grown["duplicates"]) == (1, 1), "a retry with one more turn stores only that turn"
         fresh = api.post("/v1/memories", json={"user_id": "maya", "messages": CONVERSATION[1:2]}).json()
         assert fresh["created"] == 1 and fresh["session_id"] not in (first["session_id"], "trip-1")
 

@@ -4,19 +4,13 @@ name any field the API does not know: real HTTP (uvicorn in a thread), the real 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import numpy as np
 import openai
 import pytest
 
-from hms_resources.context.assembler import ContextAssembler
 from hms_resources.memory.exchange import Exchange, exchange_records
-from hms_resources.semantic.embedder import Embedder
 from hms_resources.serving.embeddings import MAX_INPUTS
 from hms_resources.serving.service import MemoryService
-from hms_resources.store.event_store import EventStore
 from tests.serving.conftest import Running, new_key
 from tests.serving.test_api import error_of
 
@@ -24,13 +18,8 @@ SQLITE = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 
 
 @pytest.fixture
-def service(store_url: str, tmp_path: Path) -> Iterator[MemoryService]:
-    """A service that ranks (the online indexer on), as `hms serve` runs it."""
-    store = EventStore(database_url=store_url, hms_home=str(tmp_path / "home"))
-    assembler = ContextAssembler(event_store=store, embedder=Embedder.from_env())
-    yield MemoryService(store, assembler)
-    assembler.close()
-    store.close()
+def service(ranking_service: MemoryService) -> MemoryService:
+    return ranking_service
 
 
 def memory(memory_id: str, content: str, memory_type: str, occurred_at: str, **fields: object) -> dict:
@@ -182,7 +171,7 @@ def test_embeddings_answer_the_official_openai_client(written_service: MemorySer
             empty = api.post("/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": ["tea", ""]})
             assert empty.status_code == 422 and error_of(empty)["field"] == "input.1"
             tokens = api.post("/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": [[1, 2, 3]]})
-            assert tokens.status_code == 422 and error_of(tokens)["field"].startswith("input")
+            assert tokens.status_code == 422 and error_of(tokens)["field"] in ("input", "input.0"), error_of(tokens)
             wrong_size = api.post("/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": "tea", "dimensions": 1536})
             assert wrong_size.status_code == 422 and error_of(wrong_size)["field"] == "dimensions"
         assert running.client(None).post("/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": "tea"}).status_code == 401

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,12 +27,16 @@ async def api_error(request: Request, error: ApiError) -> Response:
     return _refused(request, error)
 
 
+UNION_MEMBER = re.compile(r"str|int|float|bool|none|(list|dict|tuple|literal|function-\w+)\[.+\]")
+"""The tag pydantic puts in a location for the member of a union it tried (`input.str`): not a field."""
+
+
 def validation_error(error: RequestValidationError) -> ApiError:
     """The first problem pydantic found, named by its field (`query: Field required`)."""
     first = error.errors()[0] if error.errors() else {}
     if first.get("type") == "json_invalid":
         return ApiError(422, "invalid", "the body is not valid JSON", "body")
-    loc = [str(p) for p in first.get("loc", ())]
+    loc = [str(p) for p in first.get("loc", ()) if not UNION_MEMBER.fullmatch(str(p))]
     if loc and loc[0] in ("body", "query", "path", "header"):
         loc = loc[1:] or [loc[0]]
     field = ".".join(loc) or None
