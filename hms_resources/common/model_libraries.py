@@ -31,3 +31,20 @@ def quiet_progress() -> Iterator[None]:
     finally:
         if was:
             hf_logging.enable_progress_bar()
+
+
+_LOADING_MODELS = threading.RLock()
+
+
+@contextmanager
+def loading_model(quiet: bool = True) -> Iterator[None]:
+    """One model load at a time in the process, with the progress bars off. Transformers builds a model
+    on the meta device and then fills its weights, under process-wide switches; a load racing another
+    thread's (the service warming its embedder while a chat loads the local model) was seen leaving a
+    tied `lm_head` on meta ("Cannot copy out of meta tensor")."""
+    with _LOADING_MODELS:
+        if not quiet:
+            yield
+            return
+        with quiet_progress():
+            yield

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hms_resources.common.model_libraries import model_library, quiet_progress
+from hms_resources.common.model_libraries import loading_model, model_library
 from hms_resources.context.index import SelectedAdapter
 from hms_resources.integration.plugin import memory_in_question, text_of
 
@@ -87,8 +87,9 @@ def convert_gguf(gguf: Path, target: Path, progress: Progress | None = None) -> 
         say(f"converting {gguf.name} to {target} (once; about 20 s)")
         started = time.perf_counter()
         AutoModelForCausalLM, AutoTokenizer = model_library("transformers", "AutoModelForCausalLM", "AutoTokenizer")
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        with loading_model(quiet=False):  # the one-time conversion shows its progress
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         model.hf_quantizer = None  # de-quantized to float32: transformers refuses to save a "GGUF-quantized" model
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
@@ -139,7 +140,7 @@ def _load_base(source: str) -> tuple[Any, Any]:
 
     AutoModelForCausalLM, AutoTokenizer = model_library("transformers", "AutoModelForCausalLM", "AutoTokenizer")
     local = Path(source).is_dir()
-    with quiet_progress():
+    with loading_model():
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, local_files_only=local)
     if tokenizer.pad_token is None:

@@ -117,17 +117,18 @@ def _wrapped(model: Any) -> bool:
 def _load(base_model: str) -> tuple[Any, Any]:
     import torch
 
-    from hms_resources.common.model_libraries import model_library
+    from hms_resources.common.model_libraries import loading_model, model_library
 
     AutoModelForCausalLM, AutoTokenizer = model_library("transformers", "AutoModelForCausalLM", "AutoTokenizer")
-    if base_model:
-        local = Path(base_model).is_dir()
-        tokenizer = AutoTokenizer.from_pretrained(base_model, local_files_only=local)
-        model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, local_files_only=local)
-    else:
-        gguf = default_gguf_path()
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=DEFAULT_GGUF_FILE, dtype=torch.float32)
+    with loading_model(quiet=False):
+        if base_model:
+            local = Path(base_model).is_dir()
+            tokenizer = AutoTokenizer.from_pretrained(base_model, local_files_only=local)
+            model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, local_files_only=local)
+        else:
+            gguf = default_gguf_path()
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=DEFAULT_GGUF_FILE, dtype=torch.float32)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device()).eval(), tokenizer

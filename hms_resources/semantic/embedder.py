@@ -24,7 +24,7 @@ from pydantic import PrivateAttr
 
 from hms_resources.common.files import atomic_path, exclusive_lock, write_text
 from hms_resources.common.home import hms_home
-from hms_resources.common.model_libraries import model_library, quiet_progress
+from hms_resources.common.model_libraries import loading_model, model_library
 
 log = logging.getLogger("hms.semantic")
 
@@ -112,7 +112,7 @@ class Embedder(dg.ConfigurableResource):
             with _LOADING:
                 model = _LOADED.get((self.model_path, device))
                 if model is None:
-                    with quiet_progress():
+                    with loading_model():
                         model = _LOADED[(self.model_path, device)] = SentenceTransformer(self.model_path, device=device, local_files_only=local)
             self._model = model
         return self._model
@@ -206,7 +206,7 @@ class Embedder(dg.ConfigurableResource):
         if str(model.device) == "cpu":
             return model
         (SentenceTransformer,) = model_library("sentence_transformers", "SentenceTransformer")
-        with quiet_progress():
+        with loading_model():
             return SentenceTransformer(self.model_path, device="cpu", local_files_only=Path(self.model_path).is_dir())
 
     def _encode_query_torch(self, text: str) -> np.ndarray:

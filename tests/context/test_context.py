@@ -307,6 +307,11 @@ def test_a_new_materialization_is_picked_up_in_the_background_with_no_call(assem
     while assembler.loaded_snapshot is before:
         assert time.monotonic() < deadline, "the watcher did not move to the new snapshot"
         time.sleep(0.1)
+    settled = None
+    while assembler.loaded_snapshot is not settled:  # it may first load a snapshot taken between two of the run's assets
+        assert time.monotonic() < deadline, "the watcher did not settle on the newest snapshot"
+        settled = assembler.loaded_snapshot
+        time.sleep(1.0)
     assert assembler.refresh() is False, "already on the newest snapshot"
     context = assembler.assemble("ben", "Do I have any pets?", 256)
     pixel = [i for i in context.items if i.source_ids == ["m5"]]
