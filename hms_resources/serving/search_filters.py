@@ -1,5 +1,5 @@
 """`POST /v1/search` with `filters`: the ranked pool of the context resource, narrowed to the memories
-that pass `GET /v1/memories`' own filters (`service._listed`, on each memory's state as of the end of
+that pass `GET /v1/memories`' own filters (`service.passes_listing_filters`, on each memory's state as of the end of
 the log, read as a listing reads it). The whole pool is asked for, not `limit`, so memories that rank
 above the matching ones cannot starve the answer."""
 
@@ -11,8 +11,8 @@ from hms_resources.serving.errors import bad_request
 from hms_resources.serving.service import (
     MAX_SEARCH,
     MemoryService,
-    _listed,
     checked_query,
+    passes_listing_filters,
     positive_at_most,
 )
 from hms_resources.serving.tenants import Principal
@@ -66,7 +66,7 @@ def filtered_search(
         found = set()
         for (_, memory_id), memory in state.items():
             tier = tiers.get(memory_id)
-            if all(_listed(memory, tier, None, "any", wanted.get("memory_type"), wanted.get("category"), tag, wanted.get("tier"), bounds)
+            if all(passes_listing_filters(memory, tier, None, "any", wanted.get("memory_type"), wanted.get("category"), tag, wanted.get("tier"), bounds)
                    for tag in tags or [None]):
                 found.add(memory_id)
         return found

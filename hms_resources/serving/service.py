@@ -5,7 +5,6 @@ the memories it adds are found by the next `context` call through the resource's
 
 from __future__ import annotations
 
-import base64
 import gc
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from hms_resources.memory.writes import (
     new_event_id,
     under_names,
 )
+from hms_resources.serving.cursors import continue_after, page_cursor
 from hms_resources.serving.errors import ApiError, bad_request, not_found, unavailable
 from hms_resources.serving.history import history_json
 from hms_resources.serving.keys import KeyRing
@@ -85,30 +85,6 @@ def rejected_json(i: int, error: ApiError) -> dict[str, Any]:
     return {"index": i, "status": "rejected", "error": error.body()["error"]}
 
 
-_CURSOR_VERSION = "m1."
-
-
-def _cursor(memory_id: str) -> str:
-    """A listing's `next_cursor`: a version, then the memory id to continue after, in base64url."""
-    return _CURSOR_VERSION + base64.urlsafe_b64encode(memory_id.encode()).decode().rstrip("=")
-
-
-def _after(cursor: str | None) -> str | None:
-    """The memory id a cursor continues after (none for no cursor or an empty one); anything `_cursor`
-    could not have written is a 422 naming `cursor`, never the first page again."""
-    if not cursor:
-        return None
-    refused = bad_request("cursor is not one this service returned: pass a next_cursor back unchanged", "cursor")
-    body = cursor[len(_CURSOR_VERSION):] if isinstance(cursor, str) and cursor.startswith(_CURSOR_VERSION) else None
-    if body is None:
-        raise refused
-    try:
-        memory_id = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
-    except (ValueError, UnicodeDecodeError):
-        raise refused from None
-    if not memory_id or len(memory_id) > MAX_ID_LENGTH or CONTROL_CHARACTER.search(memory_id) or _cursor(memory_id) != cursor:
-        raise refused  # no id holds a control character: such a cursor was not written here
-    return memory_id
 
 
 def positive_at_most(value: Any, name: str, most: int) -> int:
@@ -409,7 +385,7 @@ class MemoryService:
                     bounds[name] = normalize_timestamp(value, name)
                 except EventError as exc:
                     raise bad_request(str(exc), name) from None
-        after = _after(cursor)
+        after = continue_after(cursor)
         wanted = {"status": status, "memory_type": memory_type, "category": category, "tag": tag, "tier": tier, **bounds}
 
         def read_page() -> tuple[list[dict[str, Any]], str | None]:
@@ -420,7 +396,7 @@ class MemoryService:
             for window in self.store.memory_windows(user, after=after, limit=limit, **wanted):
                 for memory in window.memories:
                     memory_tier = window.tiers.get(memory.memory_id)
-                    if not _listed(memory, memory_tier, after, status, memory_type, category, tag, tier, bounds):
+                    if not passes_listing_filters(memory, memory_tier, after, status, memory_type, category, tag, tier, bounds):
                         continue
                     if len(page) == limit:
                         return page, page[-1]["memory_id"]
@@ -429,7 +405,7 @@ class MemoryService:
             return page, last
 
         page, last = self.guard(read_page)
-        return {"memories": page, "next_cursor": _cursor(last) if last is not None else None}
+        return {"memories": page, "next_cursor": page_cursor(last) if last is not None else None}
 
     def search(self, principal: Principal, user_id: str, query: Any, limit: int = 10, now: str | None = None) -> list[dict[str, Any]]:
         principal.require("read")
@@ -498,7 +474,7 @@ class MemoryService:
         }
 
 
-def _listed(
+def passes_listing_filters(
     memory: Memory, memory_tier: str | None, after: str | None, status: str, memory_type: str | None, category: str | None,
     tag: str | None, tier: str | None, bounds: dict[str, str],
 ) -> bool:

@@ -7,12 +7,11 @@ from typing import Any
 
 from hms_resources.common.limits import CONTROL_CHARACTER, MAX_NAME_LENGTH
 from hms_resources.common.text import is_unicode_text
+from hms_resources.serving.cursors import continue_after, page_cursor
 from hms_resources.serving.errors import bad_request, not_found
 from hms_resources.serving.service import (
     MAX_PAGE,
     MemoryService,
-    _after,
-    _cursor,
     memory_json,
     positive_at_most,
 )
@@ -26,12 +25,12 @@ def list_users(service: MemoryService, principal: Principal, *, cursor: str | No
     `next_cursor` continues it (null on the last page)."""
     principal.require("read")
     limit = positive_at_most(limit, "limit", MAX_PAGE)
-    after = _after(cursor)
+    after = continue_after(cursor)
     prefix = principal.prefix
     rows = service.guard(lambda: service.store.users_under(prefix, after=None if after is None else prefix + after, limit=limit + 1))
     rows = [(user, count) for user, count in rows if user.startswith(prefix)]
     page = rows[:limit]
-    next_cursor = _cursor(principal.own_name(page[-1][0])) if len(rows) > limit else None
+    next_cursor = page_cursor(principal.own_name(page[-1][0])) if len(rows) > limit else None
     return {"users": [{"user_id": principal.own_user(user), "memories": count} for user, count in page], "next_cursor": next_cursor}
 
 
@@ -72,7 +71,7 @@ def session_turns(
     user = principal.stored_user(user_id)
     session_id = _session_name(session_id)
     limit = positive_at_most(limit, "limit", MAX_PAGE)
-    after = _after(cursor)
+    after = continue_after(cursor)
     memories = service.guard(lambda: service.store.current_memories(user))
     turns = sorted((m for m in memories if m.session_id == session_id and not m.is_forgotten), key=_in_order)
     if not turns:
@@ -83,7 +82,7 @@ def session_turns(
             raise bad_request("cursor is not one this service returned for this session: pass a next_cursor back unchanged", "cursor")
         turns = [m for m in turns if _in_order(m) > _in_order(mark)]
     page = turns[:limit]
-    next_cursor = _cursor(page[-1].memory_id) if len(turns) > limit else None
+    next_cursor = page_cursor(page[-1].memory_id) if len(turns) > limit else None
     tiers = service.guard(lambda: _tiers(service, user, [m.memory_id for m in page]))
     return {
         "session_id": session_id,
