@@ -225,7 +225,7 @@ def test_concurrent_requests_for_different_adapters_each_get_their_own_answer(mo
 def test_bad_requests_are_refused(model, adapters, alone, tmp_path):
     pimpernel, _ = adapters
     with pytest.raises(ValueError, match="role"):
-        model.chat([{"role": "tool", "content": "x"}], adapter=None)
+        model.chat([{"role": "function", "content": "x"}], adapter=None)
     with pytest.raises(ValueError, match="max_tokens"):
         model.stream(ASK, adapter=None, max_tokens=0)
     with pytest.raises(ValueError, match="no messages"):
