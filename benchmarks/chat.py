@@ -230,14 +230,7 @@ def train_two(root: Path) -> list[Any]:
 
 def speed(model: Any, adapters: list[Any], rounds: int, max_tokens: int) -> dict[str, Any]:
     def one(adapter: Any) -> dict[str, float]:
-        done: dict[str, Any] = {}
-        started = time.perf_counter()
-        first = None
-        for piece in model.stream(SPEED_PROMPT, adapter=adapter, max_tokens=max_tokens, temperature=0.0, on_done=lambda r: done.setdefault("r", r)):
-            if first is None and piece:
-                first = time.perf_counter() - started
-        total = time.perf_counter() - started
-        reply = done["r"]
+        reply, first, total = timed(model, SPEED_PROMPT, adapter, max_tokens)
         decode = max(total - (first or total), 1e-9)
         return {"ttft_ms": (first or total) * 1e3, "tokens": reply.completion_tokens, "tokens_per_second": reply.completion_tokens / total,
                 "decode_tokens_per_second": max(reply.completion_tokens - 1, 0) / decode, "switch_ms": model.switch_seconds * 1e3}
