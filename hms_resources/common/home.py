@@ -46,6 +46,27 @@ def redact_url(url: str) -> str:
     return _SECRET_PARAM.sub(lambda m: m["key"] + MASK, _USERINFO.sub(userinfo, url))
 
 
+_BEARER = re.compile(r"\b(Bearer|Basic)\s+[^\s'\",;]+", re.IGNORECASE)
+_HEADER_SECRET = re.compile(r"(?P<key>\b(?:authorization|proxy-authorization|x-api-key|api[-_]?key|access[-_]?token)[\"']?\s*[:=]\s*[\"']?)"
+                            r"(?:(?:Bearer|Basic)\s+)?[^\s'\",;}]+", re.IGNORECASE)
+_KEY_LIKE = re.compile(r"\b(sk|pk|rk|xai|gsk|key)-[A-Za-z0-9_*\-]{6,}")
+_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.IGNORECASE)
+
+
+def redact_secrets(text: str) -> str:
+    """`text` (a provider's error) safe to return and log: URL passwords and secret query values
+    (`redact_url`), `Authorization`/API-key headers, bearer tokens, key-shaped strings (`sk-...`),
+    and the value of every secret-named environment variable (`OPENAI_API_KEY`, ...) wherever it is
+    quoted."""
+    text = redact_url(text)
+    for name, value in os.environ.items():
+        if len(value) >= 8 and _SECRET_NAME.search(name) and value in text:
+            text = text.replace(value, MASK)
+    text = _HEADER_SECRET.sub(lambda m: m["key"] + MASK, text)
+    text = _BEARER.sub(lambda m: f"{m[1]} {MASK}", text)
+    return _KEY_LIKE.sub(lambda m: f"{m[1]}-{MASK}", text)
+
+
 def redact_error(error: BaseException) -> BaseException:
     """`error`, its causes and contexts rewritten in place so that none quotes a URL's password
     (MLflow, for one, quotes a failed request's whole URL, credentials included): their arguments and

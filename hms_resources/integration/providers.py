@@ -17,11 +17,17 @@ import os
 import re
 from typing import Any
 
-from hms_resources.common.home import MASK, redact_url
-from hms_resources.integration.plugin import CONTEXT_HEADER, MemoryCall, MemoryPlugin, new_call_id, text_of
+from hms_resources.common.home import redact_secrets
+from hms_resources.integration.plugin import (
+    CONTEXT_HEADER,
+    MemoryCall,
+    MemoryPlugin,
+    new_call_id,
+    text_of,
+)
 
 __all__ = ["WrappedAnthropic", "WrappedOpenAI", "anthropic_request", "import_litellm", "openai_messages_from_anthropic",
-           "provider_failure", "provider_of", "redact_secrets", "with_memory"]
+           "provider_failure", "provider_of", "with_memory"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -46,27 +52,6 @@ def provider_of(model: str) -> str | None:
         return str(litellm.get_llm_provider(model)[1])
     except Exception:  # noqa: BLE001 - LiteLLM raises its BadRequestError for a model it cannot place
         return None
-
-
-_BEARER = re.compile(r"\b(Bearer|Basic)\s+[^\s'\",;]+", re.IGNORECASE)
-_HEADER_SECRET = re.compile(r"(?P<key>\b(?:authorization|proxy-authorization|x-api-key|api[-_]?key|access[-_]?token)[\"']?\s*[:=]\s*[\"']?)"
-                            r"(?:(?:Bearer|Basic)\s+)?[^\s'\",;}]+", re.IGNORECASE)
-_KEY_LIKE = re.compile(r"\b(sk|pk|rk|xai|gsk|key)-[A-Za-z0-9_*\-]{6,}")
-_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.IGNORECASE)
-
-
-def redact_secrets(text: str) -> str:
-    """`text` (a provider's error) safe to return and log: URL passwords and secret query values
-    (`redact_url`), `Authorization`/API-key headers, bearer tokens, key-shaped strings (`sk-...`),
-    and the value of every secret-named environment variable (`OPENAI_API_KEY`, ...) wherever it is
-    quoted."""
-    text = redact_url(text)
-    for name, value in os.environ.items():
-        if len(value) >= 8 and _SECRET_NAME.search(name) and value in text:
-            text = text.replace(value, MASK)
-    text = _HEADER_SECRET.sub(lambda m: m["key"] + MASK, text)
-    text = _BEARER.sub(lambda m: f"{m[1]} {MASK}", text)
-    return _KEY_LIKE.sub(lambda m: f"{m[1]}-{MASK}", text)
 
 
 def provider_failure(model: str, provider: str, error: BaseException) -> str:

@@ -93,12 +93,18 @@ def positive_at_most(value: Any, name: str, most: int) -> int:
     return value
 
 
+def checked_name(value: Any, field: str, most: int) -> str:
+    """An id or name from a path or query (`memory_id`, `session_id`): 1 to `most` characters of
+    text the store can hold, or a 422 naming `field`."""
+    if not isinstance(value, str) or not value or len(value) > most:
+        raise bad_request(f"{field} must be a string of 1 to {most} characters", field)
+    if CONTROL_CHARACTER.search(value) or not is_unicode_text(value):
+        raise bad_request(f"{field} must be text without control characters or lone surrogates", field)
+    return value
+
+
 def _memory_id(memory_id: Any) -> str:
-    if not isinstance(memory_id, str) or not memory_id or len(memory_id) > MAX_ID_LENGTH:
-        raise bad_request(f"memory_id must be a string of 1 to {MAX_ID_LENGTH} characters", "memory_id")
-    if CONTROL_CHARACTER.search(memory_id) or not is_unicode_text(memory_id):
-        raise bad_request("memory_id must be text without control characters or lone surrogates", "memory_id")
-    return memory_id
+    return checked_name(memory_id, "memory_id", MAX_ID_LENGTH)
 
 
 def _checked_batch(items: Any, name: str) -> list[dict[str, Any]]:

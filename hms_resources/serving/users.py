@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from hms_resources.common.limits import CONTROL_CHARACTER, MAX_NAME_LENGTH
-from hms_resources.common.text import is_unicode_text
+from hms_resources.common.limits import MAX_NAME_LENGTH
 from hms_resources.serving.cursors import continue_after, page_cursor
 from hms_resources.serving.errors import bad_request, not_found
 from hms_resources.serving.service import (
     MAX_PAGE,
     MemoryService,
+    checked_name,
     memory_json,
     positive_at_most,
 )
@@ -50,11 +50,7 @@ def _tiers(service: MemoryService, user: str, memory_ids: list[str]) -> dict[str
 
 
 def _session_name(session_id: Any) -> str:
-    if not isinstance(session_id, str) or not session_id or len(session_id) > MAX_NAME_LENGTH:
-        raise bad_request(f"session_id must be a string of 1 to {MAX_NAME_LENGTH} characters", "session_id")
-    if CONTROL_CHARACTER.search(session_id) or not is_unicode_text(session_id):
-        raise bad_request("session_id must be text without control characters or lone surrogates", "session_id")
-    return session_id
+    return checked_name(session_id, "session_id", MAX_NAME_LENGTH)
 
 
 def _in_order(memory: Memory) -> tuple[str, int, str]:
