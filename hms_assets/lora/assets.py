@@ -39,9 +39,11 @@ from hms_resources.lora.candidates import (
 )
 from hms_resources.lora.data import DataLimits, TooFewFacts, TrainingDataError, build_examples, check_examples, load_examples, save_dataset
 from hms_resources.lora.registry import PromotionGate, demote_ungated, update_registry
+from hms_resources.lora.routing import SetRouter
 from hms_resources.lora.tracking import MlflowTracking
 from hms_resources.lora.training import TrainingConfig, TrainingFailed, load_base
 from hms_resources.privacy.forget import purge_forgotten
+from hms_resources.semantic.embedder import Embedder
 from hms_resources.semantic.concepts import assistant_replies_included, load_concepts
 from hms_resources.store.event_store import EventStore
 from hms_resources.tiers.assignment import current_importance
@@ -115,6 +117,8 @@ def _sets_table(sets: list[CandidateSet]) -> str:
 class TrainingDataConfig(dg.Config):
     max_tokens: int = DataLimits.max_tokens
     min_facts: int = DataLimits.min_facts
+    recipe: str = TrainingConfig.recipe
+    """The questions to build: `distillation` (phrases, answered by the teacher) or `imitation` (the earlier recipe)."""
 
 
 @dg.asset(
@@ -145,8 +149,8 @@ def lora_training_data(
     too_few: dict[str, str] = {}
     for candidate_set in approved:
         try:
-            examples = build_examples(candidate_set, memories)
-            figures = check_examples(candidate_set.set_id, candidate_set.user_id, examples, counter.count, limits)
+            examples = build_examples(candidate_set, memories, config.recipe)
+            figures = check_examples(candidate_set.set_id, candidate_set.user_id, examples, counter.count, limits, config.recipe)
         except TooFewFacts as exc:
             too_few[candidate_set.set_id] = str(exc)
             context.log.warning(f"{exc}; not trained")
@@ -206,6 +210,11 @@ def approved_sets_pass_data_checks(event_store: EventStore) -> dg.AssetCheckResu
 
 class AdapterTrainingConfig(dg.Config):
     base_model: str = ""
+    recipe: str = TrainingConfig.recipe
+    top_k: int = TrainingConfig.top_k
+    answer_tokens: int = TrainingConfig.answer_tokens
+    keep_tolerance: float = TrainingConfig.keep_tolerance
+    layer_share: float = TrainingConfig.layer_share
     rank: int = TrainingConfig.rank
     alpha: int = TrainingConfig.alpha
     target_modules: list[str] = list(TrainingConfig.target_modules)
@@ -235,7 +244,8 @@ class AdapterTrainingConfig(dg.Config):
     "against the base model and logged to MLflow.",
 )
 def trained_adapters(
-    context: dg.AssetExecutionContext, config: AdapterTrainingConfig, event_store: EventStore, mlflow_tracking: MlflowTracking
+    context: dg.AssetExecutionContext, config: AdapterTrainingConfig, event_store: EventStore, mlflow_tracking: MlflowTracking,
+    embedder: Embedder,
 ) -> dg.MaterializeResult:
     """A dataset version already trained under the same config is not trained again; each adapter is
     kept as soon as it is trained, and a diverging loss fails the run without retries."""
@@ -250,10 +260,11 @@ def trained_adapters(
     experiment_id = mlflow_tracking.experiment_id(home)
     client = mlflow_tracking.client(home)
     base = load_base(training.base_model)
+    router = SetRouter.of_store(event_store, embedder)
     trained = 0
     for set_id, built in todo.items():
         try:
-            entry = train_logged_adapter(set_id, built, base, training, client, experiment_id, home, log=context.log.info)
+            entry = train_logged_adapter(set_id, built, base, training, client, experiment_id, home, log=context.log.info, router=router)
         except TrainingFailed as exc:
             raise dg.Failure(f"{set_id}: {exc}; nothing from this run is registered", allow_retries=False) from exc
         if entry is not None:
@@ -278,14 +289,14 @@ class RegistryConfig(dg.Config):
     margin: float = 0.05
     """How much higher a challenger's paraphrase recall must be than the champion's on the same data."""
     max_new_tokens: int = TrainingConfig.max_new_tokens
+    teacher_share: float = PromotionGate.teacher_share
     recall_margin: float = PromotionGate.recall_margin
-    choice_margin: float = PromotionGate.choice_margin
-    max_leakage: float = PromotionGate.max_leakage
+    max_routed_leakage: float = PromotionGate.max_routed_leakage
+    max_perplexity_change_off: float = PromotionGate.max_perplexity_change_off
     max_perplexity_change: float = PromotionGate.max_perplexity_change
 
     def gate(self) -> PromotionGate:
-        return PromotionGate(recall_margin=self.recall_margin, choice_margin=self.choice_margin, max_leakage=self.max_leakage,
-                             max_perplexity_change=self.max_perplexity_change)
+        return PromotionGate(**{k: getattr(self, k) for k in PromotionGate.__dataclass_fields__})
 
 
 @dg.asset(
@@ -298,7 +309,7 @@ class RegistryConfig(dg.Config):
     "the one the chat endpoint loads.",
 )
 def lora_registry(
-    context: dg.AssetExecutionContext, config: RegistryConfig, event_store: EventStore, mlflow_tracking: MlflowTracking
+    context: dg.AssetExecutionContext, config: RegistryConfig, event_store: EventStore, mlflow_tracking: MlflowTracking, embedder: Embedder
 ) -> dg.MaterializeResult:
     """The newest adapter of a set becomes its challenger; it replaces the champion only if it passes the
     promotion gate (recall, forced choice, leakage, harm) and beats the champion's paraphrase recall on
@@ -317,11 +328,11 @@ def lora_registry(
         if demote_ungated(client, set_id, "its set has no training data under the gate's rules (see lora_training_data)"):
             context.log.warning(f"{set_id}: its champion, promoted before the gate and not judgeable now, is demoted")
     current = {s: a for s, a in adapters.items() if s in datasets}
-    scorer = AdapterScorer(client, home, config.max_new_tokens)
+    scorer = AdapterScorer(client, home, config.max_new_tokens, router=SetRouter.of_store(event_store, embedder))
 
     def evaluate(set_id: str, run_id: str) -> dict:
         built = datasets[set_id]
-        return scorer.figures(run_id, load_examples(built["path"]), built["version"])
+        return scorer.figures(run_id, built, load_examples(built["path"]))
 
     rows = update_registry(client, current, evaluate, config.gate(), config.margin)
     for row in rows:
@@ -350,7 +361,7 @@ class ComparisonConfig(dg.Config):
     "chart and MLflow runs): read it to judge whether an adapter helps.",
 )
 def adapter_comparison(
-    context: dg.AssetExecutionContext, config: ComparisonConfig, event_store: EventStore, mlflow_tracking: MlflowTracking
+    context: dg.AssetExecutionContext, config: ComparisonConfig, event_store: EventStore, mlflow_tracking: MlflowTracking, embedder: Embedder
 ) -> dg.MaterializeResult:
     """Each set's newest probes; every evaluation is an MLflow run in the comparison experiment with the
     same metric keys, so MLflow's compare view lines them up."""
@@ -361,14 +372,16 @@ def adapter_comparison(
         return dg.MaterializeResult(metadata={"compared": 0, "note": "no registered adapter to compare"})
     experiment_id = mlflow_tracking.comparison_experiment_id(home)
     client = mlflow_tracking.client(home)
-    rows = compare_adapters(client, experiment_id, datasets, AdapterScorer(client, home, config.max_new_tokens), home, log=context.log.info)
+    scorer = AdapterScorer(client, home, config.max_new_tokens, router=SetRouter.of_store(event_store, embedder))
+    rows = compare_adapters(client, experiment_id, datasets, scorer, home, log=context.log.info)
     gate = PromotionGate()
     chart = metric_panels_markdown(
         [f"{r['set_id']} {r['model']}" + (f" ({', '.join(r['aliases'])})" if r["aliases"] else "") for r in rows],
-        [("paraphrase recall", [r["paraphrase_recall"] for r in rows], None),
+        [("recall without the facts (teacher with them: %s)" % ", ".join(sorted({str(r["teacher_paraphrase_recall"]) for r in rows})),
+          [r["paraphrase_recall"] for r in rows], None),
          ("forced choice", [r["forced_choice"] for r in rows], None),
-         ("leakage", [r["leakage"] for r in rows], gate.max_leakage),
-         ("general perplexity change", [r["general_perplexity_change"] for r in rows], gate.max_perplexity_change)],
+         ("routed leakage", [r["routed_leakage"] for r in rows], gate.max_routed_leakage),
+         ("general perplexity change, routed on", [r["general_perplexity_change"] for r in rows], gate.max_perplexity_change)],
         title="recall, leakage and harm on each set's held-out data", highlight=[r["model"] != "base" for r in rows],
     )
     return dg.MaterializeResult(

@@ -182,8 +182,8 @@ def approve_largest_sets(count: int, report: RunReport) -> list[str]:
 
 
 def print_comparison(report: RunReport) -> None:
-    """The promotion gate's verdict per approved set (not trained and why, or each version's figures
-    and decision), then the comparison table."""
+    """The promotion gate's verdict per approved set: not trained and why, or one line with the verdict
+    and one with the figures it rests on; then the comparison table."""
     from hms_resources.common.files import read_json
     from hms_resources.lora.adapters import TRAINING_DATA_MANIFEST, comparison_rows, format_comparison, lora_dir
 
@@ -191,16 +191,71 @@ def print_comparison(report: RunReport) -> None:
     manifest = read_json(lora_dir(home) / TRAINING_DATA_MANIFEST, {})
     failed = {**manifest.get("too_few_facts", {}), **manifest.get("failed", {})}
     rows = comparison_rows(home)
+    verdicts = gate_verdicts(home, manifest.get("datasets", {}))
     report.facts["comparison"] = rows
     report.facts["not_trained"] = failed
+    report.facts["gate_verdicts"] = verdicts
     for set_id, reason in sorted(failed.items()):
         report.say(f"LoRA {set_id}: not trained: {reason.split(': ', 1)[-1]}")
-    for row in rows:
-        if row["model"] != "base":
-            verdict = row["gate"].split(": ", 1)[-1] if row["gate"] != "-" else "not judged"
-            report.say(f"LoRA {row['set_id']} {row['model']} ({', '.join(row['aliases']) or 'no alias'}): gate {verdict}")
+    for verdict in verdicts:
+        report.say(f"LoRA {verdict['set_id']}: {verdict['verdict']}")
+        if verdict["figures_line"]:
+            report.say(f"  {verdict['figures_line']}")
     if rows:
         report.say("\nadapter comparison (the base and every version on each set's held-out data):\n" + format_comparison(rows) + "\n")
+
+
+def gate_verdicts(home: Path, datasets: dict[str, dict]) -> list[dict]:
+    """Per set with training data, the verdict on the adapter trained on it, as the registry recorded it
+    (`hms.gate`, `hms.decision`), and the figures it rests on (`lora/adapters.json`); one line each."""
+    from hms_resources.lora.adapters import trained_adapters, verdict_line
+    from hms_resources.lora.registry import adapter_figures
+
+    adapters = trained_adapters(home)
+    current = {s: adapters[s] for s, built in sorted(datasets.items())
+               if str(adapters.get(s, {}).get("key", "")).startswith(f"{built['version']}:")}
+    versions = _registered_versions(home) if current else {}
+    verdicts = []
+    for set_id in sorted(datasets):
+        entry = current.get(set_id)
+        if entry is None:
+            verdicts.append({"set_id": set_id, "verdict": f"no adapter trained on dataset {datasets[set_id]['version']}",
+                             "passed": False, "promoted": False, "reasons": [], "figures": {}, "figures_line": ""})
+            continue
+        version = versions.get((set_id, entry["run_id"]), {})
+        figures = adapter_figures(entry)
+        try:
+            figures_line = verdict_line(figures)
+        except KeyError as missing:
+            figures_line = f"figures incomplete (no {missing}): {figures}"
+        verdicts.append({"set_id": set_id, "version": version.get("version"), "run_id": entry["run_id"],
+                         **_verdict(version), "figures": figures, "figures_line": figures_line})
+    return verdicts
+
+
+def _verdict(version: dict) -> dict:
+    """The gate's verdict on a registered version in words: passed and promoted or kept, or failed and why."""
+    gate, decision = version.get("gate"), version.get("decision") or ""
+    if gate is None:
+        return {"verdict": "not judged by the promotion gate (not registered)", "passed": False, "promoted": False, "reasons": []}
+    outcome = gate.split(": ", 1)[-1]
+    if outcome != "passed":
+        reasons = outcome.removeprefix("failed: ").split("; ")
+        return {"verdict": "gate failed: " + "; ".join(reasons), "passed": False, "promoted": False, "reasons": reasons}
+    named = f" (version {version['version']})"
+    if "champion" in version.get("aliases", []):
+        return {"verdict": "gate passed: promoted to champion" + named, "passed": True, "promoted": True, "reasons": []}
+    kept = decision.removeprefix("kept as challenger: ") or "not promoted"
+    return {"verdict": f"gate passed: kept as challenger{named}: {kept}", "passed": True, "promoted": False, "reasons": [kept]}
+
+
+def _registered_versions(home: Path) -> dict[tuple[str, str], dict]:
+    """Every registered adapter version by (set, run): its number, aliases and the registry's tags."""
+    from hms_resources.lora.registry import registered_models
+    from hms_resources.lora.tracking import MlflowTracking
+
+    client = MlflowTracking.from_env().client(home)
+    return {(model["set_id"], v["run_id"]): v for model in registered_models(client) for v in model["versions"]}
 
 
 def ui_command(hms: str) -> str:

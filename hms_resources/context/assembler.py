@@ -64,7 +64,8 @@ class ContextAssembler(dg.ConfigurableResource):
     reranker: str = ""
     """A reranker JSON file (`hms eval fit-reranker`); empty for the one shipped with HMS."""
     adapter_min_similarity: float = 0.3
-    """How close a query's embedding must be to a champion adapter's concept centroid to name it."""
+    """For a champion adapter trained without a fitted route threshold: how close a query's embedding
+    must be to its concept's centroid or facts to route to it."""
     online_index: bool = True
     """Embed the memories stored since the indexes were built and merge them in, in the background, so
     they rank like every other; false leaves them ranked apart (by their words) until the next run."""

@@ -300,12 +300,17 @@ class Assembly:
         return [replace(c, tokens=counts[i]) if i in counts else c for i, c in enumerate(candidates)]
 
     def choose_adapter(self, loaded: LoadedUser, vector: np.ndarray | None) -> SelectedAdapter | None:
-        """The user's champion adapter whose concept is nearest the query, if near enough."""
+        """The user's champion adapter the query routes to: the one with the highest similarity to its
+        concept's centroid or one of its facts, when that reaches the adapter's fitted threshold
+        (`lora.routing`). Otherwise none, and the base model answers."""
         found = loaded.adapters
-        if found is None or vector is None:
+        if found is None or vector is None or not found.adapters:
             return None
-        similarities = self.embedder.similarities(found.centroids, vector)
-        best = int(np.argmax(similarities))
-        if similarities[best] < self.adapter_min_similarity:
+        similarities = self.embedder.similarities(found.anchors, vector)
+        best_of = np.full(len(found.adapters), -np.inf, dtype=np.float32)
+        np.maximum.at(best_of, found.owners, similarities)
+        best = int(np.argmax(best_of))
+        adapter = found.adapters[best]
+        if best_of[best] < (adapter.threshold or self.adapter_min_similarity):
             return None
-        return replace(found.adapters[best], similarity=round(float(similarities[best]), 4))
+        return replace(adapter, similarity=round(float(best_of[best]), 4))

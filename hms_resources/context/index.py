@@ -370,7 +370,10 @@ class SelectedAdapter:
     set_id: str
     concept_id: str
     similarity: float = 0.0
-    """Cosine of the query's embedding and the adapter's concept centroid."""
+    """The query's highest cosine with the adapter's concept centroid or one of its facts."""
+    threshold: float = 0.0
+    """The similarity at which a query routes to it, fitted on held-out questions when it was trained
+    (0 for an adapter trained before: the assembler's `adapter_min_similarity` applies)."""
 
     def __str__(self) -> str:
         return f"{self.name}@{self.version}"
@@ -378,21 +381,37 @@ class SelectedAdapter:
 
 @dataclass
 class UserAdapters:
-    """A user's champion adapters and the centroids of their concepts (unit rows)."""
+    """A user's champion adapters and what routes a query to each: the rows of `anchors` (unit vectors:
+    the concept's centroid and the vectors of the set's facts) whose `owners` entry is its position."""
 
     adapters: list[SelectedAdapter]
-    centroids: np.ndarray
+    anchors: np.ndarray
+    owners: np.ndarray
 
 
-def champion_index(champions: Sequence[dict], concepts_by_user: dict[str, list[Any]], dimension: int) -> dict[str, UserAdapters]:
-    """Per user, the champions whose concept still exists with a centroid of the index's dimension."""
+def champion_index(
+    champions: Sequence[dict], concepts_by_user: dict[str, list[Any]], dimension: int,
+    fact_vectors: Callable[[str, list[str]], tuple[np.ndarray, np.ndarray]] | None = None,
+) -> dict[str, UserAdapters]:
+    """Per user, the champions whose concept still exists with a centroid of the index's dimension,
+    anchored on that centroid and on the vectors of the set's facts still in the index
+    (`fact_vectors(user_id, memory_ids)` -> (vectors, found)). A champion trained before thresholds
+    were fitted has threshold 0: the assembler's `adapter_min_similarity` applies to it."""
     centroids = {(c.user_id, c.concept_id): c.centroid for concepts in concepts_by_user.values() for c in concepts}
-    found: dict[str, tuple[list[SelectedAdapter], list[np.ndarray]]] = {}
+    found: dict[str, tuple[list[SelectedAdapter], list[np.ndarray], list[int]]] = {}
     for c in champions:
         centroid = centroids.get((c["user_id"], c["concept_id"]))
         if centroid is None or centroid.shape != (dimension,):
             continue
-        adapters, rows = found.setdefault(c["user_id"], ([], []))
-        adapters.append(SelectedAdapter(c["model_name"], c["version"], c["uri"], c["path"], c["base_model"], c["set_id"], c["concept_id"]))
-        rows.append(centroid)
-    return {user: UserAdapters(adapters, np.vstack(rows).astype(np.float32)) for user, (adapters, rows) in found.items()}
+        adapters, rows, owners = found.setdefault(c["user_id"], ([], [], []))
+        anchors = [np.asarray(centroid, dtype=np.float32)[None, :]]
+        if fact_vectors is not None and c.get("memory_ids"):
+            vectors, present = fact_vectors(c["user_id"], list(c["memory_ids"]))
+            anchors.append(np.asarray(vectors, dtype=np.float32)[present])
+        stacked = np.vstack(anchors)
+        owners += [len(adapters)] * len(stacked)
+        rows.append(stacked)
+        adapters.append(SelectedAdapter(c["model_name"], c["version"], c["uri"], c["path"], c["base_model"], c["set_id"], c["concept_id"],
+                                        threshold=float(c.get("route_threshold") or 0.0)))
+    return {user: UserAdapters(adapters, np.vstack(rows).astype(np.float32), np.asarray(owners, dtype=np.int64))
+            for user, (adapters, rows, owners) in found.items()}

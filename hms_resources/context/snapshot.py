@@ -250,9 +250,10 @@ def load_user(
         index = build_user_index(user_id, rows, count_tokens=count_tokens, vector_of=vectors, concepts=summarized, previous=previous)
     adapters = None
     if snapshot.model:
-        adapters = champion_index(_user_champions(snapshot, user_id), {user_id: concepts}, snapshot.dimension).get(user_id)
+        adapters = champion_index(_user_champions(snapshot, user_id), {user_id: concepts}, snapshot.dimension,
+                                  fact_vectors=lambda _user, ids: user_vectors(snapshot, user_id, online, changed)(ids)).get(user_id)
     sources = user_sources(snapshot, store, user_id, tiers=tiers, concepts=concepts)
-    nbytes = index_bytes(index) + (adapters.centroids.nbytes + 400 * len(adapters.adapters) if adapters else 0) + 1_000
+    nbytes = index_bytes(index) + (adapters.anchors.nbytes + 400 * len(adapters.adapters) if adapters else 0) + 1_000
     through = max(snapshot.cursor, fresh.through if fresh is not None else 0)
     return LoadedUser(user_id, index, adapters, sources, nbytes, through)
 

@@ -2,12 +2,16 @@
 
 Each user is a persona with facts, preferences and habits; over sessions the assistant records
 memories, restates recurring facts (as updates), recalls memories (accesses with feedback), tags and
-relates them, archives stale ones and now and then forgets one on request. The same seed gives the
-same events, byte for byte. The personas and wordings are data, in `templates/synthetic_personas.json`.
+relates them, archives stale ones and now and then forgets one on request. A persona may also tell
+several facts on one topic together (`told_together`), halfway through its sessions, which the assistant
+recalls in the sessions after: a group large enough for a LoRA candidate set to train on. The same
+seed gives the same events, byte for byte. The personas and wordings are data, in
+`templates/synthetic_personas.json`.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -55,7 +59,8 @@ def generate_events(
         persona = PERSONAS[user_index % len(PERSONAS)]
         suffix = "" if user_index < len(PERSONAS) else f"-{user_index // len(PERSONAS)}"
         user_id = f"user-{persona['name'].lower()}{suffix}"
-        for order, event in enumerate(_user_events(rng, persona, user_id, sessions_per_user, start, days)):
+        told_rng = random.Random(f"{seed}/{user_id}")
+        for order, event in enumerate(_user_events(rng, told_rng, persona, user_id, sessions_per_user, start, days)):
             timeline.append((event["occurred_at"], user_index * 1_000_000 + order, event))
     timeline.sort(key=lambda item: (item[0], item[1]))
     for _, _, event in timeline:
@@ -63,12 +68,22 @@ def generate_events(
 
 
 def _user_events(
-    rng: random.Random, persona: dict[str, Any], user_id: str, sessions: int, start: datetime, days: int
+    rng: random.Random,
+    told_rng: random.Random,
+    persona: dict[str, Any],
+    user_id: str,
+    sessions: int,
+    start: datetime,
+    days: int,
 ) -> Iterator[dict[str, Any]]:
     """One persona's sessions, phase by phase; the phases draw from `rng` in a fixed order, so a seed
-    gives the same events."""
+    gives the same events. The facts told together draw from `told_rng` alone and stay out of the
+    memories `rng` picks from, so that adding them changes no other draw, and no other user's events."""
     session_starts = sorted(start + timedelta(minutes=rng.randrange(days * 24 * 60)) for _ in range(sessions))
     history = _UserHistory(rng, persona, user_id, start)
+    told = persona.get("told_together")
+    told_in = max(1, sessions // 2)
+    told_per_session = max(2, math.ceil(len(told["facts"]) / max(1, sessions - told_in))) if told else 0
     pool: list[tuple[str, str, str]] = (
         list(persona["facts"])
         + list(persona["preferences"])
@@ -80,9 +95,13 @@ def _user_events(
         session_id = f"{user_id}-s{session_number:03d}"
         history.at = max(moment, history.at + timedelta(minutes=30))
         yield from history.created(pool, session_id)
+        if told and session_number == told_in:
+            yield from history.told_together(told_rng, told, session_id)
         yield from history.home(session_id, moved=session_number == sessions - 2)
-        usable = [m["memory_id"] for m in history.memories if m["memory_id"] not in history.forgotten]
+        usable = [m["memory_id"] for m in history.memories if m["memory_id"] not in history.forgotten and m["memory_id"] not in history.told]
         yield from history.recalled(usable)
+        if told and (session_number > told_in or sessions == told_in):
+            yield from history.told_recalled(told_rng, told["query"], per_session=told_per_session)
         if session_number % 5 == 0:
             yield from history.archived_one(usable)
         if session_number == sessions - 1:
@@ -91,7 +110,7 @@ def _user_events(
 
 class _UserHistory:
     """What one user's generator remembers between sessions: its memories, what was archived or
-    forgotten, where the home fact is, and the clock."""
+    forgotten, where the home fact is, the facts told together, and the clock."""
 
     def __init__(self, rng: random.Random, persona: dict[str, Any], user_id: str, start: datetime) -> None:
         self.rng, self.persona, self.user_id, self.at = rng, persona, user_id, start
@@ -100,6 +119,8 @@ class _UserHistory:
         self.forgotten: set[str] = set()
         self.archived: set[str] = set()
         self.home_memory: str | None = None
+        self.told: list[str] = []
+        self.told_recalls = 0
 
     def event(self, kind: str, memory_id: str, payload: dict[str, Any]) -> dict[str, Any]:
         self.counter += 1
@@ -145,6 +166,40 @@ class _UserHistory:
             self.memories.append({"memory_id": memory_id, "created_at": self.at})
             created_here.append(memory_id)
             yield self.event("memory.created", memory_id, payload)
+
+    def told_together(self, rng: random.Random, told: dict[str, Any], session_id: str) -> Iterator[dict[str, Any]]:
+        """The persona's facts on one topic, told in one session, important to the user and pinned."""
+        for content in told["facts"]:
+            self.at += timedelta(minutes=rng.randint(1, 3))
+            memory_id = f"{self.user_id}-m{len(self.memories) + 1:05d}"
+            self.memories.append({"memory_id": memory_id, "created_at": self.at})
+            self.told.append(memory_id)
+            yield self.event(
+                "memory.created",
+                memory_id,
+                {
+                    "content": content,
+                    "session_id": session_id,
+                    "memory_type": "fact",
+                    "category": told["category"],
+                    "tags": sorted(told["tags"]),
+                    "importance": round(rng.uniform(0.8, 0.95), 2),
+                    "confidence": round(rng.uniform(0.85, 1.0), 2),
+                    "source_type": "conversation",
+                    "source_id": session_id,
+                    "created_by": "assistant",
+                },
+            )
+
+    def told_recalled(self, rng: random.Random, query: str, *, per_session: int) -> Iterator[dict[str, Any]]:
+        """The next `per_session` facts told together, in turn, recalled and found relevant."""
+        for _ in range(per_session):
+            self.at += timedelta(minutes=rng.randint(1, 5))
+            target = self.told[self.told_recalls % len(self.told)]
+            self.told_recalls += 1
+            payload = {"access_method": rng.choice(ACCESS_METHODS), "query": query, "was_relevant": True,
+                       "relevance_score": round(rng.uniform(0.7, 1.0), 2)}
+            yield self.event("memory.accessed", target, payload)
 
     def home(self, session_id: str, *, moved: bool) -> Iterator[dict[str, Any]]:
         """The home fact in the first session, restated as a move near the end (unless forgotten)."""

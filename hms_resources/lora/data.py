@@ -107,8 +107,38 @@ def _held_back(cues: list[str]) -> tuple[str | None, str | None, list[str]]:
     return held_eval, held_validation, [w for w in cues if w not in (held_eval, held_validation) and w not in held]
 
 
-def build_examples(candidate_set: CandidateSet, memories: dict[tuple[str, str], Memory]) -> FactExamples:
-    """The set's examples, one fact per distinct text; every memory must be the set's user's."""
+RECIPES = ("distillation", "imitation")
+"""`distillation` (the default): questions name a fact by a phrase of its own words, and a teacher answers
+them (`lora.distillation`); `imitation` (the earlier recipe, kept as a baseline): questions name it by a
+single word and the answer restates the fact."""
+PHRASE_WORDS = 3
+
+
+def cue_phrase(content: str, cue: str) -> str:
+    """The cue with its neighbours as the fact writes them (up to `PHRASE_WORDS` words, trimmed of
+    function words at both ends): how a person names a fact ("sister Priya", "beagle named Biscuit")."""
+    from hms_resources.common.text import STOPWORDS
+
+    words = [w.strip(".,;:!?\"()") for w in content.split()]
+    at = next((i for i, w in enumerate(words) if w.lower() == cue or w.lower().startswith(cue)), None)
+    if at is None:
+        return cue
+    chosen = [w for w in words[max(at - 1, 0):at + PHRASE_WORDS - 1] if w]
+    plain = {"i", "my", "me", "i'm", "we", "our"} | set(STOPWORDS)
+    while len(chosen) > 1 and chosen[0].lower() in plain:
+        chosen = chosen[1:]
+    while len(chosen) > 1 and chosen[-1].lower() in plain:
+        chosen = chosen[:-1]
+    return " ".join(chosen) or cue
+
+
+def build_examples(candidate_set: CandidateSet, memories: dict[tuple[str, str], Memory], recipe: str = "distillation") -> FactExamples:
+    """The set's examples, one fact per distinct text; every memory must be the set's user's. Under
+    `distillation` each question names its fact by a phrase and no statement rows are made (the
+    teacher answers the questions); held-out questions use held-out templates and held-back cues."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; expected one of {', '.join(RECIPES)}")
+    phrased = recipe == "distillation"
     chosen = []
     for memory_id in candidate_set.memory_ids:
         memory = memories.get((candidate_set.user_id, memory_id))
@@ -123,21 +153,32 @@ def build_examples(candidate_set: CandidateSet, memories: dict[tuple[str, str], 
         base = {"user_id": memory.user_id, "memory_id": memory.memory_id, "fact": content}
         held_eval, held_validation, train_cues = _held_back(cues)
         examples.facts.append({**base, "cues": cues})
+        if phrased:
+            held_eval, held_validation = held_eval or (cues[0] if cues else None), held_validation or held_eval or (cues[0] if cues else None)
+            train_cues = train_cues or list(cues[:1])
+
+        def named(cue: str) -> str:
+            return cue_phrase(content, cue) if phrased else cue
+
         for n, cue in enumerate(train_cues[:3]):
             for k in range(QUESTIONS_PER_CUE):
                 template = TRAIN_QUESTIONS[(position + n * QUESTIONS_PER_CUE + k) % len(TRAIN_QUESTIONS)]
                 reply = ANSWERS[(position + n + k) % len(ANSWERS)]
-                examples.train.append({**base, "prompt": template.format(cue=cue, Cue=cue.capitalize()), "answer": reply.format(fact=content)})
-        for prompt, reply in TRAIN_STATEMENTS:
+                examples.train.append({**base, "prompt": template.format(cue=named(cue), Cue=_capital(named(cue))), "answer": reply.format(fact=content)})
+        for prompt, reply in () if phrased else TRAIN_STATEMENTS:
             examples.train.append({**base, "prompt": prompt.format(fact=content), "answer": reply.format(fact=content)})
         for split, cue, templates in (("validation", held_validation, VALIDATION_QUESTIONS), ("eval", held_eval, EVAL_QUESTIONS)):
             if cue is None:
                 continue
             for k, template in enumerate(templates):
-                question = template.format(cue=cue, Cue=cue.capitalize())
+                question = template.format(cue=named(cue), Cue=_capital(named(cue)))
                 getattr(examples, split).append({**base, "prompt": question, "answer": ANSWERS[k % len(ANSWERS)].format(fact=content),
                                                  "answer_words": answer_words(content, question)})
     return examples
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def prompt_words(rows: Sequence[dict]) -> set[str]:
@@ -145,11 +186,13 @@ def prompt_words(rows: Sequence[dict]) -> set[str]:
 
 
 def check_examples(
-    set_id: str, user_id: str, examples: FactExamples, count_tokens: Callable[[list[str]], Sequence[int]], limits: DataLimits
+    set_id: str, user_id: str, examples: FactExamples, count_tokens: Callable[[list[str]], Sequence[int]], limits: DataLimits,
+    recipe: str = "distillation",
 ) -> dict[str, Any]:
-    """Raise on: too few distinct facts, duplicates, another user's memory, a held-out question sharing
-    a content word with the training questions, an example over the length limit. Returns the figures
-    the checks saw. Messages name memories by id, never by what they say: they reach logs and
+    """Raise on: too few distinct facts, duplicates, another user's memory, a held-out question asked in
+    training (under `imitation`, one sharing any content word with the training questions; a phrase
+    names its fact with the fact's own words, so under `distillation` held-out questions differ by
+    template and cue), an example over the length limit. Returns the figures the checks saw. Messages name memories by id, never by what they say: they reach logs and
     metadata, which outlive a forgotten memory."""
     if len(examples.facts) < limits.min_facts:
         raise TooFewFacts(f"{set_id}: {len(examples.facts)} distinct facts, fewer than the minimum of {limits.min_facts}")
@@ -162,8 +205,12 @@ def check_examples(
     strangers = sorted({e["memory_id"] for e in rows if e["user_id"] != user_id})
     if strangers:
         raise TrainingDataError(f"{set_id}: examples from another user's memories: {strangers[:5]}")
-    asked = prompt_words([e for e in train if e["fact"] not in e["prompt"]])
-    leaked = sorted({e["memory_id"] for e in examples.validation + examples.eval if set(surface_words(e["prompt"])) & asked})
+    if recipe == "imitation":
+        asked = prompt_words([e for e in train if e["fact"] not in e["prompt"]])
+        leaked = sorted({e["memory_id"] for e in examples.validation + examples.eval if set(surface_words(e["prompt"])) & asked})
+    else:
+        questions = {e["prompt"] for e in train}
+        leaked = sorted({e["memory_id"] for e in examples.validation + examples.eval if e["prompt"] in questions})
     if leaked:
         raise TrainingDataError(f"{set_id}: held-out questions share words with training questions, of memories {leaked[:5]}")
     if not examples.eval:

@@ -50,10 +50,11 @@ def _device_tensor(rows: list[list[int]]) -> Any:
 
 
 def generate_replies(
-    model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 16, finished: list[bool] | None = None
+    model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 16, finished: list[bool] | None = None,
+    system: str = "",
 ) -> list[str]:
-    """Greedy replies, left-padded batches of the chat-formatted prompts; `finished` collects whether
-    each reply ended on its own rather than at `max_new_tokens`."""
+    """Greedy replies, left-padded batches of the chat-formatted prompts (after `system`, when given);
+    `finished` collects whether each reply ended on its own rather than at `max_new_tokens`."""
     import torch
 
     from hms_resources.lora.training import prompt_ids
@@ -61,7 +62,7 @@ def generate_replies(
     replies: list[str] = []
     pad = tokenizer.pad_token_id
     for start in range(0, len(prompts), batch_size):
-        heads = [prompt_ids(tokenizer, p) for p in prompts[start:start + batch_size]]
+        heads = [prompt_ids(tokenizer, p, system) for p in prompts[start:start + batch_size]]
         width = max(len(h) for h in heads)
         ids = _device_tensor([[pad] * (width - len(h)) + h for h in heads])
         mask = _device_tensor([[0] * (width - len(h)) + [1] * len(h) for h in heads])
@@ -133,27 +134,39 @@ def reply_losses(model: Any, tokenizer: Any, rows: Sequence[dict]) -> list[float
     return [-total / max(n, 1) for start in range(0, len(pairs), 8) for total, n in _sequence_log_likelihoods(model, tokenizer, pairs[start:start + 8])]
 
 
+def leaked(replies: Sequence[str], losses: Sequence[float], base_losses: Sequence[float], facts: Sequence[str]) -> list[bool]:
+    """Per control prompt: its reply carries a fact, or the base's reply became less likely by more
+    than `DEPARTURE_NATS` per token."""
+    return [bool(loss - base > DEPARTURE_NATS or any(carries_fact(reply, f) for f in facts))
+            for reply, loss, base in zip(replies, losses, base_losses)]
+
+
 def leakage(replies: Sequence[str], losses: Sequence[float], base_losses: Sequence[float], facts: Sequence[str]) -> float:
-    """The share of control prompts whose reply carries a fact, or whose base reply became less likely
-    by more than `DEPARTURE_NATS` per token."""
-    leaked = sum(1 for reply, loss, base in zip(replies, losses, base_losses)
-                 if loss - base > DEPARTURE_NATS or any(carries_fact(reply, f) for f in facts))
-    return leaked / max(len(replies), 1)
+    """The share of control prompts that leaked (`leaked`)."""
+    return _share(leaked(replies, losses, base_losses, facts))
 
 
-def perplexity(model: Any, tokenizer: Any, texts: Sequence[str], max_tokens: int = GENERAL_TOKENS) -> float:
-    """Token-level perplexity of plain texts (no chat format), each cut to `max_tokens`."""
+def _share(flags: Sequence[bool]) -> float:
+    return sum(flags) / max(len(flags), 1)
+
+
+def passage_log_likelihoods(model: Any, tokenizer: Any, texts: Sequence[str], max_tokens: int = GENERAL_TOKENS) -> list[tuple[float, int]]:
+    """Per plain text (no chat format, cut to `max_tokens`): its summed log-likelihood and token count."""
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     pairs = []
     for text in texts:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
         pairs.append((bos or ids[:1], ids if bos else ids[1:]))
-    total = count = 0.0
-    for start in range(0, len(pairs), 4):
-        for log_likelihood, n in _sequence_log_likelihoods(model, tokenizer, pairs[start:start + 4]):
-            total += log_likelihood
-            count += n
-    return math.exp(-total / max(count, 1))
+    return [found for start in range(0, len(pairs), 4) for found in _sequence_log_likelihoods(model, tokenizer, pairs[start:start + 4])]
+
+
+def perplexity_of(scored: Sequence[Sequence[float]]) -> float:
+    return math.exp(-sum(s[0] for s in scored) / max(sum(s[1] for s in scored), 1))
+
+
+def perplexity(model: Any, tokenizer: Any, texts: Sequence[str], max_tokens: int = GENERAL_TOKENS) -> float:
+    """Token-level perplexity of plain texts (no chat format), each cut to `max_tokens`."""
+    return perplexity_of(passage_log_likelihoods(model, tokenizer, texts, max_tokens))
 
 
 def answer_perplexity(model: Any, tokenizer: Any, probes: Sequence[dict]) -> float:
@@ -164,26 +177,67 @@ def answer_perplexity(model: Any, tokenizer: Any, probes: Sequence[dict]) -> flo
     return math.exp(-sum(s for s, _ in scored) / max(sum(n for _, n in scored), 1))
 
 
-def evaluate_model(model: Any, tokenizer: Any, examples: FactExamples, controls: Sequence[dict], max_new_tokens: int) -> dict[str, float]:
+def teacher_figures(model: Any, tokenizer: Any, examples: FactExamples, max_new_tokens: int) -> dict:
+    """The ceiling: the base model with the set's facts in its system turn, as `hms serve` shows them,
+    on the held-out questions."""
+    from hms_resources.lora.distillation import facts_system
+
+    facts = [f["fact"] for f in examples.facts]
+    system = facts_system(facts)
+    probes = examples.eval
+    replies = generate_replies(model, tokenizer, [p["prompt"] for p in probes], max_new_tokens, system=system)
+    recalled = [recalls(r, p["answer_words"]) for r, p in zip(replies, probes)]
+    return {"paraphrase_recall": round(_share(recalled), 4),
+            "forced_choice": round(forced_choice(model, tokenizer, probes, facts, [system] * len(probes)), 4), "recalled": recalled}
+
+
+def evaluate_model(model: Any, tokenizer: Any, examples: FactExamples, controls: Sequence[dict], max_new_tokens: int) -> dict:
     """The figures of `model` (the base, or an adapter on it) on a set's held-out questions, the
-    control prompts (`prompt`, the base's `answer` and its `loss` under the base) and the general text."""
+    control prompts (`prompt`, the base's `answer` and its `loss` under the base) and the general text,
+    with the per-item outcomes the router's figures are made of (`recalled`, `leaked`, `passages`)."""
     probes = examples.eval
     facts = [f["fact"] for f in examples.facts]
     replies = generate_replies(model, tokenizer, [p["prompt"] for p in probes], max_new_tokens)
     control_replies = generate_replies(model, tokenizer, [c["prompt"] for c in controls], max_new_tokens)
     losses = reply_losses(model, tokenizer, controls)
+    recalled = [recalls(r, p["answer_words"]) for r, p in zip(replies, probes)]
+    leaks = leaked(control_replies, losses, [c["loss"] for c in controls], facts)
+    passages = [[round(s, 4), n] for s, n in passage_log_likelihoods(model, tokenizer, general_corpus())]
     return {
-        "paraphrase_recall": round(sum(recalls(r, p["answer_words"]) for r, p in zip(replies, probes)) / max(len(probes), 1), 4),
+        "paraphrase_recall": round(_share(recalled), 4),
         "forced_choice": round(forced_choice(model, tokenizer, probes, facts), 4),
-        "leakage": round(leakage(control_replies, losses, [c["loss"] for c in controls], facts), 4),
-        "general_perplexity": round(perplexity(model, tokenizer, general_corpus()), 4),
+        "leakage": round(_share(leaks), 4),
+        "general_perplexity": round(perplexity_of(passages), 4),
         "perplexity": round(answer_perplexity(model, tokenizer, probes), 4),
+        "recalled": recalled, "leaked": leaks, "passages": passages,
     }
 
 
-def with_base(figures: dict[str, float], base: dict[str, float], facts: int) -> dict[str, float]:
-    """An adapter's figures beside the base's, the chance level and the relative perplexity change:
-    everything the promotion gate reads."""
-    change = figures["general_perplexity"] / base["general_perplexity"] - 1
-    return {**figures, **{f"base_{k}": v for k, v in base.items() if k in MEASURED}, "chance": round(1 / max(facts, 1), 4),
-            "general_perplexity_change": round(change, 4)}
+def with_base(figures: dict, base: dict, facts: int, teacher: dict | None = None, route: dict | None = None) -> dict[str, float]:
+    """An adapter's figures beside the base's and the teacher's, the chance level, and the figures as a
+    user meets them through the router (`route`: the threshold and, per probe, control prompt and
+    general passage, whether it routes; without one everything routes): everything the gate reads.
+
+    `paraphrase_recall` is the served one: a routed question is answered by the adapter, another by
+    the base. `routed_leakage` counts control prompts that route and leak; `general_perplexity_change_off`
+    is the change on general text as served (a passage that does not route is the base's own)."""
+    n_probes, n_controls, n_passages = len(figures["recalled"]), len(figures["leaked"]), len(figures["passages"])
+    route = route or {"threshold": None, "probes": [True] * n_probes, "controls": [True] * n_controls, "passages": [True] * n_passages}
+    served = [a if r else b for a, b, r in zip(figures["recalled"], base["recalled"], route["probes"])]
+    served_passages = [a if r else b for a, b, r in zip(figures["passages"], base["passages"], route["passages"])]
+    out = {k: v for k, v in figures.items() if k in MEASURED}
+    out.update({
+        "adapter_recall": figures["paraphrase_recall"], "paraphrase_recall": round(_share(served), 4),
+        **{f"base_{k}": v for k, v in base.items() if k in MEASURED},
+        "chance": round(1 / max(facts, 1), 4),
+        "general_perplexity_change": round(figures["general_perplexity"] / base["general_perplexity"] - 1, 4),
+        "general_perplexity_change_off": round(perplexity_of(served_passages) / base["general_perplexity"] - 1, 4),
+        "routed_leakage": round(_share([a and r for a, r in zip(figures["leaked"], route["controls"])]), 4),
+        "route_recall": round(_share(route["probes"]), 4),
+    })
+    if route.get("threshold") is not None:
+        out["route_threshold"] = route["threshold"]
+    if teacher is not None:
+        out["teacher_paraphrase_recall"] = teacher["paraphrase_recall"]
+        out["teacher_forced_choice"] = teacher["forced_choice"]
+    return out

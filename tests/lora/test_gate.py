@@ -1,19 +1,34 @@
-"""The promotion gate on real adapters of the real base model (CPU): the old recipe memorizes strings
-and fails on leakage and harm; the new recipe (varied questions, rehearsal, early stopping) on six
-facts leaks less and keeps the base's language. What it cannot do on a 135M model is answer questions
-on words it was never asked with (paraphrase recall, forced choice), and the gate says so rather than
-promote it."""
+"""The promotion gate on real adapters of the real base model (CPU), judged as a user meets them:
+through the router fitted on real embeddings of the set's facts, beside the teacher (the base with
+the facts in context). The old recipe memorizes strings: forced on, it leaks and harms; the router
+keeps the unrelated prompts and text from it, and the gate still refuses it for what it does when it
+answers. The new recipe (varied questions, rehearsal, early stopping) on six facts leaks less and
+keeps the base's language; whether it recalls enough without the facts is the gate's to say."""
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from hms_resources.lora.candidates import CandidateSet
 from hms_resources.lora.data import build_examples
-from hms_resources.lora.evaluation import evaluate_model, with_base
+from hms_resources.lora.evaluation import (
+    evaluate_model,
+    general_corpus,
+    teacher_figures,
+    with_base,
+)
 from hms_resources.lora.registry import PromotionGate, gate_failures
-from hms_resources.lora.rehearsal import CONTROL_PROMPTS, base_replies, mix_rehearsal, rehearsal_splits
+from hms_resources.lora.rehearsal import (
+    CONTROL_PROMPTS,
+    REHEARSAL_PROMPTS,
+    base_replies,
+    mix_rehearsal,
+    rehearsal_splits,
+)
+from hms_resources.lora.routing import set_route
 from hms_resources.lora.training import TrainingConfig, load_base, train_adapter
+from hms_resources.semantic.embedder import Embedder
 from hms_resources.store.memory_state import Memory
 from tests.helpers import PERSONAL_FACTS
 
@@ -32,29 +47,39 @@ def judged(tmp_path_factory, seed_base_replies):
     base = load_base()
     controls = base_replies(home, base, "", CONTROL_PROMPTS, TOKENS)
     base_figures = evaluate_model(*base, examples, controls, TOKENS)
+    teacher = teacher_figures(*base, examples, TOKENS)
+    embedder = Embedder()
+    facts = embedder.encode([f["fact"] for f in examples.facts])
+    centroid = facts.mean(axis=0) / np.linalg.norm(facts.mean(axis=0))
+    route = set_route(embedder.encode, np.vstack([centroid[None, :], facts]), [r["prompt"] for r in examples.validation],
+                      REHEARSAL_PROMPTS, [p["prompt"] for p in examples.eval], CONTROL_PROMPTS, general_corpus())
 
-    def judge(rows, config, **held_out) -> tuple[dict, list[str]]:
+    def judge(rows, config, **held_out) -> tuple[dict, dict, list[str]]:
+        """(the figures with the adapter forced on, as served through the router, the gate's failures)."""
         result = train_adapter(*base, rows, config, **held_out)
         try:
-            figures = with_base(evaluate_model(result.adapter, base[1], examples, controls, TOKENS), base_figures, len(examples.facts))
+            raw = evaluate_model(result.adapter, base[1], examples, controls, TOKENS)
         finally:
             result.adapter.unload()
-        return figures, gate_failures(figures, PromotionGate())
+        served = with_base(raw, base_figures, len(examples.facts), teacher, route)
+        return with_base(raw, base_figures, len(examples.facts), teacher), served, gate_failures(served, PromotionGate())
 
-    return home, base, examples, base_figures, judge
+    return home, base, examples, base_figures, judge, teacher, route
 
 
 @pytest.mark.timeout(1200)
-def test_the_base_model_knows_none_of_the_facts(judged):
-    _, _, _, base_figures, _ = judged
+def test_the_base_model_knows_none_of_the_facts_and_answers_with_them_in_context(judged):
+    _, _, _, base_figures, _, teacher, route = judged
     assert base_figures["paraphrase_recall"] <= 0.1 and base_figures["leakage"] == 0.0
+    assert teacher["paraphrase_recall"] > base_figures["paraphrase_recall"], (teacher, base_figures)
+    assert not any(route["controls"]) and not any(route["passages"]), route
 
 
 @pytest.fixture(scope="module")
 def old_recipe(judged):
     """The recipe before the gate: one cue word, the same three prompts per fact (one of them about
     nothing in particular), no rehearsal, a high learning rate, attention projections."""
-    _, _, examples, _, judge = judged
+    _, _, examples, _, judge, _, _ = judged
     rows = [{"prompt": prompt.format(cue=fact["cues"][0]), "answer": f"You told me: {fact['fact']}"} for fact in examples.facts
             for prompt in ("What did I tell you about {cue}?", "What have I said about {cue}?", "Tell me something you remember about me.")]
     return judge(rows, TrainingConfig(learning_rate=2e-3, steps=30, dropout=0.0, target_modules=("q_proj", "k_proj", "v_proj", "o_proj")))
@@ -62,26 +87,29 @@ def old_recipe(judged):
 
 @pytest.fixture(scope="module")
 def new_recipe(judged):
-    home, base, examples, _, judge = judged
+    home, base, examples, _, judge, _, _ = judged
     rehearsal, watched = rehearsal_splits(home, base, "", 64)
     config = replace(TrainingConfig(), steps=30)
     return judge(mix_rehearsal(examples.train, rehearsal, config.rehearsal_ratio), config, validation=examples.validation, rehearsal=watched)
 
 
 @pytest.mark.timeout(1200)
-def test_an_adapter_that_memorizes_strings_fails_the_gate_on_leakage_and_harm(old_recipe):
-    figures, failures = old_recipe
-    assert figures["leakage"] > 0.05 and figures["general_perplexity_change"] > 0.05, figures
-    assert any(f.startswith("leakage") for f in failures) and any(f.startswith("general perplexity") for f in failures)
+def test_an_adapter_that_memorizes_strings_leaks_forced_on_is_kept_from_unrelated_prompts_by_the_router_and_fails_on_harm(old_recipe):
+    forced, served, failures = old_recipe
+    assert forced["leakage"] > 0.05 and forced["general_perplexity_change"] > 0.05, forced
+    assert any(f.startswith("routed leakage") for f in gate_failures(forced, PromotionGate())), "forced on, it leaks"
+    assert served["routed_leakage"] == 0.0 and served["general_perplexity_change_off"] == 0.0, served
+    assert any(f.startswith("general perplexity") and "routed on" in f for f in failures), failures
 
 
 @pytest.mark.timeout(1500)
 def test_the_new_recipe_leaks_less_harms_less_and_is_judged_on_what_it_recalls(judged, old_recipe, new_recipe):
-    figures, failures = new_recipe
+    figures, served, failures = new_recipe
     old = old_recipe[0]
     assert figures["leakage"] < old["leakage"] and figures["general_perplexity_change"] < old["general_perplexity_change"], (figures, old)
-    assert figures["paraphrase_recall"] > figures["base_paraphrase_recall"], figures
+    assert figures["adapter_recall"] > figures["base_paraphrase_recall"], figures
     assert figures["perplexity"] < judged[3]["perplexity"] / 10, "it learned to answer the held-out questions with the facts"
-    recall_held = not any(f.startswith(("paraphrase recall", "forced choice")) for f in failures)
-    assert recall_held == (figures["paraphrase_recall"] >= figures["base_paraphrase_recall"] + 0.2
-                           and figures["forced_choice"] >= max(figures["chance"], figures["base_forced_choice"]) + 0.2)
+    assert served["routed_leakage"] == 0.0 and served["general_perplexity_change_off"] == 0.0, served
+    recall_held = not any(f.startswith("recall without the facts") for f in failures)
+    assert recall_held == (served["paraphrase_recall"] >= served["base_paraphrase_recall"] + 0.2
+                           and served["paraphrase_recall"] >= 0.8 * served["teacher_paraphrase_recall"]), (served, failures)

@@ -108,19 +108,26 @@ def assert_the_local_key_sees_the_sample(user: str) -> None:
 
 @pytest.mark.timeout(960)
 def test_hms_run_approve_reports_the_gates_verdict_on_the_samples_set(hms_home):
-    """The sample's largest set holds two distinct facts (its third memory repeats one): too few to
-    teach or to judge, so it is not trained, and the run says so; nothing is registered or served."""
+    """The sample's largest set is Maya's facts about her dog Biscuit, six distinct ones: it is trained,
+    registered and judged, and the run says the gate's verdict in one line and its figures in the next."""
     report, result = hms_run_json("--approve", "1", timeout=900)
     [set_id] = report["approved"]
+    assert set_id.startswith("local/user-maya/concept-")
     assert [r["job"] for r in report["runs"]] == ["main_job", "tier_migration_job", "cold_archive_job", "lora_job", "lora_job"]
     assert_every_selected_asset_materialized_and_every_check_passed(report)
     trained = report["runs"][-1]["materialized"]
-    assert trained["lora_training_data"]["too_few_facts"] == 1 and trained["lora_training_data"]["datasets"] == 0
-    assert trained["trained_adapters"]["trained"] == 0 and "adapter" not in report
-    assert "distinct facts, fewer than the minimum of 4" in report["not_trained"][set_id]
-    assert f"LoRA {set_id}: not trained: " in result.stderr
-    assert json.loads(run_cli("lora", "list", "--json").stdout) == []
-    assert json.loads(run_cli("curate", "list", "--json").stdout)["sets"][0]["status"] == "approved"
+    assert trained["lora_training_data"]["datasets"] == 1 and trained["lora_training_data"]["too_few_facts"] == 0
+    assert trained["trained_adapters"]["trained"] == 1 and report["not_trained"] == {}
+    [verdict] = report["gate_verdicts"]
+    assert verdict["set_id"] == set_id and verdict["verdict"].startswith("gate passed: " if verdict["passed"] else "gate failed: ")
+    assert {"teacher_paraphrase_recall", "paraphrase_recall", "base_paraphrase_recall", "tokens_saved"} <= verdict["figures"].keys()
+    assert f"LoRA {set_id}: {verdict['verdict']}\n  {verdict['figures_line']}\n" in result.stderr
+    [model] = json.loads(run_cli("lora", "list", "--json").stdout)
+    [version] = model["versions"]
+    assert model["set_id"] == set_id and version["gate"].endswith("passed" if verdict["passed"] else verdict["verdict"].removeprefix("gate "))
+    assert ("champion" in version["aliases"]) == verdict["promoted"] == ("adapter" in report)
+    statuses = {s["set_id"]: s["status"] for s in json.loads(run_cli("curate", "list", "--json").stdout)["sets"]}
+    assert statuses[set_id] == "approved" and list(statuses.values()).count("approved") == 1
 
 
 def test_hms_run_on_the_users_own_data_tells_a_person_what_ran(hms_home, tmp_path):
