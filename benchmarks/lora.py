@@ -16,6 +16,8 @@ training time on this machine. Prints one JSON object."""
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import tempfile
 import time
 from dataclasses import asdict, replace
@@ -105,7 +107,7 @@ def train(home: Path, store, embedder, config: dict) -> tuple[dict[str, dict], f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=DEV_SPLIT)
-    parser.add_argument("--sets", type=int, default=2, help="How many conversations' sets (the first by conversation id).")
+    parser.add_argument("--sets", type=int, default=1, help="How many conversations' sets (the first by conversation id).")
     parser.add_argument("--min-facts", type=int, default=6)
     parser.add_argument("--max-facts", type=int, default=10)
     parser.add_argument("--recipes", default=",".join(RECIPES))
@@ -128,6 +130,7 @@ def main() -> None:
                 results[set_id][recipe] = {**{k: entry.get(k) for k in REPORTED}, "passes_gate": not gate_failures(entry, gate),
                                            "gate_failures": gate_failures(entry, gate)}
             results[f"{recipe}_asset_wall_seconds"] = round(wall, 1)
+            print(json.dumps({recipe: results}, default=str), file=sys.stderr, flush=True)
         store.close()
     print_json({
         "benchmark": "lora_crystallization", "data": args.data.name, "base_model": "SmolLM2-135M-Instruct", "device": device(),

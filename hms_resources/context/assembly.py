@@ -309,8 +309,9 @@ class Assembly:
         similarities = self.embedder.similarities(found.anchors, vector)
         best_of = np.full(len(found.adapters), -np.inf, dtype=np.float32)
         np.maximum.at(best_of, found.owners, similarities)
-        best = int(np.argmax(best_of))
-        adapter = found.adapters[best]
-        if best_of[best] < (adapter.threshold or self.adapter_min_similarity):
+        reached = best_of >= np.array([a.threshold or self.adapter_min_similarity for a in found.adapters], dtype=np.float32)
+        if not reached.any():
             return None
+        best = int(np.argmax(np.where(reached, best_of, -np.inf)))
+        adapter = found.adapters[best]
         return replace(adapter, similarity=round(float(best_of[best]), 4))

@@ -123,10 +123,11 @@ def cue_phrase(content: str, cue: str) -> str:
     at = next((i for i, w in enumerate(words) if w.lower() == cue or w.lower().startswith(cue)), None)
     if at is None:
         return cue
-    chosen = [w for w in words[max(at - 1, 0):at + PHRASE_WORDS - 1] if w]
+    chosen = [w for w in words[max(at - 1, 0):at + PHRASE_WORDS] if w]
     plain = {"i", "my", "me", "i'm", "we", "our"} | set(STOPWORDS)
     while len(chosen) > 1 and chosen[0].lower() in plain:
         chosen = chosen[1:]
+    chosen = chosen[:PHRASE_WORDS]
     while len(chosen) > 1 and chosen[-1].lower() in plain:
         chosen = chosen[:-1]
     return " ".join(chosen) or cue

@@ -1,9 +1,9 @@
 """The promotion gate on real adapters of the real base model (CPU), judged as a user meets them:
 through the router fitted on real embeddings of the set's facts, beside the teacher (the base with
-the facts in context). The old recipe memorizes strings: forced on, it leaks and harms; the router
-keeps the unrelated prompts and text from it, and the gate still refuses it for what it does when it
-answers. The new recipe (varied questions, rehearsal, early stopping) on six facts leaks less and
-keeps the base's language; whether it recalls enough without the facts is the gate's to say."""
+the facts in context). An adapter that memorizes strings leaks and harms forced on; the router keeps
+the unrelated prompts and text from it, and the gate still refuses it for what it does when it
+answers. A distilled adapter (the default recipe) is judged on recall without the facts against the
+teacher's with them and the base's without; whether it recalls enough is the gate's to say."""
 
 from dataclasses import replace
 
@@ -19,11 +19,11 @@ from hms_resources.lora.evaluation import (
     with_base,
 )
 from hms_resources.lora.registry import PromotionGate, gate_failures
+from hms_resources.lora.distillation import base_rows, distil_adapter, facts_system, teacher_rows
 from hms_resources.lora.rehearsal import (
     CONTROL_PROMPTS,
     REHEARSAL_PROMPTS,
     base_replies,
-    mix_rehearsal,
     rehearsal_splits,
 )
 from hms_resources.lora.routing import set_route
@@ -33,7 +33,7 @@ from hms_resources.store.memory_state import Memory
 from tests.helpers import PERSONAL_FACTS
 
 FACTS = PERSONAL_FACTS
-TOKENS = 24
+TOKENS = 16
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +68,9 @@ def judged(tmp_path_factory, seed_base_replies):
 
 
 @pytest.mark.timeout(1200)
-def test_the_base_model_knows_none_of_the_facts_and_answers_with_them_in_context(judged):
-    _, _, _, base_figures, _, teacher, route = judged
+def test_the_base_model_knows_none_of_the_facts_and_no_unrelated_prompt_or_text_routes(judged):
+    _, _, _, base_figures, _, _, route = judged
     assert base_figures["paraphrase_recall"] <= 0.1 and base_figures["leakage"] == 0.0
-    assert teacher["paraphrase_recall"] > base_figures["paraphrase_recall"], (teacher, base_figures)
     assert not any(route["controls"]) and not any(route["passages"]), route
 
 
@@ -86,11 +85,25 @@ def old_recipe(judged):
 
 
 @pytest.fixture(scope="module")
-def new_recipe(judged):
-    home, base, examples, _, judge, _, _ = judged
+def distilled(judged):
+    """The default recipe, briefly: the teacher (the base with the facts in context) answers the
+    training questions; the student without them matches its answers, with unrelated rows matched to
+    the base."""
+    home, base, examples, base_figures, _, teacher, route = judged
+    config = replace(TrainingConfig(), steps=16, answer_tokens=16, eval_every=8)
+    system = facts_system([f["fact"] for f in examples.facts])
+    taught = teacher_rows(*base, [r["prompt"] for r in examples.train], system, config)
+    held_out = teacher_rows(*base, [r["prompt"] for r in examples.validation], system, config)
     rehearsal, watched = rehearsal_splits(home, base, "", 64)
-    config = replace(TrainingConfig(), steps=30)
-    return judge(mix_rehearsal(examples.train, rehearsal, config.rehearsal_ratio), config, validation=examples.validation, rehearsal=watched)
+    result = distil_adapter(*base, taught, base_rows(*base, rehearsal, config), config, validation=held_out,
+                            watched=base_rows(*base, watched, config))
+    try:
+        controls = base_replies(home, base, "", CONTROL_PROMPTS, TOKENS)
+        raw = evaluate_model(result.adapter, base[1], examples, controls, TOKENS)
+    finally:
+        result.adapter.unload()
+    served = with_base(raw, base_figures, len(examples.facts), teacher, route)
+    return result, served, gate_failures(served, PromotionGate())
 
 
 @pytest.mark.timeout(1200)
@@ -103,13 +116,15 @@ def test_an_adapter_that_memorizes_strings_leaks_forced_on_is_kept_from_unrelate
 
 
 @pytest.mark.timeout(1500)
-def test_the_new_recipe_leaks_less_harms_less_and_is_judged_on_what_it_recalls(judged, old_recipe, new_recipe):
-    figures, served, failures = new_recipe
-    old = old_recipe[0]
-    assert figures["leakage"] < old["leakage"] and figures["general_perplexity_change"] < old["general_perplexity_change"], (figures, old)
-    assert figures["adapter_recall"] > figures["base_paraphrase_recall"], figures
-    assert figures["perplexity"] < judged[3]["perplexity"] / 10, "it learned to answer the held-out questions with the facts"
-    assert served["routed_leakage"] == 0.0 and served["general_perplexity_change_off"] == 0.0, served
+def test_a_distilled_adapter_is_judged_against_the_teacher_and_the_base_through_the_router(distilled):
+    result, served, failures = distilled
+    assert result.checks and all(c["unrelated_kl"] >= 0 for c in result.checks), result.checks
+    assert result.checks[-1]["validation_kl"] < result.checks[0]["validation_kl"] or result.best_step == result.checks[0]["step"]
+    assert served["routed_leakage"] == 0.0 and served["general_perplexity_change_off"] == 0.0, "no unrelated prompt or text routes"
+    assert served["route_recall"] == 1.0 and served["paraphrase_recall"] == served["adapter_recall"], served
+    assert {"teacher_paraphrase_recall", "teacher_forced_choice", "base_paraphrase_recall"} <= served.keys()
     recall_held = not any(f.startswith("recall without the facts") for f in failures)
     assert recall_held == (served["paraphrase_recall"] >= served["base_paraphrase_recall"] + 0.2
                            and served["paraphrase_recall"] >= 0.8 * served["teacher_paraphrase_recall"]), (served, failures)
+    perplexity_held = not any(f.startswith("general perplexity") for f in failures)
+    assert perplexity_held == (served["general_perplexity_change"] <= 0.05), (served, failures)

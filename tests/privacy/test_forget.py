@@ -31,8 +31,8 @@ LORA = {  # the gate held open: these tests are about forgetting, and a 4-step a
     "lora_candidate_sets": {"config": {"min_importance": 0.0, "min_concept_cohesion": 0.0, "min_concept_size": 3, "stable_days": 7.0}},
     "lora_training_data": {"config": {"min_facts": 4}},
     "trained_adapters": {"config": {"steps": 4, "batch_size": 6, "max_new_tokens": 16}},
-    "lora_registry": {"config": {"max_new_tokens": 16, "recall_margin": -1.0, "choice_margin": -1.0, "max_leakage": 1.0,
-                                 "max_perplexity_change": 100.0}},
+    "lora_registry": {"config": {"max_new_tokens": 16, "recall_margin": -1.0, "teacher_share": 0.0, "max_routed_leakage": 1.0,
+                                 "max_perplexity_change_off": 100.0, "max_perplexity_change": 100.0}},
     "adapter_comparison": {"config": {"max_new_tokens": 16}},
 }
 
