@@ -38,8 +38,8 @@ from hms_resources.store.memory_state import Memory
 
 DEV_SPLIT = Path(__file__).resolve().parents[2] / "shared" / "eval" / "locomo-dev.jsonl"
 RECIPES = ("distillation", "imitation")
-IMITATION = {"target_modules": ["gate_proj", "up_proj", "down_proj"], "steps": 160, "learning_rate": 1e-3}
-"""The earlier recipe's own settings (its defaults before this change)."""
+IMITATION = {"target_modules": ["gate_proj", "up_proj", "down_proj"], "learning_rate": 1e-3, "patience": 3}
+"""The earlier recipe's own settings (its defaults before this change), under the same step budget."""
 REPORTED = ("teacher_paraphrase_recall", "paraphrase_recall", "adapter_recall", "base_paraphrase_recall", "route_recall",
             "teacher_forced_choice", "forced_choice", "base_forced_choice", "chance", "leakage", "routed_leakage",
             "general_perplexity_change_off", "general_perplexity_change", "tokens_saved", "route_threshold", "training_seconds",

@@ -106,11 +106,11 @@ def assert_the_local_key_sees_the_sample(user: str) -> None:
     assert lena.status_code == 200 and lena.json()["memories"], lena.text[:500]
 
 
-@pytest.mark.timeout(960)
+@pytest.mark.timeout(2460)
 def test_hms_run_approve_reports_the_gates_verdict_on_the_samples_set(hms_home):
     """The sample's largest set is Maya's facts about her dog Biscuit, six distinct ones: it is trained,
     registered and judged, and the run says the gate's verdict in one line and its figures in the next."""
-    report, result = hms_run_json("--approve", "1", timeout=900)
+    report, result = hms_run_json("--approve", "1", timeout=2400)
     [set_id] = report["approved"]
     assert set_id.startswith("local/user-maya/concept-")
     assert [r["job"] for r in report["runs"]] == ["main_job", "tier_migration_job", "cold_archive_job", "lora_job", "lora_job"]
