@@ -9,6 +9,9 @@ from typing import Protocol
 
 import numpy as np
 
+CONTEXT_HEADER = "What you remember about this user (use it when it helps; never invent beyond it):"
+"""The line above the memory in a model's system turn: the chat plugins put it there, and a LoRA
+teacher reads its facts under it (`lora.distillation`), so both see the same layout."""
 MONTH_ABBREVIATIONS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hms_resources.memory.exchange import Exchange, exchange_records
+from hms_resources.context.prompt import CONTEXT_HEADER
 from hms_resources.memory.writes import AS_STORED, Captured, MemoryWriter, Names
 
-CONTEXT_HEADER = "What you remember about this user (use it when it helps; never invent beyond it):"
 DEFAULT_CONTEXT_SHARE = 0.5
 """Share of the model's context window the memory context may take."""
 

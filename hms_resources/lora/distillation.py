@@ -28,8 +28,7 @@ from hms_resources.lora.training import TrainingConfig
 
 def facts_system(facts: Sequence[str]) -> str:
     """The facts as the served path shows them to the model: the memory header, one line each."""
-    from hms_resources.context.prompt import render_memory
-    from hms_resources.integration.plugin import CONTEXT_HEADER
+    from hms_resources.context.prompt import CONTEXT_HEADER, render_memory
 
     return CONTEXT_HEADER + "\n" + "\n".join(render_memory(None, f) for f in facts)
 

@@ -17,8 +17,9 @@ LAYERS = {"common": 0, "store": 1, "semantic": 2, "tiers": 3, "context": 4, "lor
 """A domain of `hms_resources` imports only domains of a lower layer (and itself): events -> store ->
 semantic -> tiers -> context / lora; datasets and privacy sit on top, the door for writes (memory) above
 them, then the transports: integration, and serving above it."""
-ALLOWED = {("context", "lora.paths")}
-"""The context resource names the champion adapter: it reads the champions file, never the trainer."""
+ALLOWED = {("context", "lora.paths"), ("lora", "context.prompt")}
+"""The context resource names the champion adapter: it reads the champions file, never the trainer. A
+LoRA teacher reads its facts laid out as the served prompt lays them out (`context.prompt`)."""
 
 
 def python_files(package: str) -> list[Path]:
