@@ -16,8 +16,6 @@ import numpy as np
 
 ROUTE_MARGIN = 0.02
 """How far above the most similar unrelated prompt the threshold sits at least."""
-DEFAULT_THRESHOLD = 0.3
-"""For an adapter trained before thresholds were fitted: the similarity its concept's centroid needed."""
 
 
 def route_scores(queries: np.ndarray, anchors: np.ndarray) -> np.ndarray:
