@@ -61,6 +61,10 @@ class TrainingConfig:
     rehearsal_tolerance: float = 0.05
     """How far (relative) the held-out rehearsal loss may rise above the base's before a check is unusable."""
 
+    def __post_init__(self) -> None:
+        if self.recipe not in ("distillation", "imitation"):
+            raise ValueError(f"TrainingConfig.recipe: unknown recipe {self.recipe!r}; expected distillation or imitation")
+
 
 @dataclass
 class TrainingResult:

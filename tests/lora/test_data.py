@@ -132,3 +132,11 @@ def test_datasets_are_versioned_by_their_examples(tmp_path):
     assert loaded.splits() == examples.splits()
     changed = FactExamples(**{**examples.splits(), "train": [{**examples.train[0], "answer": "You told me: something else"}] + examples.train[1:]})
     assert dataset_version(changed) != version
+
+
+def test_an_unknown_training_recipe_is_refused_by_name():
+    from hms_resources.lora.training import TrainingConfig
+
+    with pytest.raises(ValueError, match="TrainingConfig.recipe: unknown recipe 'rote'"):
+        TrainingConfig(recipe="rote")
+    assert TrainingConfig(recipe="imitation").recipe == "imitation"
