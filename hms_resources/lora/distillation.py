@@ -212,7 +212,10 @@ def distil_adapter(
     optimizer = torch.optim.AdamW([p for p in adapter.parameters() if p.requires_grad], lr=config.learning_rate)
     result = DistillationResult(adapter, [], [], 0, "reached the most steps", 0.0, 0)
     best: tuple[float, int, dict] | None = None
-    started, checking = time.perf_counter(), 0.0
+    started = time.perf_counter()
+    adapter.eval()
+    floor = mean_kl(adapter, tokenizer, watched) if validation else 0.0  # not zero at the start: the targets are top-k only
+    checking = time.perf_counter() - started
     for step in range(config.steps):
         adapter.train()
         chosen = [rows[order[(step * config.batch_size + i) % len(order)]] for i in range(min(config.batch_size, len(order)))]
@@ -232,7 +235,7 @@ def distil_adapter(
             began = time.perf_counter()
             adapter.eval()
             check = {"step": step + 1, "validation_kl": round(mean_kl(adapter, tokenizer, validation), 4),
-                     "unrelated_kl": round(mean_kl(adapter, tokenizer, watched), 4)}
+                     "unrelated_kl": round(mean_kl(adapter, tokenizer, watched) - floor, 4)}
             result.checks.append(check)
             if on_check is not None:
                 on_check(check)

@@ -118,7 +118,8 @@ def test_an_adapter_that_memorizes_strings_leaks_forced_on_is_kept_from_unrelate
 @pytest.mark.timeout(1500)
 def test_a_distilled_adapter_is_judged_against_the_teacher_and_the_base_through_the_router(distilled):
     result, served, failures = distilled
-    assert result.checks and all(c["unrelated_kl"] >= 0 for c in result.checks), result.checks
+    kept = [c for c in result.checks if c["step"] == result.best_step]
+    assert kept and kept[0]["unrelated_kl"] <= TrainingConfig().keep_tolerance, result.checks
     assert result.checks[-1]["validation_kl"] < result.checks[0]["validation_kl"] or result.best_step == result.checks[0]["step"]
     assert served["routed_leakage"] == 0.0 and served["general_perplexity_change_off"] == 0.0, "no unrelated prompt or text routes"
     assert served["route_recall"] == 1.0 and served["paraphrase_recall"] == served["adapter_recall"], served
