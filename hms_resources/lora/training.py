@@ -37,8 +37,7 @@ class TrainingConfig:
     answer_tokens: int = 24
     """Distillation: length of the teacher's answers the student learns."""
     keep_tolerance: float = 0.15
-    """Distillation: the most KL to the base (nats per token) on held-out unrelated rows a kept check may have,
-    above the untrained student's (the targets are the base's top-k only, so that is not zero)."""
+    """Distillation: the most KL to the base (nats per token) on held-out unrelated rows a kept check may have."""
     layer_share: float = 0.5
     """Distillation: the share of the model's layers, from the top, that get LoRA weights. Gradients stop
     at the lowest adapted layer, so half the layers cost about half the backward pass on a CPU."""
