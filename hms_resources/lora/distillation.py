@@ -185,6 +185,12 @@ def mean_kl(model: Any, tokenizer: Any, rows: Sequence[SoftRow], batch_size: int
     return total / max(count, 1)
 
 
+DIVERGENCE_ROWS = 32
+"""Fact rows whose highest KL before training is the start a diverging loss is measured against (no
+batch's mean can exceed its worst row's): the first batch's loss will not do, as a batch of unrelated
+rows starts near zero."""
+
+
 def distil_adapter(
     model: Any,
     tokenizer: Any,
@@ -200,7 +206,8 @@ def distil_adapter(
     targets), `rehearsal_ratio` of them per fact row, in a seeded order. Every `eval_every` steps the KL on
     held-out paraphrases (`validation`) and held-out unrelated rows (`watched`) is measured; training
     stops when the first has not improved for `patience` checks, and the best check whose second stayed
-    within `keep_tolerance` is kept. A NaN or diverging loss unloads the adapter and raises."""
+    within `keep_tolerance` is kept. A NaN loss, or one past `divergence_factor` times the untrained
+    student's worst KL on fact rows, unloads the adapter and raises."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -219,15 +226,19 @@ def distil_adapter(
     optimizer = torch.optim.AdamW([p for p in adapter.parameters() if p.requires_grad], lr=config.learning_rate)
     result = DistillationResult(adapter, [], [], 0, "reached the most steps", 0.0, 0)
     best: tuple[float, int, dict] | None = None
-    started, checking = time.perf_counter(), 0.0
+    started = time.perf_counter()
+    adapter.eval()
+    sampled = [facts[i] for i in order if i < len(facts)][:DIVERGENCE_ROWS]
+    start = max([mean_kl(adapter, tokenizer, [row]) for row in sampled] + [1e-2])
+    checking = time.perf_counter() - started
     for step in range(config.steps):
         adapter.train()
         chosen = [rows[order[(step * config.batch_size + i) % len(order)]] for i in range(min(config.batch_size, len(order)))]
         loss = _distillation_loss(adapter, tokenizer, chosen)
         value = float(loss.item())
-        if not math.isfinite(value) or (result.losses and value > config.divergence_factor * max(result.losses[0], 1e-2)):
+        if not math.isfinite(value) or value > config.divergence_factor * start:
             adapter.unload()
-            raise TrainingFailed(f"distillation loss {value} at step {step} (first {result.losses[0] if result.losses else value}): the run diverged")
+            raise TrainingFailed(f"distillation loss {value} at step {step} (the untrained student's {start:.4f}): the run diverged")
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
