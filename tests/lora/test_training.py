@@ -80,3 +80,27 @@ def test_a_diverging_run_fails_and_leaves_the_base_as_it_was(base):
     assert torch.allclose(logits(model, tokenizer), plain, atol=1e-5)
     with pytest.raises(ValueError, match="no training examples"):
         train_adapter(model, tokenizer, [], TrainingConfig(steps=1))
+
+
+def test_distillation_targets_keep_the_tail_so_the_base_matches_itself_and_a_sharpened_student_does_not(base):
+    """The targets are the top-k tokens and the rest of the vocabulary as one outcome: the base scored
+    on its own targets has no loss, and a student that piles its mass on the top-k (sharper logits)
+    pays for it. Renormalized top-k targets would charge the base and reward the sharpened one."""
+    from hms_resources.lora.distillation import base_rows, mean_kl
+    from hms_resources.lora.rehearsal import text_passages
+
+    model, tokenizer = base
+    rows = base_rows(model, tokenizer, text_passages(4), TrainingConfig(answer_tokens=16))
+    assert abs(mean_kl(model, tokenizer, rows)) < 1e-3
+
+    class Sharpened(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, **kwargs):
+            out = self.inner(**kwargs)
+            out.logits = out.logits * 2.0
+            return out
+
+    assert mean_kl(Sharpened(model), tokenizer, rows) > 0.1
