@@ -30,10 +30,10 @@ from hms_assets.lora import assets as lora
 from hms_resources.common.files import write_json
 from hms_resources.lora.adapters import ADAPTERS_MANIFEST, TRAINING_DATA_MANIFEST, lora_dir, trained_adapters
 from hms_resources.lora.candidates import CandidateSet
-from hms_resources.lora.data import RECIPES, build_examples, save_dataset
+from hms_resources.lora.data import build_examples, save_dataset
 from hms_resources.lora.registry import PromotionGate, gate_failures
 from hms_resources.lora.tracking import MlflowTracking
-from hms_resources.lora.training import TrainingConfig, device
+from hms_resources.lora.training import RECIPES, TrainingConfig, device
 from hms_resources.store.memory_state import Memory
 
 DEV_SPLIT = Path(__file__).resolve().parents[2] / "shared" / "eval" / "locomo-dev.jsonl"

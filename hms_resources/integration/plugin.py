@@ -13,8 +13,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from hms_resources.memory.exchange import Exchange, exchange_records
 from hms_resources.context.prompt import CONTEXT_HEADER
+from hms_resources.memory.exchange import Exchange, exchange_records
 from hms_resources.memory.writes import AS_STORED, Captured, MemoryWriter, Names
 
 DEFAULT_CONTEXT_SHARE = 0.5

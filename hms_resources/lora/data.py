@@ -26,6 +26,7 @@ from typing import Any
 from hms_resources.common.limits import file_name
 from hms_resources.common.text import surface_words
 from hms_resources.lora.candidates import CandidateSet
+from hms_resources.lora.training import RECIPES
 from hms_resources.store.memory_state import Memory
 
 TRAIN_QUESTIONS = (
@@ -107,10 +108,6 @@ def _held_back(cues: list[str]) -> tuple[str | None, str | None, list[str]]:
     return held_eval, held_validation, [w for w in cues if w not in (held_eval, held_validation) and w not in held]
 
 
-RECIPES = ("distillation", "imitation")
-"""`distillation` (the default): questions name a fact by a phrase of its own words, and a teacher answers
-them (`lora.distillation`); `imitation` (the earlier recipe, kept as a baseline): questions name it by a
-single word and the answer restates the fact."""
 PHRASE_WORDS = 3
 
 

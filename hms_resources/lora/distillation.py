@@ -8,8 +8,8 @@ and NO facts in its context, is trained to match the teacher's token distributio
 that answer: its `top_k` most likely tokens and, as one more outcome, the rest of the vocabulary
 together. Without that tail a student lowers the loss by piling all its mass on the top-k, which
 costs it the rare tokens of ordinary text (its perplexity rose by 14% on the dev split). On unrelated
-prompts (the base's own replies) and plain text the student is trained to match the base itself, so it keeps its language
-where the facts do not apply. Training stops on the distillation loss of held-out paraphrases
+prompts (the base's own replies) and plain text the student is trained to match the base itself, so it
+keeps its language where the facts do not apply. Training stops on the distillation loss of held-out paraphrases
 (`validation`), keeping the best check whose loss on held-out unrelated rows stayed near zero.
 
 Kujanpää et al. 2024 (arXiv 2412.14964) and Caccia et al. 2025 (arXiv 2503.08727) report this beating

@@ -19,6 +19,10 @@ from typing import Any
 from hms_resources.common.tokens import DEFAULT_GGUF_FILE, default_gguf_path
 
 DEFAULT_BASE = "SmolLM2-135M-Instruct"
+RECIPES = ("distillation", "imitation")
+"""`distillation` (the default): questions name a fact by a phrase of its own words, and a teacher answers
+them (`lora.distillation`); `imitation` (the earlier recipe, kept as a baseline): questions name it by a
+single word and the answer restates the fact (`lora.data`)."""
 
 
 class TrainingFailed(RuntimeError):
@@ -62,8 +66,8 @@ class TrainingConfig:
     """How far (relative) the held-out rehearsal loss may rise above the base's before a check is unusable."""
 
     def __post_init__(self) -> None:
-        if self.recipe not in ("distillation", "imitation"):
-            raise ValueError(f"TrainingConfig.recipe: unknown recipe {self.recipe!r}; expected distillation or imitation")
+        if self.recipe not in RECIPES:
+            raise ValueError(f"TrainingConfig.recipe: unknown recipe {self.recipe!r}; expected one of {', '.join(RECIPES)}")
 
 
 @dataclass
